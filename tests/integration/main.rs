@@ -1,0 +1,4 @@
+//! Integration tests against a real control plane (etcd + kube-apiserver +
+//! kube-controller-manager on loopback), shared by every test in this binary;
+//! each test works in its own namespace.
+mod controlplane_basics;

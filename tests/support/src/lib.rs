@@ -1,0 +1,424 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on)
+//! and, optionally, kube-controller-manager (garbage collection, namespace
+//! deletion, ReplicaSets, default ServiceAccounts). No kubelet: pods stay Pending.
+//!
+//! Binaries come from `scripts/tools.sh`, which builds them from pinned Go
+//! modules into a cache. Children run in their own process group and receive
+//! SIGKILL if the process that started them dies, so a panicking or killed test
+//! run never leaves them behind.
+
+pub mod pki;
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, TcpListener},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::PostParams,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+pub use pki::{Authority, PemPair};
+
+/// The repository root (this crate lives in `tests/support`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Directory holding etcd, kube-apiserver, kube-controller-manager, kubectl and helm,
+/// built on first use by `scripts/tools.sh` (or taken from `TOOLHIVE_TOOLS_BIN`).
+pub fn tools_bin() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("TOOLHIVE_TOOLS_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(dir) = BIN.get() {
+        return Ok(dir.clone());
+    }
+    let script = repo_root().join("scripts/tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed; see its output above", script.display());
+    }
+    let dir = PathBuf::from(String::from_utf8(out.stdout)?.trim().lines().last().unwrap_or_default());
+    Ok(BIN.get_or_init(|| dir).clone())
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Also run kube-controller-manager.
+    pub controller_manager: bool,
+    /// Where to keep state; a fresh temp dir when None.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { controller_manager: true, dir: None }
+    }
+}
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    /// CA that signed the API server's serving cert and the admin client cert.
+    pub ca_pem: String,
+    owns_dir: bool,
+    children: Mutex<Vec<(String, Child)>>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver (and kube-controller-manager) and waits until
+    /// `/readyz` answers ok.
+    pub fn start(opts: Options) -> Result<Self> {
+        let bin = tools_bin()?;
+        let (dir, owns_dir) = match opts.dir {
+            Some(d) => (d, false),
+            None => {
+                let base = std::env::temp_dir().join("toolhive-controlplane");
+                fs::create_dir_all(&base)?;
+                let d = base.join(format!("cp-{}-{}", std::process::id(), free_port()?));
+                (d, true)
+            }
+        };
+        fs::create_dir_all(&dir)?;
+        let pki_dir = dir.join("pki");
+        fs::create_dir_all(&pki_dir)?;
+
+        let ca = Authority::new("toolhive-local-ca")?;
+        let serving = ca.serving(
+            &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+        )?;
+        let admin = ca.client("toolhive-admin", &["system:masters"])?;
+        let ca_file = pki_dir.join("ca.crt");
+        write(&ca_file, &ca.cert_pem())?;
+        write(&pki_dir.join("apiserver.crt"), &serving.cert_pem)?;
+        write(&pki_dir.join("apiserver.key"), &serving.key_pem)?;
+        let sa_key = pki_dir.join("sa.key");
+        let sa_pub = pki_dir.join("sa.pub");
+        let (sa_private, sa_public) = pki::signing_key_pems()?;
+        write(&sa_key, &sa_private)?;
+        write(&sa_pub, &sa_public)?;
+
+        let mut cp = ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            server: String::new(),
+            ca_pem: ca.cert_pem(),
+            dir: dir.clone(),
+            owns_dir,
+            children: Mutex::new(Vec::new()),
+        };
+
+        // etcd
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        cp.spawn(
+            "etcd",
+            Command::new(bin.join("etcd")).args([
+                "--name=default",
+                &format!("--data-dir={}", dir.join("etcd").display()),
+                &format!("--listen-client-urls={etcd_url}"),
+                &format!("--advertise-client-urls={etcd_url}"),
+                &format!("--listen-peer-urls={peer_url}"),
+                &format!("--initial-advertise-peer-urls={peer_url}"),
+                &format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ]),
+        )?;
+        cp.wait_for("etcd", Duration::from_secs(30), || {
+            http_get_plain(etcd_client, "/health").map(|b| b.contains("true")).unwrap_or(false)
+        })?;
+
+        // kube-apiserver
+        let api_port = free_port()?;
+        cp.server = format!("https://127.0.0.1:{api_port}");
+        let pki_path = |f: &str| pki_dir.join(f).display().to_string();
+        cp.spawn(
+            "kube-apiserver",
+            Command::new(bin.join("kube-apiserver")).args([
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", pki_dir.display()),
+                format!("--tls-cert-file={}", pki_path("apiserver.crt")),
+                format!("--tls-private-key-file={}", pki_path("apiserver.key")),
+                format!("--client-ca-file={}", ca_file.display()),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", sa_pub.display()),
+                format!("--service-account-signing-key-file={}", sa_key.display()),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--allow-privileged=true".into(),
+                "--endpoint-reconciler-type=none".into(),
+                "--storage-backend=etcd3".into(),
+                // Without a controller manager nothing creates default ServiceAccounts.
+                if opts.controller_manager {
+                    "--enable-admission-plugins=NamespaceLifecycle".into()
+                } else {
+                    "--disable-admission-plugins=ServiceAccount".into()
+                },
+                "-v=0".into(),
+            ]),
+        )?;
+
+        cp.write_kubeconfig(&admin)?;
+        let readyz = |cp: &ControlPlane| https_readyz(cp).unwrap_or(false);
+        cp.wait_for("kube-apiserver", Duration::from_secs(120), || readyz(&cp))?;
+
+        if opts.controller_manager {
+            cp.spawn(
+                "kube-controller-manager",
+                Command::new(bin.join("kube-controller-manager")).args([
+                    format!("--kubeconfig={}", cp.kubeconfig.display()),
+                    "--leader-elect=false".into(),
+                    "--bind-address=127.0.0.1".into(),
+                    "--secure-port=0".into(),
+                    format!("--root-ca-file={}", ca_file.display()),
+                    format!("--service-account-private-key-file={}", sa_key.display()),
+                    "--use-service-account-credentials=false".into(),
+                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-certificate-publisher".into(),
+                    "-v=0".into(),
+                ]),
+            )?;
+        }
+        Ok(cp)
+    }
+
+    fn write_kubeconfig(&self, admin: &PemPair) -> Result<()> {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let encode = |b: &[u8]| STANDARD.encode(b);
+        let kc = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: admin
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: local
+  context: {{cluster: local, user: admin, namespace: default}}
+current-context: local
+",
+            server = self.server,
+            ca = encode(self.ca_pem.as_bytes()),
+            cert = encode(admin.cert_pem.as_bytes()),
+            key = encode(admin.key_pem.as_bytes()),
+        );
+        write(&self.kubeconfig, &kc)
+    }
+
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<()> {
+        let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).process_group(0);
+        // SAFETY: prctl is async-signal-safe; it ties the child's life to this process
+        // (to the spawning thread, which is why `shared()` spawns from a thread that never ends).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        self.children.lock().unwrap().push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Waits until `ready` holds, failing early (with the log tail) if `component` exits.
+    fn wait_for(&self, component: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if ready() {
+                return Ok(());
+            }
+            let exited = self
+                .children
+                .lock()
+                .unwrap()
+                .iter_mut()
+                .find(|(name, _)| name == component)
+                .and_then(|(_, child)| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!("{component} exited ({status}):\n{}", self.log_tail(component, 20));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("timed out after {timeout:?} waiting for {component}:\n{}", self.log_tail(component, 20))
+    }
+
+    /// Stops every child (SIGTERM, then SIGKILL after a grace period), newest first.
+    pub fn stop(&self) {
+        let mut children = std::mem::take(&mut *self.children.lock().unwrap());
+        while let Some((_, mut child)) = children.pop() {
+            let pgid = child.id() as i32;
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        if self.owns_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The tail of a component's log, for failure messages.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub async fn config(&self) -> Result<Config> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?)
+    }
+
+    /// An admin (system:masters) client.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::try_from(self.config().await?)?)
+    }
+
+    /// A client that impersonates `user` (e.g. `system:serviceaccount:ns:name`), so the
+    /// API server's RBAC decides what it may do.
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Result<Client> {
+        let mut config = self.config().await?;
+        config.auth_info.impersonate = Some(user.to_string());
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        }
+        Ok(Client::try_from(config)?)
+    }
+
+    /// A client impersonating a ServiceAccount, with the groups the API server gives them.
+    pub async fn client_as_service_account(&self, namespace: &str, name: &str) -> Result<Client> {
+        let ns_group = format!("system:serviceaccounts:{namespace}");
+        self.client_as(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            &["system:serviceaccounts", &ns_group, "system:authenticated"],
+        )
+        .await
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix`.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}-{}-{n}", std::process::id() % 100_000);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(name)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One control plane for the whole test binary, started on first use and stopped
+/// when the process exits (also when tests panic).
+pub fn shared() -> &'static ControlPlane {
+    static SHARED: OnceLock<Result<&'static ControlPlane, String>> = OnceLock::new();
+    let started = SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The spawning thread must outlive the children (PR_SET_PDEATHSIG fires when
+        // the thread that forked exits), so it parks forever after starting them.
+        std::thread::Builder::new()
+            .name("controlplane-keeper".into())
+            .spawn(move || {
+                let started = ControlPlane::start(Options::default());
+                match started {
+                    Ok(cp) => {
+                        let cp: &'static ControlPlane = Box::leak(Box::new(cp));
+                        tx.send(Ok(cp)).ok();
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                    Err(e) => {
+                        tx.send(Err(e)).ok();
+                    }
+                }
+            })
+            .expect("spawn controlplane thread");
+        let cp = rx.recv().map_err(|e| e.to_string())?.map_err(|e| format!("{e:#}"))?;
+        // Statics are never dropped; stop the children and remove the state at exit.
+        extern "C" fn stop_at_exit() {
+            if let Some(cp) = SHARED_FOR_EXIT.get() {
+                cp.stop();
+            }
+        }
+        static SHARED_FOR_EXIT: OnceLock<&'static ControlPlane> = OnceLock::new();
+        SHARED_FOR_EXIT.set(cp).ok();
+        unsafe { libc::atexit(stop_at_exit) };
+        Ok(cp)
+    });
+    match started {
+        Ok(cp) => cp,
+        Err(e) => panic!("control plane failed to start: {e}"),
+    }
+}
+
+
+fn http_get_plain(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn https_readyz(cp: &ControlPlane) -> Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = cp.client().await?;
+        let req = http::Request::get("/readyz").body(Vec::new())?;
+        match tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await {
+            Ok(Ok(text)) => Ok(text.trim() == "ok"),
+            _ => Ok(false),
+        }
+    })
+}
