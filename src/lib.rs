@@ -1,3 +1,13 @@
 //! toolhive-operator: reconciles `MCPServer` objects into the ToolHive proxy runner
 //! and guards them with a tenancy admission webhook.
 pub mod api;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+pub mod status;
+#[path = "../webhook/mod.rs"]
+pub mod webhook;

@@ -1,0 +1,128 @@
+//! Operator settings from flags and environment (names match the Helm chart).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:latest";
+pub const LEADER_LEASE_NAME: &str = "toolhive-operator-leader-election";
+pub const FIELD_MANAGER: &str = "toolhive-operator";
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "toolhive-operator", version, about = "Runs MCPServers and guards them with a tenancy admission webhook")]
+pub struct Args {
+    /// Address of the Prometheus /metrics endpoint (":8080" means all interfaces).
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: String,
+    /// Address of /healthz and /readyz.
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Only the holder of the Lease `toolhive-operator-leader-election` reconciles.
+    #[arg(long, default_value_t = false)]
+    pub leader_elect: bool,
+    /// Address of the admission webhook (TLS). Empty disables the webhook.
+    #[arg(long, default_value = ":9443")]
+    pub webhook_bind_address: String,
+    /// Directory holding tls.crt and tls.key for the webhook (a mounted Secret).
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    pub webhook_cert_dir: PathBuf,
+    /// Tenancy policy file (YAML or JSON). Without it every namespace the operator
+    /// watches is allowed and no registry restriction applies.
+    #[arg(long, env = "TOOLHIVE_TENANCY_POLICY")]
+    pub tenancy_policy: Option<PathBuf>,
+    /// Namespace of the operator's own objects (lease); from the downward API.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "toolhive-system")]
+    pub pod_namespace: String,
+    /// Comma-separated namespaces to watch; unset means the whole cluster.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Image of the ToolHive proxy runner put into every proxy Deployment.
+    #[arg(long, env = "TOOLHIVE_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
+    pub runner_image: String,
+    /// Text logs instead of JSON.
+    #[arg(long, env = "UNSTRUCTURED_LOGS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub unstructured_logs: bool,
+    /// Lease duration in seconds (standbys take over after this long without renewal).
+    #[arg(long, default_value_t = 15)]
+    pub leader_lease_seconds: u64,
+}
+
+/// Which namespaces the operator works in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Cluster,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// Parses WATCH_NAMESPACE. Unset means the whole cluster; anything set must be a
+    /// comma-separated list of valid namespace names (an empty list is an error, never
+    /// "watch everything").
+    pub fn parse(watch_namespace: Option<&str>) -> Result<Self, String> {
+        let Some(raw) = watch_namespace else { return Ok(Scope::Cluster) };
+        let mut out: Vec<String> = Vec::new();
+        for part in raw.split(',') {
+            let ns = part.trim();
+            if ns.is_empty() {
+                return Err(format!(
+                    "WATCH_NAMESPACE={raw:?} has an empty entry; give a comma-separated list of namespaces, or unset it to watch the whole cluster"
+                ));
+            }
+            if !is_dns1123_label(ns) {
+                return Err(format!(
+                    "WATCH_NAMESPACE entry {ns:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63 characters)"
+                ));
+            }
+            if !out.iter().any(|o| o == ns) {
+                out.push(ns.to_string());
+            }
+        }
+        Ok(Scope::Namespaces(out))
+    }
+
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Scope::Cluster => true,
+            Scope::Namespaces(list) => list.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// ":8080" -> 0.0.0.0:8080; "127.0.0.1:0" as given.
+pub fn parse_bind(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
+    full.parse().map_err(|e| format!("invalid bind address {addr:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_namespace_parsing() {
+        assert_eq!(Scope::parse(None), Ok(Scope::Cluster));
+        assert_eq!(Scope::parse(Some("a, b,a")), Ok(Scope::Namespaces(vec!["a".into(), "b".into()])));
+        assert!(Scope::parse(Some("")).unwrap_err().contains("empty entry"));
+        assert!(Scope::parse(Some("a,,b")).is_err());
+        assert!(Scope::parse(Some("Team_A")).unwrap_err().contains("not a valid namespace"));
+        assert!(Scope::parse(Some("-a")).is_err());
+        assert!(Scope::Namespaces(vec!["a".into()]).allows("a"));
+        assert!(!Scope::Namespaces(vec!["a".into()]).allows("b"));
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind(":8080").unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(parse_bind("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_bind("nope").is_err());
+    }
+}

@@ -1,0 +1,497 @@
+//! The MCPServer reconciler. One `Controller` per watch scope: the whole cluster, or
+//! one per allowed namespace, each with its own stores (a relist in one namespace
+//! never touches another's cache).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PartialObjectMeta},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase};
+use crate::config::{FIELD_MANAGER, Scope};
+use crate::error::{Error, Result};
+use crate::metrics::{CONTROLLER, Metrics};
+use crate::resources::{self, MANAGED_SELECTOR, desired_children};
+use crate::status::{Observed, desired_status};
+
+/// State shared by every watch scope.
+pub struct Shared {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub runner_image: String,
+    /// Per child: (hash, generation-or-resourceVersion) after our last apply. A child
+    /// whose annotation hash and version still match is not written again.
+    applied: Mutex<HashMap<ChildKey, (String, String)>>,
+    /// Phase per MCPServer, for the `toolhive_mcpservers` gauge.
+    phases: Mutex<HashMap<(String, String), Phase>>,
+    /// Consecutive failures per MCPServer, for exponential backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+type ChildKey = (String, &'static str, String);
+
+impl Shared {
+    pub fn new(client: Client, metrics: Metrics, runner_image: String, instance: String) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            runner_image,
+            applied: Mutex::default(),
+            phases: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Metadata-only caches of the children in one watch scope.
+#[derive(Clone)]
+struct ChildStores {
+    configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    roles: Store<PartialObjectMeta<Role>>,
+    role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    deployments: Store<PartialObjectMeta<Deployment>>,
+    services: Store<PartialObjectMeta<Service>>,
+}
+
+impl ChildStores {
+    fn meta(&self, kind: &str, ns: &str, name: &str) -> Option<kube::core::ObjectMeta> {
+        fn get<K: Resource<DynamicType = ()> + Clone>(s: &Store<PartialObjectMeta<K>>, ns: &str, name: &str) -> Option<kube::core::ObjectMeta> {
+            s.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+        }
+        match kind {
+            "ConfigMap" => get(&self.configmaps, ns, name),
+            "ServiceAccount" => get(&self.service_accounts, ns, name),
+            "Role" => get(&self.roles, ns, name),
+            "RoleBinding" => get(&self.role_bindings, ns, name),
+            "Deployment" => get(&self.deployments, ns, name),
+            "Service" => get(&self.services, ns, name),
+            _ => None,
+        }
+    }
+}
+
+pub struct Context {
+    pub shared: Arc<Shared>,
+    stores: ChildStores,
+}
+
+fn api_resource(kind: &str) -> ApiResource {
+    match kind {
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "Role" => ApiResource::erase::<Role>(&()),
+        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        other => unreachable!("no child of kind {other}"),
+    }
+}
+
+/// The version that changes when someone else edits a child: generation where the
+/// kind has one (status updates do not bump it), otherwise resourceVersion.
+fn edit_version(meta: &kube::core::ObjectMeta) -> String {
+    match meta.generation {
+        Some(g) => format!("g{g}"),
+        None => meta.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A metadata watch of one child kind (label `toolhive=true`), feeding `writer`'s store
+/// and yielding every touched object so its owner is reconciled.
+fn child_stream<K>(
+    client: &Client,
+    ns: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store::<PartialObjectMeta<K>>();
+    let restarts = metrics.watch_restarts.with_label_values(&[&K::plural(&())]);
+    let stream = reflector::reflector(
+        writer,
+        watcher(scoped::<PartialObjectMeta<K>>(client, ns), watcher::Config::default().labels(MANAGED_SELECTOR)),
+    )
+    .inspect_err(move |_| restarts.inc())
+    .default_backoff()
+    .touched_objects();
+    (reader, stream)
+}
+
+/// Runs the controller for one scope until `shutdown` resolves.
+pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = shared.client.clone();
+    let nsr = ns.as_deref();
+    let m = &shared.metrics;
+    let (configmaps, cm) = child_stream::<ConfigMap>(&client, nsr, m);
+    let (service_accounts, sa) = child_stream::<ServiceAccount>(&client, nsr, m);
+    let (roles, role) = child_stream::<Role>(&client, nsr, m);
+    let (role_bindings, rb) = child_stream::<RoleBinding>(&client, nsr, m);
+    let (deployments, dep) = child_stream::<Deployment>(&client, nsr, m);
+    let (services, svc) = child_stream::<Service>(&client, nsr, m);
+    let stores = ChildStores { configmaps, service_accounts, roles, role_bindings, deployments, services };
+    let ctx = Arc::new(Context { shared: shared.clone(), stores });
+    let servers = scoped::<MCPServer>(&client, nsr);
+    let scope_label = ns.clone().unwrap_or_else(|| "*".into());
+    info!(scope = %scope_label, "starting MCPServer controller");
+    let restarts = shared.metrics.watch_restarts.with_label_values(&["mcpservers"]);
+    Controller::new(servers, watcher::Config::default())
+        .owns_stream(cm)
+        .owns_stream(sa)
+        .owns_stream(role)
+        .owns_stream(rb)
+        .owns_stream(dep)
+        .owns_stream(svc)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
+                restarts.inc();
+                warn!(error = %e, "MCPServer watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    info!(scope = %scope_label, "MCPServer controller stopped");
+}
+
+/// Runs every scope's controller (one per allowed namespace in namespace mode).
+pub async fn run(shared: Arc<Shared>, scope: &Scope, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    match scope {
+        Scope::Cluster => run_scope(shared, None, wait(shutdown)).await,
+        Scope::Namespaces(list) => {
+            futures::future::join_all(
+                list.iter().map(|ns| run_scope(shared.clone(), Some(ns.clone()), wait(shutdown.clone()))),
+            )
+            .await;
+        }
+    }
+}
+
+async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    let m = &ctx.shared.metrics;
+    let _workers = WorkerGuard::new(m);
+    let start = Instant::now();
+    let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            FinalizerEvent::Apply(s) => apply(&s, &ctx).await,
+            FinalizerEvent::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Finalizer(other.to_string()),
+    });
+    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(a) if a == &Action::await_change() => "success",
+        Ok(_) => "requeue_after",
+        Err(_) => "error",
+    };
+    m.reconcile_total.with_label_values(&[CONTROLLER, outcome]).inc();
+    if result.is_ok() {
+        ctx.shared.failures.lock().unwrap().remove(&(ns, name));
+    }
+    result
+}
+
+fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let m = &ctx.shared.metrics;
+    m.reconcile_errors.with_label_values(&[CONTROLLER]).inc();
+    m.reconcile_error_category.with_label_values(&[error.category()]).inc();
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let attempts = {
+        let mut f = ctx.shared.failures.lock().unwrap();
+        let n = f.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(attempts);
+    warn!(namespace = %key.0, name = %key.1, category = error.category(), attempts, retry_in = ?delay, error = %error, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Per-object exponential backoff: 1s, 2s, 4s ... capped at 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+struct WorkerGuard(prometheus::IntGauge);
+impl WorkerGuard {
+    fn new(m: &Metrics) -> Self {
+        let g = m.active_workers.with_label_values(&[CONTROLLER]);
+        g.inc();
+        Self(g)
+    }
+}
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let shared = &ctx.shared;
+    let mut observed = Observed::default();
+
+    if let Some(pts) = &server.spec.pod_template_spec
+        && let Err(e) = serde_json::from_value::<PodTemplateSpec>(pts.clone())
+    {
+        observed.pod_template_error = Some(e.to_string());
+        write_status(server, ctx, &observed).await?;
+        return Ok(Action::await_change());
+    }
+
+    let mut restored = Vec::new();
+    for child in desired_children(server, &shared.runner_image) {
+        let key: ChildKey = (ns.clone(), child.kind, child.name.clone());
+        let desired_hash = resources::desired_hash(&child.body).to_string();
+        let current = ctx.stores.meta(child.kind, &ns, &child.name);
+        if let Some(meta) = &current
+            && resources::applied_hash(meta) == Some(desired_hash.as_str())
+        {
+            let version = edit_version(meta);
+            let mut applied = shared.applied.lock().unwrap();
+            match applied.get(&key) {
+                // Ours and untouched since: nothing to write.
+                Some((h, v)) if *h == desired_hash && *v == version => continue,
+                // After a restart we have no record: trust the hash we stamped.
+                None => {
+                    applied.insert(key, (desired_hash, version));
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        let ar = api_resource(child.kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &ns, &ar);
+        let t = Instant::now();
+        let result = api
+            .patch(&child.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.body))
+            .await;
+        shared.metrics.status_latency.observe(t.elapsed().as_secs_f64());
+        match result {
+            Ok(obj) => {
+                shared.metrics.children_applied.with_label_values(&[child.kind]).inc();
+                shared.applied.lock().unwrap().insert(key, (desired_hash, edit_version(&obj.metadata)));
+                if current.is_none() {
+                    restored.push(format!("{} {}", child.kind, child.name));
+                }
+            }
+            Err(source) => {
+                let err = Error::Apply { kind: child.kind, name: child.name.clone(), source };
+                if err.user_fixable() {
+                    observed.apply_error = Some(err.to_string());
+                    publish(ctx, server, EventType::Warning, err.category(), &err.to_string()).await;
+                    write_status(server, ctx, &observed).await?;
+                }
+                return Err(err);
+            }
+        }
+    }
+    if !restored.is_empty() {
+        info!(namespace = %ns, name = %name, created = ?restored, "created child objects");
+        let note = format!("Created {}", restored.join(", "));
+        publish(ctx, server, EventType::Normal, "ChildrenCreated", &note).await;
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(shared.client.clone(), &ns);
+    if let Some(dep) = deployments.get_opt(&name).await? {
+        let status = dep.status.unwrap_or_default();
+        observed.ready_replicas = status.ready_replicas.unwrap_or(0);
+        observed.rollout_failure = status.conditions.unwrap_or_default().into_iter().find_map(|c| {
+            let failed = (c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                || (c.type_ == "ReplicaFailure" && c.status == "True");
+            failed.then(|| c.message.unwrap_or_else(|| c.type_.clone()))
+        });
+    }
+    write_status(server, ctx, &observed).await?;
+    // A periodic look catches anything a missed event would hide; it writes nothing
+    // when all is in place.
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Patches status (server-side apply on the status subresource) only when it changed,
+/// and records phase changes as Events.
+async fn write_status(server: &MCPServer, ctx: &Context, observed: &Observed) -> Result<()> {
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let now = Time(jiff::Timestamp::now());
+    let desired = desired_status(server, observed, now);
+    let previous = server.status.clone().unwrap_or_default();
+    ctx.shared.phases.lock().unwrap().insert((ns.clone(), name.clone()), desired.phase.unwrap_or(Phase::Pending));
+    refresh_phase_gauge(&ctx.shared);
+    if previous == desired {
+        return Ok(());
+    }
+    patch_status(ctx, &ns, &name, &desired).await?;
+    if previous.phase != desired.phase {
+        let phase = desired.phase.unwrap_or(Phase::Pending);
+        let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
+        info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
+        publish(ctx, server, kind, phase.as_str(), &desired.message).await;
+    }
+    Ok(())
+}
+
+async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &MCPServerStatus) -> Result<()> {
+    let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), ns);
+    let body = json!({
+        "apiVersion": MCPServer::api_version(&()),
+        "kind": MCPServer::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    ctx.shared.metrics.status_writes.inc();
+    Ok(())
+}
+
+fn refresh_phase_gauge(shared: &Shared) {
+    let phases = shared.phases.lock().unwrap();
+    let mut counts: HashMap<(&str, Phase), i64> = HashMap::new();
+    for ((ns, _), phase) in phases.iter() {
+        *counts.entry((ns.as_str(), *phase)).or_default() += 1;
+    }
+    let namespaces: std::collections::BTreeSet<&str> = phases.keys().map(|(ns, _)| ns.as_str()).collect();
+    shared.metrics.servers.reset();
+    for ns in namespaces {
+        for phase in Phase::ALL {
+            let n = counts.get(&(ns, phase)).copied().unwrap_or(0);
+            shared.metrics.servers.with_label_values(&[ns, phase.as_str()]).set(n);
+        }
+    }
+}
+
+/// Deletion: report Terminating, remove what the runner created (it carries no owner
+/// reference to the MCPServer), forget our records. Owner references remove the rest.
+async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let observed = Observed { terminating: true, ..Default::default() };
+    // Best effort: a namespace being deleted may already refuse writes; deletion must not wait on it.
+    if let Err(e) = write_status(server, ctx, &observed).await {
+        warn!(namespace = %ns, name = %name, error = %e, "could not report Terminating");
+    }
+    let client = &ctx.shared.client;
+    let runner_label = format!("toolhive-name={name}");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for (api_name, result) in [
+        ("statefulset", delete_labelled(&sts, &name, &runner_label).await),
+        ("service", delete_labelled(&svcs, &format!("mcp-{name}"), &runner_label).await),
+        ("service", delete_labelled(&svcs, &format!("mcp-{name}-headless"), &runner_label).await),
+    ] {
+        if let Err(e) = result {
+            warn!(namespace = %ns, name = %name, kind = api_name, error = %e, "cleanup of runner-created object failed");
+            return Err(e);
+        }
+    }
+    ctx.shared.applied.lock().unwrap().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
+    ctx.shared.phases.lock().unwrap().remove(&(ns.clone(), name.clone()));
+    refresh_phase_gauge(&ctx.shared);
+    info!(namespace = %ns, name = %name, "MCPServer cleaned up");
+    Ok(Action::await_change())
+}
+
+/// Deletes `name` only if it carries the runner's label for this server (never a
+/// same-named object someone else owns). Missing is fine.
+async fn delete_labelled<K>(api: &Api<K>, name: &str, label: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (key, value) = label.split_once('=').unwrap_or((label, ""));
+    let list = api.list_metadata(&ListParams::default().labels(label).fields(&format!("metadata.name={name}"))).await;
+    let items = match list {
+        Ok(l) => l.items,
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for item in items {
+        if item.metadata.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str) == Some(value) {
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
+    let mut note = note.to_string();
+    note.truncate(1000);
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.shared.recorder.publish(&event, &server.object_ref(&())).await {
+        warn!(namespace = ?server.namespace(), name = %server.name_any(), error = %e, "could not publish event");
+    }
+}
+
+impl resources::ChildNames {
+    fn owns(&self, child: &str) -> bool {
+        [&self.runconfig, &self.proxy_runner, &self.mcp_service_account, &self.deployment, &self.service]
+            .iter()
+            .any(|n| n.as_str() == child)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,159 @@
+//! Leader election on a coordination.k8s.io Lease. Every replica serves the webhook
+//! and probes; only the lease holder reconciles. Optimistic concurrency
+//! (resourceVersion on replace) decides races; a holder that cannot renew within the
+//! renew deadline steps down.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl LeaseSettings {
+    pub fn new(name: &str, namespace: &str, identity: String, lease_seconds: u64) -> Self {
+        let lease_duration = Duration::from_secs(lease_seconds.max(2));
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            identity,
+            renew_deadline: lease_duration * 2 / 3,
+            retry_period: (lease_duration / 7).max(Duration::from_millis(500)),
+            lease_duration,
+        }
+    }
+}
+
+/// Whether `lease` may be taken by `identity` at `now`.
+pub fn can_acquire(spec: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder.is_empty() || holder == identity {
+        return true;
+    }
+    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else { return true };
+    let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+    renewed.checked_add(duration).map(|expiry| expiry < now).unwrap_or(true)
+}
+
+/// Tries once to acquire or renew. Ok(true) means we hold the lease now.
+async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+    let now = jiff::Timestamp::now();
+    let secs = i32::try_from(s.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    match api.get_opt(&s.name).await? {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(s.name.clone()), namespace: Some(s.namespace.clone()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(s.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Some(mut lease) => {
+            let spec = lease.spec.clone().unwrap_or_default();
+            if !can_acquire(&spec, &s.identity, now) {
+                return Ok(false);
+            }
+            let taking_over = spec.holder_identity.as_deref() != Some(s.identity.as_str());
+            let mut next = spec.clone();
+            next.holder_identity = Some(s.identity.clone());
+            next.lease_duration_seconds = Some(secs);
+            next.renew_time = Some(MicroTime(now));
+            if taking_over {
+                next.acquire_time = Some(MicroTime(now));
+                next.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+            lease.spec = Some(next);
+            // resourceVersion is kept, so a concurrent writer makes this fail with 409.
+            match api.replace(&s.name, &PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Runs the election forever, publishing `true` while this replica leads. Once
+/// leadership is lost the sender publishes `false` and the loop ends: the caller stops
+/// reconciling (and exits, as a fresh process re-enters the election cleanly).
+pub async fn run(client: Client, s: LeaseSettings, tx: watch::Sender<bool>, gauge: prometheus::IntGauge) {
+    let api: Api<Lease> = Api::namespaced(client, &s.namespace);
+    let mut leading = false;
+    let mut last_renew = tokio::time::Instant::now();
+    loop {
+        match try_acquire(&api, &s).await {
+            Ok(true) => {
+                last_renew = tokio::time::Instant::now();
+                if !leading {
+                    info!(lease = %s.name, namespace = %s.namespace, identity = %s.identity, "acquired leadership");
+                    leading = true;
+                    gauge.set(1);
+                    let _ = tx.send(true);
+                }
+            }
+            Ok(false) => {
+                if leading {
+                    warn!(lease = %s.name, "another replica took the lease; stepping down");
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(lease = %s.name, error = %e, "lease update failed");
+                if leading && last_renew.elapsed() > s.renew_deadline {
+                    warn!(lease = %s.name, "could not renew within the renew deadline; stepping down");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(s.retry_period).await;
+    }
+    gauge.set(0);
+    let _ = tx.send(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: &str, renewed: &str, secs: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(MicroTime(renewed.parse().unwrap())),
+            lease_duration_seconds: Some(secs),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn acquire_rules() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:20Z".parse().unwrap();
+        assert!(can_acquire(&LeaseSpec::default(), "me", now), "empty lease");
+        assert!(can_acquire(&spec("me", "2026-01-01T00:00:19Z", 15), "me", now), "renew own");
+        assert!(!can_acquire(&spec("other", "2026-01-01T00:00:10Z", 15), "me", now), "held and fresh");
+        assert!(can_acquire(&spec("other", "2026-01-01T00:00:01Z", 15), "me", now), "expired");
+    }
+}

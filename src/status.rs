@@ -1,0 +1,177 @@
+//! Pure computation of an MCPServer's status from what the reconciler observed.
+//! Conditions keep their lastTransitionTime unless their status flips, so an
+//! unchanged world yields an identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{MCPServer, MCPServerStatus, Phase};
+use crate::resources::service_url;
+
+pub const CONDITION_READY: &str = "Ready";
+pub const CONDITION_POD_TEMPLATE_VALID: &str = "PodTemplateValid";
+
+/// What the reconciler saw this round.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Observed {
+    pub ready_replicas: i32,
+    /// The proxy Deployment reports a failed rollout (message).
+    pub rollout_failure: Option<String>,
+    /// spec.podTemplateSpec does not parse (message).
+    pub pod_template_error: Option<String>,
+    /// Applying a child failed in a way the user can fix (message).
+    pub apply_error: Option<String>,
+    pub terminating: bool,
+}
+
+pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCPServerStatus {
+    let previous = server.status.clone().unwrap_or_default();
+    let (phase, message) = if observed.terminating {
+        (Phase::Terminating, "MCPServer is being deleted".to_string())
+    } else if let Some(e) = &observed.pod_template_error {
+        (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
+    } else if let Some(e) = &observed.apply_error {
+        (Phase::Failed, e.clone())
+    } else if let Some(e) = &observed.rollout_failure {
+        (Phase::Failed, format!("proxy Deployment rollout failed: {e}"))
+    } else if server.spec.replicas == Some(0) {
+        (Phase::Stopped, "spec.replicas is 0".to_string())
+    } else if observed.ready_replicas > 0 {
+        (Phase::Ready, "MCP server proxy is running".to_string())
+    } else {
+        (Phase::Pending, "waiting for the proxy Deployment to have a ready replica".to_string())
+    };
+
+    let (ready_status, ready_reason) = match phase {
+        Phase::Ready => ("True", "Ready"),
+        Phase::Stopped => ("False", "Stopped"),
+        Phase::Failed => ("False", "Failed"),
+        Phase::Terminating => ("False", "Terminating"),
+        Phase::Pending => ("False", "NotReady"),
+    };
+    let mut conditions = vec![condition(
+        &previous.conditions,
+        CONDITION_READY,
+        ready_status,
+        ready_reason,
+        &message,
+        server.metadata.generation,
+        &now,
+    )];
+    let (pt_status, pt_reason, pt_message) = match &observed.pod_template_error {
+        Some(e) => ("False", "InvalidPodTemplateSpec", e.as_str()),
+        None => ("True", "ValidPodTemplateSpec", "spec.podTemplateSpec is valid"),
+    };
+    conditions.push(condition(
+        &previous.conditions,
+        CONDITION_POD_TEMPLATE_VALID,
+        pt_status,
+        pt_reason,
+        pt_message,
+        server.metadata.generation,
+        &now,
+    ));
+    // Keep conditions other controllers or versions set, e.g. GroupRefValidated.
+    for c in &previous.conditions {
+        if c.type_ != CONDITION_READY && c.type_ != CONDITION_POD_TEMPLATE_VALID {
+            conditions.push(c.clone());
+        }
+    }
+
+    MCPServerStatus {
+        conditions,
+        observed_generation: server.metadata.generation,
+        url: service_url(server),
+        phase: Some(phase),
+        message,
+        ready_replicas: Some(observed.ready_replicas),
+    }
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn server(spec: serde_json::Value) -> MCPServer {
+        serde_json::from_value(json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+            "metadata": {"name": "osv", "namespace": "ns", "generation": 2},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    #[test]
+    fn phases() {
+        let s = server(json!({"image": "i", "transport": "streamable-http"}));
+        let now = t("2026-01-01T00:00:00Z");
+        let pending = desired_status(&s, &Observed::default(), now.clone());
+        assert_eq!(pending.phase, Some(Phase::Pending));
+        assert_eq!(pending.url, "http://mcp-osv-proxy.ns.svc.cluster.local:8080/mcp");
+        assert_eq!(pending.observed_generation, Some(2));
+        let ready = desired_status(&s, &Observed { ready_replicas: 1, ..Default::default() }, now.clone());
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(ready.conditions[0].status, "True");
+        let stopped = desired_status(&server(json!({"image": "i", "replicas": 0})), &Observed::default(), now.clone());
+        assert_eq!(stopped.phase, Some(Phase::Stopped));
+        let failed = desired_status(
+            &s,
+            &Observed { pod_template_error: Some("bad".into()), ..Default::default() },
+            now.clone(),
+        );
+        assert_eq!(failed.phase, Some(Phase::Failed));
+        assert_eq!(failed.conditions[1].reason, "InvalidPodTemplateSpec");
+        let term = desired_status(&s, &Observed { terminating: true, ..Default::default() }, now);
+        assert_eq!(term.phase, Some(Phase::Terminating));
+    }
+
+    #[test]
+    fn unchanged_world_gives_identical_status() {
+        let mut s = server(json!({"image": "i"}));
+        let first = desired_status(&s, &Observed::default(), t("2026-01-01T00:00:00Z"));
+        s.status = Some(first.clone());
+        let second = desired_status(&s, &Observed::default(), t("2026-01-02T00:00:00Z"));
+        assert_eq!(first, second, "no change, so no write");
+        let ready = desired_status(&s, &Observed { ready_replicas: 1, ..Default::default() }, t("2026-01-03T00:00:00Z"));
+        assert_eq!(ready.conditions[0].last_transition_time, t("2026-01-03T00:00:00Z"));
+        assert_eq!(ready.conditions[1].last_transition_time, t("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn url_follows_proxy_port() {
+        let mut s = server(json!({"image": "i", "transport": "sse", "proxyPort": 8080}));
+        let before = desired_status(&s, &Observed::default(), t("2026-01-01T00:00:00Z"));
+        s.status = Some(before);
+        s.spec.proxy_port = 9090;
+        let after = desired_status(&s, &Observed::default(), t("2026-01-01T00:00:00Z"));
+        assert_eq!(after.url, "http://mcp-osv-proxy.ns.svc.cluster.local:9090/sse#osv");
+    }
+}

@@ -1,0 +1,462 @@
+//! AdmissionReview handling for MCPServers: pure functions from a request body to a
+//! response, so every rule and every malformed input is tested without a server.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::image::{ImageRef, RegistryRule};
+use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
+use super::quantity::parse_milli;
+use crate::api::{DEPRECATED_VERSION, DEPRECATION_WARNING};
+use crate::config::Scope;
+
+pub const TEAM_LABEL: &str = "toolhive.stacklok.dev/team";
+pub const MCP_CONTAINER: &str = "mcp";
+
+/// Fields removed from the API and the field that replaces each.
+pub const REMOVED_FIELDS: &[(&str, &str)] = &[
+    ("port", "spec.proxyPort"),
+    ("targetPort", "spec.mcpPort"),
+    ("tools", "spec.toolConfigRef"),
+    ("oidcConfig", "spec.oidcConfigRef"),
+    ("telemetry", "spec.telemetryConfigRef"),
+];
+
+/// What the webhook knows besides the request: the policy, the operator's scope and
+/// how many MCPServers each namespace holds (from a watch cache).
+pub struct Facts<'a> {
+    pub policy: &'a TenancyPolicy,
+    pub scope: &'a Scope,
+    pub server_count: &'a dyn Fn(&str) -> usize,
+}
+
+/// The outcome, with bounded values for metric labels and log fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub response: Value,
+    pub allowed: bool,
+    /// Low-cardinality reason: "allowed", "mutated", a rule name, or "malformed".
+    pub reason: &'static str,
+    pub uid: String,
+    pub namespace: String,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Mutate,
+    Validate,
+}
+
+/// A denial: field path, Kubernetes error type, detail, and the rule (bounded) for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub kind: &'static str,
+    pub detail: String,
+    pub rule: &'static str,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.field, self.kind, self.detail)
+    }
+}
+
+fn forbidden(field: impl Into<String>, rule: &'static str, detail: String) -> Violation {
+    Violation { field: field.into(), kind: "Forbidden", detail, rule }
+}
+
+fn invalid(field: impl Into<String>, rule: &'static str, detail: String) -> Violation {
+    Violation { field: field.into(), kind: "Invalid value", detail, rule }
+}
+
+fn operation_label(op: &str) -> &'static str {
+    match op {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Handles one AdmissionReview body. Never panics; malformed input yields a denial
+/// that says what was wrong (echoing the uid when one could be read).
+pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let request = parsed.as_ref().ok().and_then(|v| v.get("request"));
+    let uid = request.and_then(|r| r.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("apiVersion"))
+        .and_then(Value::as_str)
+        .filter(|v| *v == "admission.k8s.io/v1beta1")
+        .unwrap_or("admission.k8s.io/v1")
+        .to_string();
+    let malformed = |uid: &str, message: String| Outcome {
+        response: response(&api_version, uid, false, Some((400, "BadRequest", message)), None, &[]),
+        allowed: false,
+        reason: "malformed",
+        uid: uid.to_string(),
+        namespace: String::new(),
+        operation: "UNKNOWN",
+    };
+    let request = match (&parsed, request) {
+        (Err(e), _) => return malformed("", format!("request body is not valid JSON: {e}")),
+        (Ok(_), None) => return malformed(&uid, "AdmissionReview has no request".into()),
+        (Ok(_), Some(r)) => r,
+    };
+    if uid.is_empty() {
+        return malformed("", "AdmissionReview request has no uid".into());
+    }
+    let operation = operation_label(request.get("operation").and_then(Value::as_str).unwrap_or_default());
+    let namespace = request.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = request.get("kind").and_then(|k| k.get("kind")).and_then(Value::as_str).unwrap_or_default();
+    let group = request.get("kind").and_then(|k| k.get("group")).and_then(Value::as_str).unwrap_or_default();
+    if kind != "MCPServer" || group != crate::api::GROUP {
+        let mut out = malformed(&uid, format!("this webhook admits toolhive.stacklok.dev MCPServers only, not {group}/{kind}"));
+        out.operation = operation;
+        out.namespace = namespace;
+        return out;
+    }
+    let version = request.get("kind").and_then(|k| k.get("version")).and_then(Value::as_str).unwrap_or_default();
+    let warnings: Vec<String> = if version == DEPRECATED_VERSION { vec![DEPRECATION_WARNING.to_string()] } else { vec![] };
+    let base = |allowed: bool, reason: &'static str, status, patch| Outcome {
+        response: response(&api_version, &uid, allowed, status, patch, &warnings),
+        allowed,
+        reason,
+        uid: uid.clone(),
+        namespace: namespace.clone(),
+        operation,
+    };
+    if operation == "DELETE" || operation == "CONNECT" {
+        return base(true, "allowed", None, None);
+    }
+    let Some(object) = request.get("object").filter(|o| o.is_object()) else {
+        return Outcome { reason: "malformed", ..base(false, "malformed", Some((400, "BadRequest", format!("{operation} request has no object"))), None) };
+    };
+    if namespace.is_empty() {
+        return base(false, "malformed", Some((400, "BadRequest", "request has no namespace".into())), None);
+    }
+    match mode {
+        Mode::Mutate => {
+            let rules = facts.policy.rules_for(&namespace);
+            let defaulted = apply_defaults(object, &namespace, &rules);
+            let patch = json_patch::diff(object, &defaulted);
+            if patch.0.is_empty() {
+                base(true, "allowed", None, None)
+            } else {
+                let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+                base(true, "mutated", None, Some(base64::engine::general_purpose::STANDARD.encode(bytes)))
+            }
+        }
+        Mode::Validate => {
+            let old = request.get("oldObject").filter(|o| o.is_object());
+            // Changes that leave the spec alone (finalizers, labels, status) are never
+            // blocked, so deletion and status updates cannot get stuck on policy.
+            if operation == "UPDATE" && old.is_some_and(|o| o.get("spec") == object.get("spec")) {
+                return base(true, "allowed", None, None);
+            }
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                return base(true, "allowed", None, None);
+            }
+            let violations = validate(object, &namespace, operation == "CREATE", facts);
+            if violations.is_empty() {
+                base(true, "allowed", None, None)
+            } else {
+                let message = if violations.len() == 1 {
+                    violations[0].to_string()
+                } else {
+                    format!("{} problems: {}", violations.len(), violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+                };
+                base(false, violations[0].rule, Some((403, "Forbidden", message)), None)
+            }
+        }
+    }
+}
+
+fn response(api_version: &str, uid: &str, allowed: bool, status: Option<(u16, &str, String)>, patch: Option<String>, warnings: &[String]) -> Value {
+    let mut r = json!({"uid": uid, "allowed": allowed});
+    if let Some((code, reason, message)) = status {
+        r["status"] = json!({"code": code, "reason": reason, "message": message, "status": "Failure"});
+    }
+    if let Some(p) = patch {
+        r["patchType"] = json!("JSONPatch");
+        r["patch"] = json!(p);
+    }
+    if !warnings.is_empty() {
+        r["warnings"] = json!(warnings);
+    }
+    json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": r})
+}
+
+/// Defaults filled in by the mutating webhook; a field the user set is never changed.
+pub fn apply_defaults(object: &Value, namespace: &str, rules: &Rules) -> Value {
+    let mut obj = object.clone();
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        return obj;
+    }
+    let spec = &mut obj["spec"];
+    set_if_absent(spec, "transport", json!("stdio"));
+    set_if_absent(spec, "proxyMode", json!("streamable-http"));
+    set_if_absent(spec, "proxyPort", json!(8080));
+    if spec["transport"] != "stdio" {
+        let port = spec["proxyPort"].clone();
+        set_if_absent(spec, "mcpPort", port);
+    }
+    if let Some(rp) = &rules.proxy_resources {
+        if !spec.get("resources").is_some_and(Value::is_object) {
+            spec["resources"] = json!({});
+        }
+        default_resources(&mut spec["resources"], rp);
+        if spec["resources"].as_object().is_some_and(|m| m.is_empty()) {
+            spec.as_object_mut().map(|m| m.remove("resources"));
+        }
+    }
+    if let Some(rp) = &rules.mcp_resources
+        && (!rp.defaults.requests.is_empty() || !rp.defaults.limits.is_empty())
+    {
+        if !spec.get("podTemplateSpec").is_some_and(Value::is_object) {
+            spec["podTemplateSpec"] = json!({});
+        }
+        let pts = &mut spec["podTemplateSpec"];
+        if !pts.get("spec").is_some_and(Value::is_object) {
+            pts["spec"] = json!({});
+        }
+        if !pts["spec"].get("containers").is_some_and(Value::is_array) {
+            pts["spec"]["containers"] = json!([]);
+        }
+        let containers = pts["spec"]["containers"].as_array_mut().expect("array");
+        if !containers.iter().any(|c| c["name"] == MCP_CONTAINER) {
+            containers.push(json!({"name": MCP_CONTAINER}));
+        }
+        for c in containers.iter_mut().filter(|c| c["name"] == MCP_CONTAINER) {
+            if !c.get("resources").is_some_and(Value::is_object) {
+                c["resources"] = json!({});
+            }
+            default_resources(&mut c["resources"], rp);
+        }
+    }
+    let team = rules.team.clone().unwrap_or_else(|| namespace.to_string());
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if !obj["metadata"].get("labels").is_some_and(Value::is_object) {
+        obj["metadata"]["labels"] = json!({});
+    }
+    set_if_absent(&mut obj["metadata"]["labels"], TEAM_LABEL, json!(team));
+    obj
+}
+
+impl super::policy::ResourceAmounts {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+fn default_resources(resources: &mut Value, rp: &ResourcePolicy) {
+    for (section, amounts) in [("requests", &rp.defaults.requests), ("limits", &rp.defaults.limits)] {
+        if amounts.is_empty() {
+            continue;
+        }
+        if !resources.get(section).is_some_and(Value::is_object) {
+            resources[section] = json!({});
+        }
+        if let Some(cpu) = &amounts.cpu {
+            set_if_absent(&mut resources[section], "cpu", json!(cpu));
+        }
+        if let Some(mem) = &amounts.memory {
+            set_if_absent(&mut resources[section], "memory", json!(mem));
+        }
+    }
+}
+
+fn set_if_absent(obj: &mut Value, key: &str, value: Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let absent = map.get(key).is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+        if absent {
+            map.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// Every policy violation of `object` in `namespace`, all at once.
+pub fn validate(object: &Value, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let policy = facts.policy;
+    let in_scope = facts.scope.allows(namespace);
+    let in_policy = policy.allowed_namespaces.is_empty() || policy.allowed_namespaces.iter().any(|n| n == namespace);
+    if !in_scope || !in_policy {
+        let allowed: Vec<String> = match facts.scope {
+            Scope::Namespaces(list) if policy.allowed_namespaces.is_empty() => list.clone(),
+            Scope::Namespaces(list) => list.iter().filter(|n| policy.allowed_namespaces.contains(n)).cloned().collect(),
+            Scope::Cluster => policy.allowed_namespaces.clone(),
+        };
+        let ask = if policy.contact.is_empty() { "your platform team".to_string() } else { policy.contact.clone() };
+        out.push(forbidden(
+            "metadata.namespace",
+            "namespace",
+            format!("namespace {namespace:?} may not hold MCPServers (allowed: {}); ask {ask} to allow it", allowed.join(", ")),
+        ));
+        return out;
+    }
+    let rules = policy.rules_for(namespace);
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    if !spec.is_object() {
+        out.push(invalid("spec", "spec", "spec must be an object".into()));
+        return out;
+    }
+
+    for (old, new) in REMOVED_FIELDS {
+        if spec.get(*old).is_some() {
+            out.push(forbidden(format!("spec.{old}"), "removed-field", format!("this field was removed; use {new}")));
+        }
+    }
+
+    match spec.get("image").and_then(Value::as_str) {
+        None | Some("") => out.push(Violation { field: "spec.image".into(), kind: "Required value", detail: "an image is required".into(), rule: "image" }),
+        Some(image) => match ImageRef::parse(image) {
+            Err(e) => out.push(invalid("spec.image", "image", e)),
+            Ok(img) => {
+                if let Some(allowed) = &rules.allowed_registries {
+                    let ok = allowed.iter().filter_map(|r| RegistryRule::parse(r).ok()).any(|r| r.matches(&img));
+                    if !ok {
+                        out.push(forbidden(
+                            "spec.image",
+                            "registry",
+                            format!(
+                                "registry {:?} is not allowed in namespace {namespace:?} (allowed: {})",
+                                img.registry,
+                                allowed.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        },
+    }
+
+    let transport = spec.get("transport").and_then(Value::as_str).unwrap_or("stdio");
+    if let Some(allowed) = &rules.allowed_transports
+        && !allowed.iter().any(|t| t == transport)
+    {
+        out.push(forbidden("spec.transport", "transport", format!("transport {transport:?} is not allowed in namespace {namespace:?} (allowed: {})", allowed.join(", "))));
+    }
+
+    if creating && let Some(max) = rules.max_mcp_servers {
+        let have = (facts.server_count)(namespace);
+        if have >= max as usize {
+            out.push(forbidden("metadata.namespace", "quota", format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {max}")));
+        }
+    }
+
+    if let Some(rp) = &rules.proxy_resources
+        && let Some(res) = spec.get("resources")
+    {
+        check_ceiling(res, rp, "spec.resources", &mut out);
+    }
+
+    let volumes = spec.get("volumes").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+    if volumes > 0 && !rules.allow_host_path_volumes.unwrap_or(false) {
+        out.push(forbidden("spec.volumes", "host-path", format!("hostPath volumes are not allowed in namespace {namespace:?}")));
+    }
+
+    if let Some(pts) = spec.get("podTemplateSpec") {
+        check_pod_template(pts, &rules, &mut out);
+    }
+    out
+}
+
+fn check_ceiling(resources: &Value, rp: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
+    for section in ["requests", "limits"] {
+        for (res, max) in [("cpu", &rp.max.cpu), ("memory", &rp.max.memory)] {
+            let Some(value) = resources.get(section).and_then(|s| s.get(res)) else { continue };
+            let field = format!("{path}.{section}.{res}");
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    out.push(invalid(field, "resources", "must be a quantity such as \"500m\" or \"128Mi\"".into()));
+                    continue;
+                }
+            };
+            match parse_milli(&text) {
+                Err(e) => out.push(invalid(field, "resources", e)),
+                Ok(v) => {
+                    if let Some(max) = max
+                        && let Ok(m) = parse_milli(max)
+                        && v > m
+                    {
+                        out.push(forbidden(field, "resources", format!("{text} exceeds the namespace maximum of {max}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_pod_template(pts: &Value, rules: &Rules, out: &mut Vec<Violation>) {
+    let base = "spec.podTemplateSpec.spec";
+    let Some(spec) = pts.get("spec") else { return };
+    let sec = rules.pod_security.clone().unwrap_or_default();
+    if !sec.allow_host_namespaces {
+        for key in ["hostNetwork", "hostPID", "hostIPC", "hostUsers"] {
+            let on = spec.get(key).and_then(Value::as_bool).unwrap_or(false);
+            // hostUsers defaults to true; only hostNetwork/PID/IPC set to true share a host namespace.
+            if on && key != "hostUsers" {
+                out.push(forbidden(format!("{base}.{key}"), "pod-security", "host namespaces are not allowed".into()));
+            }
+        }
+    }
+    if !sec.allow_host_path
+        && let Some(vols) = spec.get("volumes").and_then(Value::as_array)
+    {
+        for (i, v) in vols.iter().enumerate() {
+            if v.get("hostPath").is_some() {
+                out.push(forbidden(format!("{base}.volumes[{i}].hostPath"), "pod-security", "hostPath volumes are not allowed".into()));
+            }
+        }
+    }
+    if !sec.allow_run_as_root {
+        check_run_as_root(spec.get("securityContext"), &format!("{base}.securityContext"), out);
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(containers) = spec.get(list).and_then(Value::as_array) else { continue };
+        for (i, c) in containers.iter().enumerate() {
+            let path = format!("{base}.{list}[{i}]");
+            let sc = c.get("securityContext");
+            if !sec.allow_privileged && sc.and_then(|s| s.get("privileged")).and_then(Value::as_bool) == Some(true) {
+                out.push(forbidden(format!("{path}.securityContext.privileged"), "pod-security", "privileged containers are not allowed".into()));
+            }
+            if !sec.allow_privileged && sc.and_then(|s| s.get("allowPrivilegeEscalation")).and_then(Value::as_bool) == Some(true) {
+                out.push(forbidden(format!("{path}.securityContext.allowPrivilegeEscalation"), "pod-security", "privilege escalation is not allowed".into()));
+            }
+            if !sec.allow_added_capabilities
+                && sc.and_then(|s| s.pointer("/capabilities/add")).and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+            {
+                out.push(forbidden(format!("{path}.securityContext.capabilities.add"), "pod-security", "adding capabilities is not allowed".into()));
+            }
+            if !sec.allow_run_as_root {
+                check_run_as_root(sc, &format!("{path}.securityContext"), out);
+            }
+            if list == "containers"
+                && c.get("name").and_then(Value::as_str) == Some(MCP_CONTAINER)
+                && let (Some(rp), Some(res)) = (&rules.mcp_resources, c.get("resources"))
+            {
+                check_ceiling(res, rp, &format!("{path}.resources"), out);
+            }
+        }
+    }
+}
+
+fn check_run_as_root(sc: Option<&Value>, path: &str, out: &mut Vec<Violation>) {
+    let Some(sc) = sc else { return };
+    if sc.get("runAsUser").and_then(Value::as_i64) == Some(0) {
+        out.push(forbidden(format!("{path}.runAsUser"), "pod-security", "running as root (UID 0) is not allowed".into()));
+    }
+    if sc.get("runAsNonRoot").and_then(Value::as_bool) == Some(false) {
+        out.push(forbidden(format!("{path}.runAsNonRoot"), "pod-security", "runAsNonRoot may not be false".into()));
+    }
+}

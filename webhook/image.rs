@@ -1,0 +1,142 @@
+//! Container image references, parsed the way container runtimes resolve them, so
+//! registry rules match on the real registry host and repository path, never on a
+//! string prefix ("ghcr.io.evil.com/x" is not "ghcr.io").
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host, with port if any ("docker.io", "registry.local:5000").
+    pub registry: String,
+    /// Repository path ("library/redis", "acme/tools/server").
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+const DOCKER_HUB: &str = "docker.io";
+
+impl ImageRef {
+    pub fn parse(image: &str) -> Result<Self, String> {
+        if image.is_empty() {
+            return Err("image is empty".into());
+        }
+        if image.len() > 4096 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{image:?} is not a valid image reference"));
+        }
+        let (rest, digest) = match image.split_once('@') {
+            Some((r, d)) => {
+                let (algo, hex) = d.split_once(':').ok_or_else(|| format!("digest {d:?} must be <algorithm>:<hex>"))?;
+                if algo.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!("digest {d:?} must be <algorithm>:<hex>"));
+                }
+                (r, Some(d.to_string()))
+            }
+            None => (image, None),
+        };
+        // A tag follows the last ':' only if it is after the last '/' (else it is a port).
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+            _ => (rest, None),
+        };
+        if let Some(t) = &tag
+            && (t.is_empty() || t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+        {
+            return Err(format!("tag {t:?} is not valid"));
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                (first.to_ascii_lowercase(), path.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        if let Some((host, port)) = registry.split_once(':')
+            && (host.is_empty() || port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(format!("registry {registry:?} is not a valid host[:port]"));
+        }
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
+        if repository.is_empty()
+            || repository.split('/').any(|seg| {
+                seg.is_empty() || !seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            })
+        {
+            return Err(format!("repository {repository:?} is not valid (lowercase path segments separated by '/')"));
+        }
+        Ok(Self { registry, repository, tag, digest })
+    }
+}
+
+/// An allowed-registry entry: a registry host, optionally with a repository prefix
+/// matched on whole path segments ("ghcr.io/acme" allows "ghcr.io/acme/x", not "ghcr.io/acmecorp/x").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRule {
+    pub registry: String,
+    pub path: Vec<String>,
+}
+
+impl RegistryRule {
+    pub fn parse(rule: &str) -> Result<Self, String> {
+        let rule = rule.trim_end_matches('/');
+        let (host, path) = rule.split_once('/').unwrap_or((rule, ""));
+        if host.is_empty() || !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(format!("{rule:?} must start with a registry host such as ghcr.io or docker.io"));
+        }
+        let host = host.to_ascii_lowercase();
+        let host = if host == "index.docker.io" { DOCKER_HUB.to_string() } else { host };
+        let path: Vec<String> = if path.is_empty() { vec![] } else { path.split('/').map(str::to_string).collect() };
+        if path.iter().any(|s| s.is_empty()) {
+            return Err(format!("{rule:?} has an empty path segment"));
+        }
+        Ok(Self { registry: host, path })
+    }
+
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        if self.registry != image.registry {
+            return false;
+        }
+        let segments: Vec<&str> = image.repository.split('/').collect();
+        segments.len() >= self.path.len() && self.path.iter().zip(&segments).all(|(a, b)| a == b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        let r = ImageRef::parse("ghcr.io/stackloklabs/osv-mcp/server:1.0").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("ghcr.io", "stackloklabs/osv-mcp/server", Some("1.0")));
+        let r = ImageRef::parse("redis").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "library/redis"));
+        let r = ImageRef::parse("acme/tool").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "acme/tool"));
+        let r = ImageRef::parse("registry.local:5000/team/x@sha256:abcdef").unwrap();
+        assert_eq!(r.registry, "registry.local:5000");
+        assert_eq!(r.tag, None);
+        assert_eq!(r.digest.as_deref(), Some("sha256:abcdef"));
+        let r = ImageRef::parse("localhost/x:dev").unwrap();
+        assert_eq!(r.registry, "localhost");
+        assert!(ImageRef::parse("").is_err());
+        assert!(ImageRef::parse("UPPER/case").is_err());
+        assert!(ImageRef::parse("a b").is_err());
+        assert!(ImageRef::parse("x@sha256").is_err());
+        assert!(ImageRef::parse("x:bad/tag").is_err());
+    }
+
+    #[test]
+    fn rules_match_hosts_and_whole_segments() {
+        let acme = RegistryRule::parse("ghcr.io/acme").unwrap();
+        assert!(acme.matches(&ImageRef::parse("ghcr.io/acme/tool:1").unwrap()));
+        assert!(!acme.matches(&ImageRef::parse("ghcr.io/acmecorp/tool").unwrap()));
+        assert!(!acme.matches(&ImageRef::parse("ghcr.io.evil.com/acme/tool").unwrap()));
+        let hub = RegistryRule::parse("docker.io/library").unwrap();
+        assert!(hub.matches(&ImageRef::parse("redis").unwrap()));
+        assert!(hub.matches(&ImageRef::parse("index.docker.io/library/redis").unwrap()));
+        assert!(!hub.matches(&ImageRef::parse("someone/redis").unwrap()));
+        let port = RegistryRule::parse("registry.local:5000").unwrap();
+        assert!(port.matches(&ImageRef::parse("registry.local:5000/x@sha256:00").unwrap()));
+        assert!(!port.matches(&ImageRef::parse("registry.local/x").unwrap()));
+        assert!(RegistryRule::parse("acme").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The MCPServer admission webhook: axum over rustls, served by every replica.
+//! Nothing on the request path calls the API server: namespace counts come from a
+//! metadata watch cache, the policy from a file reloaded when it changes.
+
+pub mod admission;
+pub mod image;
+pub mod policy;
+pub mod quantity;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::post,
+};
+use futures::StreamExt;
+use kube::{
+    Api, Client,
+    api::PartialObjectMeta,
+    runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
+};
+use tracing::{info, info_span, warn};
+
+use crate::api::MCPServer;
+use crate::config::Scope;
+use crate::metrics::Metrics;
+use admission::{Facts, Mode};
+use policy::TenancyPolicy;
+
+pub const MUTATE_PATH: &str = "/mutate-toolhive-stacklok-dev-v1beta1-mcpserver";
+pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
+pub const MUTATE_PATH_V1ALPHA1: &str = "/mutate-toolhive-stacklok-dev-v1alpha1-mcpserver";
+pub const VALIDATE_PATH_V1ALPHA1: &str = "/validate-toolhive-stacklok-dev-v1alpha1-mcpserver";
+/// The largest AdmissionReview the API server sends (object + oldObject near the
+/// 3 MiB etcd limit each, plus envelope).
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+pub type ServerCounts = Arc<dyn Fn(&str) -> usize + Send + Sync>;
+
+#[derive(Clone)]
+pub struct WebhookState {
+    pub policy: Arc<RwLock<Arc<TenancyPolicy>>>,
+    pub scope: Arc<Scope>,
+    pub counts: ServerCounts,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate))
+        .route(MUTATE_PATH_V1ALPHA1, post(mutate))
+        .route(VALIDATE_PATH_V1ALPHA1, post(validate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn mutate(State(s): State<WebhookState>, body: Bytes) -> impl IntoResponse {
+    handle(&s, Mode::Mutate, &body)
+}
+
+async fn validate(State(s): State<WebhookState>, body: Bytes) -> impl IntoResponse {
+    handle(&s, Mode::Validate, &body)
+}
+
+fn handle(s: &WebhookState, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let hook = match mode {
+        Mode::Mutate => "mutate-mcpserver",
+        Mode::Validate => "validate-mcpserver",
+    };
+    let m = &s.metrics;
+    m.webhook_in_flight.inc();
+    let start = Instant::now();
+    let policy = s.policy.read().unwrap().clone();
+    let facts = Facts { policy: &policy, scope: &s.scope, server_count: &*s.counts };
+    let outcome = admission::review(body, mode, &facts);
+    let code = if outcome.reason == "malformed" && outcome.uid.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let decision = if outcome.allowed { "allowed" } else { "denied" };
+    let _span = info_span!("admission", webhook = hook, uid = %outcome.uid, namespace = %outcome.namespace,
+        operation = outcome.operation, decision, reason = outcome.reason).entered();
+    if !outcome.allowed {
+        let message = outcome.response.pointer("/response/status/message").and_then(|v| v.as_str()).unwrap_or_default();
+        info!(message, "admission denied");
+    }
+    // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
+    let ns_label = if s.scope.allows(&outcome.namespace) && !outcome.namespace.is_empty() { outcome.namespace.as_str() } else { "other" };
+    m.admission_decisions.with_label_values(&[ns_label, outcome.operation, decision, outcome.reason]).inc();
+    m.webhook_requests.with_label_values(&[hook, code.as_str()]).inc();
+    m.webhook_latency.with_label_values(&[hook]).observe(start.elapsed().as_secs_f64());
+    m.webhook_in_flight.dec();
+    (code, axum::Json(outcome.response))
+}
+
+/// Loads the policy file; None path means the permissive default.
+pub fn load_policy(path: Option<&PathBuf>) -> Result<TenancyPolicy, String> {
+    match path {
+        None => Ok(TenancyPolicy::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("reading tenancy policy {}: {e}", p.display()))?;
+            TenancyPolicy::from_text(&text)
+        }
+    }
+}
+
+/// Re-reads the policy every `poll`; an invalid file is reported and the last good
+/// policy stays.
+pub async fn watch_policy(path: PathBuf, shared: Arc<RwLock<Arc<TenancyPolicy>>>, poll: Duration, metrics: Metrics) {
+    let mut last_text = std::fs::read_to_string(&path).ok();
+    loop {
+        tokio::time::sleep(poll).await;
+        let text = std::fs::read_to_string(&path).ok();
+        if text == last_text {
+            continue;
+        }
+        last_text = text;
+        match load_policy(Some(&path)) {
+            Ok(p) => {
+                *shared.write().unwrap() = Arc::new(p);
+                metrics.policy_reloads.with_label_values(&["success"]).inc();
+                info!(path = %path.display(), "tenancy policy reloaded");
+            }
+            Err(e) => {
+                metrics.policy_reloads.with_label_values(&["error"]).inc();
+                warn!(path = %path.display(), error = %e, "tenancy policy rejected; keeping the last good one");
+            }
+        }
+    }
+}
+
+/// Metadata caches of MCPServers (one per scope namespace, never shared) for counts.
+pub struct ServerCache {
+    stores: Vec<Store<PartialObjectMeta<MCPServer>>>,
+}
+
+impl ServerCache {
+    /// Starts the watches; they run for the life of the process.
+    pub fn start(client: &Client, scope: &Scope, metrics: &Metrics) -> Arc<Self> {
+        let apis: Vec<Api<PartialObjectMeta<MCPServer>>> = match scope {
+            Scope::Cluster => vec![Api::all(client.clone())],
+            Scope::Namespaces(list) => list.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
+        };
+        let stores = apis
+            .into_iter()
+            .map(|api| {
+                let (reader, writer) = reflector::store();
+                let restarts = metrics.watch_restarts.with_label_values(&["mcpservers-webhook"]);
+                let stream = reflector(writer, watcher(api, watcher::Config::default()))
+                    .default_backoff()
+                    .touched_objects();
+                tokio::spawn(async move {
+                    stream
+                        .for_each(|r| {
+                            if r.is_err() {
+                                restarts.inc();
+                            }
+                            futures::future::ready(())
+                        })
+                        .await
+                });
+                reader
+            })
+            .collect();
+        Arc::new(Self { stores })
+    }
+
+    pub async fn wait_synced(&self) {
+        for s in &self.stores {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+
+    pub fn count(&self, namespace: &str) -> usize {
+        self.stores
+            .iter()
+            .map(|s| s.state().iter().filter(|o| o.metadata.namespace.as_deref() == Some(namespace)).count())
+            .sum()
+    }
+}
+
+/// Serves `router` over TLS with the given config: HTTP/1.1, keep-alive, header read
+/// timeout, TLS handshake timeout and a whole-request timeout.
+pub async fn serve_tls(addr: SocketAddr, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_tls_on(listener, tls, router).await
+}
+
+pub async fn serve_tls_on(listener: tokio::net::TcpListener, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10)))
+        .service(router);
+    loop {
+        let (tcp, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+            let hyper_service = hyper_util::service::TowerToHyperService::new(service);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).keep_alive(true);
+            let _ = builder.serve_connection(TokioIo::new(tls), hyper_service).await;
+            let _ = TokioExecutor::new();
+        });
+    }
+}

@@ -1,0 +1,201 @@
+//! The tenancy policy: which namespaces may hold MCPServers and, per namespace (with
+//! a cluster-wide default), which images, transports, counts, resources and pod
+//! features are allowed. Loaded from YAML/JSON; an invalid file is rejected with the
+//! exact field at fault and the last good policy stays in force.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::image::RegistryRule;
+use super::quantity::parse_milli;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenancyPolicy {
+    /// Namespaces that may hold MCPServers. Empty means every namespace the operator watches.
+    #[serde(default)]
+    pub allowed_namespaces: Vec<String>,
+    /// Who to ask for access; shown in denials.
+    #[serde(default)]
+    pub contact: String,
+    /// Rules for every namespace without its own entry.
+    #[serde(default)]
+    pub defaults: Rules,
+    /// Per-namespace rules; each field left out falls back to `defaults`.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Rules>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rules {
+    /// Registry hosts or host/repository prefixes, e.g. "ghcr.io/acme". Unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_registries: Option<Vec<String>>,
+    /// Allowed spec.transport values. Unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_transports: Option<Vec<String>>,
+    /// Most MCPServers the namespace may hold. Unset: no limit.
+    #[serde(default, rename = "maxMCPServers", skip_serializing_if = "Option::is_none")]
+    pub max_mcp_servers: Option<u32>,
+    /// Defaults and ceilings for the proxy container (spec.resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_resources: Option<ResourcePolicy>,
+    /// Defaults and ceilings for the `mcp` container (spec.podTemplateSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_resources: Option<ResourcePolicy>,
+    /// Whether spec.volumes (hostPath mounts) are allowed. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_host_path_volumes: Option<bool>,
+    /// Pod features spec.podTemplateSpec may use. Default: none of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurity>,
+    /// Value of the `toolhive.stacklok.dev/team` label the mutating webhook adds.
+    /// Unset: the namespace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcePolicy {
+    /// Filled in when the MCPServer leaves them out.
+    #[serde(default)]
+    pub defaults: Quantities,
+    /// Requests and limits above these are denied.
+    #[serde(default)]
+    pub max: ResourceAmounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantities {
+    #[serde(default)]
+    pub requests: ResourceAmounts,
+    #[serde(default)]
+    pub limits: ResourceAmounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceAmounts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurity {
+    #[serde(default)]
+    pub allow_privileged: bool,
+    #[serde(default)]
+    pub allow_host_namespaces: bool,
+    #[serde(default)]
+    pub allow_host_path: bool,
+    #[serde(default)]
+    pub allow_added_capabilities: bool,
+    #[serde(default)]
+    pub allow_run_as_root: bool,
+}
+
+impl TenancyPolicy {
+    /// Parses and checks a policy file; errors name the field at fault.
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        let policy: TenancyPolicy = serde_yaml::from_str(text).map_err(|e| format!("tenancy policy: {e}"))?;
+        policy.check()?;
+        Ok(policy)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for ns in &self.allowed_namespaces {
+            if !crate::config::is_dns1123_label(ns) {
+                problems.push(format!("allowedNamespaces: {ns:?} is not a valid namespace name"));
+            }
+        }
+        let mut all = vec![("defaults".to_string(), &self.defaults)];
+        all.extend(self.namespaces.iter().map(|(k, v)| (format!("namespaces.{k}"), v)));
+        for (path, rules) in all {
+            for r in rules.allowed_registries.iter().flatten() {
+                if let Err(e) = RegistryRule::parse(r) {
+                    problems.push(format!("{path}.allowedRegistries: {e}"));
+                }
+            }
+            for t in rules.allowed_transports.iter().flatten() {
+                if !["stdio", "streamable-http", "sse"].contains(&t.as_str()) {
+                    problems.push(format!("{path}.allowedTransports: {t:?} is not one of stdio, streamable-http, sse"));
+                }
+            }
+            for (which, rp) in [("proxyResources", &rules.proxy_resources), ("mcpResources", &rules.mcp_resources)] {
+                let Some(rp) = rp else { continue };
+                for (sub, amounts) in [("defaults.requests", &rp.defaults.requests), ("defaults.limits", &rp.defaults.limits), ("max", &rp.max)] {
+                    for (res, q) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
+                        if let Some(q) = q
+                            && let Err(e) = parse_milli(q)
+                        {
+                            problems.push(format!("{path}.{which}.{sub}.{res}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(format!("invalid tenancy policy: {}", problems.join("; "))) }
+    }
+
+    /// The effective rules for a namespace: its own entry over the defaults, field by field.
+    pub fn rules_for(&self, namespace: &str) -> Rules {
+        let d = &self.defaults;
+        let Some(n) = self.namespaces.get(namespace) else { return d.clone() };
+        Rules {
+            allowed_registries: n.allowed_registries.clone().or_else(|| d.allowed_registries.clone()),
+            allowed_transports: n.allowed_transports.clone().or_else(|| d.allowed_transports.clone()),
+            max_mcp_servers: n.max_mcp_servers.or(d.max_mcp_servers),
+            proxy_resources: n.proxy_resources.clone().or_else(|| d.proxy_resources.clone()),
+            mcp_resources: n.mcp_resources.clone().or_else(|| d.mcp_resources.clone()),
+            allow_host_path_volumes: n.allow_host_path_volumes.or(d.allow_host_path_volumes),
+            pod_security: n.pod_security.clone().or_else(|| d.pod_security.clone()),
+            team: n.team.clone().or_else(|| d.team.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_policies_load() {
+        for file in ["tenancy-policy.example.yaml", "tenancy-policy.minimal.yaml"] {
+            let path = format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            TenancyPolicy::from_text(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
+    fn invalid_policy_names_the_field() {
+        let err = TenancyPolicy::from_text("defaults:\n  allowedRegistries: [acme]\n").unwrap_err();
+        assert!(err.contains("defaults.allowedRegistries"), "{err}");
+        let err = TenancyPolicy::from_text("namespaces:\n  a:\n    mcpResources:\n      max: {cpu: lots}\n").unwrap_err();
+        assert!(err.contains("namespaces.a.mcpResources.max.cpu"), "{err}");
+        let err = TenancyPolicy::from_text("defaults:\n  allowedRegistry: [ghcr.io]\n").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        let err = TenancyPolicy::from_text("defaults:\n  allowedTransports: [tcp]\n").unwrap_err();
+        assert!(err.contains("tcp"), "{err}");
+    }
+
+    #[test]
+    fn namespace_rules_override_defaults_per_field() {
+        let p = TenancyPolicy::from_text(
+            "defaults: {allowedRegistries: [ghcr.io], maxMCPServers: 5}\nnamespaces:\n  a: {maxMCPServers: 1}\n",
+        )
+        .unwrap();
+        let a = p.rules_for("a");
+        assert_eq!(a.max_mcp_servers, Some(1));
+        assert_eq!(a.allowed_registries, Some(vec!["ghcr.io".to_string()]));
+        assert_eq!(p.rules_for("b").max_mcp_servers, Some(5));
+    }
+}

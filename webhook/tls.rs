@@ -1,0 +1,123 @@
+//! Serving certificate with hot reload. Secret volumes update by swapping a symlink,
+//! so the directory is watched (inotify) and also polled; a pair that fails to load
+//! keeps the previous one in service and is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct CertStore {
+    dir: PathBuf,
+    current: RwLock<Option<(Arc<CertifiedKey>, Vec<u8>)>>,
+}
+
+impl CertStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Self { dir: dir.into(), current: RwLock::new(None) })
+    }
+
+    pub fn loaded(&self) -> bool {
+        self.current.read().unwrap().is_some()
+    }
+
+    /// Loads tls.crt/tls.key if they changed. Ok(true) when a new pair went live.
+    pub fn reload(&self) -> Result<bool, String> {
+        let (cert_pem, key_pem) = read_pair(&self.dir)?;
+        let mut fingerprint = cert_pem.clone();
+        fingerprint.extend_from_slice(&key_pem);
+        if self.current.read().unwrap().as_ref().is_some_and(|(_, f)| *f == fingerprint) {
+            return Ok(false);
+        }
+        let key = certified_key(&cert_pem, &key_pem)?;
+        *self.current.write().unwrap() = Some((Arc::new(key), fingerprint));
+        Ok(true)
+    }
+
+    /// Watches the directory and polls every `poll`, reloading on change.
+    pub async fn watch(self: Arc<Self>, poll: Duration, metrics: Metrics) {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        });
+        let _watcher = match watcher {
+            Ok(mut w) => match w.watch(&self.dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    warn!(dir = %self.dir.display(), error = %e, "cannot watch certificate directory; polling only");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "no file watcher; polling only");
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = rx.recv() => {
+                    // Let a symlink swap finish before reading.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ = tokio::time::sleep(poll) => {}
+            }
+            match self.reload() {
+                Ok(true) => {
+                    metrics.cert_reloads.with_label_values(&["success"]).inc();
+                    info!(dir = %self.dir.display(), "webhook certificate reloaded");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    metrics.cert_reloads.with_label_values(&["error"]).inc();
+                    warn!(dir = %self.dir.display(), error = %e, "new webhook certificate rejected; keeping the previous one");
+                }
+            }
+        }
+    }
+}
+
+fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| format!("reading {}: {e}", dir.join(f).display()));
+    Ok((read("tls.crt")?, read("tls.key")?))
+}
+
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| format!("tls.key: {e}"))?
+        .ok_or("tls.key holds no private key")?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("tls.key: {e}"))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| format!("tls.crt and tls.key do not belong together: {e}"))?;
+    Ok(ck)
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().unwrap().as_ref().map(|(k, _)| k.clone())
+    }
+}
+
+/// TLS 1.2+ server config serving HTTP/1.1 with the hot-reloading certificate.
+pub fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("TLS 1.2 and 1.3 are supported")
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg
+}
