@@ -597,6 +597,17 @@ impl MCPServer {
     }
 }
 
+/// Fields removed from the API, the field that replaces each, and its old JSON type.
+/// They stay in the schema only so the API server can refuse them with a message
+/// naming the replacement (instead of silently pruning them).
+pub const REMOVED_FIELDS: &[(&str, &str)] = &[
+    ("port", "spec.proxyPort"),
+    ("targetPort", "spec.mcpPort"),
+    ("tools", "spec.toolConfigRef"),
+    ("oidcConfig", "spec.oidcConfigRef"),
+    ("telemetry", "spec.telemetryConfigRef"),
+];
+
 /// CEL rules on the spec that the API server enforces (besides enums and ranges).
 const SPEC_RULES: &[(&str, &str)] = &[
     (
@@ -624,8 +635,16 @@ pub fn crd() -> CustomResourceDefinition {
     let version = &mut value["spec"]["versions"][0];
     {
         let spec = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        spec["x-kubernetes-validations"] =
+        let mut rules: Vec<Value> =
             SPEC_RULES.iter().map(|(rule, message)| json!({"rule": rule, "message": message})).collect();
+        for (old, new) in REMOVED_FIELDS {
+            spec["properties"][*old] = json!({
+                "description": format!("Removed; use {new}. Setting it is refused."),
+                "x-kubernetes-preserve-unknown-fields": true,
+            });
+            rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
+        }
+        spec["x-kubernetes-validations"] = json!(rules);
         for path in LIST_MAPS_BY_NAME {
             let mut node = &mut *spec;
             for key in *path {
@@ -645,6 +664,39 @@ pub fn crd() -> CustomResourceDefinition {
     deprecated["deprecationWarning"] = json!(DEPRECATION_WARNING);
     value["spec"]["versions"].as_array_mut().expect("versions").push(deprecated);
     serde_json::from_value(value).expect("crd deserializes")
+}
+
+pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_matches_the_types() {
+        let path = format!("{}/{CRD_CHART_FILE}", env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == crd_chart_template(), "{CRD_CHART_FILE} is stale: run `make crds` and commit the result");
+    }
+
+    #[test]
+    fn crd_has_both_versions_sharing_one_schema() {
+        let crd = crd();
+        let v = &crd.spec.versions;
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].name.as_str(), v[0].storage, v[0].served), ("v1beta1", true, true));
+        assert_eq!((v[1].name.as_str(), v[1].storage, v[1].deprecated), ("v1alpha1", false, Some(true)));
+        assert_eq!(v[1].deprecation_warning.as_deref(), Some(DEPRECATION_WARNING));
+        assert_eq!(v[0].schema, v[1].schema);
+        assert_eq!(crd.spec.names.categories, Some(vec!["toolhive".to_string()]));
+        let spec = serde_json::to_value(&v[0].schema).unwrap()["openAPIV3Schema"]["properties"]["spec"].clone();
+        assert_eq!(spec["required"], json!(["image"]));
+        assert_eq!(spec["properties"]["transport"]["default"], "stdio");
+        assert_eq!(spec["properties"]["proxyPort"]["default"], 8080);
+        assert_eq!(spec["properties"]["proxyPort"]["maximum"], 65535.0);
+        assert_eq!(spec["properties"]["env"]["x-kubernetes-list-type"], "map");
+        assert!(spec["properties"]["image"]["description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
 }
 
 /// The CRD as committed in the CRDs chart: YAML, wrapped in the chart's install/keep switches.

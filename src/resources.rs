@@ -309,9 +309,9 @@ pub fn mcp_sa(server: &MCPServer) -> Value {
 pub fn proxy_role_rules() -> Value {
     json!([
         {"apiGroups": ["apps"], "resources": ["statefulsets"],
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch", "apply"]},
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
         {"apiGroups": [""], "resources": ["services"],
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch", "apply"]},
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create", "get"]},

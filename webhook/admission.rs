@@ -7,20 +7,12 @@ use serde_json::{Value, json};
 use super::image::{ImageRef, RegistryRule};
 use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
 use super::quantity::parse_milli;
-use crate::api::{DEPRECATED_VERSION, DEPRECATION_WARNING};
+use crate::api::{DEPRECATED_VERSION, DEPRECATION_WARNING, REMOVED_FIELDS};
 use crate::config::Scope;
 
 pub const TEAM_LABEL: &str = "toolhive.stacklok.dev/team";
 pub const MCP_CONTAINER: &str = "mcp";
 
-/// Fields removed from the API and the field that replaces each.
-pub const REMOVED_FIELDS: &[(&str, &str)] = &[
-    ("port", "spec.proxyPort"),
-    ("targetPort", "spec.mcpPort"),
-    ("tools", "spec.toolConfigRef"),
-    ("oidcConfig", "spec.oidcConfigRef"),
-    ("telemetry", "spec.telemetryConfigRef"),
-];
 
 /// What the webhook knows besides the request: the policy, the operator's scope and
 /// how many MCPServers each namespace holds (from a watch cache).

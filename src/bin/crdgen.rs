@@ -3,8 +3,8 @@
 fn main() -> std::io::Result<()> {
     let text = toolhive_operator::api::crd_chart_template();
     if std::env::args().any(|a| a == "--write") {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml");
-        std::fs::write(path, text)?;
+        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), toolhive_operator::api::CRD_CHART_FILE);
+        std::fs::write(&path, text)?;
         eprintln!("wrote {path}");
     } else {
         print!("{text}");

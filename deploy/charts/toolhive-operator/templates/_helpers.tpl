@@ -1,0 +1,93 @@
+{{- define "toolhive-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "toolhive-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "toolhive-operator.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "toolhive-operator.labels" -}}
+app.kubernetes.io/name: {{ include "toolhive-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "toolhive-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "toolhive-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "toolhive-operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (include "toolhive-operator.fullname" .) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "toolhive-operator.managerRole" -}}
+{{- printf "%s-manager-role" (include "toolhive-operator.fullname" .) -}}
+{{- end -}}
+
+{{- define "toolhive-operator.managerRoleBinding" -}}
+{{- printf "%s-manager-rolebinding" (include "toolhive-operator.fullname" .) -}}
+{{- end -}}
+
+{{- define "toolhive-operator.leaderRole" -}}
+{{- default (printf "%s-leader-election-role" (include "toolhive-operator.fullname" .)) .Values.operator.leaderElectionRole.name -}}
+{{- end -}}
+
+{{- define "toolhive-operator.leaderRoleBinding" -}}
+{{- default (printf "%s-leader-election-rolebinding" (include "toolhive-operator.fullname" .)) .Values.operator.leaderElectionRole.binding.name -}}
+{{- end -}}
+
+{{- define "toolhive-operator.webhookName" -}}
+{{- printf "%s-webhook" (include "toolhive-operator.fullname" .) -}}
+{{- end -}}
+
+{{/* Namespaces the webhook configurations never apply to. */}}
+{{- define "toolhive-operator.excludedNamespaces" -}}
+- {{ .Release.Namespace }}
+- kube-system
+{{- end -}}
+
+{{/* The rules the operator uses; shared by the ClusterRole and the namespaced Roles. */}}
+{{- define "toolhive-operator.managerRules" -}}
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpservers"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpservers/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpservers/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts", "services"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Held only so the operator may grant them to each proxy runner's Role.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["pods/attach"]
+  verbs: ["create", "get"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
