@@ -608,6 +608,16 @@ pub const REMOVED_FIELDS: &[(&str, &str)] = &[
     ("telemetry", "spec.telemetryConfigRef"),
 ];
 
+/// The schema a removed field keeps, typed as it was so CEL can see it.
+fn removed_field_schema(field: &str, replacement: &str) -> Value {
+    let description = format!("Removed; use {replacement}. Setting it is refused.");
+    match field {
+        "port" | "targetPort" => json!({"description": description, "type": "integer"}),
+        "tools" => json!({"description": description, "type": "array", "items": {"type": "string"}}),
+        _ => json!({"description": description, "type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    }
+}
+
 /// CEL rules on the spec that the API server enforces (besides enums and ranges).
 const SPEC_RULES: &[(&str, &str)] = &[
     (
@@ -638,10 +648,7 @@ pub fn crd() -> CustomResourceDefinition {
         let mut rules: Vec<Value> =
             SPEC_RULES.iter().map(|(rule, message)| json!({"rule": rule, "message": message})).collect();
         for (old, new) in REMOVED_FIELDS {
-            spec["properties"][*old] = json!({
-                "description": format!("Removed; use {new}. Setting it is refused."),
-                "x-kubernetes-preserve-unknown-fields": true,
-            });
+            spec["properties"][*old] = removed_field_schema(old, new);
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
         }
         spec["x-kubernetes-validations"] = json!(rules);

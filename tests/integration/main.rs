@@ -2,3 +2,4 @@
 //! kube-controller-manager on loopback), shared by every test in this binary;
 //! each test works in its own namespace.
 mod controlplane_basics;
+mod operator_e2e;

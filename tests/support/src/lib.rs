@@ -203,10 +203,13 @@ impl ControlPlane {
                     format!("--root-ca-file={}", ca_file.display()),
                     format!("--service-account-private-key-file={}", sa_key.display()),
                     "--use-service-account-credentials=false".into(),
-                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-certificate-publisher".into(),
+                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-cert-publisher".into(),
                     "-v=0".into(),
                 ]),
             )?;
+            // A bad flag makes it exit at once; fail loudly rather than run without GC.
+            let started = Instant::now();
+            cp.wait_for("kube-controller-manager", Duration::from_secs(5), || started.elapsed() > Duration::from_secs(2))?;
         }
         Ok(cp)
     }
