@@ -1,0 +1,227 @@
+//! The admission router driven in-process (tower `oneshot`): every rule and every
+//! malformed input gets a well-formed answer that echoes the request uid.
+
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use toolhive_operator::config::Scope;
+use toolhive_operator::metrics::Metrics;
+use toolhive_operator::webhook::{self, MUTATE_PATH, VALIDATE_PATH, policy::TenancyPolicy};
+
+const POLICY: &str = r##"
+allowedNamespaces: [team-a, team-b]
+contact: "#platform"
+defaults:
+  allowedRegistries: [ghcr.io/acme, docker.io/library]
+  allowedTransports: [stdio, streamable-http]
+  maxMCPServers: 2
+  proxyResources:
+    defaults: {requests: {cpu: 50m, memory: 64Mi}}
+    max: {cpu: "1", memory: 512Mi}
+  mcpResources:
+    defaults: {limits: {memory: 256Mi}}
+    max: {memory: 1Gi}
+namespaces:
+  team-b:
+    team: backend
+    allowedTransports: [sse]
+    podSecurity: {allowRunAsRoot: true}
+"##;
+
+fn app(scope: Scope) -> axum::Router {
+    let policy = TenancyPolicy::from_text(POLICY).unwrap();
+    webhook::router(webhook::WebhookState {
+        policy: Arc::new(RwLock::new(Arc::new(policy))),
+        scope: Arc::new(scope),
+        counts: Arc::new(|ns: &str| if ns == "team-b" { 2 } else { 0 }),
+        metrics: Metrics::default(),
+    })
+}
+
+fn review(op: &str, ns: &str, object: Value, old: Option<Value>, version: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "uid-123", "operation": op, "namespace": ns,
+            "kind": {"group": "toolhive.stacklok.dev", "version": version, "kind": "MCPServer"},
+            "object": object, "oldObject": old,
+        }
+    })
+}
+
+fn server(spec: Value) -> Value {
+    json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": "s"}, "spec": spec})
+}
+
+async fn call(app: axum::Router, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::post(path).header("content-type", "application/json").body(body.into()).unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn validate(ns: &str, spec: Value) -> Value {
+    let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", ns, server(spec), None, "v1beta1").to_string()).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(out["response"]["uid"], "uid-123");
+    out["response"].clone()
+}
+
+fn message(r: &Value) -> String {
+    r["status"]["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn allows_a_good_server() {
+    let r = validate("team-a", json!({"image": "ghcr.io/acme/tool:1"})).await;
+    assert_eq!(r["allowed"], true, "{r}");
+}
+
+#[tokio::test]
+async fn namespace_rule_lists_allowed_and_contact() {
+    let r = validate("team-z", json!({"image": "ghcr.io/acme/tool"})).await;
+    assert_eq!(r["allowed"], false);
+    assert_eq!(message(&r), r##"metadata.namespace: Forbidden: namespace "team-z" may not hold MCPServers (allowed: team-a, team-b); ask #platform to allow it"##);
+    let (_, out) = call(app(Scope::Namespaces(vec!["team-a".into()])), VALIDATE_PATH, review("CREATE", "team-b", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string()).await;
+    assert!(message(&out["response"]).contains("(allowed: team-a)"), "namespace mode narrows to the watched list: {out}");
+}
+
+#[tokio::test]
+async fn registry_is_matched_on_the_parsed_reference() {
+    let r = validate("team-a", json!({"image": "ghcr.io.evil.com/acme/tool"})).await;
+    assert_eq!(message(&r), r#"spec.image: Forbidden: registry "ghcr.io.evil.com" is not allowed in namespace "team-a" (allowed: ghcr.io/acme, docker.io/library)"#);
+    assert_eq!(validate("team-a", json!({"image": "redis@sha256:abc123"})).await["allowed"], true);
+    assert_eq!(validate("team-a", json!({"image": "ghcr.io/acmecorp/tool"})).await["allowed"], false);
+    let r = validate("team-a", json!({"image": "Not A Ref"})).await;
+    assert!(message(&r).starts_with("spec.image: Invalid value:"), "{r}");
+}
+
+#[tokio::test]
+async fn every_violation_is_reported_at_once() {
+    let r = validate("team-a", json!({
+        "image": "quay.io/x/y", "transport": "sse", "port": 80, "targetPort": 81,
+        "volumes": [{"name": "v", "hostPath": "/", "mountPath": "/h"}],
+        "resources": {"limits": {"cpu": "4", "memory": "1Gi"}},
+        "podTemplateSpec": {"spec": {
+            "hostNetwork": true,
+            "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+            "securityContext": {"runAsUser": 0},
+            "containers": [{"name": "mcp", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_ADMIN"]}},
+                            "resources": {"limits": {"memory": "2Gi"}}}]
+        }}
+    })).await;
+    let m = message(&r);
+    for expected in [
+        "spec.port: Forbidden: this field was removed; use spec.proxyPort",
+        "spec.targetPort: Forbidden: this field was removed; use spec.mcpPort",
+        r#"spec.image: Forbidden: registry "quay.io""#,
+        r#"spec.transport: Forbidden: transport "sse" is not allowed in namespace "team-a" (allowed: stdio, streamable-http)"#,
+        "spec.volumes: Forbidden: hostPath volumes are not allowed",
+        "spec.resources.limits.cpu: Forbidden: 4 exceeds the namespace maximum of 1",
+        "spec.resources.limits.memory: Forbidden: 1Gi exceeds the namespace maximum of 512Mi",
+        "spec.podTemplateSpec.spec.hostNetwork: Forbidden",
+        "spec.podTemplateSpec.spec.volumes[0].hostPath: Forbidden",
+        "spec.podTemplateSpec.spec.securityContext.runAsUser: Forbidden",
+        "spec.podTemplateSpec.spec.containers[0].securityContext.privileged: Forbidden",
+        "spec.podTemplateSpec.spec.containers[0].securityContext.capabilities.add: Forbidden",
+        "spec.podTemplateSpec.spec.containers[0].resources.limits.memory: Forbidden: 2Gi exceeds the namespace maximum of 1Gi",
+    ] {
+        assert!(m.contains(expected), "missing {expected:?} in {m}");
+    }
+    assert!(m.starts_with("13 problems: "), "{m}");
+}
+
+#[tokio::test]
+async fn per_namespace_rules_and_quota() {
+    // team-b allows only sse and root, and already holds its maximum of 2.
+    let r = validate("team-b", json!({"image": "ghcr.io/acme/x", "transport": "sse",
+        "podTemplateSpec": {"spec": {"securityContext": {"runAsUser": 0}}}})).await;
+    assert_eq!(message(&r), r#"metadata.namespace: Forbidden: namespace "team-b" already has 2 MCPServers, the most it may hold is 2"#);
+}
+
+#[tokio::test]
+async fn updates_that_leave_spec_alone_are_never_blocked() {
+    let bad = server(json!({"image": "quay.io/not/allowed"}));
+    let mut with_finalizer = bad.clone();
+    with_finalizer["metadata"]["finalizers"] = json!([]);
+    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("UPDATE", "team-a", with_finalizer, Some(bad.clone()), "v1beta1").to_string()).await;
+    assert_eq!(out["response"]["allowed"], true);
+    // A spec change on UPDATE is validated as strictly as CREATE.
+    let mut changed = bad.clone();
+    changed["spec"]["args"] = json!(["x"]);
+    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("UPDATE", "team-a", changed, Some(bad), "v1beta1").to_string()).await;
+    assert_eq!(out["response"]["allowed"], false);
+}
+
+#[tokio::test]
+async fn mutation_fills_defaults_without_touching_user_fields() {
+    let obj = server(json!({"image": "ghcr.io/acme/x", "transport": "streamable-http", "resources": {"requests": {"cpu": "10m"}}}));
+    let (_, out) = call(app(Scope::Cluster), MUTATE_PATH, review("CREATE", "team-b", obj.clone(), None, "v1beta1").to_string()).await;
+    let r = &out["response"];
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let patch: json_patch::Patch = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap()).unwrap();
+    let mut patched = obj.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    let s = &patched["spec"];
+    assert_eq!(s["proxyPort"], 8080);
+    assert_eq!(s["mcpPort"], 8080);
+    assert_eq!(s["proxyMode"], "streamable-http");
+    assert_eq!(s["transport"], "streamable-http", "user value kept");
+    assert_eq!(s["resources"]["requests"]["cpu"], "10m", "user value kept");
+    assert_eq!(s["resources"]["requests"]["memory"], "64Mi", "policy default added");
+    assert_eq!(s["podTemplateSpec"]["spec"]["containers"][0]["name"], "mcp");
+    assert_eq!(s["podTemplateSpec"]["spec"]["containers"][0]["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(patched["metadata"]["labels"]["toolhive.stacklok.dev/team"], "backend");
+    // Idempotent: mutating the result again changes nothing.
+    let (_, again) = call(app(Scope::Cluster), MUTATE_PATH, review("CREATE", "team-b", patched, None, "v1beta1").to_string()).await;
+    assert!(again["response"].get("patch").is_none(), "{again}");
+}
+
+#[tokio::test]
+async fn v1alpha1_gets_a_warning() {
+    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1alpha1").to_string()).await;
+    assert_eq!(out["response"]["warnings"][0], "toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1");
+}
+
+#[tokio::test]
+async fn malformed_inputs_get_well_formed_answers() {
+    let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, "{not json").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(message(&out["response"]).contains("not valid JSON"));
+
+    let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, json!({"kind": "AdmissionReview"}).to_string()).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(message(&out["response"]).contains("no request"));
+
+    let mut wrong_kind = review("CREATE", "team-a", server(json!({"image": "x"})), None, "v1beta1");
+    wrong_kind["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, wrong_kind.to_string()).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(out["response"]["uid"], "uid-123");
+    assert!(message(&out["response"]).contains("MCPServers only"));
+
+    let mut no_object = review("CREATE", "team-a", Value::Null, None, "v1beta1");
+    no_object["request"].as_object_mut().unwrap().remove("object");
+    let (_, out) = call(app(Scope::Cluster), MUTATE_PATH, no_object.to_string()).await;
+    assert_eq!(out["response"]["uid"], "uid-123");
+    assert_eq!(out["response"]["allowed"], false);
+
+    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!("text")), None, "v1beta1").to_string()).await;
+    assert!(message(&out["response"]).contains("spec must be an object"));
+
+    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"cpu": "lots"}}})), None, "v1beta1").to_string()).await;
+    assert!(message(&out["response"]).contains("spec.resources.limits.cpu: Invalid value"), "{out}");
+
+    // Over the body limit: refused by the server, never buffered whole.
+    let huge = vec![b' '; webhook::MAX_BODY_BYTES + 10];
+    let (code, _) = call(app(Scope::Cluster), VALIDATE_PATH, huge).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+}
