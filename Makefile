@@ -48,7 +48,9 @@ controlplane-down:
 dev: controlplane
 	@scripts/dev.sh $(CP_DIR)
 
-dev-down: controlplane-down
+dev-down:
+	@if [ -f $(CP_DIR)/operator.pid ]; then kill $$(cat $(CP_DIR)/operator.pid) 2>/dev/null || true; fi
+	@$(MAKE) --no-print-directory controlplane-down
 
 clean: controlplane-down
 	$(CARGO) clean

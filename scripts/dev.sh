@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make dev`: on the local control plane, install both charts (namespace mode for
+# the example namespace), run the operator on the host as the chart's
+# ServiceAccount with the webhook on 127.0.0.1, apply an example MCPServer and
+# print its status. The operator keeps running in the background; `make dev-down`
+# stops everything.
+set -euo pipefail
+cp_dir=${1:?control plane dir}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$("$root/scripts/tools.sh" --print)
+kc="$cp_dir/kubeconfig"
+k() { "$bin/kubectl" --kubeconfig "$kc" "$@"; }
+h() { HOME="$cp_dir" "$bin/helm" --kubeconfig "$kc" "$@"; }
+ns=toolhive-system
+team=team-demo
+
+cargo build --quiet --bin toolhive-operator --manifest-path "$root/Cargo.toml"
+k create namespace "$team" --dry-run=client -o yaml | k apply -f - >/dev/null
+
+echo "==> installing the CRDs chart"
+h upgrade -i toolhive-operator-crds "$root/deploy/charts/toolhive-operator-crds" --wait >/dev/null
+k get crd | grep toolhive
+
+# Webhook certificate for 127.0.0.1, issued by a local CA the chart puts in caBundle.
+certs="$cp_dir/webhook-certs"; mkdir -p "$certs"
+if [ ! -f "$certs/tls.crt" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=toolhive-dev-webhook" \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
+fi
+port=${WEBHOOK_PORT:-19443}
+
+echo "==> installing the operator chart (namespace mode: $team)"
+h upgrade -i toolhive-operator "$root/deploy/charts/toolhive-operator" -n "$ns" --create-namespace \
+  --set operator.rbac.scope=namespace --set "operator.rbac.allowedNamespaces={$team}" \
+  --set webhook.url="https://127.0.0.1:$port" --set-file webhook.caBundle="$certs/tls.crt" \
+  -f "$root/config/helm-values.dev.yaml" >/dev/null
+k get rolebinding --all-namespaces | grep toolhive
+
+# The operator as the chart's ServiceAccount: only the chart's RBAC applies.
+sa_kc="$cp_dir/kubeconfig-operator"
+sed "s|    client-key-data:|    as: system:serviceaccount:$ns:toolhive-operator\n    as-groups: [system:serviceaccounts, system:serviceaccounts:$ns, system:authenticated]\n    client-key-data:|" "$kc" > "$sa_kc"
+k -n "$ns" get configmap toolhive-operator-tenancy-policy -o jsonpath='{.data.tenancy-policy\.yaml}' > "$cp_dir/tenancy-policy.yaml"
+if [ -f "$cp_dir/operator.pid" ]; then kill "$(cat "$cp_dir/operator.pid")" 2>/dev/null || true; sleep 1; fi
+KUBECONFIG="$sa_kc" POD_NAMESPACE="$ns" WATCH_NAMESPACE="$team" UNSTRUCTURED_LOGS=true \
+  nohup "$root/target/debug/toolhive-operator" --leader-elect \
+    --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081 \
+    --webhook-bind-address="127.0.0.1:$port" --webhook-cert-dir="$certs" \
+    --tenancy-policy="$cp_dir/tenancy-policy.yaml" > "$cp_dir/operator.log" 2>&1 &
+echo $! > "$cp_dir/operator.pid"
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && break; sleep 0.2; done
+curl -sf http://127.0.0.1:18081/readyz >/dev/null || { tail -20 "$cp_dir/operator.log"; exit 1; }
+
+echo "==> applying config/samples/mcpserver-osv.yaml in $team"
+k apply -n "$team" -f "$root/config/samples/mcpserver-osv.yaml"
+for _ in $(seq 1 50); do [ -n "$(k -n "$team" get mcpserver osv -o jsonpath='{.status.url}')" ] && break; sleep 0.2; done
+k -n "$team" get mcpservers
+k -n "$team" get deploy,svc,cm,sa,role,rolebinding -l toolhive-name=osv
+echo
+echo "operator log: $cp_dir/operator.log   metrics: curl http://127.0.0.1:18080/metrics"
+echo "kubectl: $bin/kubectl --kubeconfig $kc   (pods stay Pending: this control plane has no kubelet)"
