@@ -475,14 +475,6 @@ async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason: &s
     }
 }
 
-impl resources::ChildNames {
-    fn owns(&self, child: &str) -> bool {
-        [&self.runconfig, &self.proxy_runner, &self.mcp_service_account, &self.deployment, &self.service]
-            .iter()
-            .any(|n| n.as_str() == child)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

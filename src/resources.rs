@@ -50,6 +50,15 @@ impl ChildNames {
     }
 }
 
+impl ChildNames {
+    /// Whether `child` is one of these names.
+    pub fn owns(&self, child: &str) -> bool {
+        [&self.runconfig, &self.proxy_runner, &self.mcp_service_account, &self.deployment, &self.service]
+            .iter()
+            .any(|n| n.as_str() == child)
+    }
+}
+
 pub fn labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app".into(), "mcpserver".into()),

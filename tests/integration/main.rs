@@ -3,3 +3,4 @@
 //! each test works in its own namespace.
 mod controlplane_basics;
 mod operator_e2e;
+mod chart_modes;

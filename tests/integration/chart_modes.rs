@@ -1,0 +1,65 @@
+//! The operator chart across modes on the real API server: cluster mode, migration to
+//! namespace mode and back with `--reuse-values`, and uninstall.
+
+use std::path::Path;
+use std::process::Command;
+
+fn helm_or_kubectl(bin: &str, kc: &Path, args: &[&str]) -> String {
+    let out = Command::new(controlplane::tools_bin().unwrap().join(bin))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kc)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{bin} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+#[tokio::test]
+async fn cluster_to_namespace_to_cluster_migration() {
+    let cp = controlplane::shared();
+    let admin = cp.client().await.unwrap();
+    let kc = cp.kubeconfig.as_path();
+    let release_ns = cp.namespace(&admin, "modes-system").await.unwrap();
+    let a = cp.namespace(&admin, "modes-a").await.unwrap();
+    let b = cp.namespace(&admin, "modes-b").await.unwrap();
+    let chart = controlplane::repo_root().join("deploy/charts/toolhive-operator");
+    let chart = chart.to_str().unwrap();
+    let full = format!("thv-{release_ns}");
+    let crb = format!("{full}-manager-rolebinding");
+    let role = format!("{full}-manager-role");
+
+    // Cluster mode (the default), webhook off so this release admits nothing.
+    helm_or_kubectl("helm", kc, &["upgrade", "-i", "thv", chart, "-n", &release_ns,
+        "--set", &format!("fullnameOverride={full}"), "--set", "webhook.enabled=false"]);
+    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
+    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrole"]).contains(&role));
+    let dep = helm_or_kubectl("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "json"]);
+    let dep: serde_json::Value = serde_json::from_str(&dep).unwrap();
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["name"], "manager");
+    assert!(c["args"].as_array().unwrap().iter().any(|a| a == "--leader-elect"));
+    assert!(!c["env"].as_array().unwrap().iter().any(|e| e["name"] == "WATCH_NAMESPACE"), "cluster mode watches everything");
+
+    // Migrate to namespace mode, keeping the other values.
+    helm_or_kubectl("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values",
+        "--set", "operator.rbac.scope=namespace", "--set", &format!("operator.rbac.allowedNamespaces={{{a},{b}}}")]);
+    assert!(!helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb), "no ClusterRoleBinding in namespace mode");
+    let rbs = helm_or_kubectl("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
+    for ns in [&a, &b] {
+        assert!(rbs.lines().any(|l| l.starts_with(ns.as_str()) && l.contains(&crb) && l.contains(&format!("ClusterRole/{role}"))), "{rbs}");
+    }
+    assert!(rbs.lines().any(|l| l.starts_with(release_ns.as_str()) && l.contains(&format!("Role/{full}-leader-election-role"))), "{rbs}");
+    let env = helm_or_kubectl("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
+    assert!(env.contains(&format!("{a},{b}")), "WATCH_NAMESPACE set: {env}");
+
+    // Back to cluster mode.
+    helm_or_kubectl("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.scope=cluster"]);
+    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
+    let rbs = helm_or_kubectl("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
+    assert!(!rbs.lines().any(|l| l.starts_with(a.as_str()) && l.contains(&crb)), "per-namespace bindings removed: {rbs}");
+
+    helm_or_kubectl("helm", kc, &["uninstall", "thv", "-n", &release_ns]);
+    assert!(!helm_or_kubectl("kubectl", kc, &["get", "clusterrole"]).contains(&role), "uninstall removes cluster-scoped objects");
+}
