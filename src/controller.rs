@@ -317,7 +317,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         let result = api
             .patch(&child.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.body))
             .await;
-        shared.metrics.status_latency.observe(t.elapsed().as_secs_f64());
+        shared.metrics.apply_latency.observe(t.elapsed().as_secs_f64());
         match result {
             Ok(obj) => {
                 shared.metrics.children_applied.with_label_values(&[child.kind]).inc();

@@ -26,7 +26,7 @@ pub struct Metrics {
     pub cert_reloads: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub status_writes: IntCounter,
-    pub status_latency: Histogram,
+    pub apply_latency: Histogram,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -87,7 +87,7 @@ impl Default for Metrics {
                 &["result"]).unwrap()),
             status_writes: reg(&r, IntCounter::new(
                 "toolhive_status_writes_total", "MCPServer status patches written").unwrap()),
-            status_latency: reg(&r, Histogram::with_opts(
+            apply_latency: reg(&r, Histogram::with_opts(
                 HistogramOpts::new("toolhive_apply_latency_seconds", "Latency of one server-side apply of a child").buckets(buckets)).unwrap()),
             registry: r,
         }

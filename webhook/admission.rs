@@ -127,7 +127,7 @@ pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
         return base(true, "allowed", None, None);
     }
     let Some(object) = request.get("object").filter(|o| o.is_object()) else {
-        return Outcome { reason: "malformed", ..base(false, "malformed", Some((400, "BadRequest", format!("{operation} request has no object"))), None) };
+        return base(false, "malformed", Some((400, "BadRequest", format!("{operation} request has no object"))), None);
     };
     if namespace.is_empty() {
         return base(false, "malformed", Some((400, "BadRequest", "request has no namespace".into())), None);

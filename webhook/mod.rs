@@ -193,7 +193,7 @@ pub async fn serve_tls(addr: SocketAddr, tls: rustls::ServerConfig, router: Rout
 }
 
 pub async fn serve_tls_on(listener: tokio::net::TcpListener, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let service = tower::ServiceBuilder::new()
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10)))
@@ -216,7 +216,6 @@ pub async fn serve_tls_on(listener: tokio::net::TcpListener, tls: rustls::Server
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).keep_alive(true);
             let _ = builder.serve_connection(TokioIo::new(tls), hyper_service).await;
-            let _ = TokioExecutor::new();
         });
     }
 }

@@ -2,18 +2,12 @@
 //! namespace mode and back with `--reuse-values`, and uninstall.
 
 use std::path::Path;
-use std::process::Command;
 
+/// Runs helm/kubectl and returns stdout, failing the test with stderr on error.
 fn helm_or_kubectl(bin: &str, kc: &Path, args: &[&str]) -> String {
-    let out = Command::new(controlplane::tools_bin().unwrap().join(bin))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kc)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{bin} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into()
+    let (ok, out, err) = super::operator_e2e::run(bin, kc, args, None);
+    assert!(ok, "{bin} {args:?}: {err}");
+    out
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ fn tools(name: &str) -> PathBuf {
 }
 
 /// Runs a CLI (helm/kubectl) against the control plane; returns (success, stdout, stderr).
-fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub(crate) fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut cmd = Command::new(tools(bin));
     cmd.args(args).arg("--kubeconfig").arg(kubeconfig).env("HOME", std::env::temp_dir());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
