@@ -1,14 +1,7 @@
 //! The operator chart across modes on the real API server: cluster mode, migration to
 //! namespace mode and back with `--reuse-values`, and uninstall.
 
-use std::path::Path;
-
-/// Runs helm/kubectl and returns stdout, failing the test with stderr on error.
-fn helm_or_kubectl(bin: &str, kc: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = super::operator_e2e::run(bin, kc, args, None);
-    assert!(ok, "{bin} {args:?}: {err}");
-    out
-}
+use super::common::run_ok;
 
 #[tokio::test]
 async fn cluster_to_namespace_to_cluster_migration() {
@@ -25,11 +18,11 @@ async fn cluster_to_namespace_to_cluster_migration() {
     let role = format!("{full}-manager-role");
 
     // Cluster mode (the default), webhook off so this release admits nothing.
-    helm_or_kubectl("helm", kc, &["upgrade", "-i", "thv", chart, "-n", &release_ns,
+    run_ok("helm", kc, &["upgrade", "-i", "thv", chart, "-n", &release_ns,
         "--set", &format!("fullnameOverride={full}"), "--set", "webhook.enabled=false"]);
-    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
-    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrole"]).contains(&role));
-    let dep = helm_or_kubectl("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "json"]);
+    assert!(run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
+    assert!(run_ok("kubectl", kc, &["get", "clusterrole"]).contains(&role));
+    let dep = run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "json"]);
     let dep: serde_json::Value = serde_json::from_str(&dep).unwrap();
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["name"], "manager");
@@ -37,23 +30,23 @@ async fn cluster_to_namespace_to_cluster_migration() {
     assert!(!c["env"].as_array().unwrap().iter().any(|e| e["name"] == "WATCH_NAMESPACE"), "cluster mode watches everything");
 
     // Migrate to namespace mode, keeping the other values.
-    helm_or_kubectl("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values",
+    run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values",
         "--set", "operator.rbac.scope=namespace", "--set", &format!("operator.rbac.allowedNamespaces={{{a},{b}}}")]);
-    assert!(!helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb), "no ClusterRoleBinding in namespace mode");
-    let rbs = helm_or_kubectl("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
+    assert!(!run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb), "no ClusterRoleBinding in namespace mode");
+    let rbs = run_ok("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
     for ns in [&a, &b] {
         assert!(rbs.lines().any(|l| l.starts_with(ns.as_str()) && l.contains(&crb) && l.contains(&format!("ClusterRole/{role}"))), "{rbs}");
     }
     assert!(rbs.lines().any(|l| l.starts_with(release_ns.as_str()) && l.contains(&format!("Role/{full}-leader-election-role"))), "{rbs}");
-    let env = helm_or_kubectl("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
+    let env = run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
     assert!(env.contains(&format!("{a},{b}")), "WATCH_NAMESPACE set: {env}");
 
     // Back to cluster mode.
-    helm_or_kubectl("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.scope=cluster"]);
-    assert!(helm_or_kubectl("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
-    let rbs = helm_or_kubectl("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
+    run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.scope=cluster"]);
+    assert!(run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
+    let rbs = run_ok("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
     assert!(!rbs.lines().any(|l| l.starts_with(a.as_str()) && l.contains(&crb)), "per-namespace bindings removed: {rbs}");
 
-    helm_or_kubectl("helm", kc, &["uninstall", "thv", "-n", &release_ns]);
-    assert!(!helm_or_kubectl("kubectl", kc, &["get", "clusterrole"]).contains(&role), "uninstall removes cluster-scoped objects");
+    run_ok("helm", kc, &["uninstall", "thv", "-n", &release_ns]);
+    assert!(!run_ok("kubectl", kc, &["get", "clusterrole"]).contains(&role), "uninstall removes cluster-scoped objects");
 }

@@ -3,9 +3,9 @@
 //! ServiceAccount (impersonation, so only the chart's RBAC applies), the chart's
 //! webhook configurations pointed at it over TLS.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::common::{Operator, eventually, eventually_within, free_port, impersonating_kubeconfig, run, tempdir};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -18,83 +18,6 @@ use kube::{
 };
 use serde_json::json;
 use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
-
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Operator {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-fn tools(name: &str) -> PathBuf {
-    controlplane::tools_bin().unwrap().join(name)
-}
-
-/// Runs a CLI (helm/kubectl) against the control plane; returns (success, stdout, stderr).
-pub(crate) fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(tools(bin));
-    cmd.args(args).arg("--kubeconfig").arg(kubeconfig).env("HOME", std::env::temp_dir());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-/// A kubeconfig that impersonates a ServiceAccount, as the operator's pod would authenticate.
-fn impersonating_kubeconfig(admin: &Path, dir: &Path, ns: &str, sa: &str) -> PathBuf {
-    let text = std::fs::read_to_string(admin).unwrap();
-    let text = text.replace(
-        "    client-key-data:",
-        &format!("    as: system:serviceaccount:{ns}:{sa}\n    as-groups: [system:serviceaccounts, system:serviceaccounts:{ns}, system:authenticated]\n    client-key-data:"),
-    );
-    let path = dir.join(format!("kubeconfig-{sa}"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn eventually<T, F, Fut>(what: &str, op: &Operator, f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    eventually_within(what, op, Duration::from_secs(30), f).await
-}
-
-async fn eventually_within<T, F, Fut>(what: &str, op: &Operator, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}; operator log:\n{}", op.log_tail());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[tokio::test]
 async fn guide_flow_namespace_mode_with_webhook() {
@@ -175,27 +98,19 @@ async fn guide_flow_namespace_mode_with_webhook() {
 
     // The operator binary, authenticated as the chart's ServiceAccount.
     let sa_kc = impersonating_kubeconfig(&kc, &work, &release_ns, &fullname);
-    let log = work.join("operator.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"))
-        .args([
-            "--leader-elect",
-            "--leader-lease-seconds=4",
-            &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
-            &format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
-            &format!("--webhook-bind-address=127.0.0.1:{webhook_port}"),
-            &format!("--webhook-cert-dir={}", cert_dir.display()),
-            &format!("--tenancy-policy={}", policy_path.display()),
-        ])
-        .env("KUBECONFIG", &sa_kc)
-        .env("POD_NAMESPACE", &release_ns)
-        .env("WATCH_NAMESPACE", &team)
-        .env("TOOLHIVE_RUNNER_IMAGE", "ghcr.io/stacklok/toolhive/proxyrunner:test")
-        .env("UNSTRUCTURED_LOGS", "true")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(work.join("operator.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let op = Operator { child, log };
+    let op = Operator::spawn(
+        &sa_kc,
+        &work,
+        "operator",
+        &[
+            "--leader-elect".into(),
+            "--leader-lease-seconds=4".into(),
+            format!("--webhook-bind-address=127.0.0.1:{webhook_port}"),
+            format!("--webhook-cert-dir={}", cert_dir.display()),
+            format!("--tenancy-policy={}", policy_path.display()),
+        ],
+        &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)],
+    );
 
     // 1. The docs' OSV server produces exactly the COMPAT children.
     let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
@@ -334,12 +249,6 @@ async fn guide_flow_namespace_mode_with_webhook() {
     let (ok, _, err) = run("helm", &kc, &["uninstall", "toolhive-operator-crds"], None);
     assert!(ok, "{err}");
     assert!(servers.get_opt("mini").await.unwrap().is_some(), "MCPServers kept");
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("toolhive-e2e-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 async fn create_when_served(api: &Api<MCPServer>, obj: &MCPServer) {

@@ -1,0 +1,136 @@
+//! Cluster mode on a control plane of its own (a cluster-wide operator would act on
+//! the other tests' namespaces): the operator chart installed before the CRDs chart,
+//! the operator started as the chart's ServiceAccount while the CRD is missing,
+//! reconciling once the CRD arrives, `kubectl rollout restart` and the restarted-at
+//! annotation, and a standby taking over when the leader dies.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use toolhive_operator::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+
+use super::common::{Operator, eventually, eventually_within, impersonating_kubeconfig, run_ok, tempdir};
+
+const RELEASE_NS: &str = "toolhive-system";
+const KUBECTL_RESTART: &str = "kubectl.kubernetes.io/restartedAt";
+
+#[test]
+fn cluster_mode_late_crd_restarts_and_leader_takeover() {
+    // Started on this thread, which outlives the children (they die with it).
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None })
+        .expect("dedicated control plane");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(scenario(&cp));
+}
+
+fn server(name: &str) -> MCPServer {
+    serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+        "metadata": {"name": name},
+        "spec": {"image": "ghcr.io/stackloklabs/osv-mcp/server", "transport": "streamable-http", "mcpPort": 8080, "proxyPort": 8080}
+    }))
+    .unwrap()
+}
+
+async fn converged(api: &Api<MCPServer>, name: &str) -> Option<()> {
+    let s = api.get_opt(name).await.ok()??;
+    let url = s.status?.url;
+    url.ends_with(":8080/mcp").then_some(())
+}
+
+async fn scenario(cp: &controlplane::ControlPlane) {
+    let kc = cp.kubeconfig.as_path();
+    let admin: Client = cp.client().await.unwrap();
+    let work = tempdir("cluster-mode");
+    let root = controlplane::repo_root();
+    let chart = root.join("deploy/charts/toolhive-operator");
+
+    // Operator chart first, in cluster mode (the default), webhook off.
+    run_ok("helm", kc, &["upgrade", "-i", "toolhive-operator", chart.to_str().unwrap(), "-n", RELEASE_NS, "--create-namespace", "--set", "webhook.enabled=false"]);
+    let out = run_ok("kubectl", kc, &["get", "clusterrole"]);
+    assert!(out.contains("toolhive-operator-manager-role"), "{out}");
+    let out = run_ok("kubectl", kc, &["get", "clusterrolebinding"]);
+    assert!(out.contains("toolhive-operator-manager-rolebinding"), "{out}");
+    let out = run_ok("kubectl", kc, &["get", "serviceaccount", "-n", RELEASE_NS]);
+    assert!(out.contains("toolhive-operator"), "{out}");
+
+    // The operator, as the chart's ServiceAccount, before the CRD exists.
+    let sa_kc = impersonating_kubeconfig(kc, &work, RELEASE_NS, "toolhive-operator");
+    let leader_args = ["--leader-elect".to_string(), "--leader-lease-seconds=4".into(), "--webhook-bind-address=".into()];
+    let env = [("POD_NAMESPACE", RELEASE_NS)];
+    let mut first = Operator::spawn(&sa_kc, &work, "first", &leader_args, &env);
+    eventually("the missing-CRD line", &first, || async {
+        first.log_text().contains("install the toolhive-operator-crds Helm chart first").then_some(())
+    })
+    .await;
+    assert!(!first.ready(), "not ready without the CRD");
+    assert_eq!(first.log_text().matches("is not installed").count(), 1, "one clear line, not a loop:\n{}", first.log_text());
+
+    // The CRDs chart arrives; the operator starts working without a restart.
+    let crds_chart = root.join("deploy/charts/toolhive-operator-crds");
+    run_ok("helm", kc, &["upgrade", "-i", "toolhive-operator-crds", crds_chart.to_str().unwrap(), "--wait"]);
+    eventually("readiness after the CRD appears", &first, || async { first.ready().then_some(()) }).await;
+
+    // Cluster mode: any namespace.
+    let team = cp.namespace(&admin, "anyteam").await.unwrap();
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
+    servers.create(&PostParams::default(), &server("osv")).await.unwrap();
+    eventually("osv converged", &first, || converged(&servers, "osv")).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
+    let template_annotations = |d: &Deployment| {
+        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
+    };
+
+    // `kubectl rollout restart` bumps the Deployment's generation; the operator
+    // re-applies its own fields and leaves kubectl's annotation alone.
+    let applied_before = first.metric("toolhive_children_applied_total", &[("kind", "Deployment")]).unwrap();
+    run_ok("kubectl", kc, &["rollout", "restart", "deployment/osv", "-n", &team]);
+    eventually("the operator to re-apply the restarted Deployment", &first, || async {
+        (first.metric("toolhive_children_applied_total", &[("kind", "Deployment")])? > applied_before).then_some(())
+    })
+    .await;
+    let dep = deployments.get("osv").await.unwrap();
+    assert!(template_annotations(&dep).contains_key(KUBECTL_RESTART), "rollout restart reverted: {:?}", template_annotations(&dep));
+
+    // The MCPServer's restarted-at annotation rolls the proxy.
+    let at = "2026-11-24T01:00:00Z";
+    servers
+        .patch("osv", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: at}}})))
+        .await
+        .unwrap();
+    eventually("restarted-at reaches the pod template", &first, || async {
+        let d = deployments.get("osv").await.ok()?;
+        (template_annotations(&d).get(RESTARTED_AT_ANNOTATION).map(String::as_str) == Some(at)).then_some(())
+    })
+    .await;
+    assert!(template_annotations(&deployments.get("osv").await.unwrap()).contains_key(KUBECTL_RESTART));
+
+    // A standby joins, makes no writes, and takes over when the leader dies.
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), RELEASE_NS);
+    let holder = || async {
+        leases.get_opt("toolhive-operator-leader-election").await.ok()??.spec?.holder_identity
+    };
+    assert!(holder().await.unwrap().ends_with(&format!("-{}", first.pid())));
+    let second = Operator::spawn(&sa_kc, &work, "second", &leader_args, &env);
+    eventually("the standby to come up", &second, || async {
+        (second.metric("leader_election_master_status", &[])? == 0.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(second.metric("toolhive_children_applied_total", &[]), Some(0.0), "a standby writes nothing");
+    first.kill();
+    servers.create(&PostParams::default(), &server("after-takeover")).await.unwrap();
+    // Lease of 4 s: the standby must win within the lease duration plus its retry period.
+    eventually_within("the standby to take over and reconcile", &second, Duration::from_secs(20), || async {
+        converged(&servers, "after-takeover").await
+    })
+    .await;
+    assert!(holder().await.unwrap().ends_with(&format!("-{}", second.pid())));
+    assert_eq!(second.metric("leader_election_master_status", &[]), Some(1.0));
+    assert!(deployments.get_opt("after-takeover").await.unwrap().is_some());
+}

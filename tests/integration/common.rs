@@ -1,0 +1,172 @@
+//! Helpers the integration tests share: running helm/kubectl, running the operator
+//! binary as a child process, polling for a condition, reading its metrics.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn tools(name: &str) -> PathBuf {
+    controlplane::tools_bin().unwrap().join(name)
+}
+
+/// Runs a CLI (helm/kubectl) against the control plane; returns (success, stdout, stderr).
+pub fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(tools(bin));
+    cmd.args(args).arg("--kubeconfig").arg(kubeconfig).env("HOME", std::env::temp_dir());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Runs helm/kubectl and returns stdout, failing the test with stderr on error.
+pub fn run_ok(bin: &str, kubeconfig: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = run(bin, kubeconfig, args, None);
+    assert!(ok, "{bin} {args:?}: {err}");
+    out
+}
+
+/// A kubeconfig that impersonates a ServiceAccount, as the operator's pod would authenticate.
+pub fn impersonating_kubeconfig(admin: &Path, dir: &Path, ns: &str, sa: &str) -> PathBuf {
+    let text = std::fs::read_to_string(admin).unwrap();
+    let text = text.replace(
+        "    client-key-data:",
+        &format!("    as: system:serviceaccount:{ns}:{sa}\n    as-groups: [system:serviceaccounts, system:serviceaccounts:{ns}, system:authenticated]\n    client-key-data:"),
+    );
+    let path = dir.join(format!("kubeconfig-{sa}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("toolhive-it-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The operator binary running as a child process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    log: PathBuf,
+    pub metrics_port: u16,
+    pub health_port: u16,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    /// Starts `toolhive-operator` with `KUBECONFIG=kubeconfig`, its own metrics and
+    /// health ports, text logs in `work/<tag>.log`, plus `args` and `env`.
+    pub fn spawn(kubeconfig: &Path, work: &Path, tag: &str, args: &[String], env: &[(&str, &str)]) -> Self {
+        let metrics_port = free_port();
+        let health_port = free_port();
+        let log = work.join(format!("{tag}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"));
+        cmd.arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
+            .arg(format!("--health-probe-bind-address=127.0.0.1:{health_port}"))
+            .args(args)
+            .env_remove("WATCH_NAMESPACE")
+            .env("KUBECONFIG", kubeconfig)
+            .env("TOOLHIVE_RUNNER_IMAGE", "ghcr.io/stacklok/toolhive/proxyrunner:test")
+            .env("UNSTRUCTURED_LOGS", "true")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(work.join(format!("{tag}.stderr"))).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self { child: cmd.spawn().unwrap(), log, metrics_port, health_port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no graceful step-down, the lease stays held until it expires.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Whether /readyz answers 200.
+    pub fn ready(&self) -> bool {
+        http_get(self.health_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+    }
+
+    /// The sum of every sample of `metric` whose label set contains all of `labels`
+    /// (e.g. `[("kind", "Deployment")]`); None when the endpoint does not answer.
+    pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let body = http_get(self.metrics_port, "/metrics")?;
+        Some(sum_samples(&body, metric, labels))
+    }
+}
+
+/// Adds up the samples of `metric` in Prometheus text format that carry every label pair.
+pub fn sum_samples(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            if name != metric {
+                return None;
+            }
+            labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+pub async fn eventually<T, F, Fut>(what: &str, op: &Operator, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(what, op, Duration::from_secs(30), f).await
+}
+
+pub async fn eventually_within<T, F, Fut>(what: &str, op: &Operator, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}; operator log:\n{}", op.log_tail());
+}
