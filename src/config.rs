@@ -43,6 +43,9 @@ pub struct Args {
     /// Text logs instead of JSON.
     #[arg(long, env = "UNSTRUCTURED_LOGS", default_value_t = false, action = clap::ArgAction::Set)]
     pub unstructured_logs: bool,
+    /// MCPServers reconciled at the same time, across every watched namespace.
+    #[arg(long, default_value_t = 16)]
+    pub max_concurrent_reconciles: usize,
     /// Lease duration in seconds (standbys take over after this long without renewal).
     #[arg(long, default_value_t = 15)]
     pub leader_lease_seconds: u64,

@@ -28,7 +28,7 @@ use kube::{
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase};
+use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase, RESTARTED_AT_ANNOTATION};
 use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
 use crate::metrics::{CONTROLLER, Metrics};
@@ -48,12 +48,21 @@ pub struct Shared {
     phases: Mutex<HashMap<(String, String), Phase>>,
     /// Consecutive failures per MCPServer, for exponential backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Reconciles in flight across every scope. Bounding them bounds the API
+    /// connections (each holds TLS buffers) and so the memory a burst costs; the API
+    /// server, not the operator, limits throughput beyond a few dozen.
+    reconcile_slots: tokio::sync::Semaphore,
+    /// Per MCPServer: (uid, generation, status) of our last status write. The watch
+    /// cache can lag behind our own write; this keeps a reconcile that sees the older
+    /// object from writing (and announcing) the same status twice. Only the operator
+    /// writes MCPServer status.
+    status_written: Mutex<HashMap<(String, String), (String, Option<i64>, MCPServerStatus)>>,
 }
 
 type ChildKey = (String, &'static str, String);
 
 impl Shared {
-    pub fn new(client: Client, metrics: Metrics, runner_image: String, instance: String) -> Self {
+    pub fn new(client: Client, metrics: Metrics, runner_image: String, instance: String, max_concurrent_reconciles: usize) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -63,6 +72,8 @@ impl Shared {
             applied: Mutex::default(),
             phases: Mutex::default(),
             failures: Mutex::default(),
+            reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
+            status_written: Mutex::default(),
         }
     }
 }
@@ -74,7 +85,9 @@ struct ChildStores {
     service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     roles: Store<PartialObjectMeta<Role>>,
     role_bindings: Store<PartialObjectMeta<RoleBinding>>,
-    deployments: Store<PartialObjectMeta<Deployment>>,
+    /// Whole Deployments minus their spec: the status (ready replicas, rollout
+    /// conditions) is read from here, never fetched.
+    deployments: Store<Deployment>,
     services: Store<PartialObjectMeta<Service>>,
 }
 
@@ -88,7 +101,7 @@ impl ChildStores {
             "ServiceAccount" => get(&self.service_accounts, ns, name),
             "Role" => get(&self.roles, ns, name),
             "RoleBinding" => get(&self.role_bindings, ns, name),
-            "Deployment" => get(&self.deployments, ns, name),
+            "Deployment" => self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.metadata.clone()),
             "Service" => get(&self.services, ns, name),
             _ => None,
         }
@@ -131,8 +144,8 @@ where
     }
 }
 
-/// A metadata watch of one child kind (label `toolhive=true`), feeding `writer`'s store
-/// and yielding every touched object so its owner is reconciled.
+/// A metadata watch of one child kind (label `toolhive=true`), feeding a store and
+/// yielding every touched object so its owner is reconciled.
 fn child_stream<K>(
     client: &Client,
     ns: Option<&str>,
@@ -141,15 +154,39 @@ fn child_stream<K>(
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store::<PartialObjectMeta<K>>();
-    let restarts = metrics.watch_restarts.with_label_values(&[&K::plural(&())]);
-    let stream = reflector::reflector(
-        writer,
-        watcher(scoped::<PartialObjectMeta<K>>(client, ns), watcher::Config::default().labels(MANAGED_SELECTOR)),
-    )
-    .inspect_err(move |_| restarts.inc())
-    .default_backoff()
-    .touched_objects();
+    let api = scoped::<PartialObjectMeta<K>>(client, ns);
+    slim_stream(api, metrics, K::plural(&()).to_string(), |child| {
+        resources::slim_metadata(&mut child.metadata, &[resources::SPEC_HASH_ANNOTATION])
+    })
+}
+
+/// The proxy Deployments: metadata and status only (the spec is dropped on arrival).
+fn deployment_stream(
+    client: &Client,
+    ns: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<Deployment>, impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static) {
+    slim_stream(scoped::<Deployment>(client, ns), metrics, "deployments".into(), |d| {
+        d.spec = None;
+        resources::slim_metadata(&mut d.metadata, &[resources::SPEC_HASH_ANNOTATION]);
+    })
+}
+
+fn slim_stream<K>(
+    api: Api<K>,
+    metrics: &Metrics,
+    plural: String,
+    slim: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let restarts = metrics.watch_restarts.with_label_values(&[&plural]);
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)).modify(slim))
+        .inspect_err(move |_| restarts.inc())
+        .default_backoff()
+        .touched_objects();
     (reader, stream)
 }
 
@@ -162,7 +199,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl s
     let (service_accounts, sa) = child_stream::<ServiceAccount>(&client, nsr, m);
     let (roles, role) = child_stream::<Role>(&client, nsr, m);
     let (role_bindings, rb) = child_stream::<RoleBinding>(&client, nsr, m);
-    let (deployments, dep) = child_stream::<Deployment>(&client, nsr, m);
+    let (deployments, dep) = deployment_stream(&client, nsr, m);
     let (services, svc) = child_stream::<Service>(&client, nsr, m);
     let stores = ChildStores { configmaps, service_accounts, roles, role_bindings, deployments, services };
     let ctx = Arc::new(Context { shared: shared.clone(), stores });
@@ -170,7 +207,13 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl s
     let scope_label = ns.clone().unwrap_or_else(|| "*".into());
     info!(scope = %scope_label, "starting MCPServer controller");
     let restarts = shared.metrics.watch_restarts.with_label_values(&["mcpservers"]);
-    Controller::new(servers, watcher::Config::default())
+    let (server_store, server_writer) = reflector::store();
+    let server_stream = watcher(servers, watcher::Config::default())
+        .default_backoff()
+        .modify(|s: &mut MCPServer| resources::slim_metadata(&mut s.metadata, &[RESTARTED_AT_ANNOTATION]))
+        .reflect(server_writer)
+        .touched_objects();
+    Controller::for_stream(server_stream, server_store)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -211,6 +254,7 @@ async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> 
     let name = server.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
     let m = &ctx.shared.metrics;
+    let _slot = ctx.shared.reconcile_slots.acquire().await;
     let _workers = WorkerGuard::new(m);
     let start = Instant::now();
     let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), &ns);
@@ -337,15 +381,13 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    if !restored.is_empty() {
+    let created = (!restored.is_empty()).then(|| {
         info!(namespace = %ns, name = %name, created = ?restored, "created child objects");
-        let note = format!("Created {}", restored.join(", "));
-        publish(ctx, server, EventType::Normal, "ChildrenCreated", &note).await;
-    }
+        format!("Created {}", restored.join(", "))
+    });
 
-    let deployments: Api<Deployment> = Api::namespaced(shared.client.clone(), &ns);
-    if let Some(dep) = deployments.get_opt(&name).await? {
-        let status = dep.status.unwrap_or_default();
+    if let Some(dep) = ctx.stores.deployments.get(&ObjectRef::new(&name).within(&ns)) {
+        let status = dep.status.clone().unwrap_or_default();
         observed.ready_replicas = status.ready_replicas.unwrap_or(0);
         observed.rollout_failure = status.conditions.unwrap_or_default().into_iter().find_map(|c| {
             let failed = (c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
@@ -353,7 +395,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
             failed.then(|| c.message.unwrap_or_else(|| c.type_.clone()))
         });
     }
-    write_status(server, ctx, &observed).await?;
+    write_status_noting(server, ctx, &observed, created.as_deref()).await?;
     // A periodic look catches anything a missed event would hide; it writes nothing
     // when all is in place.
     Ok(Action::requeue(Duration::from_secs(600)))
@@ -362,22 +404,44 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 /// Patches status (server-side apply on the status subresource) only when it changed,
 /// and records phase changes as Events.
 async fn write_status(server: &MCPServer, ctx: &Context, observed: &Observed) -> Result<()> {
+    write_status_noting(server, ctx, observed, None).await
+}
+
+/// As [`write_status`]; `created` (children just created) joins the phase-change
+/// Event when there is one, so a new MCPServer costs one Event, not two.
+async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Observed, created: Option<&str>) -> Result<()> {
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
-    let now = Time(jiff::Timestamp::now());
-    let desired = desired_status(server, observed, now);
-    let previous = server.status.clone().unwrap_or_default();
-    ctx.shared.phases.lock().unwrap().insert((ns.clone(), name.clone()), desired.phase.unwrap_or(Phase::Pending));
+    let key = (ns.clone(), name.clone());
+    let uid = server.uid().unwrap_or_default();
+    let cached = server.status.clone().unwrap_or_default();
+    let lagging = ctx.shared.status_written.lock().unwrap().get(&key).and_then(|(u, g, written)| {
+        (*u == uid && *g == server.metadata.generation && *written != cached).then(|| written.clone())
+    });
+    let basis = match lagging {
+        Some(written) => std::borrow::Cow::Owned(MCPServer { status: Some(written), ..server.clone() }),
+        None => std::borrow::Cow::Borrowed(server),
+    };
+    let previous = basis.status.clone().unwrap_or_default();
+    let desired = desired_status(&basis, observed, Time(jiff::Timestamp::now()));
+    ctx.shared.phases.lock().unwrap().insert(key.clone(), desired.phase.unwrap_or(Phase::Pending));
     refresh_phase_gauge(&ctx.shared);
-    if previous == desired {
-        return Ok(());
+    let phase_changed = previous.phase != desired.phase;
+    if previous != desired {
+        patch_status(ctx, &ns, &name, &desired).await?;
+        ctx.shared.status_written.lock().unwrap().insert(key, (uid, server.metadata.generation, desired.clone()));
     }
-    patch_status(ctx, &ns, &name, &desired).await?;
-    if previous.phase != desired.phase {
+    if phase_changed {
         let phase = desired.phase.unwrap_or(Phase::Pending);
         let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
         info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
-        publish(ctx, server, kind, phase.as_str(), &desired.message).await;
+        let note = match created {
+            Some(c) => format!("{}; {c}", desired.message),
+            None => desired.message.clone(),
+        };
+        publish(ctx, server, kind, phase.as_str(), &note).await;
+    } else if let Some(c) = created {
+        publish(ctx, server, EventType::Normal, "ChildrenCreated", c).await;
     }
     Ok(())
 }
@@ -436,6 +500,7 @@ async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
     ctx.shared.applied.lock().unwrap().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
     ctx.shared.phases.lock().unwrap().remove(&(ns.clone(), name.clone()));
+    ctx.shared.status_written.lock().unwrap().remove(&(ns.clone(), name.clone()));
     refresh_phase_gauge(&ctx.shared);
     info!(namespace = %ns, name = %name, "MCPServer cleaned up");
     Ok(Action::await_change())
@@ -467,8 +532,12 @@ where
 }
 
 async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
-    let mut note = note.to_string();
-    note.truncate(1000);
+    // The API server caps an Event note at 1 kB; cut on a character boundary.
+    let mut end = note.len().min(1000);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    let note = note[..end].to_string();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.shared.recorder.publish(&event, &server.object_ref(&())).await {
         warn!(namespace = ?server.namespace(), name = %server.name_any(), error = %e, "could not publish event");

@@ -115,7 +115,7 @@ async fn main() {
         None
     };
 
-    let shared = Arc::new(controller::Shared::new(client.clone(), metrics.clone(), args.runner_image.clone(), identity));
+    let shared = Arc::new(controller::Shared::new(client.clone(), metrics.clone(), args.runner_image.clone(), identity, args.max_concurrent_reconciles));
     let run = controller::run(shared, &scope, stop_rx);
     tokio::pin!(run);
     let lost = async {

@@ -225,6 +225,16 @@ fn stamped(mut obj: Value) -> Value {
     obj
 }
 
+/// Drops what the operator's caches never read, so a thousand servers cost little
+/// memory: managedFields (often larger than the rest of the metadata) and every
+/// annotation not in `keep`.
+pub fn slim_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, keep: &[&str]) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| keep.contains(&k.as_str()));
+    }
+}
+
 pub fn applied_hash(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
     meta.annotations.as_ref()?.get(SPEC_HASH_ANNOTATION).map(String::as_str)
 }
@@ -577,6 +587,21 @@ mod tests {
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/runconfig");
         assert_eq!(d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION], "2026-01-01T00:00:00Z");
         assert!(d["spec"].get("replicas").is_none(), "unset replicas leave scaling to others");
+    }
+
+    #[test]
+    fn slim_metadata_keeps_only_what_is_read() {
+        let mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta = serde_json::from_value(json!({
+            "name": "osv",
+            "annotations": {SPEC_HASH_ANNOTATION: "abc", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "MCPServer", "name": "osv", "uid": "u"}]
+        }))
+        .unwrap();
+        slim_metadata(&mut meta, &[SPEC_HASH_ANNOTATION]);
+        assert!(meta.managed_fields.is_none());
+        assert_eq!(meta.annotations.unwrap().into_keys().collect::<Vec<_>>(), vec![SPEC_HASH_ANNOTATION.to_string()]);
+        assert_eq!(meta.owner_references.unwrap().len(), 1, "owner references drive reconciles");
     }
 
     #[test]

@@ -152,7 +152,12 @@ impl ServerCache {
             .map(|api| {
                 let (reader, writer) = reflector::store();
                 let restarts = metrics.watch_restarts.with_label_values(&["mcpservers-webhook"]);
-                let stream = reflector(writer, watcher(api, watcher::Config::default()))
+                // Only the namespace is read: keep nothing else of each object.
+                let slim = |s: &mut PartialObjectMeta<MCPServer>| {
+                    crate::resources::slim_metadata(&mut s.metadata, &[]);
+                    s.metadata.labels = None;
+                };
+                let stream = reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
                     .default_backoff()
                     .touched_objects();
                 tokio::spawn(async move {
