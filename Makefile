@@ -4,7 +4,7 @@ CP_DIR ?= $(CURDIR)/.controlplane
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
-.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds lint bench-controller bench-webhook clean
+.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook static clean
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl and helm.
 tools:
@@ -20,7 +20,7 @@ unit:
 integration: tools
 	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) test --locked --test integration
 
-## Regenerate the CRD in the CRDs chart from the Rust types.
+## Regenerate the CRD (CRDs chart) and the tenancy policy schema (config/) from the Rust types.
 crds:
 	$(CARGO) run --quiet --bin crdgen -- --write
 
@@ -51,6 +51,18 @@ dev: controlplane
 dev-down:
 	@if [ -f $(CP_DIR)/operator.pid ]; then kill $$(cat $(CP_DIR)/operator.pid) 2>/dev/null || true; fi
 	@$(MAKE) --no-print-directory controlplane-down
+
+## Benchmarks (not tests): figures and ratios printed as Markdown tables.
+bench-controller: tools
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench controller
+
+bench-webhook:
+	$(CARGO) bench --locked --bench webhook
+
+## The image's static binary (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools).
+static:
+	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin toolhive-operator
+	@ls -l target/x86_64-unknown-linux-musl/release/toolhive-operator
 
 clean: controlplane-down
 	$(CARGO) clean

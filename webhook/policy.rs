@@ -8,9 +8,22 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::image::RegistryRule;
+
+/// Where the JSON schema of the policy file is committed (`make crds` rewrites it).
+pub const SCHEMA_FILE: &str = "config/tenancy-policy.schema.json";
+
+/// The JSON schema of the policy file, generated from these types.
+pub fn schema_json() -> String {
+    let mut schema = serde_json::to_value(schemars::schema_for!(TenancyPolicy)).expect("schema serialises");
+    schema["title"] = serde_json::json!("toolhive-operator tenancy policy");
+    schema["description"] = serde_json::json!(
+        "The file given to --tenancy-policy (the chart renders it from the Helm value tenancy.policy)."
+    );
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
 use super::quantity::parse_milli;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenancyPolicy {
     /// Namespaces that may hold MCPServers. Empty means every namespace the operator watches.
@@ -27,7 +40,7 @@ pub struct TenancyPolicy {
     pub namespaces: BTreeMap<String, Rules>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rules {
     /// Registry hosts or host/repository prefixes, e.g. "ghcr.io/acme". Unset: any.
@@ -57,7 +70,7 @@ pub struct Rules {
     pub team: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourcePolicy {
     /// Filled in when the MCPServer leaves them out.
@@ -68,7 +81,7 @@ pub struct ResourcePolicy {
     pub max: ResourceAmounts,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quantities {
     #[serde(default)]
@@ -77,7 +90,7 @@ pub struct Quantities {
     pub limits: ResourceAmounts,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceAmounts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,7 +99,7 @@ pub struct ResourceAmounts {
     pub memory: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSecurity {
     #[serde(default)]
@@ -164,6 +177,22 @@ impl TenancyPolicy {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn committed_schema_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tenancy-policy.schema.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == schema_json(), "{SCHEMA_FILE} is stale: run `make crds` and commit the result");
+    }
+
+    #[test]
+    fn examples_satisfy_the_schema_types() {
+        for file in ["tenancy-policy.example.yaml", "tenancy-policy.minimal.yaml"] {
+            let text = std::fs::read_to_string(format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            TenancyPolicy::from_text(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,13 +1,19 @@
-//! Writes the MCPServer CRD, generated from the Rust types, into the CRDs chart.
-//! `crdgen` prints it; `crdgen --write` updates the committed file.
+//! Writes what is generated from the Rust types: the MCPServer CRD into the CRDs
+//! chart and the tenancy policy's JSON schema into `config/`. `crdgen` prints the
+//! CRD; `crdgen --write` updates both committed files.
 fn main() -> std::io::Result<()> {
-    let text = toolhive_operator::api::crd_chart_template();
+    let crd = toolhive_operator::api::crd_chart_template();
     if std::env::args().any(|a| a == "--write") {
-        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), toolhive_operator::api::CRD_CHART_FILE);
-        std::fs::write(&path, text)?;
-        eprintln!("wrote {path}");
+        for (file, text) in [
+            (toolhive_operator::api::CRD_CHART_FILE, crd),
+            (toolhive_operator::webhook::policy::SCHEMA_FILE, toolhive_operator::webhook::policy::schema_json()),
+        ] {
+            let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::write(&path, text)?;
+            eprintln!("wrote {path}");
+        }
     } else {
-        print!("{text}");
+        print!("{crd}");
     }
     Ok(())
 }

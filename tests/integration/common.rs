@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn tools(name: &str) -> PathBuf {
@@ -169,4 +170,68 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out waiting for {what}; operator log:\n{}", op.log_tail());
+}
+
+/// Writes a certificate pair the way the kubelet updates a Secret volume: files in a
+/// fresh `..<version>` directory, then `..data` swapped to it by an atomic rename of a
+/// symlink; `tls.crt`/`tls.key` are links through `..data`.
+pub fn write_secret_volume(dir: &Path, version: &str, pair: &controlplane::PemPair) {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir).unwrap();
+    let versioned = format!("..{version}");
+    std::fs::create_dir_all(dir.join(&versioned)).unwrap();
+    std::fs::write(dir.join(&versioned).join("tls.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(dir.join(&versioned).join("tls.key"), &pair.key_pem).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(&versioned, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        if std::fs::symlink_metadata(dir.join(f)).is_err() {
+            symlink(format!("..data/{f}"), dir.join(f)).unwrap();
+        }
+    }
+}
+
+fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// The leaf certificate (DER) a fresh TLS handshake with 127.0.0.1:`port` presents.
+pub async fn served_certificate(port: u16, ca_pem: &str) -> Option<Vec<u8>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let tls = tls_connector(ca_pem).connect(name, tcp).await.ok()?;
+    Some(tls.get_ref().1.peer_certificates()?.first()?.as_ref().to_vec())
+}
+
+pub fn certificate_der(pem: &str) -> Vec<u8> {
+    rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap().as_ref().to_vec()
+}
+
+/// One admission request on a new TLS connection (so every call is a handshake);
+/// returns the HTTP status code, or the failure.
+pub async fn admission_on_new_connection(port: u16, ca_pem: &str, path: &str, body: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = tls_connector(ca_pem).connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))
 }

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use super::common::{Operator, eventually, eventually_within, free_port, impersonating_kubeconfig, run, tempdir};
+use super::common::{
+    Operator, admission_on_new_connection, certificate_der, eventually, eventually_within, free_port, impersonating_kubeconfig, run,
+    served_certificate, tempdir, write_secret_volume,
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -51,9 +54,7 @@ async fn guide_flow_namespace_mode_with_webhook() {
     let ca = controlplane::Authority::new("webhook-test-ca").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
     let cert_dir = work.join("certs");
-    std::fs::create_dir_all(&cert_dir).unwrap();
-    std::fs::write(cert_dir.join("tls.crt"), &pair.cert_pem).unwrap();
-    std::fs::write(cert_dir.join("tls.key"), &pair.key_pem).unwrap();
+    write_secret_volume(&cert_dir, "v1", &pair);
     let webhook_port = free_port();
     let fullname = format!("thv-{}", &release_ns);
     let values = work.join("values.yaml");
@@ -231,7 +232,72 @@ async fn guide_flow_namespace_mode_with_webhook() {
     assert!(ok, "{out}{err}");
     assert!(err.contains("toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1"), "{err}");
 
-    // 8. Deleting the MCPServer removes it (finalizer released) and its children (GC).
+    // 8. Rotating the serving certificate mid-traffic fails no request: admissions
+    //    through the API server (kept-alive connections) and direct admissions, each
+    //    on a new TLS connection, run while the Secret-volume symlink is swapped.
+    assert_eq!(served_certificate(webhook_port, &ca.cert_pem()).await, Some(certificate_der(&pair.cert_pem)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let through_api = {
+        let (servers, stop) = (servers.clone(), stop.clone());
+        let probe: MCPServer = serde_json::from_value(json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+            "metadata": {"name": "rotation-probe"}, "spec": {"image": "ghcr.io/acme/tool"}
+        }))
+        .unwrap();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match servers.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let direct = {
+        let (stop, ca_pem, team) = (stop.clone(), ca.cert_pem(), team.clone());
+        tokio::spawn(async move {
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "rotation", "operation": "CREATE", "namespace": team, "userInfo": {},
+                    "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+                    "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+                    "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                               "metadata": {"name": "direct", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool"}}
+                }
+            })
+            .to_string();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match admission_on_new_connection(webhook_port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await {
+                    Ok(200) => ok += 1,
+                    Ok(code) => failed.push(format!("HTTP {code}")),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rotated = ca.serving(&[], &[]).unwrap();
+    write_secret_volume(&cert_dir, "v2", &rotated);
+    let rotated_der = certificate_der(&rotated.cert_pem);
+    eventually("the rotated certificate to be served", &op, || async {
+        (served_certificate(webhook_port, &ca.cert_pem()).await? == rotated_der).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (api_ok, api_failed) = through_api.await.unwrap();
+    let (direct_ok, direct_failed) = direct.await.unwrap();
+    assert!(api_failed.is_empty(), "admissions through the API server failed during rotation: {api_failed:?}");
+    assert!(direct_failed.is_empty(), "direct admissions failed during rotation: {direct_failed:?}");
+    assert!(api_ok > 5 && direct_ok > 5, "traffic ran during the rotation ({api_ok} via API, {direct_ok} direct)");
+    assert!(op.metric("toolhive_webhook_certificate_reloads_total", &[("result", "success")]).unwrap() >= 1.0, "the rotation was a reload");
+
+    // 9. Deleting the MCPServer removes it (finalizer released) and its children (GC).
     servers.delete("osv", &DeleteParams::default()).await.unwrap();
     eventually("MCPServer gone", &op, || async { servers.get_opt("osv").await.ok().flatten().is_none().then_some(()) }).await;
     // The garbage collector notices a new CRD's kind at its next discovery resync (~30 s).

@@ -1,0 +1,246 @@
+//! Webhook benchmark (not a test): admissions over TLS on loopback with keep-alive.
+//!
+//! The server gets one core (a current-thread runtime on its own OS thread); the load
+//! generator runs on another. Two servers are driven the same way, one after the
+//! other:
+//! - webhook: the operator's validating endpoint (router, policy, metrics, its TLS
+//!   server with timeouts and hot-reloadable certificate);
+//! - floor: a bare axum route behind rustls that returns a fixed AdmissionReview.
+//!
+//! Reports admissions/s (per server core), p50 and p99 latency and the ratio.
+//!
+//!   cargo bench --bench webhook            # or: make bench-webhook
+//!   BENCH_SECONDS=10 BENCH_CONNECTIONS=32 cargo bench --bench webhook
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::{Router, routing::post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use toolhive_operator::{config::Scope, metrics::Metrics, webhook};
+
+const POLICY: &str = r##"
+contact: "#platform"
+defaults:
+  allowedRegistries: [ghcr.io/stackloklabs, ghcr.io/acme]
+  allowedTransports: [stdio, streamable-http, sse]
+  maxMCPServers: 50
+  proxyResources:
+    defaults: {requests: {cpu: 50m, memory: 64Mi}}
+    max: {cpu: "1", memory: 512Mi}
+"##;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A realistic CREATE review: the docs' OSV server with resources, in a team namespace.
+fn review_body() -> Bytes {
+    let object = json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+        "metadata": {"name": "osv", "namespace": "team-a", "labels": {"toolhive.stacklok.dev/team": "team-a"}},
+        "spec": {
+            "image": "ghcr.io/stackloklabs/osv-mcp/server:v0.1.0", "transport": "streamable-http",
+            "mcpPort": 8080, "proxyPort": 8080, "proxyMode": "streamable-http",
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+            "env": [{"name": "LOG_LEVEL", "value": "info"}],
+            "args": ["--verbose"]
+        }
+    });
+    Bytes::from(
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11", "operation": "CREATE", "namespace": "team-a", "name": "osv",
+                "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+                "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+                "requestKind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+                "userInfo": {"username": "alice", "groups": ["team-a", "system:authenticated"]},
+                "object": object, "oldObject": null, "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        })
+        .to_string(),
+    )
+}
+
+struct Figures {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let seconds = env_u64("BENCH_SECONDS", 10);
+    let connections = env_u64("BENCH_CONNECTIONS", 16) as usize;
+    let ca = controlplane::Authority::new("bench-ca").unwrap();
+    let pair = ca.serving(&[], &[]).unwrap();
+    let dir = std::env::temp_dir().join(format!("toolhive-webhook-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
+    println!("webhook benchmark: {connections} keep-alive connections, {seconds} s per server, server on 1 core");
+
+    // The operator's webhook as it runs in the process.
+    let webhook_addr = {
+        let dir = dir.clone();
+        serve_on_one_core(move |listener| async move {
+            let certs = webhook::tls::CertStore::new(&dir);
+            certs.reload().unwrap();
+            let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
+            let state = webhook::WebhookState {
+                policy: Arc::new(RwLock::new(Arc::new(policy))),
+                scope: Arc::new(Scope::Cluster),
+                counts: Arc::new(|_: &str| 3),
+                metrics: Metrics::default(),
+            };
+            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state)).await.unwrap();
+        })
+    };
+    // The floor: bare axum + rustls, fixed answer.
+    let floor_addr = {
+        let pair = pair.clone();
+        serve_on_one_core(move |listener| async move { bare_server(listener, &pair).await })
+    };
+
+    let body = review_body();
+    let ours = drive(webhook_addr, webhook::VALIDATE_PATH, &body, &ca.cert_pem(), connections, seconds);
+    let floor = drive(floor_addr, "/review", &body, &ca.cert_pem(), connections, seconds);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!();
+    println!("| server | admissions/s (1 server core) | p50 | p99 | requests |");
+    println!("|---|---|---|---|---|");
+    for (name, f) in [("toolhive-operator webhook", &ours), ("floor: bare axum + rustls, fixed answer", &floor)] {
+        println!("| {name} | {:.0} | {:.3} ms | {:.3} ms | {} |", f.per_second, ms(f.p50), ms(f.p99), f.requests);
+    }
+    println!("| ratio webhook / floor (throughput) | {:.2}x | | | |", ours.per_second / floor.per_second);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `serve` on a current-thread runtime in its own thread: one core's worth.
+fn serve_on_one_core<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            serve(listener).await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::PemPair) {
+    let certs = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).unwrap().unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let answer = Bytes::from(
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "response": {"uid": "0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11", "allowed": true}})
+        .to_string(),
+    );
+    let router = Router::new().route(
+        "/review",
+        post(move |_body: Bytes| {
+            let answer = answer.clone();
+            async move { ([("content-type", "application/json")], answer) }
+        }),
+    );
+    loop {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}
+
+/// Drives `addr` with `connections` keep-alive HTTP/1.1 connections for `seconds`,
+/// each sending the next request when the previous answer arrived.
+fn drive(addr: SocketAddr, path: &str, body: &Bytes, ca_pem: &str, connections: usize, seconds: u64) -> Figures {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    rt.block_on(async move {
+        let warmup = Duration::from_secs(1);
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let until = measure_from + Duration::from_secs(seconds);
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                let connector = connector.clone();
+                let body = body.clone();
+                let path = path.to_string();
+                tokio::spawn(async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    tcp.set_nodelay(true).unwrap();
+                    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                    let tls = connector.connect(name, tcp).await.unwrap();
+                    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+                    tokio::spawn(conn);
+                    let mut latencies = Vec::new();
+                    loop {
+                        let t = Instant::now();
+                        if t >= until {
+                            break;
+                        }
+                        let req = hyper::Request::post(path.as_str())
+                            .header("host", "127.0.0.1")
+                            .header("content-type", "application/json")
+                            .body(Full::new(body.clone()))
+                            .unwrap();
+                        let resp = sender.send_request(req).await.unwrap();
+                        assert_eq!(resp.status(), 200);
+                        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+                        assert!(answer.starts_with(b"{"), "an AdmissionReview came back");
+                        if t >= measure_from {
+                            latencies.push(t.elapsed());
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        Figures { per_second: all.len() as f64 / seconds as f64, p50: pick(0.50), p99: pick(0.99), requests: all.len() }
+    })
+}
