@@ -295,7 +295,8 @@ pub fn validate(object: &Value, namespace: &str, creating: bool, facts: &Facts) 
         return out;
     }
     let rules = policy.rules_for(namespace);
-    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let null = Value::Null;
+    let spec = object.get("spec").unwrap_or(&null);
     if !spec.is_object() {
         out.push(invalid("spec", "spec", "spec must be an object".into()));
         return out;

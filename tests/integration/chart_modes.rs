@@ -41,6 +41,22 @@ async fn cluster_to_namespace_to_cluster_migration() {
     let env = run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
     assert!(env.contains(&format!("{a},{b}")), "WATCH_NAMESPACE set: {env}");
 
+    // Clusters that forbid new ClusterRoles: a Role per allowed namespace instead.
+    run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.namespacedRoles=true"]);
+    assert!(!run_ok("kubectl", kc, &["get", "clusterrole"]).contains(&role), "no ClusterRole with namespacedRoles");
+    for ns in [&a, &b] {
+        assert!(run_ok("kubectl", kc, &["get", "role", "-n", ns]).contains(&role), "Role in {ns}");
+        let local = format!("{crb}-local");
+        let rb = run_ok("kubectl", kc, &["get", "rolebinding", "-n", ns, &local, "-o", "jsonpath={.roleRef.kind}/{.roleRef.name}"]);
+        assert_eq!(rb, format!("Role/{role}"));
+    }
+    let as_operator = cp.client_as_service_account(&release_ns, &full).await.unwrap();
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(as_operator.clone(), &a);
+    assert!(cms.list(&Default::default()).await.is_ok(), "the Role grants what the operator needs in {a}");
+    let elsewhere: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(as_operator, &release_ns);
+    assert!(elsewhere.list(&Default::default()).await.is_err(), "and nothing outside the allowed namespaces");
+    run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.namespacedRoles=false"]);
+
     // Back to cluster mode.
     run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values", "--set", "operator.rbac.scope=cluster"]);
     assert!(run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));

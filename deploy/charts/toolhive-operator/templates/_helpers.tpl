@@ -59,25 +59,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The rules the operator uses; shared by the ClusterRole and the namespaced Roles. */}}
 {{- define "toolhive-operator.managerRules" -}}
+# Exactly what the operator's code calls: watches (list, watch), server-side apply
+# (patch; create for the first apply), the finalizer patch, status apply, cleanup of
+# what the proxy runner creates (list, delete) and Events.
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion need update on the owner's finalizers.
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts", "services"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Held only so the operator may grant them to each proxy runner's Role.
+  verbs: ["list", "watch", "create", "patch"]
+# The API server lets the operator create each proxy runner's Role only if it holds
+# every permission that Role grants (no `escalate`), so these match the runner's
+# rules (src/resources.rs proxy_role_rules); the operator itself uses a subset.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["create", "delete", "get", "list", "patch", "update", "watch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "delete", "get", "list", "patch", "update", "watch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
