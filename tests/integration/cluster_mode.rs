@@ -133,4 +133,27 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(holder().await.unwrap().ends_with(&format!("-{}", second.pid())));
     assert_eq!(second.metric("leader_election_master_status", &[]), Some(1.0));
     assert!(deployments.get_opt("after-takeover").await.unwrap().is_some());
+
+    drop(second);
+
+    // The chart's self-managed webhook certificate is made once and kept by upgrades,
+    // so the caBundle and the served certificate never change at different moments.
+    // (This control plane is the test's own: the webhook, with no backend, blocks nobody else.)
+    let chart_path = chart.to_str().unwrap();
+    run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "webhook.enabled=true"]);
+    let secret_data = || run_ok("kubectl", kc, &["get", "secret", "-n", RELEASE_NS, "toolhive-operator-webhook-tls", "-o", "jsonpath={.data}"]);
+    let ca_bundles = || {
+        ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"]
+            .map(|kind| run_ok("kubectl", kc, &["get", kind, "toolhive-operator-webhook", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"]))
+    };
+    let first_secret = secret_data();
+    let first_bundles = ca_bundles();
+    let ca: serde_json::Value = serde_json::from_str(&first_secret).unwrap();
+    let ca = ca["ca.crt"].as_str().unwrap().to_string();
+    assert!(!ca.is_empty());
+    assert_eq!(first_bundles, [ca.clone(), ca.clone()], "both configurations trust the Secret's CA");
+    run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "operator.replicaCount=2"]);
+    assert_eq!(secret_data(), first_secret, "an upgrade keeps the webhook certificate");
+    assert_eq!(ca_bundles(), first_bundles, "and the caBundle");
 }
+
