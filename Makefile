@@ -13,6 +13,7 @@ tools:
 ## Everything a fresh machine needs, then every test (unit + integration). CI runs this.
 test: tools
 	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) test --workspace --locked -- --test-threads=4
+	$(CARGO) check --locked --benches
 
 unit:
 	$(CARGO) test --workspace --locked --lib --bins
