@@ -2,7 +2,8 @@
 //! the other tests' namespaces): the operator chart installed before the CRDs chart,
 //! the operator started as the chart's ServiceAccount while the CRD is missing,
 //! reconciling once the CRD arrives, `kubectl rollout restart` and the restarted-at
-//! annotation, and a standby taking over when the leader dies.
+//! annotation, a standby taking over when the leader dies, and deleting a namespace
+//! that still holds MCPServers.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ const KUBECTL_RESTART: &str = "kubectl.kubernetes.io/restartedAt";
 #[test]
 fn cluster_mode_late_crd_restarts_and_leader_takeover() {
     // Started on this thread, which outlives the children (they die with it).
-    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None })
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None })
         .expect("dedicated control plane");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(scenario(&cp));
@@ -134,6 +135,16 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert_eq!(second.metric("leader_election_master_status", &[]), Some(1.0));
     assert!(deployments.get_opt("after-takeover").await.unwrap().is_some());
 
+
+    // Deleting the namespace with both servers in it: the operator releases its
+    // finalizers although the namespace refuses new objects (Events), so the
+    // namespace controller can finish.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    namespaces.delete(&team, &Default::default()).await.unwrap();
+    eventually_within("the namespace to be deleted", &second, Duration::from_secs(90), || async {
+        namespaces.get_opt(&team).await.ok()?.is_none().then_some(())
+    })
+    .await;
     drop(second);
 
     // The chart's self-managed webhook certificate is made once and kept by upgrades,
