@@ -292,12 +292,30 @@ async fn guide_flow_namespace_mode_with_webhook() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (api_ok, api_failed) = through_api.await.unwrap();
     let (direct_ok, direct_failed) = direct.await.unwrap();
-    assert!(api_failed.is_empty(), "admissions through the API server failed during rotation: {api_failed:?}");
-    assert!(direct_failed.is_empty(), "direct admissions failed during rotation: {direct_failed:?}");
+    assert!(api_failed.is_empty(), "{} admissions through the API server failed during rotation, e.g. {:?}", api_failed.len(), api_failed.first());
+    assert!(direct_failed.is_empty(), "{} direct admissions failed during rotation, e.g. {:?}", direct_failed.len(), direct_failed.first());
     assert!(api_ok > 5 && direct_ok > 5, "traffic ran during the rotation ({api_ok} via API, {direct_ok} direct)");
     assert!(op.metric("toolhive_webhook_certificate_reloads_total", &[("result", "success")]).unwrap() >= 1.0, "the rotation was a reload");
 
-    // 9. Deleting the MCPServer removes it (finalizer released) and its children (GC).
+    // 9. maxMCPServers (5) comes from the webhook's watch cache: with osv, mini and
+    //    alpha stored, two more fit and a sixth is refused (dry-run: nothing stored).
+    for name in ["q4", "q5"] {
+        let m = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: {name}, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+        let (ok, out, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&m));
+        assert!(ok, "{out}{err}");
+    }
+    let sixth = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: q6, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+    let refusal = eventually("the sixth MCPServer to be refused", &op, || async {
+        let (ok, _, err) = run("kubectl", &kc, &["apply", "--dry-run=server", "-f", "-"], Some(&sixth));
+        (!ok).then_some(err)
+    })
+    .await;
+    assert!(
+        refusal.contains(&format!("metadata.namespace: Forbidden: namespace \"{team}\" already has 5 MCPServers, the most it may hold is 5")),
+        "{refusal}"
+    );
+
+    // 10. Deleting the MCPServer removes it (finalizer released) and its children (GC).
     servers.delete("osv", &DeleteParams::default()).await.unwrap();
     eventually("MCPServer gone", &op, || async { servers.get_opt("osv").await.ok().flatten().is_none().then_some(()) }).await;
     // The garbage collector notices a new CRD's kind at its next discovery resync (~30 s).
