@@ -2,6 +2,9 @@
 //! response, so every rule and every malformed input is tested without a server.
 
 use base64::Engine;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::image::{ImageRef, RegistryRule};
@@ -76,6 +79,17 @@ fn operation_label(op: &str) -> &'static str {
 /// Handles one AdmissionReview body. Never panics; malformed input yields a denial
 /// that says what was wrong (echoing the uid when one could be read).
 pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
+    if mode == Mode::Validate
+        && let Some(outcome) = validate_typed(body, facts)
+    {
+        return outcome;
+    }
+    review_values(body, mode, facts)
+}
+
+/// The general path: the whole review as a JSON tree (mutation diffs it; every
+/// malformed case is worded here).
+fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     let request = parsed.as_ref().ok().and_then(|v| v.get("request"));
     let uid = request.and_then(|r| r.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -145,28 +159,132 @@ pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
             }
         }
         Mode::Validate => {
-            let old = request.get("oldObject").filter(|o| o.is_object());
-            // Changes that leave the spec alone (finalizers, labels, status) are never
-            // blocked, so deletion and status updates cannot get stuck on policy.
-            if operation == "UPDATE" && old.is_some_and(|o| o.get("spec") == object.get("spec")) {
-                return base(true, "allowed", None, None);
-            }
-            if object.pointer("/metadata/deletionTimestamp").is_some() {
-                return base(true, "allowed", None, None);
-            }
-            let violations = validate(object, &namespace, operation == "CREATE", facts);
-            if violations.is_empty() {
-                base(true, "allowed", None, None)
-            } else {
-                let message = if violations.len() == 1 {
-                    violations[0].to_string()
-                } else {
-                    format!("{} problems: {}", violations.len(), violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-                };
-                base(false, violations[0].rule, Some((403, "Forbidden", message)), None)
-            }
+            let old_spec = request.get("oldObject").filter(|o| o.is_object()).map(|o| o.get("spec"));
+            let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+            let (allowed, reason, status) = verdict(operation, &namespace, object.get("spec"), old_spec, deleting, facts);
+            base(allowed, reason, status, None)
         }
     }
+}
+
+/// The validating decision, shared by the typed fast path and the Value path.
+/// `old_spec`: Some when the request carries an old object (its spec, if any).
+fn verdict(
+    operation: &str,
+    namespace: &str,
+    spec: Option<&Value>,
+    old_spec: Option<Option<&Value>>,
+    deleting: bool,
+    facts: &Facts,
+) -> (bool, &'static str, Option<(u16, &'static str, String)>) {
+    // Changes that leave the spec alone (finalizers, labels, status) are never
+    // blocked, so deletion and status updates cannot get stuck on policy.
+    if operation == "UPDATE" && old_spec.is_some_and(|old| old == spec) {
+        return (true, "allowed", None);
+    }
+    if deleting {
+        return (true, "allowed", None);
+    }
+    let violations = validate(spec, namespace, operation == "CREATE", facts);
+    if violations.is_empty() {
+        return (true, "allowed", None);
+    }
+    let message = if violations.len() == 1 {
+        violations[0].to_string()
+    } else {
+        format!("{} problems: {}", violations.len(), violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    };
+    (false, violations[0].rule, Some((403, "Forbidden", message)))
+}
+
+/// The parts of a validating AdmissionReview the rules read, deserialized without
+/// building a JSON tree for the rest (metadata, managedFields, userInfo...).
+#[derive(serde::Deserialize)]
+struct TypedReview<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request: TypedRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: TypedKind<'a>,
+    #[serde(default)]
+    object: Option<TypedObject>,
+    #[serde(rename = "oldObject", default)]
+    old_object: Option<TypedObject>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedKind<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedObject {
+    #[serde(default)]
+    metadata: Option<TypedMeta>,
+    /// Some(Null) for an explicit null, as the Value path sees it.
+    #[serde(default, deserialize_with = "some_value")]
+    spec: Option<Value>,
+}
+
+fn some_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(serde::Deserialize)]
+struct TypedMeta {
+    /// Present at all (even null) means the object is being deleted, as in the Value path.
+    #[serde(rename = "deletionTimestamp", default, deserialize_with = "present")]
+    deleting: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// The validating path for well-formed reviews of MCPServers. None sends the request
+/// to the Value path, which words every malformed case.
+fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
+    let review: TypedReview = serde_json::from_slice(body).ok()?;
+    let r = review.request;
+    let namespace = r.namespace.as_deref().unwrap_or_default();
+    if r.uid.is_empty() || r.kind.kind != "MCPServer" || r.kind.group != crate::api::GROUP || namespace.is_empty() {
+        return None;
+    }
+    let operation = operation_label(&r.operation);
+    let api_version = review.api_version.as_deref().filter(|v| *v == "admission.k8s.io/v1beta1").unwrap_or("admission.k8s.io/v1");
+    let warnings: Vec<String> = if r.kind.version == DEPRECATED_VERSION { vec![DEPRECATION_WARNING.to_string()] } else { vec![] };
+    let (allowed, reason, status) = if operation == "DELETE" || operation == "CONNECT" {
+        (true, "allowed", None)
+    } else {
+        let object = r.object?;
+        let deleting = object.metadata.is_some_and(|m| m.deleting);
+        let old_spec = r.old_object.as_ref().map(|o| o.spec.as_ref());
+        verdict(operation, namespace, object.spec.as_ref(), old_spec, deleting, facts)
+    };
+    Some(Outcome {
+        response: response(api_version, &r.uid, allowed, status, None, &warnings),
+        allowed,
+        reason,
+        uid: r.uid.into_owned(),
+        namespace: namespace.to_string(),
+        operation,
+    })
 }
 
 fn response(api_version: &str, uid: &str, allowed: bool, status: Option<(u16, &str, String)>, patch: Option<String>, warnings: &[String]) -> Value {
@@ -275,7 +393,7 @@ fn set_if_absent(obj: &mut Value, key: &str, value: Value) {
 }
 
 /// Every policy violation of `object` in `namespace`, all at once.
-pub fn validate(object: &Value, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
+pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
     let mut out = Vec::new();
     let policy = facts.policy;
     let in_scope = facts.scope.allows(namespace);
@@ -296,7 +414,7 @@ pub fn validate(object: &Value, namespace: &str, creating: bool, facts: &Facts) 
     }
     let rules = policy.rules_for(namespace);
     let null = Value::Null;
-    let spec = object.get("spec").unwrap_or(&null);
+    let spec = spec.unwrap_or(&null);
     if !spec.is_object() {
         out.push(invalid("spec", "spec", "spec must be an object".into()));
         return out;
@@ -451,5 +569,65 @@ fn check_run_as_root(sc: Option<&Value>, path: &str, out: &mut Vec<Violation>) {
     }
     if sc.get("runAsNonRoot").and_then(Value::as_bool) == Some(false) {
         out.push(forbidden(format!("{path}.runAsNonRoot"), "pod-security", "runAsNonRoot may not be false".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(request: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})).unwrap()
+    }
+
+    fn req(op: &str, version: &str, object: Value, old: Value) -> Value {
+        json!({
+            "uid": "u-1", "operation": op, "namespace": "team-a", "userInfo": {"username": "alice"},
+            "kind": {"group": "toolhive.stacklok.dev", "version": version, "kind": "MCPServer"},
+            "object": object, "oldObject": old
+        })
+    }
+
+    /// The typed fast path answers exactly as the JSON-tree path for every shape it
+    /// accepts, and hands everything else over.
+    #[test]
+    fn typed_validation_matches_the_value_path() {
+        let policy = TenancyPolicy::from_text(
+            "contact: ops\ndefaults:\n  allowedRegistries: [ghcr.io/acme]\n  maxMCPServers: 1\n  proxyResources: {max: {cpu: '1'}}\n",
+        )
+        .unwrap();
+        let counts = |_: &str| 1usize;
+        let facts = Facts { policy: &policy, scope: &Scope::Cluster, server_count: &counts };
+        let ok = json!({"metadata": {"name": "a", "managedFields": [{"manager": "kubectl"}]}, "spec": {"image": "ghcr.io/acme/x"}});
+        let bad = json!({"metadata": {"name": "a"}, "spec": {"image": "docker.io/x", "port": 1, "resources": {"limits": {"cpu": "2"}}}});
+        let deleting = json!({"metadata": {"name": "a", "deletionTimestamp": null}, "spec": {"image": "docker.io/x"}});
+        let bodies = [
+            envelope(req("CREATE", "v1beta1", ok.clone(), Value::Null)),
+            envelope(req("UPDATE", "v1beta1", bad.clone(), Value::Null)),
+            envelope(req("UPDATE", "v1beta1", bad.clone(), bad.clone())),
+            envelope(req("UPDATE", "v1beta1", bad.clone(), ok.clone())),
+            envelope(req("UPDATE", "v1alpha1", deleting, ok.clone())),
+            envelope(req("CREATE", "v1beta1", json!({"spec": null}), Value::Null)),
+            envelope(req("UPDATE", "v1beta1", json!({"spec": 5}), json!({}))),
+            envelope(req("DELETE", "v1beta1", Value::Null, ok.clone())),
+            envelope(req("CREATE", "v1beta1", json!("not an object"), Value::Null)),
+            envelope(json!({"uid": 7, "operation": "CREATE"})),
+            b"{not json".to_vec(),
+        ];
+        let mut typed = 0;
+        for body in &bodies {
+            if validate_typed(body, &facts).is_some() {
+                typed += 1;
+            }
+            assert_eq!(review(body, Mode::Validate, &facts), review_values(body, Mode::Validate, &facts), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(typed, 8, "the well-formed reviews take the typed path");
+        let denied = review(&bodies[1], Mode::Validate, &facts);
+        assert!(!denied.allowed);
+        let message = denied.response["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.starts_with("3 problems"), "{message}");
+        for field in ["spec.port", "spec.image", "spec.resources.limits.cpu"] {
+            assert!(message.contains(field), "{field} in {message}");
+        }
     }
 }
