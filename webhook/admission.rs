@@ -93,16 +93,9 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     let request = parsed.as_ref().ok().and_then(|v| v.get("request"));
     let uid = request.and_then(|r| r.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = parsed
-        .as_ref()
-        .ok()
-        .and_then(|v| v.get("apiVersion"))
-        .and_then(Value::as_str)
-        .filter(|v| *v == "admission.k8s.io/v1beta1")
-        .unwrap_or("admission.k8s.io/v1")
-        .to_string();
+    let api_version = answer_version(parsed.as_ref().ok().and_then(|v| v.get("apiVersion")).and_then(Value::as_str));
     let malformed = |uid: &str, message: String| Outcome {
-        response: response(&api_version, uid, false, Some((400, "BadRequest", message)), None, &[]),
+        response: response(api_version, uid, false, Some((400, "BadRequest", message)), None, &[]),
         allowed: false,
         reason: "malformed",
         uid: uid.to_string(),
@@ -127,17 +120,16 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
         out.namespace = namespace;
         return out;
     }
-    let version = request.get("kind").and_then(|k| k.get("version")).and_then(Value::as_str).unwrap_or_default();
-    let warnings: Vec<String> = if version == DEPRECATED_VERSION { vec![DEPRECATION_WARNING.to_string()] } else { vec![] };
+    let warnings = warnings_for(request.get("kind").and_then(|k| k.get("version")).and_then(Value::as_str).unwrap_or_default());
     let base = |allowed: bool, reason: &'static str, status, patch| Outcome {
-        response: response(&api_version, &uid, allowed, status, patch, &warnings),
+        response: response(api_version, &uid, allowed, status, patch, &warnings),
         allowed,
         reason,
         uid: uid.clone(),
         namespace: namespace.clone(),
         operation,
     };
-    if operation == "DELETE" || operation == "CONNECT" {
+    if never_reviewed(operation) {
         return base(true, "allowed", None, None);
     }
     let Some(object) = request.get("object").filter(|o| o.is_object()) else {
@@ -165,6 +157,24 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
             base(allowed, reason, status, None)
         }
     }
+}
+
+/// The AdmissionReview version to answer in: the request's, of the two the API server speaks.
+fn answer_version(requested: Option<&str>) -> &'static str {
+    match requested {
+        Some("admission.k8s.io/v1beta1") => "admission.k8s.io/v1beta1",
+        _ => "admission.k8s.io/v1",
+    }
+}
+
+/// Warnings returned with every answer for an object of this API version.
+fn warnings_for(version: &str) -> Vec<String> {
+    if version == DEPRECATED_VERSION { vec![DEPRECATION_WARNING.to_string()] } else { vec![] }
+}
+
+/// Operations admitted without looking at the object (nothing to default or check).
+fn never_reviewed(operation: &str) -> bool {
+    operation == "DELETE" || operation == "CONNECT"
 }
 
 /// The validating decision, shared by the typed fast path and the Value path.
@@ -267,9 +277,9 @@ fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
         return None;
     }
     let operation = operation_label(&r.operation);
-    let api_version = review.api_version.as_deref().filter(|v| *v == "admission.k8s.io/v1beta1").unwrap_or("admission.k8s.io/v1");
-    let warnings: Vec<String> = if r.kind.version == DEPRECATED_VERSION { vec![DEPRECATION_WARNING.to_string()] } else { vec![] };
-    let (allowed, reason, status) = if operation == "DELETE" || operation == "CONNECT" {
+    let api_version = answer_version(review.api_version.as_deref());
+    let warnings = warnings_for(&r.kind.version);
+    let (allowed, reason, status) = if never_reviewed(operation) {
         (true, "allowed", None)
     } else {
         let object = r.object?;
