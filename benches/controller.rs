@@ -25,13 +25,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
-    core::{ApiResource, GroupVersionKind},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
 use toolhive_operator::{
     api::MCPServer,
-    resources::desired_children,
+    resources::{child_api_resource, desired_children},
     status::{Observed, desired_status},
 };
 
@@ -132,15 +131,6 @@ fn placement(namespaces: &[String], i: usize) -> &str {
     &namespaces[i % namespaces.len()]
 }
 
-fn api_resource(kind: &str) -> ApiResource {
-    let (group, version) = match kind {
-        "Role" | "RoleBinding" => ("rbac.authorization.k8s.io", "v1"),
-        "Deployment" => ("apps", "v1"),
-        _ => ("", "v1"),
-    };
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
-}
-
 /// The floor: what a plain client needs to create the MCPServers, then apply their
 /// children and write their status (same bodies as the operator's), every write in
 /// flight with up to `concurrency` others.
@@ -161,7 +151,7 @@ async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, c
         let children = desired_children(s, RUNNER_IMAGE).into_iter().map({
             let ns = ns.clone();
             move |child| {
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &api_resource(child.kind));
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &child_api_resource(child.kind));
                 async move {
                     api.patch(&child.name, &PatchParams::apply("floor").force(), &Patch::Apply(&child.body)).await.unwrap();
                 }
@@ -341,7 +331,7 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
 
     // Every child is there.
     for kind in ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"] {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(kind));
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &child_api_resource(kind));
         let count = api
             .list_metadata(&ListParams::default().labels("toolhive=true"))
             .await

@@ -15,7 +15,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PartialObjectMeta},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -111,18 +111,6 @@ impl ChildStores {
 pub struct Context {
     pub shared: Arc<Shared>,
     stores: ChildStores,
-}
-
-fn api_resource(kind: &str) -> ApiResource {
-    match kind {
-        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
-        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
-        "Role" => ApiResource::erase::<Role>(&()),
-        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
-        "Deployment" => ApiResource::erase::<Deployment>(&()),
-        "Service" => ApiResource::erase::<Service>(&()),
-        other => unreachable!("no child of kind {other}"),
-    }
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -355,7 +343,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
                 _ => {}
             }
         }
-        let ar = api_resource(child.kind);
+        let ar = resources::child_api_resource(child.kind);
         let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &ns, &ar);
         let t = Instant::now();
         let result = api

@@ -259,6 +259,20 @@ pub fn desired_children(server: &MCPServer, runner_image: &str) -> Vec<Child> {
     out
 }
 
+/// The API resource of a child kind (as in [`Child::kind`]), for dynamic API calls.
+pub fn child_api_resource(kind: &str) -> kube::core::ApiResource {
+    use kube::core::ApiResource;
+    match kind {
+        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
+        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
+        "Role" => ApiResource::erase::<Role>(&()),
+        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "Service" => ApiResource::erase::<Service>(&()),
+        other => unreachable!("no child of kind {other}"),
+    }
+}
+
 /// One desired child: its kind and the apply body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Child {
