@@ -56,7 +56,14 @@ pub struct Shared {
     /// cache can lag behind our own write; this keeps a reconcile that sees the older
     /// object from writing (and announcing) the same status twice. Only the operator
     /// writes MCPServer status.
-    status_written: Mutex<HashMap<(String, String), (String, Option<i64>, MCPServerStatus)>>,
+    status_written: Mutex<HashMap<(String, String), WrittenStatus>>,
+}
+
+/// A status the operator wrote, and for which incarnation and generation of the object.
+struct WrittenStatus {
+    uid: String,
+    generation: Option<i64>,
+    status: MCPServerStatus,
 }
 
 type ChildKey = (String, &'static str, String);
@@ -402,9 +409,9 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
     let name = server.name_any();
     let key = (ns.clone(), name.clone());
     let uid = server.uid().unwrap_or_default();
-    let cached = server.status.clone().unwrap_or_default();
-    let lagging = ctx.shared.status_written.lock().unwrap().get(&key).and_then(|(u, g, written)| {
-        (*u == uid && *g == server.metadata.generation && *written != cached).then(|| written.clone())
+    let lagging = ctx.shared.status_written.lock().unwrap().get(&key).and_then(|w| {
+        let cache_behind = server.status.as_ref() != Some(&w.status);
+        (w.uid == uid && w.generation == server.metadata.generation && cache_behind).then(|| w.status.clone())
     });
     let basis = match lagging {
         Some(written) => std::borrow::Cow::Owned(MCPServer { status: Some(written), ..server.clone() }),
@@ -417,7 +424,8 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
     let phase_changed = previous.phase != desired.phase;
     if previous != desired {
         patch_status(ctx, &ns, &name, &desired).await?;
-        ctx.shared.status_written.lock().unwrap().insert(key, (uid, server.metadata.generation, desired.clone()));
+        let written = WrittenStatus { uid, generation: server.metadata.generation, status: desired.clone() };
+        ctx.shared.status_written.lock().unwrap().insert(key, written);
     }
     if phase_changed {
         let phase = desired.phase.unwrap_or(Phase::Pending);
