@@ -250,17 +250,17 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::write(certs.join("tls.crt"), &pair.cert_pem).unwrap();
     std::fs::write(certs.join("tls.key"), &pair.key_pem).unwrap();
-    let port = |_: ()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let health = port(());
+    let port = || controlplane::free_port().unwrap();
+    let health = port();
     // BENCH_OPERATOR_BIN measures another build (e.g. the image's static musl binary).
     let bin = std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into());
     println!("operator binary: {bin}");
     let child = std::process::Command::new(bin)
         .args([
             "--leader-elect".to_string(),
-            format!("--metrics-bind-address=127.0.0.1:{}", port(())),
+            format!("--metrics-bind-address=127.0.0.1:{}", port()),
             format!("--health-probe-bind-address=127.0.0.1:{health}"),
-            format!("--webhook-bind-address=127.0.0.1:{}", port(())),
+            format!("--webhook-bind-address=127.0.0.1:{}", port()),
             format!("--webhook-cert-dir={}", certs.display()),
         ])
         .env("KUBECONFIG", &cp.kubeconfig)
@@ -355,20 +355,14 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
 }
 
 async fn wait_ready(port: u16) {
-    let mut last = String::new();
     for _ in 0..600 {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").await;
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf).await;
-            if buf.split_whitespace().nth(1) == Some("200") {
-                return;
-            }
-            last = buf;
+        let status = tokio::task::spawn_blocking(move || controlplane::http_status(port, "/readyz")).await.unwrap();
+        if status == Some(200) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let last = controlplane::http_get_plain(port, "/readyz").unwrap_or_default();
     let log = std::fs::read_to_string(std::env::temp_dir().join("bench-operator.log")).unwrap_or_default();
     panic!("operator never became ready ({last}); its log:\n{log}");
 }

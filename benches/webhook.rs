@@ -225,17 +225,7 @@ async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::Pem
 /// each sending the next request when the previous answer arrived.
 fn drive((addr, server_tid): (SocketAddr, i32), path: &str, body: &Bytes, ca_pem: &str, connections: usize, seconds: u64) -> Figures {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config(ca_pem).unwrap()));
     let cpu_before = thread_cpu(server_tid);
     let mut figures = rt.block_on(async move {
         let warmup = Duration::from_secs(1);

@@ -1,7 +1,7 @@
 //! Helpers the integration tests share: running helm/kubectl, running the operator
 //! binary as a child process, polling for a condition, reading its metrics.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,10 +43,6 @@ pub fn impersonating_kubeconfig(admin: &Path, dir: &Path, ns: &str, sa: &str) ->
     path
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("toolhive-it-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -72,8 +68,8 @@ impl Operator {
     /// Starts `toolhive-operator` with `KUBECONFIG=kubeconfig`, its own metrics and
     /// health ports, text logs in `work/<tag>.log`, plus `args` and `env`.
     pub fn spawn(kubeconfig: &Path, work: &Path, tag: &str, args: &[String], env: &[(&str, &str)]) -> Self {
-        let metrics_port = free_port();
-        let health_port = free_port();
+        let metrics_port = controlplane::free_port().unwrap();
+        let health_port = controlplane::free_port().unwrap();
         let log = work.join(format!("{tag}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"));
         cmd.arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
@@ -114,13 +110,13 @@ impl Operator {
 
     /// Whether /readyz answers 200.
     pub fn ready(&self) -> bool {
-        http_get(self.health_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+        controlplane::http_status(self.health_port, "/readyz") == Some(200)
     }
 
     /// The sum of every sample of `metric` whose label set contains all of `labels`
     /// (e.g. `[("kind", "Deployment")]`); None when the endpoint does not answer.
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let body = http_get(self.metrics_port, "/metrics")?;
+        let body = controlplane::http_get_plain(self.metrics_port, "/metrics").ok()?;
         Some(sum_samples(&body, metric, labels))
     }
 }
@@ -138,15 +134,6 @@ pub fn sum_samples(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
             labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse::<f64>().ok())?
         })
         .sum()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 pub async fn eventually<T, F, Fut>(what: &str, op: &Operator, f: F) -> T
@@ -194,16 +181,7 @@ pub fn write_secret_volume(dir: &Path, version: &str, pair: &controlplane::PemPa
 }
 
 fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config(ca_pem).unwrap()))
 }
 
 /// The leaf certificate (DER) a fresh TLS handshake with 127.0.0.1:`port` presents.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::common::{
-    Operator, admission_on_new_connection, certificate_der, eventually, eventually_within, free_port, impersonating_kubeconfig, run,
+    Operator, admission_on_new_connection, certificate_der, eventually, eventually_within, impersonating_kubeconfig, run,
     served_certificate, tempdir, write_secret_volume,
 };
 
@@ -55,7 +55,7 @@ async fn guide_flow_namespace_mode_with_webhook() {
     let pair = ca.serving(&[], &[]).unwrap();
     let cert_dir = work.join("certs");
     write_secret_volume(&cert_dir, "v1", &pair);
-    let webhook_port = free_port();
+    let webhook_port = controlplane::free_port().unwrap();
     let fullname = format!("thv-{}", &release_ns);
     let values = work.join("values.yaml");
     std::fs::write(

@@ -27,7 +27,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-pub use pki::{Authority, PemPair};
+pub use pki::{Authority, PemPair, tls_client_config};
 
 /// The repository root (this crate lives in `tests/support`).
 pub fn repo_root() -> PathBuf {
@@ -81,7 +81,8 @@ pub struct ControlPlane {
     children: Mutex<Vec<(String, Child)>>,
 }
 
-fn free_port() -> Result<u16> {
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
@@ -403,8 +404,8 @@ pub fn shared() -> &'static ControlPlane {
     }
 }
 
-
-fn http_get_plain(port: u16, path: &str) -> Result<String> {
+/// `GET path` over plain HTTP/1.0 on 127.0.0.1:`port`; the whole response, head included.
+pub fn http_get_plain(port: u16, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -412,6 +413,11 @@ fn http_get_plain(port: u16, path: &str) -> Result<String> {
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`; None when nothing answers.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get_plain(port, path).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn https_readyz(cp: &ControlPlane) -> Result<bool> {
