@@ -419,8 +419,11 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
     };
     let previous = basis.status.clone().unwrap_or_default();
     let desired = desired_status(&basis, observed, Time(jiff::Timestamp::now()));
-    ctx.shared.phases.lock().unwrap().insert(key.clone(), desired.phase.unwrap_or(Phase::Pending));
-    refresh_phase_gauge(&ctx.shared);
+    let phase = desired.phase.unwrap_or(Phase::Pending);
+    // The gauge is rebuilt from every server's phase: only when this one's changed.
+    if ctx.shared.phases.lock().unwrap().insert(key.clone(), phase) != Some(phase) {
+        refresh_phase_gauge(&ctx.shared);
+    }
     let phase_changed = previous.phase != desired.phase;
     if previous != desired {
         patch_status(ctx, &ns, &name, &desired).await?;
@@ -428,7 +431,6 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
         ctx.shared.status_written.lock().unwrap().insert(key, written);
     }
     if phase_changed {
-        let phase = desired.phase.unwrap_or(Phase::Pending);
         let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
         info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
         let note = match created {
