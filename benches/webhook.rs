@@ -92,7 +92,7 @@ fn main() {
     // The operator's webhook as it runs in the process.
     let webhook_addr = {
         let dir = dir.clone();
-        serve_on_one_core(move |listener| async move {
+        serve_on_one_core("bench-webhook", move |listener| async move {
             let certs = webhook::tls::CertStore::new(&dir);
             certs.reload().unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
@@ -108,7 +108,7 @@ fn main() {
     // The floor: bare axum + rustls, fixed answer.
     let floor_addr = {
         let pair = pair.clone();
-        serve_on_one_core(move |listener| async move { bare_server(listener, &pair).await })
+        serve_on_one_core("bench-floor", move |listener| async move { bare_server(listener, &pair).await })
     };
 
     let body = review_body();
@@ -168,13 +168,15 @@ fn thread_cpu(tid: i32) -> Duration {
 }
 
 /// Runs `serve` on a current-thread runtime in its own thread: one core's worth.
-fn serve_on_one_core<F, Fut>(serve: F) -> (SocketAddr, i32)
+fn serve_on_one_core<F, Fut>(name: &str, serve: F) -> (SocketAddr, i32)
 where
     F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    // Named, so a profiler can tell the two servers apart (`perf report --comms`).
+    let thread = std::thread::Builder::new().name(name.to_string());
+    thread.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let tid = unsafe { libc::gettid() };
         rt.block_on(async move {
@@ -182,7 +184,8 @@ where
             tx.send((listener.local_addr().unwrap(), tid)).unwrap();
             serve(listener).await;
         });
-    });
+    })
+    .unwrap();
     rx.recv().unwrap()
 }
 

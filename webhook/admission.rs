@@ -5,9 +5,9 @@ use base64::Engine;
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
-use super::image::{ImageRef, RegistryRule};
+use super::image::ImageRef;
 use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
 use super::quantity::parse_milli;
 use crate::api::{DEPRECATED_VERSION, DEPRECATION_WARNING, REMOVED_FIELDS};
@@ -25,10 +25,49 @@ pub struct Facts<'a> {
     pub server_count: &'a dyn Fn(&str) -> usize,
 }
 
+/// The AdmissionReview sent back, serialized straight from these fields (no JSON
+/// tree is built per request).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub response: AnswerBody,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AnswerBody {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<AnswerStatus>,
+    #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AnswerStatus {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub status: &'static str,
+}
+
+impl Answer {
+    /// The denial message, if this answer denies.
+    pub fn message(&self) -> Option<&str> {
+        self.response.status.as_ref().map(|s| s.message.as_str())
+    }
+}
+
 /// The outcome, with bounded values for metric labels and log fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub response: Value,
+    pub response: Answer,
     pub allowed: bool,
     /// Low-cardinality reason: "allowed", "mutated", a rule name, or "malformed".
     pub reason: &'static str,
@@ -151,9 +190,12 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
             }
         }
         Mode::Validate => {
+            let spec = object.get("spec");
             let old_spec = request.get("oldObject").filter(|o| o.is_object()).map(|o| o.get("spec"));
+            let unchanged = old_spec.is_some_and(|old| old == spec);
             let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-            let (allowed, reason, status) = verdict(operation, &namespace, object.get("spec"), old_spec, deleting, facts);
+            let view = spec.and_then(SpecView::of_value);
+            let (allowed, reason, status) = verdict(operation, &namespace, view.as_ref(), unchanged, deleting, facts);
             base(allowed, reason, status, None)
         }
     }
@@ -178,18 +220,19 @@ fn never_reviewed(operation: &str) -> bool {
 }
 
 /// The validating decision, shared by the typed fast path and the Value path.
-/// `old_spec`: Some when the request carries an old object (its spec, if any).
+/// `spec`: None when the object has no spec or a spec that is not an object.
+/// `unchanged`: the request carries an old object whose spec equals this one.
 fn verdict(
     operation: &str,
     namespace: &str,
-    spec: Option<&Value>,
-    old_spec: Option<Option<&Value>>,
+    spec: Option<&SpecView>,
+    unchanged: bool,
     deleting: bool,
     facts: &Facts,
 ) -> (bool, &'static str, Option<(u16, &'static str, String)>) {
     // Changes that leave the spec alone (finalizers, labels, status) are never
     // blocked, so deletion and status updates cannot get stuck on policy.
-    if operation == "UPDATE" && old_spec.is_some_and(|old| old == spec) {
+    if operation == "UPDATE" && unchanged {
         return (true, "allowed", None);
     }
     if deleting {
@@ -227,10 +270,10 @@ struct TypedRequest<'a> {
     namespace: Option<Cow<'a, str>>,
     #[serde(borrow)]
     kind: TypedKind<'a>,
-    #[serde(default)]
-    object: Option<TypedObject>,
-    #[serde(rename = "oldObject", default)]
-    old_object: Option<TypedObject>,
+    #[serde(borrow, default)]
+    object: Option<TypedObject<'a>>,
+    #[serde(rename = "oldObject", borrow, default)]
+    old_object: Option<TypedObject<'a>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -244,16 +287,127 @@ struct TypedKind<'a> {
 }
 
 #[derive(serde::Deserialize)]
-struct TypedObject {
+struct TypedObject<'a> {
     #[serde(default)]
     metadata: Option<TypedMeta>,
-    /// Some(Null) for an explicit null, as the Value path sees it.
-    #[serde(default, deserialize_with = "some_value")]
-    spec: Option<Value>,
+    /// The spec's text, kept to compare an UPDATE's old and new spec; Some("null")
+    /// for an explicit null, as the Value path sees it.
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    spec: Option<&'a RawValue>,
 }
 
-fn some_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn some_raw<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The spec fields the rules read, borrowed from the request body. A field of a
+/// type the rules do not expect fails this parse and sends the request to the
+/// Value path, which words it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypedSpec<'a> {
+    #[serde(borrow, default)]
+    image: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    transport: Option<Cow<'a, str>>,
+    #[serde(default)]
+    resources: Option<Value>,
+    #[serde(default, deserialize_with = "array_len")]
+    volumes: usize,
+    #[serde(default)]
+    pod_template_spec: Option<Value>,
+    // The removed fields (crate::api::REMOVED_FIELDS), present or not.
+    #[serde(default, deserialize_with = "present")]
+    port: bool,
+    #[serde(default, deserialize_with = "present")]
+    target_port: bool,
+    #[serde(default, deserialize_with = "present")]
+    tools: bool,
+    #[serde(default, deserialize_with = "present")]
+    oidc_config: bool,
+    #[serde(default, deserialize_with = "present")]
+    telemetry: bool,
+}
+
+impl TypedSpec<'_> {
+    fn view(&self) -> SpecView<'_> {
+        SpecView {
+            image: self.image.as_deref(),
+            transport: self.transport.as_deref(),
+            resources: self.resources.as_ref(),
+            volumes: self.volumes,
+            pod_template: self.pod_template_spec.as_ref(),
+            removed: [self.port, self.target_port, self.tools, self.oidc_config, self.telemetry],
+        }
+    }
+}
+
+/// The number of elements of an array; anything else counts as none (as the Value
+/// path reads `spec.volumes`).
+fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct Len;
+    impl<'de> serde::de::Visitor<'de> for Len {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_unit<E>(self) -> Result<usize, E> {
+            Ok(0)
+        }
+    }
+    d.deserialize_any(Len)
+}
+
+/// What the rules read of a spec, from either parse.
+pub struct SpecView<'a> {
+    image: Option<&'a str>,
+    transport: Option<&'a str>,
+    resources: Option<&'a Value>,
+    volumes: usize,
+    pod_template: Option<&'a Value>,
+    /// Presence of each of REMOVED_FIELDS, in its order.
+    removed: [bool; REMOVED_FIELDS.len()],
+}
+
+impl<'a> SpecView<'a> {
+    /// None when the spec is not an object.
+    fn of_value(spec: &'a Value) -> Option<Self> {
+        let map = spec.as_object()?;
+        Some(Self {
+            image: map.get("image").and_then(Value::as_str),
+            transport: map.get("transport").and_then(Value::as_str),
+            resources: map.get("resources"),
+            volumes: map.get("volumes").and_then(Value::as_array).map_or(0, Vec::len),
+            pod_template: map.get("podTemplateSpec"),
+            removed: std::array::from_fn(|i| map.contains_key(REMOVED_FIELDS[i].0)),
+        })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -270,7 +424,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// The validating path for well-formed reviews of MCPServers. None sends the request
 /// to the Value path, which words every malformed case.
 fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
-    let review: TypedReview = serde_json::from_slice(body).ok()?;
+    // One UTF-8 check of the whole body instead of one per string.
+    let text = std::str::from_utf8(body).ok()?;
+    let review: TypedReview = serde_json::from_str(text).ok()?;
     let r = review.request;
     let namespace = r.namespace.as_deref().unwrap_or_default();
     if r.uid.is_empty() || r.kind.kind != "MCPServer" || r.kind.group != crate::api::GROUP || namespace.is_empty() {
@@ -284,8 +440,13 @@ fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
     } else {
         let object = r.object?;
         let deleting = object.metadata.is_some_and(|m| m.deleting);
-        let old_spec = r.old_object.as_ref().map(|o| o.spec.as_ref());
-        verdict(operation, namespace, object.spec.as_ref(), old_spec, deleting, facts)
+        let unchanged = r.old_object.is_some_and(|old| same_spec(old.spec, object.spec));
+        let spec = match object.spec {
+            Some(raw) if raw.get().starts_with('{') => Some(serde_json::from_str::<TypedSpec>(raw.get()).ok()?),
+            _ => None,
+        };
+        let view = spec.as_ref().map(TypedSpec::view);
+        verdict(operation, namespace, view.as_ref(), unchanged, deleting, facts)
     };
     Some(Outcome {
         response: response(api_version, &r.uid, allowed, status, None, &warnings),
@@ -297,19 +458,34 @@ fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
     })
 }
 
-fn response(api_version: &str, uid: &str, allowed: bool, status: Option<(u16, &str, String)>, patch: Option<String>, warnings: &[String]) -> Value {
-    let mut r = json!({"uid": uid, "allowed": allowed});
-    if let Some((code, reason, message)) = status {
-        r["status"] = json!({"code": code, "reason": reason, "message": message, "status": "Failure"});
+/// Whether two specs (as sent; None when absent) are equal as JSON. The API server
+/// writes both the same way, so equal specs are almost always equal text; anything
+/// else is compared as parsed values.
+fn same_spec(old: Option<&RawValue>, new: Option<&RawValue>) -> bool {
+    match (old, new) {
+        (None, None) => true,
+        (Some(a), Some(b)) if a.get() == b.get() => true,
+        (Some(a), Some(b)) => {
+            let parse = |r: &RawValue| serde_json::from_str::<Value>(r.get()).ok();
+            parse(a).is_some_and(|a| Some(a) == parse(b))
+        }
+        _ => false,
     }
-    if let Some(p) = patch {
-        r["patchType"] = json!("JSONPatch");
-        r["patch"] = json!(p);
+}
+
+fn response(api_version: &'static str, uid: &str, allowed: bool, status: Option<(u16, &'static str, String)>, patch: Option<String>, warnings: &[String]) -> Answer {
+    Answer {
+        api_version,
+        kind: "AdmissionReview",
+        response: AnswerBody {
+            uid: uid.to_string(),
+            allowed,
+            status: status.map(|(code, reason, message)| AnswerStatus { code, reason, message, status: "Failure" }),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: warnings.to_vec(),
+        },
     }
-    if !warnings.is_empty() {
-        r["warnings"] = json!(warnings);
-    }
-    json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": r})
 }
 
 /// Defaults filled in by the mutating webhook; a field the user set is never changed.
@@ -403,7 +579,7 @@ fn set_if_absent(obj: &mut Value, key: &str, value: Value) {
 }
 
 /// Every policy violation of `object` in `namespace`, all at once.
-pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
+pub fn validate(spec: Option<&SpecView>, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
     let mut out = Vec::new();
     let policy = facts.policy;
     let in_scope = facts.scope.allows(namespace);
@@ -423,26 +599,24 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
         return out;
     }
     let rules = policy.rules_for(namespace);
-    let null = Value::Null;
-    let spec = spec.unwrap_or(&null);
-    if !spec.is_object() {
+    let Some(spec) = spec else {
         out.push(invalid("spec", "spec", "spec must be an object".into()));
         return out;
-    }
+    };
 
-    for (old, new) in REMOVED_FIELDS {
-        if spec.get(*old).is_some() {
+    for ((old, new), present) in REMOVED_FIELDS.iter().zip(spec.removed) {
+        if present {
             out.push(forbidden(format!("spec.{old}"), "removed-field", format!("this field was removed; use {new}")));
         }
     }
 
-    match spec.get("image").and_then(Value::as_str) {
+    match spec.image {
         None | Some("") => out.push(Violation { field: "spec.image".into(), kind: "Required value", detail: "an image is required".into(), rule: "image" }),
         Some(image) => match ImageRef::parse(image) {
             Err(e) => out.push(invalid("spec.image", "image", e)),
             Ok(img) => {
                 if let Some(allowed) = &rules.allowed_registries {
-                    let ok = allowed.iter().filter_map(|r| RegistryRule::parse(r).ok()).any(|r| r.matches(&img));
+                    let ok = rules.registry_rules().iter().any(|r| r.matches(&img));
                     if !ok {
                         out.push(forbidden(
                             "spec.image",
@@ -459,7 +633,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
         },
     }
 
-    let transport = spec.get("transport").and_then(Value::as_str).unwrap_or("stdio");
+    let transport = spec.transport.unwrap_or("stdio");
     if let Some(allowed) = &rules.allowed_transports
         && !allowed.iter().any(|t| t == transport)
     {
@@ -474,17 +648,16 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
     }
 
     if let Some(rp) = &rules.proxy_resources
-        && let Some(res) = spec.get("resources")
+        && let Some(res) = spec.resources
     {
         check_ceiling(res, rp, "spec.resources", &mut out);
     }
 
-    let volumes = spec.get("volumes").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-    if volumes > 0 && !rules.allow_host_path_volumes.unwrap_or(false) {
+    if spec.volumes > 0 && !rules.allow_host_path_volumes.unwrap_or(false) {
         out.push(forbidden("spec.volumes", "host-path", format!("hostPath volumes are not allowed in namespace {namespace:?}")));
     }
 
-    if let Some(pts) = spec.get("podTemplateSpec") {
+    if let Some(pts) = spec.pod_template {
         check_pod_template(pts, &rules, &mut out);
     }
     out
@@ -623,6 +796,20 @@ mod tests {
             envelope(req("CREATE", "v1beta1", json!("not an object"), Value::Null)),
             envelope(json!({"uid": 7, "operation": "CREATE"})),
             b"{not json".to_vec(),
+            // Typed path: every removed field, volumes of any shape, a pod template,
+            // an UPDATE whose spec differs only in key order, specs absent on both sides.
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "port": 1, "targetPort": null,
+                "tools": [], "oidcConfig": {}, "telemetry": "x", "volumes": [{"hostPath": "/"}, 2]}}), Value::Null)),
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "volumes": {"a": [1]},
+                "podTemplateSpec": {"spec": {"hostPID": true, "containers": [{"name": "mcp", "securityContext": {"privileged": true}}]}}}}), Value::Null)),
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "volumes": "none", "transport": null}}), Value::Null)),
+            envelope(req("UPDATE", "v1beta1", json!({"spec": {"image": "docker.io/x", "transport": "sse"}}),
+                serde_json::from_str(r#"{"spec": {"transport": "sse", "image": "docker.io/x"}}"#).unwrap())),
+            envelope(req("UPDATE", "v1beta1", json!({"metadata": {}}), json!({"metadata": {"labels": {}}}))),
+            // Value path: types the rules do not expect, a body that is not UTF-8.
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": 5, "port": 1}}), Value::Null)),
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "transport": ["sse"]}}), Value::Null)),
+            [&envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x"}}), Value::Null))[..], b"\xff"].concat(),
         ];
         let mut typed = 0;
         for body in &bodies {
@@ -631,10 +818,10 @@ mod tests {
             }
             assert_eq!(review(body, Mode::Validate, &facts), review_values(body, Mode::Validate, &facts), "{}", String::from_utf8_lossy(body));
         }
-        assert_eq!(typed, 8, "the well-formed reviews take the typed path");
+        assert_eq!(typed, 13, "the well-formed reviews take the typed path");
         let denied = review(&bodies[1], Mode::Validate, &facts);
         assert!(!denied.allowed);
-        let message = denied.response["response"]["status"]["message"].as_str().unwrap();
+        let message = denied.response.message().unwrap();
         assert!(message.starts_with("3 problems"), "{message}");
         for field in ["spec.port", "spec.image", "spec.resources.limits.cpu"] {
             assert!(message.contains(field), "{field} in {message}");

@@ -94,8 +94,8 @@ impl RegistryRule {
         if self.registry != image.registry {
             return false;
         }
-        let segments: Vec<&str> = image.repository.split('/').collect();
-        segments.len() >= self.path.len() && self.path.iter().zip(&segments).all(|(a, b)| a == b)
+        let mut segments = image.repository.split('/');
+        self.path.iter().all(|p| segments.next() == Some(p.as_str()))
     }
 }
 

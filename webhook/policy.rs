@@ -3,6 +3,7 @@
 //! features are allowed. Loaded from YAML/JSON; an invalid file is rejected with the
 //! exact field at fault and the last good policy stays in force.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,11 @@ pub struct TenancyPolicy {
     /// Per-namespace rules; each field left out falls back to `defaults`.
     #[serde(default)]
     pub namespaces: BTreeMap<String, Rules>,
+    /// `namespaces` merged over `defaults`, built once when the file is loaded so a
+    /// request never merges or clones rules.
+    #[serde(skip)]
+    #[schemars(skip)]
+    effective: BTreeMap<String, Rules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -68,6 +74,26 @@ pub struct Rules {
     /// Unset: the namespace name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// `allowed_registries` parsed, filled when the policy is loaded (None: not yet).
+    #[serde(skip)]
+    #[schemars(skip)]
+    parsed_registries: Option<Vec<RegistryRule>>,
+}
+
+impl Rules {
+    /// The allowed registries as parsed rules (parsed at load; parsed here only for
+    /// rules built in code). An entry that does not parse allows nothing.
+    pub fn registry_rules(&self) -> Cow<'_, [RegistryRule]> {
+        match &self.parsed_registries {
+            Some(parsed) => Cow::Borrowed(parsed),
+            None => Cow::Owned(self.allowed_registries.iter().flatten().filter_map(|r| RegistryRule::parse(r).ok()).collect()),
+        }
+    }
+
+    fn with_parsed_registries(mut self) -> Self {
+        self.parsed_registries = Some(self.registry_rules().into_owned());
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -117,8 +143,10 @@ pub struct PodSecurity {
 impl TenancyPolicy {
     /// Parses and checks a policy file; errors name the field at fault.
     pub fn from_text(text: &str) -> Result<Self, String> {
-        let policy: TenancyPolicy = serde_yaml::from_str(text).map_err(|e| format!("tenancy policy: {e}"))?;
+        let mut policy: TenancyPolicy = serde_yaml::from_str(text).map_err(|e| format!("tenancy policy: {e}"))?;
         policy.check()?;
+        policy.defaults = std::mem::take(&mut policy.defaults).with_parsed_registries();
+        policy.effective = policy.namespaces.keys().map(|ns| (ns.clone(), policy.merged(ns).with_parsed_registries())).collect();
         Ok(policy)
     }
 
@@ -158,8 +186,19 @@ impl TenancyPolicy {
         if problems.is_empty() { Ok(()) } else { Err(format!("invalid tenancy policy: {}", problems.join("; "))) }
     }
 
-    /// The effective rules for a namespace: its own entry over the defaults, field by field.
-    pub fn rules_for(&self, namespace: &str) -> Rules {
+    /// The effective rules for a namespace: its own entry over the defaults, field by
+    /// field (merged at load; merged here only for a policy built in code).
+    pub fn rules_for(&self, namespace: &str) -> Cow<'_, Rules> {
+        if let Some(rules) = self.effective.get(namespace) {
+            return Cow::Borrowed(rules);
+        }
+        if !self.namespaces.contains_key(namespace) {
+            return Cow::Borrowed(&self.defaults);
+        }
+        Cow::Owned(self.merged(namespace))
+    }
+
+    fn merged(&self, namespace: &str) -> Rules {
         let d = &self.defaults;
         let Some(n) = self.namespaces.get(namespace) else { return d.clone() };
         Rules {
@@ -171,6 +210,7 @@ impl TenancyPolicy {
             allow_host_path_volumes: n.allow_host_path_volumes.or(d.allow_host_path_volumes),
             pod_security: n.pod_security.clone().or_else(|| d.pod_security.clone()),
             team: n.team.clone().or_else(|| d.team.clone()),
+            parsed_registries: None,
         }
     }
 }
