@@ -667,23 +667,28 @@ fn check_ceiling(resources: &Value, rp: &ResourcePolicy, path: &str, out: &mut V
     for section in ["requests", "limits"] {
         for (res, max) in [("cpu", &rp.max.cpu), ("memory", &rp.max.memory)] {
             let Some(value) = resources.get(section).and_then(|s| s.get(res)) else { continue };
-            let field = format!("{path}.{section}.{res}");
+            // The field path is built only for a violation: most requests have none.
+            let field = || format!("{path}.{section}.{res}");
+            let number;
             let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.as_str(),
+                Value::Number(n) => {
+                    number = n.to_string();
+                    number.as_str()
+                }
                 _ => {
-                    out.push(invalid(field, "resources", "must be a quantity such as \"500m\" or \"128Mi\"".into()));
+                    out.push(invalid(field(), "resources", "must be a quantity such as \"500m\" or \"128Mi\"".into()));
                     continue;
                 }
             };
-            match parse_milli(&text) {
-                Err(e) => out.push(invalid(field, "resources", e)),
+            match parse_milli(text) {
+                Err(e) => out.push(invalid(field(), "resources", e)),
                 Ok(v) => {
                     if let Some(max) = max
                         && let Ok(m) = parse_milli(max)
                         && v > m
                     {
-                        out.push(forbidden(field, "resources", format!("{text} exceeds the namespace maximum of {max}")));
+                        out.push(forbidden(field(), "resources", format!("{text} exceeds the namespace maximum of {max}")));
                     }
                 }
             }

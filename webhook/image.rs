@@ -2,20 +2,24 @@
 //! registry rules match on the real registry host and repository path, never on a
 //! string prefix ("ghcr.io.evil.com/x" is not "ghcr.io").
 
+use std::borrow::Cow;
+
+/// Borrowed from the reference text wherever normalisation leaves it unchanged, so
+/// checking an image on the admission path allocates only when it must.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub struct ImageRef<'a> {
     /// Registry host, with port if any ("docker.io", "registry.local:5000").
-    pub registry: String,
+    pub registry: Cow<'a, str>,
     /// Repository path ("library/redis", "acme/tools/server").
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub repository: Cow<'a, str>,
+    pub tag: Option<&'a str>,
+    pub digest: Option<&'a str>,
 }
 
 const DOCKER_HUB: &str = "docker.io";
 
-impl ImageRef {
-    pub fn parse(image: &str) -> Result<Self, String> {
+impl<'a> ImageRef<'a> {
+    pub fn parse(image: &'a str) -> Result<Self, String> {
         if image.is_empty() {
             return Err("image is empty".into());
         }
@@ -28,13 +32,13 @@ impl ImageRef {
                 if algo.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(format!("digest {d:?} must be <algorithm>:<hex>"));
                 }
-                (r, Some(d.to_string()))
+                (r, Some(d))
             }
             None => (image, None),
         };
         // A tag follows the last ':' only if it is after the last '/' (else it is a port).
         let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
             _ => (rest, None),
         };
         if let Some(t) = &tag
@@ -42,19 +46,20 @@ impl ImageRef {
         {
             return Err(format!("tag {t:?} is not valid"));
         }
-        let (registry, repository) = match name.split_once('/') {
+        let (registry, repository): (Cow<str>, Cow<str>) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-                (first.to_ascii_lowercase(), path.to_string())
+                let host = if first.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(first.to_ascii_lowercase()) } else { Cow::Borrowed(first) };
+                (host, Cow::Borrowed(path))
             }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
+            _ => (Cow::Borrowed(DOCKER_HUB), Cow::Borrowed(name)),
         };
         if let Some((host, port)) = registry.split_once(':')
             && (host.is_empty() || port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
         {
             return Err(format!("registry {registry:?} is not a valid host[:port]"));
         }
-        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { DOCKER_HUB.to_string() } else { registry };
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { Cow::Borrowed(DOCKER_HUB) } else { registry };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
         if repository.is_empty()
             || repository.split('/').any(|seg| {
                 seg.is_empty() || !seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
@@ -106,15 +111,15 @@ mod tests {
     #[test]
     fn parses_references() {
         let r = ImageRef::parse("ghcr.io/stackloklabs/osv-mcp/server:1.0").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("ghcr.io", "stackloklabs/osv-mcp/server", Some("1.0")));
+        assert_eq!((&*r.registry, &*r.repository, r.tag), ("ghcr.io", "stackloklabs/osv-mcp/server", Some("1.0")));
         let r = ImageRef::parse("redis").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "library/redis"));
+        assert_eq!((&*r.registry, &*r.repository), ("docker.io", "library/redis"));
         let r = ImageRef::parse("acme/tool").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "acme/tool"));
+        assert_eq!((&*r.registry, &*r.repository), ("docker.io", "acme/tool"));
         let r = ImageRef::parse("registry.local:5000/team/x@sha256:abcdef").unwrap();
         assert_eq!(r.registry, "registry.local:5000");
         assert_eq!(r.tag, None);
-        assert_eq!(r.digest.as_deref(), Some("sha256:abcdef"));
+        assert_eq!(r.digest, Some("sha256:abcdef"));
         let r = ImageRef::parse("localhost/x:dev").unwrap();
         assert_eq!(r.registry, "localhost");
         assert!(ImageRef::parse("").is_err());

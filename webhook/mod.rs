@@ -54,31 +54,56 @@ pub struct WebhookState {
     pub metrics: Metrics,
 }
 
+/// What the handlers share: the state, and each hook's metric series resolved once
+/// (a label lookup hashes and locks; these are hit on every request).
+struct Served {
+    state: WebhookState,
+    mutate: HookMetrics,
+    validate: HookMetrics,
+}
+
+struct HookMetrics {
+    name: &'static str,
+    answered_ok: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+}
+
+impl HookMetrics {
+    fn new(metrics: &Metrics, name: &'static str) -> Self {
+        Self {
+            name,
+            answered_ok: metrics.webhook_requests.with_label_values(&[name, StatusCode::OK.as_str()]),
+            latency: metrics.webhook_latency.with_label_values(&[name]),
+        }
+    }
+}
+
 pub fn router(state: WebhookState) -> Router {
+    let served = Served {
+        mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
+        validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
+        state,
+    };
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
         .route(MUTATE_PATH_V1ALPHA1, post(mutate))
         .route(VALIDATE_PATH_V1ALPHA1, post(validate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(served))
 }
 
 // The state is shared behind one Arc: axum clones it per request, and cloning the
 // metric handles one by one cost more than the admission rules themselves.
-async fn mutate(State(s): State<Arc<WebhookState>>, body: Bytes) -> impl IntoResponse {
-    handle(&s, Mode::Mutate, &body)
+async fn mutate(State(s): State<Arc<Served>>, body: Bytes) -> impl IntoResponse {
+    handle(&s.state, &s.mutate, Mode::Mutate, &body)
 }
 
-async fn validate(State(s): State<Arc<WebhookState>>, body: Bytes) -> impl IntoResponse {
-    handle(&s, Mode::Validate, &body)
+async fn validate(State(s): State<Arc<Served>>, body: Bytes) -> impl IntoResponse {
+    handle(&s.state, &s.validate, Mode::Validate, &body)
 }
 
-fn handle(s: &WebhookState, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<admission::Answer>) {
-    let hook = match mode {
-        Mode::Mutate => "mutate-mcpserver",
-        Mode::Validate => "validate-mcpserver",
-    };
+fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<admission::Answer>) {
     let m = &s.metrics;
     m.webhook_in_flight.inc();
     let start = Instant::now();
@@ -87,7 +112,7 @@ fn handle(s: &WebhookState, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<
     let outcome = admission::review(body, mode, &facts);
     let code = if outcome.reason == "malformed" && outcome.uid.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let decision = if outcome.allowed { "allowed" } else { "denied" };
-    let _span = info_span!("admission", webhook = hook, uid = %outcome.uid, namespace = %outcome.namespace,
+    let _span = info_span!("admission", webhook = hook.name, uid = %outcome.uid, namespace = %outcome.namespace,
         operation = outcome.operation, decision, reason = outcome.reason).entered();
     if !outcome.allowed {
         let message = outcome.response.message().unwrap_or_default();
@@ -96,8 +121,12 @@ fn handle(s: &WebhookState, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<
     // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
     let ns_label = if s.scope.allows(&outcome.namespace) && !outcome.namespace.is_empty() { outcome.namespace.as_str() } else { "other" };
     m.admission_decisions.with_label_values(&[ns_label, outcome.operation, decision, outcome.reason]).inc();
-    m.webhook_requests.with_label_values(&[hook, code.as_str()]).inc();
-    m.webhook_latency.with_label_values(&[hook]).observe(start.elapsed().as_secs_f64());
+    if code == StatusCode::OK {
+        hook.answered_ok.inc();
+    } else {
+        m.webhook_requests.with_label_values(&[hook.name, code.as_str()]).inc();
+    }
+    hook.latency.observe(start.elapsed().as_secs_f64());
     m.webhook_in_flight.dec();
     (code, axum::Json(outcome.response))
 }
