@@ -102,7 +102,7 @@ fn main() {
                 counts: Arc::new(|_: &str| 3),
                 metrics: Metrics::default(),
             };
-            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state)).await.unwrap();
+            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Timeouts::default()).await.unwrap();
         })
     };
     // The floor: bare axum + rustls, fixed answer.

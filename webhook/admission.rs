@@ -310,8 +310,8 @@ struct TypedSpec<'a> {
     image: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     transport: Option<Cow<'a, str>>,
-    #[serde(default)]
-    resources: Option<Value>,
+    #[serde(borrow, default)]
+    resources: Option<TypedResources<'a>>,
     #[serde(default, deserialize_with = "array_len")]
     volumes: usize,
     #[serde(default)]
@@ -334,7 +334,7 @@ impl TypedSpec<'_> {
         SpecView {
             image: self.image.as_deref(),
             transport: self.transport.as_deref(),
-            resources: self.resources.as_ref(),
+            resources: self.resources.as_ref().map(TypedResources::view),
             volumes: self.volumes,
             pod_template: self.pod_template_spec.as_ref(),
             removed: [self.port, self.target_port, self.tools, self.oidc_config, self.telemetry],
@@ -384,11 +384,121 @@ fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
     d.deserialize_any(Len)
 }
 
+/// `resources` (requests/limits of cpu/memory) as sent; other keys are not read.
+#[derive(serde::Deserialize)]
+struct TypedResources<'a> {
+    #[serde(borrow, default)]
+    requests: Option<TypedAmounts<'a>>,
+    #[serde(borrow, default)]
+    limits: Option<TypedAmounts<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedAmounts<'a> {
+    #[serde(borrow, default, deserialize_with = "some_quantity")]
+    cpu: Option<Amount<'a>>,
+    #[serde(borrow, default, deserialize_with = "some_quantity")]
+    memory: Option<Amount<'a>>,
+}
+
+impl TypedResources<'_> {
+    fn view(&self) -> ResourcesView<'_> {
+        fn amounts<'s>(a: &'s Option<TypedAmounts<'_>>) -> [Option<Amount<'s>>; 2] {
+            a.as_ref().map_or([None, None], |a| [a.cpu.as_ref().map(Amount::reborrow), a.memory.as_ref().map(Amount::reborrow)])
+        }
+        ResourcesView { requests: amounts(&self.requests), limits: amounts(&self.limits) }
+    }
+}
+
+/// One resource amount as sent: a quantity string, a bare number, or anything else
+/// (which the rules reject).
+#[derive(Debug)]
+enum Amount<'a> {
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+    Other,
+}
+
+impl<'a> Amount<'a> {
+    fn of_value(v: &'a Value) -> Self {
+        match v {
+            Value::String(s) => Amount::Text(Cow::Borrowed(s)),
+            Value::Number(n) => Amount::Number(n.clone()),
+            _ => Amount::Other,
+        }
+    }
+
+    fn reborrow(&self) -> Amount<'_> {
+        match self {
+            Amount::Text(t) => Amount::Text(Cow::Borrowed(t)),
+            Amount::Number(n) => Amount::Number(n.clone()),
+            Amount::Other => Amount::Other,
+        }
+    }
+}
+
+/// An amount that is present, null included (null is not a quantity).
+fn some_quantity<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Amount<'a>>, D::Error> {
+    struct AmountVisitor;
+    impl<'de> serde::de::Visitor<'de> for AmountVisitor {
+        type Value = Amount<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Amount<'de>, E> {
+            Ok(Amount::Text(Cow::Borrowed(s)))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Amount<'de>, E> {
+            Ok(Amount::Text(Cow::Owned(s.to_string())))
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<Amount<'de>, E> {
+            Ok(Amount::Number(n.into()))
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<Amount<'de>, E> {
+            Ok(Amount::Number(n.into()))
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<Amount<'de>, E> {
+            Ok(serde_json::Number::from_f64(n).map_or(Amount::Other, Amount::Number))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Amount<'de>, E> {
+            Ok(Amount::Other)
+        }
+        fn visit_unit<E>(self) -> Result<Amount<'de>, E> {
+            Ok(Amount::Other)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Amount<'de>, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Amount::Other)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Amount<'de>, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Amount::Other)
+        }
+    }
+    d.deserialize_any(AmountVisitor).map(Some)
+}
+
+/// A resources block as the ceilings read it: [cpu, memory] of requests and limits.
+pub struct ResourcesView<'a> {
+    requests: [Option<Amount<'a>>; 2],
+    limits: [Option<Amount<'a>>; 2],
+}
+
+impl<'a> ResourcesView<'a> {
+    fn of_value(resources: &'a Value) -> Self {
+        let amounts = |section: &str| -> [Option<Amount<'a>>; 2] {
+            let s = resources.get(section);
+            ["cpu", "memory"].map(|r| s.and_then(|s| s.get(r)).map(Amount::of_value))
+        };
+        ResourcesView { requests: amounts("requests"), limits: amounts("limits") }
+    }
+}
+
 /// What the rules read of a spec, from either parse.
 pub struct SpecView<'a> {
     image: Option<&'a str>,
     transport: Option<&'a str>,
-    resources: Option<&'a Value>,
+    resources: Option<ResourcesView<'a>>,
     volumes: usize,
     pod_template: Option<&'a Value>,
     /// Presence of each of REMOVED_FIELDS, in its order.
@@ -402,7 +512,7 @@ impl<'a> SpecView<'a> {
         Some(Self {
             image: map.get("image").and_then(Value::as_str),
             transport: map.get("transport").and_then(Value::as_str),
-            resources: map.get("resources"),
+            resources: map.get("resources").map(ResourcesView::of_value),
             volumes: map.get("volumes").and_then(Value::as_array).map_or(0, Vec::len),
             pod_template: map.get("podTemplateSpec"),
             removed: std::array::from_fn(|i| map.contains_key(REMOVED_FIELDS[i].0)),
@@ -648,7 +758,7 @@ pub fn validate(spec: Option<&SpecView>, namespace: &str, creating: bool, facts:
     }
 
     if let Some(rp) = &rules.proxy_resources
-        && let Some(res) = spec.resources
+        && let Some(res) = &spec.resources
     {
         check_ceiling(res, rp, "spec.resources", &mut out);
     }
@@ -663,20 +773,20 @@ pub fn validate(spec: Option<&SpecView>, namespace: &str, creating: bool, facts:
     out
 }
 
-fn check_ceiling(resources: &Value, rp: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
-    for section in ["requests", "limits"] {
-        for (res, max) in [("cpu", &rp.max.cpu), ("memory", &rp.max.memory)] {
-            let Some(value) = resources.get(section).and_then(|s| s.get(res)) else { continue };
+fn check_ceiling(resources: &ResourcesView, rp: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
+    for (section, amounts) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+        for ((res, max), amount) in [("cpu", &rp.max.cpu), ("memory", &rp.max.memory)].into_iter().zip(amounts) {
+            let Some(amount) = amount else { continue };
             // The field path is built only for a violation: most requests have none.
             let field = || format!("{path}.{section}.{res}");
             let number;
-            let text = match value {
-                Value::String(s) => s.as_str(),
-                Value::Number(n) => {
+            let text = match amount {
+                Amount::Text(s) => s.as_ref(),
+                Amount::Number(n) => {
                     number = n.to_string();
                     number.as_str()
                 }
-                _ => {
+                Amount::Other => {
                     out.push(invalid(field(), "resources", "must be a quantity such as \"500m\" or \"128Mi\"".into()));
                     continue;
                 }
@@ -744,7 +854,7 @@ fn check_pod_template(pts: &Value, rules: &Rules, out: &mut Vec<Violation>) {
                 && c.get("name").and_then(Value::as_str) == Some(MCP_CONTAINER)
                 && let (Some(rp), Some(res)) = (&rules.mcp_resources, c.get("resources"))
             {
-                check_ceiling(res, rp, &format!("{path}.resources"), out);
+                check_ceiling(&ResourcesView::of_value(res), rp, &format!("{path}.resources"), out);
             }
         }
     }
@@ -811,7 +921,14 @@ mod tests {
             envelope(req("UPDATE", "v1beta1", json!({"spec": {"image": "docker.io/x", "transport": "sse"}}),
                 serde_json::from_str(r#"{"spec": {"transport": "sse", "image": "docker.io/x"}}"#).unwrap())),
             envelope(req("UPDATE", "v1beta1", json!({"metadata": {}}), json!({"metadata": {"labels": {}}}))),
+            // Resources of every shape the ceilings read: null, numbers, an escaped
+            // string, a map where a quantity belongs, a null section.
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "resources": {
+                "requests": {"cpu": null, "memory": 5}, "limits": {"cpu": 2.5, "memory": {"x": 1}}}}}), Value::Null)),
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "resources": {
+                "requests": null, "limits": {"cpu": "1500m", "memory": "1Gi\u{1}"}, "claims": [1]}}}), Value::Null)),
             // Value path: types the rules do not expect, a body that is not UTF-8.
+            envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "resources": {"requests": "1"}}}), Value::Null)),
             envelope(req("CREATE", "v1beta1", json!({"spec": {"image": 5, "port": 1}}), Value::Null)),
             envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x", "transport": ["sse"]}}), Value::Null)),
             [&envelope(req("CREATE", "v1beta1", json!({"spec": {"image": "ghcr.io/acme/x"}}), Value::Null))[..], b"\xff"].concat(),
@@ -823,7 +940,7 @@ mod tests {
             }
             assert_eq!(review(body, Mode::Validate, &facts), review_values(body, Mode::Validate, &facts), "{}", String::from_utf8_lossy(body));
         }
-        assert_eq!(typed, 13, "the well-formed reviews take the typed path");
+        assert_eq!(typed, 15, "the well-formed reviews take the typed path");
         let denied = review(&bodies[1], Mode::Validate, &facts);
         assert!(!denied.allowed);
         let message = denied.response.message().unwrap();

@@ -6,10 +6,12 @@ pub mod admission;
 pub mod image;
 pub mod policy;
 pub mod quantity;
+pub mod serve;
 pub mod tls;
 
+pub use serve::{Timeouts, serve_tls, serve_tls_on};
+
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -261,41 +263,6 @@ impl ServerCache {
 
     pub fn count(&self, namespace: &str) -> usize {
         self.views.iter().map(|v| v.read().unwrap().count(namespace)).sum()
-    }
-}
-
-/// Serves `router` over TLS with the given config: HTTP/1.1, keep-alive, header read
-/// timeout, TLS handshake timeout and a whole-request timeout.
-pub async fn serve_tls(addr: SocketAddr, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_tls_on(listener, tls, router).await
-}
-
-pub async fn serve_tls_on(listener: tokio::net::TcpListener, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let service = tower::ServiceBuilder::new()
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10)))
-        .service(router);
-    loop {
-        let (tcp, _peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
-            let hyper_service = hyper_util::service::TowerToHyperService::new(service);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10)).keep_alive(true);
-            let _ = builder.serve_connection(TokioIo::new(tls), hyper_service).await;
-        });
     }
 }
 
