@@ -79,6 +79,9 @@ struct Figures {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The operator's own log set-up (its per-request spans cost what they cost in
+    // the process), written nowhere.
+    toolhive_operator::logging::init(false, std::io::sink);
     let seconds = env_u64("BENCH_SECONDS", 5);
     let connections = env_u64("BENCH_CONNECTIONS", 16) as usize;
     let ca = controlplane::Authority::new("bench-ca").unwrap();

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod resources;
 pub mod status;

@@ -12,21 +12,10 @@ use tracing::{error, info, warn};
 use toolhive_operator::{
     api::MCPServer,
     config::{Args, LEADER_LEASE_NAME, Scope, parse_bind},
-    controller, http, leader,
+    controller, http, leader, logging,
     metrics::Metrics,
     webhook,
 };
-
-fn init_logging(unstructured: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if unstructured {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
-    }
-}
 
 fn fail(message: String) -> ! {
     error!("{message}");
@@ -37,7 +26,7 @@ fn fail(message: String) -> ! {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    init_logging(args.unstructured_logs);
+    logging::init(args.unstructured_logs, std::io::stdout);
     // Exactly one crypto provider for every TLS user in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
