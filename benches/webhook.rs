@@ -1,13 +1,17 @@
 //! Webhook benchmark (not a test): admissions over TLS on loopback with keep-alive.
 //!
 //! The server gets one core (a current-thread runtime on its own OS thread); the load
-//! generator runs on another. Two servers are driven the same way, one after the
+//! generator runs on another. Three servers are driven the same way, one after the
 //! other:
 //! - webhook: the operator's validating endpoint (router, policy, metrics, its TLS
 //!   server with timeouts and hot-reloadable certificate);
-//! - floor: a bare axum route behind rustls that returns a fixed AdmissionReview.
+//! - floor: a bare axum route behind rustls that returns a fixed AdmissionReview;
+//! - reference: the same bare route, but it reads the review into a JSON tree and
+//!   answers with its uid (what a webhook pays before any rule if it decodes the
+//!   review the usual way).
 //!
-//! Reports admissions/s (per server core), p50 and p99 latency and the ratio.
+//! Reports admissions/s (per server core), p50 and p99 latency and the ratio to the
+//! floor.
 //!
 //!   cargo bench --bench webhook            # or: make bench-webhook
 //!   BENCH_SECONDS=10 BENCH_CONNECTIONS=32 cargo bench --bench webhook
@@ -38,7 +42,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A realistic CREATE review: the docs' OSV server with resources, in a team namespace.
+/// A realistic CREATE review: the docs' OSV server with resources, in a team namespace,
+/// written as the API server writes it (the request's fields in its type's order; the
+/// object, a map on its side, with sorted keys).
 fn review_body() -> Bytes {
     let object = json!({
         "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
@@ -51,21 +57,23 @@ fn review_body() -> Bytes {
             "args": ["--verbose"]
         }
     });
-    Bytes::from(
-        json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11", "operation": "CREATE", "namespace": "team-a", "name": "osv",
-                "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
-                "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
-                "requestKind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
-                "userInfo": {"username": "alice", "groups": ["team-a", "system:authenticated"]},
-                "object": object, "oldObject": null, "dryRun": false,
-                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-            }
-        })
-        .to_string(),
-    )
+    let request = [
+        ("uid", json!("0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11")),
+        ("kind", json!({"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"})),
+        ("resource", json!({"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"})),
+        ("requestKind", json!({"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"})),
+        ("requestResource", json!({"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"})),
+        ("name", json!("osv")),
+        ("namespace", json!("team-a")),
+        ("operation", json!("CREATE")),
+        ("userInfo", json!({"username": "alice", "groups": ["team-a", "system:authenticated"]})),
+        ("object", object),
+        ("oldObject", json!(null)),
+        ("dryRun", json!(false)),
+        ("options", json!({"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"})),
+    ];
+    let fields: Vec<String> = request.iter().map(|(k, v)| format!("{}:{v}", json!(k))).collect();
+    Bytes::from(format!(r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{{}}}}}"#, fields.join(",")))
 }
 
 struct Figures {
@@ -111,7 +119,12 @@ fn main() {
     // The floor: bare axum + rustls, fixed answer.
     let floor_addr = {
         let pair = pair.clone();
-        serve_on_one_core("bench-floor", move |listener| async move { bare_server(listener, &pair).await })
+        serve_on_one_core("bench-floor", move |listener| async move { bare_server(listener, &pair, Answer::Fixed).await })
+    };
+    // The reference: the floor plus reading the review into a JSON tree.
+    let tree_addr = {
+        let pair = pair.clone();
+        serve_on_one_core("bench-tree", move |listener| async move { bare_server(listener, &pair, Answer::FromTree).await })
     };
 
     let body = review_body();
@@ -119,33 +132,41 @@ fn main() {
     // so neither pays alone for whatever else the machine is doing.
     let mut ours: Option<Figures> = None;
     let mut floor: Option<Figures> = None;
+    let mut tree: Option<Figures> = None;
     for _ in 0..2 {
         let f = drive(floor_addr, "/review", &body, &ca.cert_pem(), connections, seconds);
         let w = drive(webhook_addr, webhook::VALIDATE_PATH, &body, &ca.cert_pem(), connections, seconds);
-        println!("floor {:.0}/s ({:.1} µs CPU each), webhook {:.0}/s ({:.1} µs CPU each)", f.per_second,
-            f.cpu_per_admission.as_secs_f64() * 1e6, w.per_second, w.cpu_per_admission.as_secs_f64() * 1e6);
+        let t = drive(tree_addr, "/review", &body, &ca.cert_pem(), connections, seconds);
+        let each = |f: &Figures| format!("{:.0}/s ({:.1} µs CPU each)", f.per_second, f.cpu_per_admission.as_secs_f64() * 1e6);
+        println!("floor {}, webhook {}, reference {}", each(&f), each(&w), each(&t));
         floor = Some(best(floor, f));
         ours = Some(best(ours, w));
+        tree = Some(best(tree, t));
     }
-    let (ours, floor) = (ours.unwrap(), floor.unwrap());
+    let (ours, floor, tree) = (ours.unwrap(), floor.unwrap(), tree.unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 
     println!();
-    println!("| server | admissions/s (1 server core) | server CPU per admission | admissions per CPU-second | p50 | p99 | requests |");
-    println!("|---|---|---|---|---|---|---|");
-    for (name, f) in [("toolhive-operator webhook", &ours), ("floor: bare axum + rustls, fixed answer", &floor)] {
+    println!("| server | admissions/s (1 server core) | server CPU per admission | admissions per CPU-second | p50 | p99 | requests | throughput / floor | CPU-efficiency / floor |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, f) in [
+        ("toolhive-operator webhook", &ours),
+        ("floor: bare axum + rustls, fixed answer", &floor),
+        ("reference: floor + review read into a JSON tree", &tree),
+    ] {
         println!(
-            "| {name} | {:.0} | {:.1} µs | {:.0} | {:.3} ms | {:.3} ms | {} |",
+            "| {name} | {:.0} | {:.1} µs | {:.0} | {:.3} ms | {:.3} ms | {} | {:.2}x | {:.2}x |",
             f.per_second,
             f.cpu_per_admission.as_secs_f64() * 1e6,
             1.0 / f.cpu_per_admission.as_secs_f64(),
             ms(f.p50),
             ms(f.p99),
-            f.requests
+            f.requests,
+            f.per_second / floor.per_second,
+            floor.cpu_per_admission.as_secs_f64() / f.cpu_per_admission.as_secs_f64(),
         );
     }
-    println!("| ratio webhook / floor | {:.2}x | {:.2}x | | | | |", ours.per_second / floor.per_second,
-        floor.cpu_per_admission.as_secs_f64() / ours.cpu_per_admission.as_secs_f64());
+    println!("ratio webhook / floor: {:.2}x", ours.per_second / floor.per_second);
 }
 
 fn best(a: Option<Figures>, b: Figures) -> Figures {
@@ -192,7 +213,16 @@ where
     rx.recv().unwrap()
 }
 
-async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::PemPair) {
+/// What a bare server answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// The same AdmissionReview every time.
+    Fixed,
+    /// The review read into a JSON tree, answered with its uid.
+    FromTree,
+}
+
+async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::PemPair, kind: Answer) {
     let certs = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
     let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).unwrap().unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -203,15 +233,18 @@ async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::Pem
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let answer = Bytes::from(
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-               "response": {"uid": "0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11", "allowed": true}})
-        .to_string(),
-    );
+    let allow = |uid: &str| Bytes::from(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}}).to_string());
+    let fixed = allow("0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11");
     let router = Router::new().route(
         "/review",
-        post(move |_body: Bytes| {
-            let answer = answer.clone();
+        post(move |body: Bytes| {
+            let answer = match kind {
+                Answer::Fixed => fixed.clone(),
+                Answer::FromTree => {
+                    let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    allow(review["request"]["uid"].as_str().unwrap_or_default())
+                }
+            };
             async move { ([("content-type", "application/json")], answer) }
         }),
     );
@@ -266,6 +299,11 @@ fn drive((addr, server_tid): (SocketAddr, i32), path: &str, body: &Bytes, ca_pem
                         assert_eq!(resp.status(), 200);
                         let answer = resp.into_body().collect().await.unwrap().to_bytes();
                         assert!(answer.starts_with(b"{"), "an AdmissionReview came back");
+                        if sent == 0 {
+                            // Both servers must be measured admitting the object, not failing it.
+                            let review: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+                            assert_eq!(review["response"]["allowed"], true, "{review}");
+                        }
                         sent += 1;
                         if t >= measure_from {
                             latencies.push(t.elapsed());

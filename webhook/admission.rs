@@ -57,6 +57,13 @@ pub struct AnswerStatus {
     pub status: &'static str,
 }
 
+impl Outcome {
+    /// The request's uid as echoed in the answer ("" when none could be read).
+    pub fn uid(&self) -> &str {
+        &self.response.response.uid
+    }
+}
+
 impl Answer {
     /// The denial message, if this answer denies.
     pub fn message(&self) -> Option<&str> {
@@ -71,7 +78,6 @@ pub struct Outcome {
     pub allowed: bool,
     /// Low-cardinality reason: "allowed", "mutated", a rule name, or "malformed".
     pub reason: &'static str,
-    pub uid: String,
     pub namespace: String,
     pub operation: &'static str,
 }
@@ -134,10 +140,9 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
     let uid = request.and_then(|r| r.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
     let api_version = answer_version(parsed.as_ref().ok().and_then(|v| v.get("apiVersion")).and_then(Value::as_str));
     let malformed = |uid: &str, message: String| Outcome {
-        response: response(api_version, uid, false, Some((400, "BadRequest", message)), None, &[]),
+        response: response(api_version, uid.to_string(), false, Some((400, "BadRequest", message)), None, &[]),
         allowed: false,
         reason: "malformed",
-        uid: uid.to_string(),
         namespace: String::new(),
         operation: "UNKNOWN",
     };
@@ -161,10 +166,9 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
     }
     let warnings = warnings_for(request.get("kind").and_then(|k| k.get("version")).and_then(Value::as_str).unwrap_or_default());
     let base = |allowed: bool, reason: &'static str, status, patch| Outcome {
-        response: response(api_version, &uid, allowed, status, patch, &warnings),
+        response: response(api_version, uid.clone(), allowed, status, patch, &warnings),
         allowed,
         reason,
-        uid: uid.clone(),
         namespace: namespace.clone(),
         operation,
     };
@@ -260,20 +264,78 @@ struct TypedReview<'a> {
     request: TypedRequest<'a>,
 }
 
-#[derive(serde::Deserialize)]
+/// The request's fields the rules read. Deserialized by hand (below) for one reason:
+/// the API server sends `operation` before `object`, so a CREATE's spec (nothing to
+/// compare it with) is read straight into its typed fields in the same pass.
 struct TypedRequest<'a> {
-    #[serde(borrow)]
     uid: Cow<'a, str>,
-    #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     kind: TypedKind<'a>,
-    #[serde(borrow, default)]
-    object: Option<TypedObject<'a>>,
-    #[serde(rename = "oldObject", borrow, default)]
+    object: Option<ObjectRead<'a>>,
     old_object: Option<TypedObject<'a>>,
+}
+
+/// The object as read in the pass over the body.
+enum ObjectRead<'a> {
+    /// A CREATE's object, spec parsed (None: absent or null).
+    Created { deleting: bool, spec: Option<TypedSpec<'a>> },
+    /// Any other operation's (or a body in another field order): the spec's text,
+    /// parsed once it has been compared with the old object's.
+    Text(TypedObject<'a>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypedRequest<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = TypedRequest<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an AdmissionReview request")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                use serde::de::Error;
+                let (mut uid, mut operation, mut namespace, mut kind, mut object, mut old_object) = (None, None, None, None, None, None);
+                // A repeated field fails the typed read (the Value path then answers),
+                // as a derived Deserialize would.
+                fn once<T, E: Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+                    if slot.replace(value).is_some() { Err(E::duplicate_field(name)) } else { Ok(()) }
+                }
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "uid" => once(&mut uid, map.next_value()?, "uid")?,
+                        "operation" => once(&mut operation, map.next_value()?, "operation")?,
+                        "namespace" => once(&mut namespace, map.next_value::<Option<Cow<'de, str>>>()?, "namespace")?,
+                        "kind" => once(&mut kind, map.next_value()?, "kind")?,
+                        "object" => {
+                            let read = if operation.as_deref() == Some("CREATE") {
+                                map.next_value::<Option<CreatedObject>>()?.map(|o| ObjectRead::Created {
+                                    deleting: o.metadata.is_some_and(|m| m.deleting),
+                                    spec: o.spec,
+                                })
+                            } else {
+                                map.next_value::<Option<TypedObject>>()?.map(ObjectRead::Text)
+                            };
+                            once(&mut object, read, "object")?
+                        }
+                        "oldObject" => once(&mut old_object, map.next_value::<Option<TypedObject>>()?, "oldObject")?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(TypedRequest {
+                    uid: uid.ok_or_else(|| M::Error::missing_field("uid"))?,
+                    operation: operation.ok_or_else(|| M::Error::missing_field("operation"))?,
+                    namespace: namespace.flatten(),
+                    kind: kind.ok_or_else(|| M::Error::missing_field("kind"))?,
+                    object: object.flatten(),
+                    old_object: old_object.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -294,6 +356,15 @@ struct TypedObject<'a> {
     /// for an explicit null, as the Value path sees it.
     #[serde(borrow, default, deserialize_with = "some_raw")]
     spec: Option<&'a RawValue>,
+}
+
+/// A CREATE's object: the spec read into its typed fields in the same pass.
+#[derive(serde::Deserialize)]
+struct CreatedObject<'a> {
+    #[serde(default)]
+    metadata: Option<TypedMeta>,
+    #[serde(borrow, default)]
+    spec: Option<TypedSpec<'a>>,
 }
 
 fn some_raw<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
@@ -548,21 +619,24 @@ fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
     let (allowed, reason, status) = if never_reviewed(operation) {
         (true, "allowed", None)
     } else {
-        let object = r.object?;
-        let deleting = object.metadata.is_some_and(|m| m.deleting);
-        let unchanged = r.old_object.is_some_and(|old| same_spec(old.spec, object.spec));
-        let spec = match object.spec {
-            Some(raw) if raw.get().starts_with('{') => Some(serde_json::from_str::<TypedSpec>(raw.get()).ok()?),
-            _ => None,
+        let (deleting, unchanged, spec) = match r.object? {
+            ObjectRead::Created { deleting, spec } => (deleting, false, spec),
+            ObjectRead::Text(object) => {
+                let unchanged = r.old_object.is_some_and(|old| same_spec(old.spec, object.spec));
+                let spec = match object.spec {
+                    Some(raw) if raw.get().starts_with('{') => Some(serde_json::from_str::<TypedSpec>(raw.get()).ok()?),
+                    _ => None,
+                };
+                (object.metadata.is_some_and(|m| m.deleting), unchanged, spec)
+            }
         };
         let view = spec.as_ref().map(TypedSpec::view);
         verdict(operation, namespace, view.as_ref(), unchanged, deleting, facts)
     };
     Some(Outcome {
-        response: response(api_version, &r.uid, allowed, status, None, &warnings),
+        response: response(api_version, r.uid.into_owned(), allowed, status, None, &warnings),
         allowed,
         reason,
-        uid: r.uid.into_owned(),
         namespace: namespace.to_string(),
         operation,
     })
@@ -583,12 +657,12 @@ fn same_spec(old: Option<&RawValue>, new: Option<&RawValue>) -> bool {
     }
 }
 
-fn response(api_version: &'static str, uid: &str, allowed: bool, status: Option<(u16, &'static str, String)>, patch: Option<String>, warnings: &[String]) -> Answer {
+fn response(api_version: &'static str, uid: String, allowed: bool, status: Option<(u16, &'static str, String)>, patch: Option<String>, warnings: &[String]) -> Answer {
     Answer {
         api_version,
         kind: "AdmissionReview",
         response: AnswerBody {
-            uid: uid.to_string(),
+            uid,
             allowed,
             status: status.map(|(code, reason, message)| AnswerStatus { code, reason, message, status: "Failure" }),
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
@@ -878,6 +952,19 @@ mod tests {
         serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})).unwrap()
     }
 
+    /// The review as the API server writes it: the request's fields in the order of
+    /// its AdmissionRequest type (json! sorts keys, which puts `object` first).
+    fn as_sent(body: &[u8]) -> Option<Vec<u8>> {
+        const ORDER: [&str; 15] = ["uid", "kind", "resource", "subResource", "requestKind", "requestResource", "requestSubResource",
+            "name", "namespace", "operation", "userInfo", "object", "oldObject", "dryRun", "options"];
+        let review: Value = serde_json::from_slice(body).ok()?;
+        let fields = review.get("request")?.as_object()?;
+        let mut keys: Vec<&String> = fields.keys().filter(|k| !ORDER.contains(&k.as_str())).collect();
+        keys.splice(0..0, ORDER.iter().filter_map(|k| fields.get_key_value(*k).map(|(k, _)| k)));
+        let request = keys.iter().map(|k| format!("{}:{}", Value::from(k.as_str()), fields[k.as_str()])).collect::<Vec<_>>().join(",");
+        Some(format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{{request}}}}}"#).into_bytes())
+    }
+
     fn req(op: &str, version: &str, object: Value, old: Value) -> Value {
         json!({
             "uid": "u-1", "operation": op, "namespace": "team-a", "userInfo": {"username": "alice"},
@@ -941,6 +1028,16 @@ mod tests {
             assert_eq!(review(body, Mode::Validate, &facts), review_values(body, Mode::Validate, &facts), "{}", String::from_utf8_lossy(body));
         }
         assert_eq!(typed, 15, "the well-formed reviews take the typed path");
+        // In the API server's field order a CREATE's spec is read in the one pass.
+        let mut read_in_one_pass = 0;
+        for body in bodies.iter().filter_map(|b| as_sent(b)) {
+            let text = std::str::from_utf8(&body).unwrap();
+            if let Ok(TypedReview { request: TypedRequest { object: Some(ObjectRead::Created { .. }), .. }, .. }) = serde_json::from_str(text) {
+                read_in_one_pass += 1;
+            }
+            assert_eq!(review(&body, Mode::Validate, &facts), review_values(&body, Mode::Validate, &facts), "{text}");
+        }
+        assert_eq!(read_in_one_pass, 7, "the well-formed CREATEs with an object are read in one pass");
         let denied = review(&bodies[1], Mode::Validate, &facts);
         assert!(!denied.allowed);
         let message = denied.response.message().unwrap();

@@ -20,8 +20,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State},
-    http::StatusCode,
-    response::IntoResponse,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
     routing::post,
 };
 use futures::StreamExt;
@@ -105,22 +105,22 @@ async fn validate(State(s): State<Arc<Served>>, body: Bytes) -> impl IntoRespons
     handle(&s.state, &s.validate, Mode::Validate, &body)
 }
 
-fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> (StatusCode, axum::Json<admission::Answer>) {
+fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> Response {
     let m = &s.metrics;
     m.webhook_in_flight.inc();
     let start = Instant::now();
     let policy = s.policy.read().unwrap().clone();
     let facts = Facts { policy: &policy, scope: &s.scope, server_count: &*s.counts };
     let outcome = admission::review(body, mode, &facts);
-    let code = if outcome.reason == "malformed" && outcome.uid.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let code = if outcome.reason == "malformed" && outcome.uid().is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let decision = if outcome.allowed { "allowed" } else { "denied" };
     // A span per request only at debug level: formatting one for every admission
     // costs more than the rules. A denial is logged at info with the same fields.
-    let _span = debug_span!("admission", webhook = hook.name, uid = %outcome.uid, namespace = %outcome.namespace,
+    let _span = debug_span!("admission", webhook = hook.name, uid = outcome.uid(), namespace = %outcome.namespace,
         operation = outcome.operation, decision, reason = outcome.reason).entered();
     if !outcome.allowed {
         let message = outcome.response.message().unwrap_or_default();
-        info!(webhook = hook.name, uid = %outcome.uid, namespace = %outcome.namespace, operation = outcome.operation,
+        info!(webhook = hook.name, uid = outcome.uid(), namespace = %outcome.namespace, operation = outcome.operation,
             decision, reason = outcome.reason, message, "admission denied");
     }
     // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
@@ -133,7 +133,17 @@ fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> (Sta
     }
     hook.latency.observe(start.elapsed().as_secs_f64());
     m.webhook_in_flight.dec();
-    (code, axum::Json(outcome.response))
+    json_response(code, &outcome.response)
+}
+
+/// The answer as JSON, written into a buffer that fits a typical answer at once.
+fn json_response(code: StatusCode, answer: &admission::Answer) -> Response {
+    let mut text = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut text, answer) {
+        Ok(()) => (code, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response(),
+        // Only string-keyed structs are written, which cannot fail; answer plainly if it did.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("writing the AdmissionReview answer: {e}")).into_response(),
+    }
 }
 
 /// Loads the policy file; None path means the permissive default.
