@@ -34,12 +34,16 @@ namespaces:
 "##;
 
 fn app(scope: Scope) -> axum::Router {
+    app_with_metrics(scope, Metrics::default())
+}
+
+fn app_with_metrics(scope: Scope, metrics: Metrics) -> axum::Router {
     let policy = TenancyPolicy::from_text(POLICY).unwrap();
     webhook::router(webhook::WebhookState {
         policy: Arc::new(RwLock::new(Arc::new(policy))),
         scope: Arc::new(scope),
         counts: Arc::new(|ns: &str| if ns == "team-b" { 2 } else { 0 }),
-        metrics: Metrics::default(),
+        metrics,
     })
 }
 
@@ -221,7 +225,11 @@ async fn malformed_inputs_get_well_formed_answers() {
     assert!(message(&out["response"]).contains("spec.resources.limits.cpu: Invalid value"), "{out}");
 
     // Over the body limit: refused by the server, never buffered whole.
+    // Counted in the request metric like any other answer.
     let huge = vec![b' '; webhook::MAX_BODY_BYTES + 10];
-    let (code, _) = call(app(Scope::Cluster), VALIDATE_PATH, huge).await;
+    let metrics = Metrics::default();
+    let (code, _) = call(app_with_metrics(Scope::Cluster, metrics.clone()), VALIDATE_PATH, huge).await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    let text = metrics.render();
+    assert!(text.contains(r#"controller_runtime_webhook_requests_total{code="413",webhook="validate-mcpserver"} 1"#), "{text}");
 }

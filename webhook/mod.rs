@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    body::{Body, Bytes},
+    extract::State,
     http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
     routing::post,
@@ -91,18 +91,38 @@ pub fn router(state: WebhookState) -> Router {
         .route(VALIDATE_PATH, post(validate))
         .route(MUTATE_PATH_V1ALPHA1, post(mutate))
         .route(VALIDATE_PATH_V1ALPHA1, post(validate))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(served))
 }
 
 // The state is shared behind one Arc: axum clones it per request, and cloning the
 // metric handles one by one cost more than the admission rules themselves.
-async fn mutate(State(s): State<Arc<Served>>, body: Bytes) -> impl IntoResponse {
-    handle(&s.state, &s.mutate, Mode::Mutate, &body)
+async fn mutate(State(s): State<Arc<Served>>, body: Body) -> Response {
+    answer(&s, &s.mutate, Mode::Mutate, body).await
 }
 
-async fn validate(State(s): State<Arc<Served>>, body: Bytes) -> impl IntoResponse {
-    handle(&s.state, &s.validate, Mode::Validate, &body)
+async fn validate(State(s): State<Arc<Served>>, body: Body) -> Response {
+    answer(&s, &s.validate, Mode::Validate, body).await
+}
+
+async fn answer(s: &Served, hook: &HookMetrics, mode: Mode, body: Body) -> Response {
+    match read_limited(body).await {
+        Ok(body) => handle(&s.state, hook, mode, &body),
+        Err((code, message)) => {
+            s.state.metrics.webhook_requests.with_label_values(&[hook.name, code.as_str()]).inc();
+            (code, message).into_response()
+        }
+    }
+}
+
+/// The request body, up to the largest legal AdmissionReview. Read here, not by
+/// axum's body-limit layer, so a refused body is counted like any other answer.
+async fn read_limited(body: Body) -> Result<Bytes, (StatusCode, &'static str)> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)")),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "request body could not be read")),
+    }
 }
 
 fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> Response {
