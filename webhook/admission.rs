@@ -285,6 +285,12 @@ enum ObjectRead<'a> {
     Text(TypedObject<'a>),
 }
 
+/// A string borrowed from the body unless it has escapes (a bare `Cow<str>` read by
+/// hand is always an owned copy: serde borrows only where a derive says `borrow`).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 impl<'de: 'a, 'a> Deserialize<'de> for TypedRequest<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Fields;
@@ -301,11 +307,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for TypedRequest<'a> {
                 fn once<T, E: Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
                     if slot.replace(value).is_some() { Err(E::duplicate_field(name)) } else { Ok(()) }
                 }
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Text(key)) = map.next_key()? {
                     match key.as_ref() {
-                        "uid" => once(&mut uid, map.next_value()?, "uid")?,
-                        "operation" => once(&mut operation, map.next_value()?, "operation")?,
-                        "namespace" => once(&mut namespace, map.next_value::<Option<Cow<'de, str>>>()?, "namespace")?,
+                        "uid" => once(&mut uid, map.next_value::<Text>()?.0, "uid")?,
+                        "operation" => once(&mut operation, map.next_value::<Text>()?.0, "operation")?,
+                        "namespace" => once(&mut namespace, map.next_value::<Option<Text>>()?.map(|t| t.0), "namespace")?,
                         "kind" => once(&mut kind, map.next_value()?, "kind")?,
                         "object" => {
                             let read = if operation.as_deref() == Some("CREATE") {
@@ -1032,7 +1038,8 @@ mod tests {
         let mut read_in_one_pass = 0;
         for body in bodies.iter().filter_map(|b| as_sent(b)) {
             let text = std::str::from_utf8(&body).unwrap();
-            if let Ok(TypedReview { request: TypedRequest { object: Some(ObjectRead::Created { .. }), .. }, .. }) = serde_json::from_str(text) {
+            if let Ok(TypedReview { request: TypedRequest { object: Some(ObjectRead::Created { .. }), uid, operation, .. }, .. }) = serde_json::from_str(text) {
+                assert!(matches!((uid, operation), (Cow::Borrowed(_), Cow::Borrowed(_))), "borrowed from the body, not copied");
                 read_in_one_pass += 1;
             }
             assert_eq!(review(&body, Mode::Validate, &facts), review_values(&body, Mode::Validate, &facts), "{text}");
