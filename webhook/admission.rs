@@ -28,16 +28,17 @@ pub struct Facts<'a> {
 /// The AdmissionReview sent back, serialized straight from these fields (no JSON
 /// tree is built per request).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Answer {
+pub struct Answer<'a> {
     #[serde(rename = "apiVersion")]
     pub api_version: &'static str,
     pub kind: &'static str,
-    pub response: AnswerBody,
+    pub response: AnswerBody<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AnswerBody {
-    pub uid: String,
+pub struct AnswerBody<'a> {
+    /// Borrowed from the request body when it could be.
+    pub uid: Cow<'a, str>,
     pub allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<AnswerStatus>,
@@ -57,14 +58,14 @@ pub struct AnswerStatus {
     pub status: &'static str,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     /// The request's uid as echoed in the answer ("" when none could be read).
     pub fn uid(&self) -> &str {
         &self.response.response.uid
     }
 }
 
-impl Answer {
+impl Answer<'_> {
     /// The denial message, if this answer denies.
     pub fn message(&self) -> Option<&str> {
         self.response.status.as_ref().map(|s| s.message.as_str())
@@ -73,12 +74,12 @@ impl Answer {
 
 /// The outcome, with bounded values for metric labels and log fields.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub response: Answer,
+pub struct Outcome<'a> {
+    pub response: Answer<'a>,
     pub allowed: bool,
     /// Low-cardinality reason: "allowed", "mutated", a rule name, or "malformed".
     pub reason: &'static str,
-    pub namespace: String,
+    pub namespace: Cow<'a, str>,
     pub operation: &'static str,
 }
 
@@ -123,7 +124,7 @@ fn operation_label(op: &str) -> &'static str {
 
 /// Handles one AdmissionReview body. Never panics; malformed input yields a denial
 /// that says what was wrong (echoing the uid when one could be read).
-pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
+pub fn review<'a>(body: &'a [u8], mode: Mode, facts: &Facts) -> Outcome<'a> {
     if mode == Mode::Validate
         && let Some(outcome) = validate_typed(body, facts)
     {
@@ -134,16 +135,16 @@ pub fn review(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
 
 /// The general path: the whole review as a JSON tree (mutation diffs it; every
 /// malformed case is worded here).
-fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
+fn review_values<'a>(body: &'a [u8], mode: Mode, facts: &Facts) -> Outcome<'a> {
     let parsed: Result<Value, _> = serde_json::from_slice(body);
     let request = parsed.as_ref().ok().and_then(|v| v.get("request"));
     let uid = request.and_then(|r| r.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
     let api_version = answer_version(parsed.as_ref().ok().and_then(|v| v.get("apiVersion")).and_then(Value::as_str));
     let malformed = |uid: &str, message: String| Outcome {
-        response: response(api_version, uid.to_string(), false, Some((400, "BadRequest", message)), None, &[]),
+        response: response(api_version, Cow::Owned(uid.to_string()), false, Some((400, "BadRequest", message)), None, &[]),
         allowed: false,
         reason: "malformed",
-        namespace: String::new(),
+        namespace: Cow::Borrowed(""),
         operation: "UNKNOWN",
     };
     let request = match (&parsed, request) {
@@ -161,15 +162,15 @@ fn review_values(body: &[u8], mode: Mode, facts: &Facts) -> Outcome {
     if kind != "MCPServer" || group != crate::api::GROUP {
         let mut out = malformed(&uid, format!("this webhook admits toolhive.stacklok.dev MCPServers only, not {group}/{kind}"));
         out.operation = operation;
-        out.namespace = namespace;
+        out.namespace = Cow::Owned(namespace);
         return out;
     }
     let warnings = warnings_for(request.get("kind").and_then(|k| k.get("version")).and_then(Value::as_str).unwrap_or_default());
     let base = |allowed: bool, reason: &'static str, status, patch| Outcome {
-        response: response(api_version, uid.clone(), allowed, status, patch, &warnings),
+        response: response(api_version, Cow::Owned(uid.clone()), allowed, status, patch, &warnings),
         allowed,
         reason,
-        namespace: namespace.clone(),
+        namespace: Cow::Owned(namespace.clone()),
         operation,
     };
     if never_reviewed(operation) {
@@ -610,12 +611,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// The validating path for well-formed reviews of MCPServers. None sends the request
 /// to the Value path, which words every malformed case.
-fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
+fn validate_typed<'a>(body: &'a [u8], facts: &Facts) -> Option<Outcome<'a>> {
     // One UTF-8 check of the whole body instead of one per string.
     let text = std::str::from_utf8(body).ok()?;
     let review: TypedReview = serde_json::from_str(text).ok()?;
     let r = review.request;
-    let namespace = r.namespace.as_deref().unwrap_or_default();
+    let namespace = r.namespace.unwrap_or_default();
     if r.uid.is_empty() || r.kind.kind != "MCPServer" || r.kind.group != crate::api::GROUP || namespace.is_empty() {
         return None;
     }
@@ -637,13 +638,13 @@ fn validate_typed(body: &[u8], facts: &Facts) -> Option<Outcome> {
             }
         };
         let view = spec.as_ref().map(TypedSpec::view);
-        verdict(operation, namespace, view.as_ref(), unchanged, deleting, facts)
+        verdict(operation, &namespace, view.as_ref(), unchanged, deleting, facts)
     };
     Some(Outcome {
-        response: response(api_version, r.uid.into_owned(), allowed, status, None, &warnings),
+        response: response(api_version, r.uid, allowed, status, None, &warnings),
         allowed,
         reason,
-        namespace: namespace.to_string(),
+        namespace,
         operation,
     })
 }
@@ -663,7 +664,7 @@ fn same_spec(old: Option<&RawValue>, new: Option<&RawValue>) -> bool {
     }
 }
 
-fn response(api_version: &'static str, uid: String, allowed: bool, status: Option<(u16, &'static str, String)>, patch: Option<String>, warnings: &[String]) -> Answer {
+fn response<'a>(api_version: &'static str, uid: Cow<'a, str>, allowed: bool, status: Option<(u16, &'static str, String)>, patch: Option<String>, warnings: &[String]) -> Answer<'a> {
     Answer {
         api_version,
         kind: "AdmissionReview",

@@ -23,13 +23,17 @@ impl<'a> ImageRef<'a> {
         if image.is_empty() {
             return Err("image is empty".into());
         }
-        if image.len() > 4096 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Byte checks first (every reference an API server sends is ASCII); the
+        // Unicode ones only for text that is not.
+        let blank_or_control = image.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            || (!image.is_ascii() && image.chars().any(|c| c.is_whitespace() || c.is_control()));
+        if image.len() > 4096 || blank_or_control {
             return Err(format!("{image:?} is not a valid image reference"));
         }
         let (rest, digest) = match image.split_once('@') {
             Some((r, d)) => {
                 let (algo, hex) = d.split_once(':').ok_or_else(|| format!("digest {d:?} must be <algorithm>:<hex>"))?;
-                if algo.is_empty() || hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                if algo.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!("digest {d:?} must be <algorithm>:<hex>"));
                 }
                 (r, Some(d))
@@ -42,7 +46,7 @@ impl<'a> ImageRef<'a> {
             _ => (rest, None),
         };
         if let Some(t) = &tag
-            && (t.is_empty() || t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+            && (t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
         {
             return Err(format!("tag {t:?} is not valid"));
         }
@@ -54,7 +58,7 @@ impl<'a> ImageRef<'a> {
             _ => (Cow::Borrowed(DOCKER_HUB), Cow::Borrowed(name)),
         };
         if let Some((host, port)) = registry.split_once(':')
-            && (host.is_empty() || port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
+            && (host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(format!("registry {registry:?} is not a valid host[:port]"));
         }
@@ -62,7 +66,7 @@ impl<'a> ImageRef<'a> {
         let repository = if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
         if repository.is_empty()
             || repository.split('/').any(|seg| {
-                seg.is_empty() || !seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
             })
         {
             return Err(format!("repository {repository:?} is not valid (lowercase path segments separated by '/')"));
@@ -125,6 +129,10 @@ mod tests {
         assert!(ImageRef::parse("").is_err());
         assert!(ImageRef::parse("UPPER/case").is_err());
         assert!(ImageRef::parse("a b").is_err());
+        assert!(ImageRef::parse("a\u{a0}b").is_err(), "a Unicode space");
+        assert!(ImageRef::parse("ghcr.io/acme/x:t\u{e9}").is_err(), "a non-ASCII tag");
+        assert!(ImageRef::parse("ghcr.io/acm\u{e9}/x").is_err(), "a non-ASCII repository");
+        assert!(ImageRef::parse("ghcr.io:5x/acme/x").is_err(), "a port that is not a number");
         assert!(ImageRef::parse("x@sha256").is_err());
         assert!(ImageRef::parse("x:bad/tag").is_err());
     }

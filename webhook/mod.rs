@@ -144,7 +144,7 @@ fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> Resp
             decision, reason = outcome.reason, message, "admission denied");
     }
     // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
-    let ns_label = if s.scope.allows(&outcome.namespace) && !outcome.namespace.is_empty() { outcome.namespace.as_str() } else { "other" };
+    let ns_label = if s.scope.allows(&outcome.namespace) && !outcome.namespace.is_empty() { outcome.namespace.as_ref() } else { "other" };
     m.admission_decisions.with_label_values(&[ns_label, outcome.operation, decision, outcome.reason]).inc();
     if code == StatusCode::OK {
         hook.answered_ok.inc();
