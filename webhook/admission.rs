@@ -280,7 +280,7 @@ struct TypedRequest<'a> {
 /// The object as read in the pass over the body.
 enum ObjectRead<'a> {
     /// A CREATE's object, spec parsed (None: absent or null).
-    Created { deleting: bool, spec: Option<TypedSpec<'a>> },
+    Created { deleting: bool, spec: Option<Box<TypedSpec<'a>>> },
     /// Any other operation's (or a body in another field order): the spec's text,
     /// parsed once it has been compared with the old object's.
     Text(TypedObject<'a>),
@@ -371,7 +371,9 @@ struct CreatedObject<'a> {
     #[serde(default)]
     metadata: Option<TypedMeta>,
     #[serde(borrow, default)]
-    spec: Option<TypedSpec<'a>>,
+    /// Boxed: the typed spec is a few hundred bytes, and each layer of the
+    /// deserializer would otherwise move it by value.
+    spec: Option<Box<TypedSpec<'a>>>,
 }
 
 fn some_raw<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
@@ -631,13 +633,13 @@ fn validate_typed<'a>(body: &'a [u8], facts: &Facts) -> Option<Outcome<'a>> {
             ObjectRead::Text(object) => {
                 let unchanged = r.old_object.is_some_and(|old| same_spec(old.spec, object.spec));
                 let spec = match object.spec {
-                    Some(raw) if raw.get().starts_with('{') => Some(serde_json::from_str::<TypedSpec>(raw.get()).ok()?),
+                    Some(raw) if raw.get().starts_with('{') => Some(serde_json::from_str::<Box<TypedSpec>>(raw.get()).ok()?),
                     _ => None,
                 };
                 (object.metadata.is_some_and(|m| m.deleting), unchanged, spec)
             }
         };
-        let view = spec.as_ref().map(TypedSpec::view);
+        let view = spec.as_deref().map(TypedSpec::view);
         verdict(operation, &namespace, view.as_ref(), unchanged, deleting, facts)
     };
     Some(Outcome {
