@@ -27,6 +27,19 @@ pub struct Args {
     /// Directory holding tls.crt and tls.key for the webhook (a mounted Secret).
     #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
     pub webhook_cert_dir: PathBuf,
+    /// Be the webhook's certificate authority: keep a CA and serving certificate in
+    /// this Secret of the operator's namespace (which must exist), renew them, and
+    /// publish the CA as the caBundle of --webhook-configuration. Unset: read the pair
+    /// from --webhook-cert-dir.
+    #[arg(long)]
+    pub webhook_cert_secret: Option<String>,
+    /// DNS names and IP addresses for the serving certificate (with --webhook-cert-secret).
+    #[arg(long, value_delimiter = ',')]
+    pub webhook_cert_hosts: Vec<String>,
+    /// Name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is kept
+    /// current (with --webhook-cert-secret).
+    #[arg(long, default_value = "")]
+    pub webhook_configuration: String,
     /// Tenancy policy file (YAML or JSON). Without it every namespace the operator
     /// watches is allowed and no registry restriction applies.
     #[arg(long, env = "TOOLHIVE_TENANCY_POLICY")]

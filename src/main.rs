@@ -51,10 +51,26 @@ async fn main() {
     } else {
         let addr = parse_bind(&args.webhook_bind_address).unwrap_or_else(|e| fail(e));
         let certs = webhook::tls::CertStore::new(&args.webhook_cert_dir);
-        if let Err(e) = certs.reload() {
-            warn!(error = %e, "webhook certificate not available yet; will keep trying");
+        match args.webhook_cert_secret.clone() {
+            Some(secret) => {
+                if args.webhook_cert_hosts.is_empty() || args.webhook_configuration.is_empty() {
+                    fail("--webhook-cert-secret needs --webhook-cert-hosts and --webhook-configuration".into());
+                }
+                let issuer = webhook::issuer::IssuerConfig {
+                    namespace: args.pod_namespace.clone(),
+                    secret,
+                    hosts: args.webhook_cert_hosts.clone(),
+                    configuration: args.webhook_configuration.clone(),
+                };
+                tokio::spawn(webhook::issuer::keep(client.clone(), issuer, certs.clone(), Duration::from_secs(60), metrics.clone()));
+            }
+            None => {
+                if let Err(e) = certs.reload() {
+                    warn!(error = %e, "webhook certificate not available yet; will keep trying");
+                }
+                tokio::spawn(certs.clone().watch(Duration::from_secs(10), metrics.clone()));
+            }
         }
-        tokio::spawn(certs.clone().watch(Duration::from_secs(10), metrics.clone()));
         let policy = Arc::new(RwLock::new(Arc::new(policy)));
         if let Some(path) = args.tenancy_policy.clone() {
             tokio::spawn(webhook::watch_policy(path, policy.clone(), Duration::from_secs(5), metrics.clone()));

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod image;
+pub mod issuer;
 pub mod policy;
 pub mod quantity;
 pub mod serve;

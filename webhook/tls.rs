@@ -30,12 +30,18 @@ impl CertStore {
     /// Loads tls.crt/tls.key if they changed. Ok(true) when a new pair went live.
     pub fn reload(&self) -> Result<bool, String> {
         let (cert_pem, key_pem) = read_pair(&self.dir)?;
-        let mut fingerprint = cert_pem.clone();
-        fingerprint.extend_from_slice(&key_pem);
+        self.install(&cert_pem, &key_pem)
+    }
+
+    /// Serves this pair from the next handshake on, if it differs from the current one
+    /// and loads. Ok(true) when a new pair went live.
+    pub fn install(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, String> {
+        let mut fingerprint = cert_pem.to_vec();
+        fingerprint.extend_from_slice(key_pem);
         if self.current.read().unwrap().as_ref().is_some_and(|(_, f)| *f == fingerprint) {
             return Ok(false);
         }
-        let key = certified_key(&cert_pem, &key_pem)?;
+        let key = certified_key(cert_pem, key_pem)?;
         *self.current.write().unwrap() = Some((Arc::new(key), fingerprint));
         Ok(true)
     }
