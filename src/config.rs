@@ -40,6 +40,9 @@ pub struct Args {
     /// current (with --webhook-cert-secret).
     #[arg(long, default_value = "")]
     pub webhook_configuration: String,
+    /// How often the operator-issued certificates are checked for renewal.
+    #[arg(long, default_value_t = 60)]
+    pub webhook_cert_check_seconds: u64,
     /// Tenancy policy file (YAML or JSON). Without it every namespace the operator
     /// watches is allowed and no registry restriction applies.
     #[arg(long, env = "TOOLHIVE_TENANCY_POLICY")]

@@ -62,7 +62,7 @@ async fn main() {
                     hosts: args.webhook_cert_hosts.clone(),
                     configuration: args.webhook_configuration.clone(),
                 };
-                tokio::spawn(webhook::issuer::keep(client.clone(), issuer, certs.clone(), Duration::from_secs(60), metrics.clone()));
+                tokio::spawn(webhook::issuer::keep(client.clone(), issuer, certs.clone(), Duration::from_secs(args.webhook_cert_check_seconds.max(1)), metrics.clone()));
             }
             None => {
                 if let Err(e) = certs.reload() {

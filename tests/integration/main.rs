@@ -6,3 +6,4 @@ mod controlplane_basics;
 mod operator_e2e;
 mod chart_modes;
 mod cluster_mode;
+mod operator_certs;

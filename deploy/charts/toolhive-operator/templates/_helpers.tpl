@@ -106,3 +106,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{- /* Names the operator-issued serving certificate covers: the Service's DNS names, or
+       the host of webhook.url when the API server calls a URL. */}}
+{{- define "toolhive-operator.webhookCertHosts" -}}
+{{- $name := include "toolhive-operator.webhookName" . -}}
+{{- if .Values.webhook.url -}}
+{{- (urlParse .Values.webhook.url).hostname -}}
+{{- else -}}
+{{- printf "%s.%s.svc,%s.%s,%s" $name .Release.Namespace $name .Release.Namespace $name -}}
+{{- end -}}
+{{- end -}}
