@@ -67,14 +67,18 @@ pub enum Plan {
     NewAuthority,
 }
 
-/// Whether to renew: anything missing, a third or less of a lifetime left, or a
+/// Whether to renew: anything missing or that does not load (a CA key that does not
+/// parse, a serving pair that does not load), a third or less of a lifetime left, or a
 /// serving certificate issued for other names.
 pub fn plan(stored: &Stored, hosts: &str, now: i64) -> Plan {
     let left = |not_after: Option<i64>, days: i64| not_after.map_or(0, |t| t - now) > days * DAY / 3;
-    if stored.ca_bundle.is_empty() || stored.ca_key.is_empty() || !left(stored.ca_not_after, CA_DAYS) {
+    if stored.ca_bundle.is_empty() || KeyPair::from_pem(&stored.ca_key).is_err() || !left(stored.ca_not_after, CA_DAYS) {
         return Plan::NewAuthority;
     }
-    if stored.tls_crt.is_empty() || stored.tls_key.is_empty() || stored.hosts != hosts || !left(stored.serving_not_after, SERVING_DAYS) {
+    if stored.hosts != hosts
+        || !left(stored.serving_not_after, SERVING_DAYS)
+        || super::tls::certified_key(stored.tls_crt.as_bytes(), stored.tls_key.as_bytes()).is_err()
+    {
         return Plan::NewServing;
     }
     Plan::Keep
@@ -293,6 +297,13 @@ mod tests {
         let mut no_key = fresh.clone();
         no_key.tls_key.clear();
         assert_eq!(plan(&no_key, &names, now), Plan::NewServing);
+        // Whatever does not load is replaced, whatever the annotations say.
+        let mut bad_pair = fresh.clone();
+        bad_pair.tls_crt = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into();
+        assert_eq!(plan(&bad_pair, &names, now), Plan::NewServing);
+        let mut bad_ca_key = fresh.clone();
+        bad_ca_key.ca_key = "garbage".into();
+        assert_eq!(plan(&bad_ca_key, &names, now), Plan::NewAuthority);
     }
 
     #[test]
