@@ -1,7 +1,8 @@
 //! `webhook.certificates.mode: operator` on the real control plane: the chart creates
 //! an empty Secret and leaves the caBundle out; the operator, running as the chart's
-//! ServiceAccount with the chart's flags, issues a CA and serving certificate into the
-//! Secret, publishes the CA in both webhook configurations and serves the pair; a
+//! ServiceAccount with the chart's flags (two replicas racing), issues a CA and serving
+//! certificate into the Secret, publishes the CA in both webhook configurations and
+//! both serve the pair; a
 //! serving certificate near its end, then a CA near its end, are renewed with the
 //! webhook answering throughout; the chart grants nothing beyond that Secret and
 //! those two configurations.
@@ -61,12 +62,20 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
     let mut op_args: Vec<String> = args.iter().filter(|a| a.starts_with("--webhook-cert-") || a.starts_with("--webhook-configuration")).cloned().collect();
     assert_eq!(op_args.len(), 3, "{args:?}");
     assert!(op_args.contains(&"--webhook-cert-hosts=127.0.0.1".to_string()), "{args:?}");
-    op_args.push(format!("--webhook-bind-address=127.0.0.1:{port}"));
     op_args.push("--webhook-cert-check-seconds=1".into());
 
-    // The operator as the chart's ServiceAccount.
+    // Two replicas of the operator as the chart's ServiceAccount, started together so
+    // they race to issue the first pair; both must end up serving the Secret's.
     let sa_kc = impersonating_kubeconfig(&kc, &work, &release_ns, &full);
-    let op = Operator::spawn(&sa_kc, &work, "operator", &op_args, &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)]);
+    let env = [("POD_NAMESPACE", release_ns.as_str()), ("WATCH_NAMESPACE", team.as_str())];
+    let port2 = controlplane::free_port().unwrap();
+    let replica = |tag: &str, port: u16| {
+        let mut args = op_args.clone();
+        args.push(format!("--webhook-bind-address=127.0.0.1:{port}"));
+        Operator::spawn(&sa_kc, &work, tag, &args, &env)
+    };
+    let op = replica("operator", port);
+    let _op2 = replica("operator-2", port2);
 
     // Issued, published in both configurations, served; a request verified with the
     // published bundle (as the API server verifies it) is answered.
@@ -84,7 +93,12 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
             if ca.matches("BEGIN CERTIFICATE").count() != expect_ca_count || bundles().await.iter().any(|b| b.as_deref() != Some(ca.as_str())) {
                 return None;
             }
-            (served_certificate(port, &ca).await? == certificate_der(&crt)).then_some((ca, crt))
+            for p in [port, port2] {
+                if served_certificate(p, &ca).await? != certificate_der(&crt) {
+                    return None;
+                }
+            }
+            Some((ca, crt))
         }
     };
     let (ca, first) = eventually("the operator to issue, publish and serve a certificate", &op, || serving_in_step(1)).await;
