@@ -94,18 +94,15 @@ fn main() {
     let connections = env_u64("BENCH_CONNECTIONS", 16) as usize;
     let ca = controlplane::Authority::new("bench-ca").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
-    let dir = std::env::temp_dir().join(format!("toolhive-webhook-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
     println!("webhook benchmark: {connections} keep-alive connections, {seconds} s per run, two runs per server, server on 1 core");
 
     // The operator's webhook as it runs in the process.
     let webhook_addr = {
-        let dir = dir.clone();
+        let pair = pair.clone();
         serve_on_one_core("bench-webhook", move |listener| async move {
-            let certs = webhook::tls::CertStore::new(&dir);
-            certs.reload().unwrap();
+            // The same store the operator serves from; fed from memory here.
+            let certs = webhook::tls::CertStore::new(std::path::PathBuf::new());
+            certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
             let state = webhook::WebhookState {
                 policy: Arc::new(RwLock::new(Arc::new(policy))),
@@ -144,7 +141,6 @@ fn main() {
         tree = Some(best(tree, t));
     }
     let (ours, floor, tree) = (ours.unwrap(), floor.unwrap(), tree.unwrap());
-    let _ = std::fs::remove_dir_all(&dir);
 
     println!();
     println!("| server | admissions/s (1 server core) | server CPU per admission | admissions per CPU-second | p50 | p99 | requests | throughput / floor | CPU-efficiency / floor |");

@@ -24,27 +24,15 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 struct Server {
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
-    _dir: TempDir,
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start(name: &str) -> Server {
+async fn start() -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = controlplane::Authority::new("webhook-server-test").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
-    let dir = std::env::temp_dir().join(format!("toolhive-webhook-server-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
-    let certs = webhook::tls::CertStore::new(&dir);
-    certs.reload().unwrap();
+    // Served from memory: this file tests the server, not the certificate directory.
+    let certs = webhook::tls::CertStore::new(std::path::PathBuf::new());
+    certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
     let state = webhook::WebhookState {
         policy: Arc::new(RwLock::new(Arc::new(TenancyPolicy::default()))),
         scope: Arc::new(Scope::Cluster),
@@ -55,7 +43,7 @@ async fn start(name: &str) -> Server {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), LIMITS));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config(&ca.cert_pem()).unwrap()));
-    Server { addr, connector, _dir: TempDir(dir) }
+    Server { addr, connector }
 }
 
 impl Server {
@@ -114,7 +102,7 @@ async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Ve
 
 #[tokio::test]
 async fn prompt_requests_share_a_connection_and_an_idle_one_is_closed() {
-    let server = start("prompt").await;
+    let server = start().await;
     let mut tls = server.connect().await;
     for uid in ["first", "second"] {
         tls.write_all(&review_request(uid)).await.unwrap();
@@ -128,7 +116,7 @@ async fn prompt_requests_share_a_connection_and_an_idle_one_is_closed() {
 
 #[tokio::test]
 async fn headers_that_never_finish_close_the_connection() {
-    let server = start("headers").await;
+    let server = start().await;
     let mut tls = server.connect().await;
     tls.write_all(format!("POST {VALIDATE_PATH} HTTP/1.1\r\nhost: webhook\r\n").as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
@@ -142,7 +130,7 @@ async fn headers_that_never_finish_close_the_connection() {
 
 #[tokio::test]
 async fn a_body_that_stalls_is_answered_408() {
-    let server = start("body").await;
+    let server = start().await;
     let mut tls = server.connect().await;
     let whole = review_request("stalls");
     let headers_end = whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -154,7 +142,7 @@ async fn a_body_that_stalls_is_answered_408() {
 
 #[tokio::test]
 async fn a_handshake_that_never_starts_is_dropped() {
-    let server = start("handshake").await;
+    let server = start().await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     closed_by_server(&mut tcp).await;
 }

@@ -79,6 +79,15 @@ impl HookMetrics {
             latency: metrics.webhook_latency.with_label_values(&[name]),
         }
     }
+
+    /// Counts one answer of this hook (200 through the series resolved up front).
+    fn count(&self, metrics: &Metrics, code: StatusCode) {
+        if code == StatusCode::OK {
+            self.answered_ok.inc();
+        } else {
+            metrics.webhook_requests.with_label_values(&[self.name, code.as_str()]).inc();
+        }
+    }
 }
 
 pub fn router(state: WebhookState) -> Router {
@@ -109,7 +118,7 @@ async fn answer(s: &Served, hook: &HookMetrics, mode: Mode, body: Body) -> Respo
     match read_limited(body).await {
         Ok(body) => handle(&s.state, hook, mode, &body),
         Err((code, message)) => {
-            s.state.metrics.webhook_requests.with_label_values(&[hook.name, code.as_str()]).inc();
+            hook.count(&s.state.metrics, code);
             (code, message).into_response()
         }
     }
@@ -147,11 +156,7 @@ fn handle(s: &WebhookState, hook: &HookMetrics, mode: Mode, body: &[u8]) -> Resp
     // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
     let ns_label = if s.scope.allows(&outcome.namespace) && !outcome.namespace.is_empty() { outcome.namespace.as_ref() } else { "other" };
     m.admission_decisions.with_label_values(&[ns_label, outcome.operation, decision, outcome.reason]).inc();
-    if code == StatusCode::OK {
-        hook.answered_ok.inc();
-    } else {
-        m.webhook_requests.with_label_values(&[hook.name, code.as_str()]).inc();
-    }
+    hook.count(m, code);
     hook.latency.observe(start.elapsed().as_secs_f64());
     m.webhook_in_flight.dec();
     json_response(code, &outcome.response)
