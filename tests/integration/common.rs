@@ -43,6 +43,15 @@ pub fn impersonating_kubeconfig(admin: &Path, dir: &Path, ns: &str, sa: &str) ->
     path
 }
 
+/// Webhook configurations are cluster-wide: one registered by a test on the shared
+/// control plane answers every MCPServer write there, under that test's tenancy policy.
+/// A test that registers one, or that writes MCPServers expecting its own webhook to
+/// answer, holds this for its whole run.
+pub async fn webhook_registration_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("toolhive-it-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

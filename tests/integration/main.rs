@@ -1,6 +1,8 @@
 //! Integration tests against a real control plane (etcd + kube-apiserver +
 //! kube-controller-manager on loopback), shared by every test in this binary;
-//! each test works in its own namespace. Cluster-mode tests start their own.
+//! each test works in its own namespace, and the tests that register webhook
+//! configurations (cluster-wide) take `common::webhook_registration_lock`.
+//! Cluster-mode tests start their own control plane.
 mod common;
 mod controlplane_basics;
 mod operator_e2e;

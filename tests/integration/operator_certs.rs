@@ -18,6 +18,7 @@ const VALIDATE: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
 
 #[tokio::test]
 async fn operator_issues_renews_and_publishes_webhook_certificates() {
+    let _webhooks = webhook_registration_lock().await;
     let cp = controlplane::shared();
     let admin = cp.client().await.unwrap();
     let kc = cp.kubeconfig.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::common::{
     Operator, admission_on_new_connection, certificate_der, eventually, eventually_within, impersonating_kubeconfig, run,
-    served_certificate, tempdir, write_secret_volume,
+    served_certificate, tempdir, webhook_registration_lock, write_secret_volume,
 };
 
 use k8s_openapi::api::{
@@ -24,6 +24,7 @@ use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
 
 #[tokio::test]
 async fn guide_flow_namespace_mode_with_webhook() {
+    let _webhooks = webhook_registration_lock().await;
     let cp = controlplane::shared();
     let admin = cp.client().await.unwrap();
     let kc = cp.kubeconfig.clone();
