@@ -101,7 +101,7 @@ fn main() {
         let pair = pair.clone();
         serve_on_one_core("bench-webhook", move |listener| async move {
             // The same store the operator serves from; fed from memory here.
-            let certs = webhook::tls::CertStore::new(std::path::PathBuf::new());
+            let certs = webhook::tls::CertStore::new();
             certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
             let state = webhook::WebhookState {

@@ -50,7 +50,7 @@ async fn main() {
         readiness.webhook_ready.store(true, Ordering::Relaxed);
     } else {
         let addr = parse_bind(&args.webhook_bind_address).unwrap_or_else(|e| fail(e));
-        let certs = webhook::tls::CertStore::new(&args.webhook_cert_dir);
+        let certs = webhook::tls::CertStore::new();
         match args.webhook_cert_secret.clone() {
             Some(secret) => {
                 if args.webhook_cert_hosts.is_empty() || args.webhook_configuration.is_empty() {
@@ -65,10 +65,10 @@ async fn main() {
                 tokio::spawn(webhook::issuer::keep(client.clone(), issuer, certs.clone(), Duration::from_secs(args.webhook_cert_check_seconds.max(1)), metrics.clone()));
             }
             None => {
-                if let Err(e) = certs.reload() {
+                if let Err(e) = certs.reload(&args.webhook_cert_dir) {
                     warn!(error = %e, "webhook certificate not available yet; will keep trying");
                 }
-                tokio::spawn(certs.clone().watch(Duration::from_secs(10), metrics.clone()));
+                tokio::spawn(certs.clone().watch(args.webhook_cert_dir.clone(), Duration::from_secs(10), metrics.clone()));
             }
         }
         let policy = Arc::new(RwLock::new(Arc::new(policy)));

@@ -31,7 +31,7 @@ async fn start() -> Server {
     let ca = controlplane::Authority::new("webhook-server-test").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
     // Served from memory: this file tests the server, not the certificate directory.
-    let certs = webhook::tls::CertStore::new(std::path::PathBuf::new());
+    let certs = webhook::tls::CertStore::new();
     certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
     let state = webhook::WebhookState {
         policy: Arc::new(RwLock::new(Arc::new(TenancyPolicy::default()))),

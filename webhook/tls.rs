@@ -1,6 +1,7 @@
-//! Serving certificate with hot reload. Secret volumes update by swapping a symlink,
-//! so the directory is watched (inotify) and also polled; a pair that fails to load
-//! keeps the previous one in service and is reported.
+//! Serving certificate with hot reload. The pair comes either from a directory (a
+//! mounted Secret) or from the operator's own issuer (`install`). Secret volumes update
+//! by swapping a symlink, so a directory is watched (inotify) and also polled; a pair
+//! that fails to load keeps the previous one in service and is reported.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -12,24 +13,24 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
-#[derive(Debug)]
+/// The pair served from the next handshake on; empty until one is installed.
+#[derive(Debug, Default)]
 pub struct CertStore {
-    dir: PathBuf,
     current: RwLock<Option<(Arc<CertifiedKey>, Vec<u8>)>>,
 }
 
 impl CertStore {
-    pub fn new(dir: impl Into<PathBuf>) -> Arc<Self> {
-        Arc::new(Self { dir: dir.into(), current: RwLock::new(None) })
+    pub fn new() -> Arc<Self> {
+        Arc::default()
     }
 
     pub fn loaded(&self) -> bool {
         self.current.read().unwrap().is_some()
     }
 
-    /// Loads tls.crt/tls.key if they changed. Ok(true) when a new pair went live.
-    pub fn reload(&self) -> Result<bool, String> {
-        let (cert_pem, key_pem) = read_pair(&self.dir)?;
+    /// Loads `dir`/tls.crt and tls.key if they changed. Ok(true) when a new pair went live.
+    pub fn reload(&self, dir: &Path) -> Result<bool, String> {
+        let (cert_pem, key_pem) = read_pair(dir)?;
         self.install(&cert_pem, &key_pem)
     }
 
@@ -46,18 +47,18 @@ impl CertStore {
         Ok(true)
     }
 
-    /// Watches the directory and polls every `poll`, reloading on change.
-    pub async fn watch(self: Arc<Self>, poll: Duration, metrics: Metrics) {
+    /// Watches `dir` and polls it every `poll`, reloading on change.
+    pub async fn watch(self: Arc<Self>, dir: PathBuf, poll: Duration, metrics: Metrics) {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
             let _ = tx.try_send(());
         });
         let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&self.dir, notify::RecursiveMode::NonRecursive) {
+            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => Some(w),
                 Err(e) => {
-                    warn!(dir = %self.dir.display(), error = %e, "cannot watch certificate directory; polling only");
+                    warn!(dir = %dir.display(), error = %e, "cannot watch certificate directory; polling only");
                     None
                 }
             },
@@ -74,15 +75,15 @@ impl CertStore {
                 }
                 _ = tokio::time::sleep(poll) => {}
             }
-            match self.reload() {
+            match self.reload(&dir) {
                 Ok(true) => {
                     metrics.cert_reloads.with_label_values(&["success"]).inc();
-                    info!(dir = %self.dir.display(), "webhook certificate reloaded");
+                    info!(dir = %dir.display(), "webhook certificate reloaded");
                 }
                 Ok(false) => {}
                 Err(e) => {
                     metrics.cert_reloads.with_label_values(&["error"]).inc();
-                    warn!(dir = %self.dir.display(), error = %e, "new webhook certificate rejected; keeping the previous one");
+                    warn!(dir = %dir.display(), error = %e, "new webhook certificate rejected; keeping the previous one");
                 }
             }
         }
