@@ -17,7 +17,7 @@
 //!   BENCH_SECONDS=10 BENCH_CONNECTIONS=32 cargo bench --bench webhook
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::{Router, routing::post};
@@ -104,12 +104,7 @@ fn main() {
             let certs = webhook::tls::CertStore::new();
             certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
-            let state = webhook::WebhookState {
-                policy: Arc::new(RwLock::new(Arc::new(policy))),
-                scope: Arc::new(Scope::Cluster),
-                counts: Arc::new(|_: &str| 3),
-                metrics: Metrics::default(),
-            };
+            let state = webhook::WebhookState::new(policy, Scope::Cluster, Arc::new(|_: &str| 3), Metrics::default());
             webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Timeouts::default()).await.unwrap();
         })
     };

@@ -174,8 +174,11 @@ pub struct MCPServerSpec {
     pub rate_limiting: Option<Value>,
 }
 
+/// The proxy port when the spec names none (the CRD's default).
+pub const DEFAULT_PROXY_PORT: i32 = 8080;
+
 fn default_proxy_port() -> i32 {
-    8080
+    DEFAULT_PROXY_PORT
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -67,6 +67,16 @@ pub struct Args {
     pub leader_lease_seconds: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("WATCH_NAMESPACE={0:?} has an empty entry; give a comma-separated list of namespaces, or unset it to watch the whole cluster")]
+    EmptyNamespace(String),
+    #[error("WATCH_NAMESPACE entry {0:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63 characters)")]
+    InvalidNamespace(String),
+    #[error("invalid bind address {address:?}: {reason}")]
+    Bind { address: String, reason: std::net::AddrParseError },
+}
+
 /// Which namespaces the operator works in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -78,20 +88,16 @@ impl Scope {
     /// Parses WATCH_NAMESPACE. Unset means the whole cluster; anything set must be a
     /// comma-separated list of valid namespace names (an empty list is an error, never
     /// "watch everything").
-    pub fn parse(watch_namespace: Option<&str>) -> Result<Self, String> {
+    pub fn parse(watch_namespace: Option<&str>) -> Result<Self, ConfigError> {
         let Some(raw) = watch_namespace else { return Ok(Scope::Cluster) };
         let mut out: Vec<String> = Vec::new();
         for part in raw.split(',') {
             let ns = part.trim();
             if ns.is_empty() {
-                return Err(format!(
-                    "WATCH_NAMESPACE={raw:?} has an empty entry; give a comma-separated list of namespaces, or unset it to watch the whole cluster"
-                ));
+                return Err(ConfigError::EmptyNamespace(raw.to_string()));
             }
             if !is_dns1123_label(ns) {
-                return Err(format!(
-                    "WATCH_NAMESPACE entry {ns:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63 characters)"
-                ));
+                return Err(ConfigError::InvalidNamespace(ns.to_string()));
             }
             if !out.iter().any(|o| o == ns) {
                 out.push(ns.to_string());
@@ -117,9 +123,9 @@ pub fn is_dns1123_label(s: &str) -> bool {
 }
 
 /// ":8080" -> 0.0.0.0:8080; "127.0.0.1:0" as given.
-pub fn parse_bind(addr: &str) -> Result<SocketAddr, String> {
+pub fn parse_bind(addr: &str) -> Result<SocketAddr, ConfigError> {
     let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_string() };
-    full.parse().map_err(|e| format!("invalid bind address {addr:?}: {e}"))
+    full.parse().map_err(|reason| ConfigError::Bind { address: addr.to_string(), reason })
 }
 
 #[cfg(test)]
@@ -130,9 +136,9 @@ mod tests {
     fn watch_namespace_parsing() {
         assert_eq!(Scope::parse(None), Ok(Scope::Cluster));
         assert_eq!(Scope::parse(Some("a, b,a")), Ok(Scope::Namespaces(vec!["a".into(), "b".into()])));
-        assert!(Scope::parse(Some("")).unwrap_err().contains("empty entry"));
+        assert!(Scope::parse(Some("")).unwrap_err().to_string().contains("empty entry"));
         assert!(Scope::parse(Some("a,,b")).is_err());
-        assert!(Scope::parse(Some("Team_A")).unwrap_err().contains("not a valid namespace"));
+        assert!(Scope::parse(Some("Team_A")).unwrap_err().to_string().contains("not a valid namespace"));
         assert!(Scope::parse(Some("-a")).is_err());
         assert!(Scope::Namespaces(vec!["a".into()]).allows("a"));
         assert!(!Scope::Namespaces(vec!["a".into()]).allows("b"));

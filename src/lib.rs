@@ -10,5 +10,4 @@ pub mod logging;
 pub mod metrics;
 pub mod resources;
 pub mod status;
-#[path = "../webhook/mod.rs"]
 pub mod webhook;

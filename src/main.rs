@@ -2,7 +2,7 @@
 //! probes/metrics (every replica).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -17,7 +17,7 @@ use toolhive_operator::{
     webhook,
 };
 
-fn fail(message: String) -> ! {
+fn fail(message: impl std::fmt::Display) -> ! {
     error!("{message}");
     eprintln!("toolhive-operator: {message}");
     std::process::exit(2);
@@ -33,7 +33,7 @@ async fn main() {
     let scope = Scope::parse(args.watch_namespace.as_deref()).unwrap_or_else(|e| fail(e));
     let metrics_addr = parse_bind(&args.metrics_bind_address).unwrap_or_else(|e| fail(e));
     let health_addr = parse_bind(&args.health_probe_bind_address).unwrap_or_else(|e| fail(e));
-    let policy = webhook::load_policy(args.tenancy_policy.as_ref()).unwrap_or_else(|e| fail(e));
+    let policy = webhook::policy::load(args.tenancy_policy.as_deref()).unwrap_or_else(|e| fail(e));
     let client = Client::try_default().await.unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
     match &scope {
         Scope::Cluster => info!(mode = "cluster", "watching MCPServers in every namespace"),
@@ -54,7 +54,7 @@ async fn main() {
         match args.webhook_cert_secret.clone() {
             Some(secret) => {
                 if args.webhook_cert_hosts.is_empty() || args.webhook_configuration.is_empty() {
-                    fail("--webhook-cert-secret needs --webhook-cert-hosts and --webhook-configuration".into());
+                    fail("--webhook-cert-secret needs --webhook-cert-hosts and --webhook-configuration");
                 }
                 let issuer = webhook::issuer::IssuerConfig {
                     namespace: args.pod_namespace.clone(),
@@ -71,18 +71,12 @@ async fn main() {
                 tokio::spawn(certs.clone().watch(args.webhook_cert_dir.clone(), Duration::from_secs(10), metrics.clone()));
             }
         }
-        let policy = Arc::new(RwLock::new(Arc::new(policy)));
-        if let Some(path) = args.tenancy_policy.clone() {
-            tokio::spawn(webhook::watch_policy(path, policy.clone(), Duration::from_secs(5), metrics.clone()));
-        }
         let cache = webhook::ServerCache::start(&client, &scope, &metrics);
         let counts_cache = cache.clone();
-        let state = webhook::WebhookState {
-            policy,
-            scope: Arc::new(scope.clone()),
-            counts: Arc::new(move |ns: &str| counts_cache.count(ns)),
-            metrics: metrics.clone(),
-        };
+        let state = webhook::WebhookState::new(policy, scope.clone(), Arc::new(move |ns: &str| counts_cache.count(ns)), metrics.clone());
+        if let Some(path) = args.tenancy_policy.clone() {
+            tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone()));
+        }
         let router = webhook::router(state);
         let tls = webhook::tls::server_config(certs.clone());
         tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! The admission router driven in-process (tower `oneshot`): every rule and every
 //! malformed input gets a well-formed answer that echoes the request uid.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -39,20 +39,16 @@ fn app(scope: Scope) -> axum::Router {
 
 fn app_with_metrics(scope: Scope, metrics: Metrics) -> axum::Router {
     let policy = TenancyPolicy::from_text(POLICY).unwrap();
-    webhook::router(webhook::WebhookState {
-        policy: Arc::new(RwLock::new(Arc::new(policy))),
-        scope: Arc::new(scope),
-        counts: Arc::new(|ns: &str| if ns == "team-b" { 2 } else { 0 }),
-        metrics,
-    })
+    webhook::router(webhook::WebhookState::new(policy, scope, Arc::new(|ns: &str| if ns == "team-b" { 2 } else { 0 }), metrics))
 }
 
 fn review(op: &str, ns: &str, object: Value, old: Option<Value>, version: &str) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
-            "uid": "uid-123", "operation": op, "namespace": ns,
+            "uid": "uid-123", "operation": op, "namespace": ns, "userInfo": {"username": "alice"},
             "kind": {"group": "toolhive.stacklok.dev", "version": version, "kind": "MCPServer"},
+            "resource": {"group": "toolhive.stacklok.dev", "version": version, "resource": "mcpservers"},
             "object": object, "oldObject": old,
         }
     })
@@ -165,7 +161,9 @@ async fn updates_that_leave_spec_alone_are_never_blocked() {
 
 #[tokio::test]
 async fn mutation_fills_defaults_without_touching_user_fields() {
-    let obj = server(json!({"image": "ghcr.io/acme/x", "transport": "streamable-http", "resources": {"requests": {"cpu": "10m"}}}));
+    // As the API server sends it: the CRD's defaults (proxyPort, proxyMode) already applied.
+    let obj = server(json!({"image": "ghcr.io/acme/x", "transport": "streamable-http", "proxyPort": 8080, "proxyMode": "streamable-http",
+        "resources": {"requests": {"cpu": "10m"}}}));
     let (_, out) = call(app(Scope::Cluster), MUTATE_PATH, review("CREATE", "team-b", obj.clone(), None, "v1beta1").to_string()).await;
     let r = &out["response"];
     assert_eq!(r["allowed"], true);
@@ -189,9 +187,29 @@ async fn mutation_fills_defaults_without_touching_user_fields() {
 }
 
 #[tokio::test]
-async fn v1alpha1_gets_a_warning() {
-    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1alpha1").to_string()).await;
-    assert_eq!(out["response"]["warnings"][0], "toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1");
+async fn a_byte_order_mark_is_not_malformed() {
+    let body = [&b"\xEF\xBB\xBF"[..], review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string().as_bytes()].concat();
+    let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, body).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+}
+
+#[tokio::test]
+async fn quantities_in_every_form_the_api_server_accepts_are_compared_exactly() {
+    for (cpu, allowed) in [("100n", true), ("250u", true), ("1e3m", true), ("+1", true), ("0.0001", true), ("1001m", false), ("1e1", false)] {
+        let r = validate("team-a", json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"cpu": cpu}}})).await;
+        assert_eq!(r["allowed"], allowed, "cpu {cpu}: {r}");
+    }
+    let r = validate("team-a", json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"memory": "1Ei"}}})).await;
+    assert_eq!(message(&r), "spec.resources.limits.memory: Forbidden: 1Ei exceeds the namespace maximum of 512Mi");
+}
+
+#[tokio::test]
+async fn a_spec_of_the_wrong_shape_is_named_by_its_path() {
+    let r = validate("team-a", json!({"image": 5})).await;
+    assert!(message(&r).starts_with("spec.image: Invalid value: invalid type: integer `5`, expected a string"), "{r}");
+    let r = validate("team-a", json!({"image": "ghcr.io/acme/x", "podTemplateSpec": {"spec": {"hostNetwork": "yes"}}})).await;
+    assert!(message(&r).starts_with("spec.podTemplateSpec.spec.hostNetwork: Invalid value: invalid type: string"), "{r}");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! handshake, in its headers, in its body, or idle between requests — is cut off
 //! rather than holding a connection forever.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,12 +33,7 @@ async fn start() -> Server {
     // Served from memory: this file tests the server, not the certificate directory.
     let certs = webhook::tls::CertStore::new();
     certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
-    let state = webhook::WebhookState {
-        policy: Arc::new(RwLock::new(Arc::new(TenancyPolicy::default()))),
-        scope: Arc::new(Scope::Cluster),
-        counts: Arc::new(|_: &str| 0),
-        metrics: Metrics::default(),
-    };
+    let state = webhook::WebhookState::new(TenancyPolicy::default(), Scope::Cluster, Arc::new(|_: &str| 0), Metrics::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), LIMITS));
@@ -57,8 +52,9 @@ impl Server {
 fn review_request(uid: &str) -> Vec<u8> {
     let body = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": uid, "operation": "CREATE", "namespace": "team-a",
+        "request": {"uid": uid, "operation": "CREATE", "namespace": "team-a", "userInfo": {"username": "alice"},
             "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
             "object": {"metadata": {"name": "s"}, "spec": {"image": "ghcr.io/acme/x"}}}
     })
     .to_string();
@@ -109,6 +105,7 @@ async fn prompt_requests_share_a_connection_and_an_idle_one_is_closed() {
         let answer = read_response(&mut tls).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(&format!("\"uid\":\"{uid}\"")), "{answer}");
+        assert!(answer.contains("\"allowed\":true"), "{answer}");
     }
     // Nothing more is sent: the wait for the next request's headers runs out.
     closed_by_server(&mut tls).await;

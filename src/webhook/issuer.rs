@@ -86,8 +86,8 @@ pub fn plan(stored: &Stored, hosts: &str, now: i64) -> Plan {
 
 /// The CA's parameters: the same every time, so a stored CA key signs certificates
 /// whose issuer is the stored CA certificate.
-fn ca_params(not_after: i64) -> Result<CertificateParams, String> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+fn ca_params(not_after: i64) -> Result<CertificateParams, IssuerError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -95,18 +95,17 @@ fn ca_params(not_after: i64) -> Result<CertificateParams, String> {
     Ok(params)
 }
 
-fn timestamp(unix: i64) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| e.to_string())
+fn timestamp(unix: i64) -> Result<time::OffsetDateTime, IssuerError> {
+    Ok(time::OffsetDateTime::from_unix_timestamp(unix)?)
 }
 
 /// Issues what `plan` asks for, keeping the rest of `stored`.
-pub fn issue(plan: Plan, stored: &Stored, hosts: &[String], now: i64) -> Result<Stored, String> {
+pub fn issue(plan: Plan, stored: &Stored, hosts: &[String], now: i64) -> Result<Stored, IssuerError> {
     let mut next = stored.clone();
-    let err = |e: rcgen::Error| e.to_string();
     if plan == Plan::NewAuthority {
         let not_after = now + CA_DAYS * DAY;
-        let key = KeyPair::generate().map_err(err)?;
-        let cert = ca_params(not_after)?.self_signed(&key).map_err(err)?;
+        let key = KeyPair::generate()?;
+        let cert = ca_params(not_after)?.self_signed(&key)?;
         // The previous CA stays trusted while certificates it signed may still be served.
         let previous = match stored.ca_bundle.split_inclusive("-----END CERTIFICATE-----").next() {
             Some(pem) if stored.ca_not_after.is_some_and(|t| t > now) => pem.trim().to_string(),
@@ -117,23 +116,23 @@ pub fn issue(plan: Plan, stored: &Stored, hosts: &[String], now: i64) -> Result<
         next.ca_not_after = Some(not_after);
     }
     if plan != Plan::Keep {
-        let ca_key = KeyPair::from_pem(&next.ca_key).map_err(err)?;
+        let ca_key = KeyPair::from_pem(&next.ca_key)?;
         let issuer = Issuer::new(ca_params(next.ca_not_after.unwrap_or(now))?, ca_key);
         let not_after = now + SERVING_DAYS * DAY;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, hosts.first().map_or("toolhive-operator-webhook", String::as_str));
         for host in hosts {
             params.subject_alt_names.push(match host.parse() {
                 Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(host.clone().try_into().map_err(err)?),
+                Err(_) => SanType::DnsName(host.clone().try_into()?),
             });
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.not_before = timestamp(now - 300)?;
         params.not_after = timestamp(not_after)?;
-        let key = KeyPair::generate().map_err(err)?;
-        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
         next.tls_crt = cert.pem();
         next.tls_key = key.serialize_pem();
         next.serving_not_after = Some(not_after);
@@ -182,16 +181,20 @@ pub enum IssuerError {
     #[error("reading or writing {0}: {1}")]
     Api(&'static str, kube::Error),
     #[error("issuing a certificate: {0}")]
-    Issue(String),
+    Issue(#[from] rcgen::Error),
+    #[error("issuing a certificate: a validity date out of range: {0}")]
+    Date(#[from] time::error::ComponentRange),
+    #[error("writing the caBundle patch: {0}")]
+    Patch(serde_json::Error),
     #[error("the stored certificate does not load: {0}")]
-    Load(String),
+    Load(#[from] super::tls::CertError),
 }
 
 impl IssuerError {
     pub fn category(&self) -> &'static str {
         match self {
             IssuerError::Api(..) => "api",
-            IssuerError::Issue(_) => "issue",
+            IssuerError::Issue(_) | IssuerError::Date(_) | IssuerError::Patch(_) => "issue",
             IssuerError::Load(_) => "load",
         }
     }
@@ -233,7 +236,7 @@ pub async fn keep_once(client: &Client, cfg: &IssuerConfig, store: &CertStore) -
     let current = match plan(&stored, &cfg.hosts.join(","), now) {
         Plan::Keep => stored,
         p => {
-            let issued = issue(p, &stored, &cfg.hosts, now).map_err(IssuerError::Issue)?;
+            let issued = issue(p, &stored, &cfg.hosts, now)?;
             let written = issued.clone().into_secret(secret);
             secrets.replace(&cfg.secret, &PostParams::default(), &written).await.map_err(|e| IssuerError::Api("the certificate Secret", e))?;
             info!(secret = %cfg.secret, plan = ?p, "webhook certificates issued");
@@ -248,7 +251,7 @@ pub async fn keep_once(client: &Client, cfg: &IssuerConfig, store: &CertStore) -
         c.webhooks.iter().flatten().map(|w| w.client_config.ca_bundle.as_ref()).collect()
     })
     .await?;
-    store.install(current.tls_crt.as_bytes(), current.tls_key.as_bytes()).map_err(IssuerError::Load)
+    Ok(store.install(current.tls_crt.as_bytes(), current.tls_key.as_bytes())?)
 }
 
 /// Sets every webhook's caBundle in the configuration `name` to `bundle`, writing only
@@ -267,7 +270,7 @@ where
     let encoded = base64::engine::general_purpose::STANDARD.encode(want);
     let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": config.meta().resource_version})];
     ops.extend(stale.iter().map(|i| serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded})));
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(|e| IssuerError::Issue(e.to_string()))?;
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(IssuerError::Patch)?;
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map_err(|e| IssuerError::Api("a webhook configuration", e))?;
     info!(configuration = name, kind = K::kind(&()).as_ref(), "caBundle updated");
     Ok(())

@@ -4,8 +4,10 @@
 //! that fails to load keeps the previous one in service and is reported.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -13,10 +15,30 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("tls.crt: {0}")]
+    CertificatePem(std::io::Error),
+    #[error("tls.crt holds no certificate")]
+    NoCertificate,
+    #[error("tls.key: {0}")]
+    KeyPem(std::io::Error),
+    #[error("tls.key holds no private key")]
+    NoKey,
+    #[error("tls.key: {0}")]
+    Key(rustls::Error),
+    #[error("tls.crt and tls.key do not belong together: {0}")]
+    Mismatch(rustls::Error),
+}
+
 /// The pair served from the next handshake on; empty until one is installed.
 #[derive(Debug, Default)]
 pub struct CertStore {
     current: RwLock<Option<(Arc<CertifiedKey>, Vec<u8>)>>,
+    /// The last pair that failed to load: seen again, it is not re-read or re-reported.
+    rejected: RwLock<Option<Vec<u8>>>,
 }
 
 impl CertStore {
@@ -25,34 +47,46 @@ impl CertStore {
     }
 
     pub fn loaded(&self) -> bool {
-        self.current.read().unwrap().is_some()
+        self.current.read().is_some()
     }
 
     /// Loads `dir`/tls.crt and tls.key if they changed. Ok(true) when a new pair went live.
-    pub fn reload(&self, dir: &Path) -> Result<bool, String> {
+    pub fn reload(&self, dir: &Path) -> Result<bool, CertError> {
         let (cert_pem, key_pem) = read_pair(dir)?;
         self.install(&cert_pem, &key_pem)
     }
 
     /// Serves this pair from the next handshake on, if it differs from the current one
     /// and loads. Ok(true) when a new pair went live.
-    pub fn install(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, String> {
+    pub fn install(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, CertError> {
         let mut fingerprint = cert_pem.to_vec();
         fingerprint.extend_from_slice(key_pem);
-        if self.current.read().unwrap().as_ref().is_some_and(|(_, f)| *f == fingerprint) {
+        if self.current.read().as_ref().is_some_and(|(_, f)| *f == fingerprint) {
             return Ok(false);
         }
-        let key = certified_key(cert_pem, key_pem)?;
-        *self.current.write().unwrap() = Some((Arc::new(key), fingerprint));
-        Ok(true)
+        match certified_key(cert_pem, key_pem) {
+            Ok(key) => {
+                *self.current.write() = Some((Arc::new(key), fingerprint));
+                *self.rejected.write() = None;
+                Ok(true)
+            }
+            Err(e) => {
+                let seen = self.rejected.write().replace(fingerprint.clone()) == Some(fingerprint);
+                if seen { Ok(false) } else { Err(e) }
+            }
+        }
     }
 
     /// Watches `dir` and polls it every `poll`, reloading on change.
     pub async fn watch(self: Arc<Self>, dir: PathBuf, poll: Duration, metrics: Metrics) {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
+        // Only changes count: reading the pair itself raises access events, which
+        // would otherwise trigger the next reload.
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.try_send(());
+            }
         });
         let _watcher = match watcher {
             Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
@@ -90,31 +124,27 @@ impl CertStore {
     }
 }
 
-fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| format!("reading {}: {e}", dir.join(f).display()));
+fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), CertError> {
+    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|source| CertError::Read { path: dir.join(f), source });
     Ok((read("tls.crt")?, read("tls.key")?))
 }
 
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.crt: {e}"))?;
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().map_err(CertError::CertificatePem)?;
     if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
+        return Err(CertError::NoCertificate);
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("tls.key: {e}"))?
-        .ok_or("tls.key holds no private key")?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..]).map_err(CertError::KeyPem)?.ok_or(CertError::NoKey)?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("tls.key: {e}"))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(CertError::Key)?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| format!("tls.crt and tls.key do not belong together: {e}"))?;
+    ck.keys_match().map_err(CertError::Mismatch)?;
     Ok(ck)
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap().as_ref().map(|(k, _)| k.clone())
+        self.current.read().as_ref().map(|(k, _)| k.clone())
     }
 }
 

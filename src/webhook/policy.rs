@@ -5,10 +5,35 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
 use super::image::RegistryRule;
+use crate::metrics::Metrics;
+
+/// The policy in force, replaced whole when the file changes.
+pub type SharedPolicy = Arc<RwLock<Arc<TenancyPolicy>>>;
+
+pub fn shared(policy: TenancyPolicy) -> SharedPolicy {
+    Arc::new(RwLock::new(Arc::new(policy)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("reading tenancy policy {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("tenancy policy: {0}")]
+    Syntax(#[from] serde_yaml::Error),
+    #[error("tenancy policy is empty; write `{{}}` for a policy with no restrictions")]
+    Empty,
+    #[error("invalid tenancy policy: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
 
 /// Where the JSON schema of the policy file is committed (`make crds` rewrites it).
 pub const SCHEMA_FILE: &str = "config/tenancy-policy.schema.json";
@@ -22,7 +47,6 @@ pub fn schema_json() -> String {
     );
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
 }
-use super::quantity::parse_milli;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -140,17 +164,72 @@ pub struct PodSecurity {
     pub allow_run_as_root: bool,
 }
 
+impl ResourceAmounts {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+/// Loads the policy file; no file means the permissive default.
+pub fn load(path: Option<&Path>) -> Result<TenancyPolicy, PolicyError> {
+    match path {
+        None => Ok(TenancyPolicy::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read { path: p.to_path_buf(), source })?;
+            TenancyPolicy::from_text(&text)
+        }
+    }
+}
+
+/// Re-reads the policy every `poll`; an invalid file is reported and the last good
+/// policy stays.
+pub async fn watch(path: PathBuf, shared: SharedPolicy, poll: Duration, metrics: Metrics) {
+    let mut last_text = std::fs::read_to_string(&path).ok();
+    loop {
+        tokio::time::sleep(poll).await;
+        let text = std::fs::read_to_string(&path).ok();
+        if text == last_text {
+            continue;
+        }
+        last_text = text;
+        match load(Some(&path)) {
+            Ok(p) => {
+                *shared.write() = Arc::new(p);
+                metrics.policy_reloads.with_label_values(&["success"]).inc();
+                info!(path = %path.display(), "tenancy policy reloaded");
+            }
+            Err(e) => {
+                metrics.policy_reloads.with_label_values(&["error"]).inc();
+                warn!(path = %path.display(), error = %e, "tenancy policy rejected; keeping the last good one");
+            }
+        }
+    }
+}
+
 impl TenancyPolicy {
     /// Parses and checks a policy file; errors name the field at fault.
-    pub fn from_text(text: &str) -> Result<Self, String> {
-        let mut policy: TenancyPolicy = serde_yaml::from_str(text).map_err(|e| format!("tenancy policy: {e}"))?;
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        // An empty file, `null`, `---` or a key with no value is a mistake, never
+        // "allow everything": that takes an explicit `{}`.
+        match serde_yaml::from_str::<serde_yaml::Value>(text)? {
+            serde_yaml::Value::Null => return Err(PolicyError::Empty),
+            serde_yaml::Value::Mapping(top) => {
+                let unset: Vec<String> =
+                    top.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| format!("{}: has no value", k.as_str().unwrap_or("?"))).collect();
+                if !unset.is_empty() {
+                    return Err(PolicyError::Invalid(unset));
+                }
+            }
+            _ => {}
+        }
+        let mut policy: TenancyPolicy = serde_yaml::from_str(text)?;
         policy.check()?;
         policy.defaults = std::mem::take(&mut policy.defaults).with_parsed_registries();
         policy.effective = policy.namespaces.keys().map(|ns| (ns.clone(), policy.merged(ns).with_parsed_registries())).collect();
         Ok(policy)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), PolicyError> {
         let mut problems = Vec::new();
         for ns in &self.allowed_namespaces {
             if !crate::config::is_dns1123_label(ns) {
@@ -175,7 +254,7 @@ impl TenancyPolicy {
                 for (sub, amounts) in [("defaults.requests", &rp.defaults.requests), ("defaults.limits", &rp.defaults.limits), ("max", &rp.max)] {
                     for (res, q) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
                         if let Some(q) = q
-                            && let Err(e) = parse_milli(q)
+                            && let Err(e) = super::quantity::parse(q)
                         {
                             problems.push(format!("{path}.{which}.{sub}.{res}: {e}"));
                         }
@@ -183,7 +262,7 @@ impl TenancyPolicy {
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(format!("invalid tenancy policy: {}", problems.join("; "))) }
+        if problems.is_empty() { Ok(()) } else { Err(PolicyError::Invalid(problems)) }
     }
 
     /// The effective rules for a namespace: its own entry over the defaults, field by
@@ -246,14 +325,19 @@ mod tests {
 
     #[test]
     fn invalid_policy_names_the_field() {
-        let err = TenancyPolicy::from_text("defaults:\n  allowedRegistries: [acme]\n").unwrap_err();
+        let error = |text: &str| TenancyPolicy::from_text(text).unwrap_err().to_string();
+        for empty in ["", "null", "---", "contact:", "defaults:"] {
+            assert!(TenancyPolicy::from_text(empty).is_err(), "{empty:?} is not a policy");
+        }
+        assert!(TenancyPolicy::from_text("{}").is_ok(), "an explicit empty policy");
+        let err = error("defaults:\n  allowedRegistries: [acme]\n");
         assert!(err.contains("defaults.allowedRegistries"), "{err}");
-        let err = TenancyPolicy::from_text("namespaces:\n  a:\n    mcpResources:\n      max: {cpu: lots}\n").unwrap_err();
-        assert!(err.contains("namespaces.a.mcpResources.max.cpu"), "{err}");
-        let err = TenancyPolicy::from_text("defaults:\n  allowedRegistry: [ghcr.io]\n").unwrap_err();
-        assert!(err.contains("unknown field"), "{err}");
-        let err = TenancyPolicy::from_text("defaults:\n  allowedTransports: [tcp]\n").unwrap_err();
-        assert!(err.contains("tcp"), "{err}");
+        let err2 = error("namespaces:\n  a:\n    mcpResources:\n      max: {cpu: lots}\n");
+        assert!(err2.contains("namespaces.a.mcpResources.max.cpu"), "{err2}");
+        let err3 = error("defaults:\n  allowedRegistry: [ghcr.io]\n");
+        assert!(err3.contains("unknown field"), "{err3}");
+        let err4 = error("defaults:\n  allowedTransports: [tcp]\n");
+        assert!(err4.contains("tcp"), "{err4}");
     }
 
     #[test]

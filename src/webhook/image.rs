@@ -18,23 +18,44 @@ pub struct ImageRef<'a> {
 
 const DOCKER_HUB: &str = "docker.io";
 
+/// Why an image reference or a registry rule does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("image is empty")]
+    Empty,
+    #[error("{0:?} is not a valid image reference")]
+    Malformed(String),
+    #[error("digest {0:?} must be <algorithm>:<hex>")]
+    Digest(String),
+    #[error("tag {0:?} is not valid")]
+    Tag(String),
+    #[error("registry {0:?} is not a valid host[:port]")]
+    Registry(String),
+    #[error("repository {0:?} is not valid (lowercase path segments separated by '/')")]
+    Repository(String),
+    #[error("{0:?} must start with a registry host such as ghcr.io or docker.io")]
+    RuleHost(String),
+    #[error("{0:?} has an empty path segment")]
+    RuleSegment(String),
+}
+
 impl<'a> ImageRef<'a> {
-    pub fn parse(image: &'a str) -> Result<Self, String> {
+    pub fn parse(image: &'a str) -> Result<Self, ImageError> {
         if image.is_empty() {
-            return Err("image is empty".into());
+            return Err(ImageError::Empty);
         }
         // Byte checks first (every reference an API server sends is ASCII); the
         // Unicode ones only for text that is not.
         let blank_or_control = image.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
             || (!image.is_ascii() && image.chars().any(|c| c.is_whitespace() || c.is_control()));
         if image.len() > 4096 || blank_or_control {
-            return Err(format!("{image:?} is not a valid image reference"));
+            return Err(ImageError::Malformed(image.to_string()));
         }
         let (rest, digest) = match image.split_once('@') {
             Some((r, d)) => {
-                let (algo, hex) = d.split_once(':').ok_or_else(|| format!("digest {d:?} must be <algorithm>:<hex>"))?;
+                let (algo, hex) = d.split_once(':').ok_or_else(|| ImageError::Digest(d.to_string()))?;
                 if algo.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!("digest {d:?} must be <algorithm>:<hex>"));
+                    return Err(ImageError::Digest(d.to_string()));
                 }
                 (r, Some(d))
             }
@@ -48,7 +69,7 @@ impl<'a> ImageRef<'a> {
         if let Some(t) = &tag
             && (t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
         {
-            return Err(format!("tag {t:?} is not valid"));
+            return Err(ImageError::Tag(t.to_string()));
         }
         let (registry, repository): (Cow<str>, Cow<str>) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
@@ -60,7 +81,7 @@ impl<'a> ImageRef<'a> {
         if let Some((host, port)) = registry.split_once(':')
             && (host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(format!("registry {registry:?} is not a valid host[:port]"));
+            return Err(ImageError::Registry(registry.into_owned()));
         }
         let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { Cow::Borrowed(DOCKER_HUB) } else { registry };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
@@ -69,7 +90,7 @@ impl<'a> ImageRef<'a> {
                 seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
             })
         {
-            return Err(format!("repository {repository:?} is not valid (lowercase path segments separated by '/')"));
+            return Err(ImageError::Repository(repository.into_owned()));
         }
         Ok(Self { registry, repository, tag, digest })
     }
@@ -84,17 +105,17 @@ pub struct RegistryRule {
 }
 
 impl RegistryRule {
-    pub fn parse(rule: &str) -> Result<Self, String> {
+    pub fn parse(rule: &str) -> Result<Self, ImageError> {
         let rule = rule.trim_end_matches('/');
         let (host, path) = rule.split_once('/').unwrap_or((rule, ""));
         if host.is_empty() || !(host.contains('.') || host.contains(':') || host == "localhost") {
-            return Err(format!("{rule:?} must start with a registry host such as ghcr.io or docker.io"));
+            return Err(ImageError::RuleHost(rule.to_string()));
         }
         let host = host.to_ascii_lowercase();
         let host = if host == "index.docker.io" { DOCKER_HUB.to_string() } else { host };
         let path: Vec<String> = if path.is_empty() { vec![] } else { path.split('/').map(str::to_string).collect() };
         if path.iter().any(|s| s.is_empty()) {
-            return Err(format!("{rule:?} has an empty path segment"));
+            return Err(ImageError::RuleSegment(rule.to_string()));
         }
         Ok(Self { registry: host, path })
     }

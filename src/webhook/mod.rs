@@ -1,0 +1,176 @@
+//! The MCPServer admission webhook, served by every replica over rustls.
+//!
+//! Layout, in the order a request meets it: `serve` (TLS connections and limits) ->
+//! this module (routes, metrics, logging) -> `review` (the AdmissionReview envelope)
+//! -> `mutate` (defaults) or `rules` (tenancy checks) -> `policy` (the platform
+//! team's file). `counts`, `image` and `quantity` are what the rules read; `tls` and
+//! `issuer` keep the serving certificate. Nothing on the request path calls the API
+//! server.
+
+pub mod counts;
+pub mod image;
+pub mod issuer;
+pub mod mutate;
+pub mod policy;
+pub mod quantity;
+pub mod review;
+pub mod rules;
+pub mod serve;
+pub mod tls;
+
+pub use counts::ServerCache;
+pub use serve::{Timeouts, serve_tls, serve_tls_on};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use tracing::{debug_span, info};
+
+use crate::config::Scope;
+use crate::metrics::Metrics;
+use policy::{SharedPolicy, TenancyPolicy};
+use review::{Hook, Outcome};
+use rules::Facts;
+
+/// The paths the chart registers (v1beta1 only: with `matchPolicy: Equivalent` the
+/// API server sends v1alpha1 objects here converted).
+pub const MUTATE_PATH: &str = "/mutate-toolhive-stacklok-dev-v1beta1-mcpserver";
+pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
+/// The largest AdmissionReview the API server sends (object + oldObject near the
+/// 3 MiB etcd limit each, plus envelope).
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+pub type ServerCounts = Arc<dyn Fn(&str) -> usize + Send + Sync>;
+
+#[derive(Clone)]
+pub struct WebhookState {
+    pub policy: SharedPolicy,
+    pub scope: Arc<Scope>,
+    pub counts: ServerCounts,
+    pub metrics: Metrics,
+}
+
+impl WebhookState {
+    pub fn new(policy: TenancyPolicy, scope: Scope, counts: ServerCounts, metrics: Metrics) -> Self {
+        Self { policy: policy::shared(policy), scope: Arc::new(scope), counts, metrics }
+    }
+}
+
+/// What the handlers share: the state, and each hook's metric series resolved once.
+struct Served {
+    state: WebhookState,
+    mutate: HookMetrics,
+    validate: HookMetrics,
+}
+
+struct HookMetrics {
+    name: &'static str,
+    latency: prometheus::Histogram,
+}
+
+impl HookMetrics {
+    fn new(metrics: &Metrics, name: &'static str) -> Self {
+        Self { name, latency: metrics.webhook_latency.with_label_values(&[name]) }
+    }
+
+    fn count(&self, metrics: &Metrics, code: StatusCode) {
+        metrics.webhook_requests.with_label_values(&[self.name, code.as_str()]).inc();
+    }
+}
+
+pub fn router(state: WebhookState) -> Router {
+    let served = Served {
+        mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
+        validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
+        state,
+    };
+    Router::new()
+        .route(MUTATE_PATH, post(|State(s): State<Arc<Served>>, body: Body| async move { answer(s, Hook::Mutate, body).await }))
+        .route(VALIDATE_PATH, post(|State(s): State<Arc<Served>>, body: Body| async move { answer(s, Hook::Validate, body).await }))
+        .with_state(Arc::new(served))
+}
+
+async fn answer(served: Arc<Served>, hook: Hook, body: Body) -> Response {
+    let metrics = match hook {
+        Hook::Mutate => &served.mutate,
+        Hook::Validate => &served.validate,
+    };
+    let body = match read_limited(body).await {
+        Ok(body) => body,
+        Err((code, message)) => {
+            metrics.count(&served.state.metrics, code);
+            return (code, message).into_response();
+        }
+    };
+    let state = &served.state;
+    state.metrics.webhook_in_flight.inc();
+    let start = Instant::now();
+    // Parsing a review of up to 7 MiB is CPU work: off the async workers, so probes
+    // and other connections are served meanwhile.
+    let worker = {
+        let served = served.clone();
+        tokio::task::spawn_blocking(move || {
+            let policy = served.state.policy.read().clone();
+            let facts = Facts { policy: &policy, scope: &served.state.scope, server_count: &*served.state.counts };
+            review::review(&body, hook, &facts)
+        })
+    };
+    let response = match worker.await {
+        Ok(outcome) => {
+            record(state, metrics.name, &outcome);
+            let code = if outcome.unanswerable() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            metrics.count(&state.metrics, code);
+            json_response(code, outcome.to_json())
+        }
+        Err(e) => {
+            // A panic in the rules is a bug; the request is refused, the server lives on.
+            tracing::error!(webhook = metrics.name, error = %e, "admission review failed");
+            metrics.count(&state.metrics, StatusCode::INTERNAL_SERVER_ERROR);
+            (StatusCode::INTERNAL_SERVER_ERROR, "the admission review failed").into_response()
+        }
+    };
+    metrics.latency.observe(start.elapsed().as_secs_f64());
+    state.metrics.webhook_in_flight.dec();
+    response
+}
+
+/// Logs and counts one decision.
+fn record(state: &WebhookState, webhook: &'static str, outcome: &Outcome) {
+    let decision = if outcome.allowed { "allowed" } else { "denied" };
+    let _span = debug_span!("admission", webhook, uid = %outcome.uid, namespace = %outcome.namespace,
+        operation = outcome.operation, decision, reason = outcome.reason)
+    .entered();
+    if let Some(message) = outcome.message() {
+        info!(webhook, uid = %outcome.uid, namespace = %outcome.namespace, operation = outcome.operation,
+            decision, reason = outcome.reason, message, "admission denied");
+    }
+    // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
+    let namespace = if !outcome.namespace.is_empty() && state.scope.allows(&outcome.namespace) { outcome.namespace.as_str() } else { "other" };
+    state.metrics.admission_decisions.with_label_values(&[namespace, outcome.operation, decision, outcome.reason]).inc();
+}
+
+/// The request body, up to the largest legal AdmissionReview. Read here, not by a
+/// body-limit layer, so a refused body is counted like any other answer.
+async fn read_limited(body: Body) -> Result<Bytes, (StatusCode, &'static str)> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)")),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "request body could not be read")),
+    }
+}
+
+fn json_response(code: StatusCode, answer: Result<Vec<u8>, serde_json::Error>) -> Response {
+    match answer {
+        Ok(text) => (code, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("writing the AdmissionReview answer: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,172 @@
+//! The AdmissionReview envelope: a request body in, an answer out. Pure, so every
+//! malformed input is tested without a server; never panics, and every malformed
+//! input gets an answer that says what was wrong (echoing the uid when there is one).
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+use super::mutate;
+use super::rules::{self, Facts};
+
+/// Which webhook is answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Mutate,
+    Validate,
+}
+
+/// The answer, with bounded values for metric labels and log fields.
+#[derive(Debug)]
+pub struct Outcome {
+    pub answer: AdmissionReview<DynamicObject>,
+    pub allowed: bool,
+    /// "allowed", "mutated", "malformed" or a [`rules::Rule`] name.
+    pub reason: &'static str,
+    pub uid: String,
+    pub namespace: String,
+    pub operation: &'static str,
+}
+
+impl Outcome {
+    /// The denial message, if this answer denies.
+    pub fn message(&self) -> Option<&str> {
+        let response = self.answer.response.as_ref()?;
+        (!response.allowed).then_some(response.result.message.as_str())
+    }
+
+    /// The answer as the API server reads it. kube serializes the patch (bytes) as an
+    /// array of numbers (kube-rs/kube#1781); the AdmissionReview API wants base64.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        use base64::Engine;
+        let mut answer = serde_json::to_value(&self.answer)?;
+        let patch = self.answer.response.as_ref().and_then(|r| r.patch.as_ref());
+        if let (Some(patch), Some(slot)) = (patch, answer.pointer_mut("/response/patch")) {
+            *slot = Value::from(base64::engine::general_purpose::STANDARD.encode(patch));
+        }
+        serde_json::to_vec(&answer)
+    }
+
+    /// A malformed request that carried no uid cannot be answered as a review.
+    pub fn unanswerable(&self) -> bool {
+        self.reason == MALFORMED && self.uid.is_empty()
+    }
+}
+
+const MALFORMED: &str = "malformed";
+
+fn operation_label(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Answers one AdmissionReview body.
+pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
+    // A byte-order mark is legal before JSON text from some clients; skip it.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let request = match read(body) {
+        Ok(request) => request,
+        Err((uid, message)) => return malformed(uid, String::new(), "UNKNOWN", message),
+    };
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let operation = operation_label(&request.operation);
+    let refuse = |message: String| malformed(request.uid.clone(), namespace.clone(), operation, message);
+    if request.uid.is_empty() {
+        return refuse("AdmissionReview request has no uid".into());
+    }
+    if request.kind.kind != "MCPServer" || request.kind.group != crate::api::GROUP {
+        return refuse(format!("this webhook admits {} MCPServers only, not {}/{}", crate::api::GROUP, request.kind.group, request.kind.kind));
+    }
+    let Some(object) = &request.object else {
+        return refuse(format!("{operation} request has no object"));
+    };
+    if namespace.is_empty() {
+        return refuse("request has no namespace".into());
+    }
+    let response = AdmissionResponse::from(&request);
+    let (response, reason) = match hook {
+        Hook::Mutate => mutate_object(response, object, &namespace, facts),
+        Hook::Validate => validate_object(response, &request, object, &namespace, facts),
+    };
+    Outcome { allowed: response.allowed, answer: response.into_review(), reason, uid: request.uid, namespace, operation }
+}
+
+/// The request, or the uid (if one could be read) and what is wrong.
+fn read(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, (String, String)> {
+    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(review) => review.try_into().map_err(|_| (String::new(), "AdmissionReview has no request".to_string())),
+        // Only a failed read pays for a second look, to word the answer.
+        Err(e) => match serde_json::from_slice::<Value>(body) {
+            Err(_) => Err((String::new(), format!("request body is not valid JSON: {e}"))),
+            Ok(tree) => {
+                let uid = tree.pointer("/request/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+                if tree.get("request").is_none_or(Value::is_null) {
+                    Err((uid, "AdmissionReview has no request".into()))
+                } else {
+                    Err((uid, format!("request is not a valid AdmissionReview: {e}")))
+                }
+            }
+        },
+    }
+}
+
+fn malformed(uid: String, namespace: String, operation: &'static str, message: String) -> Outcome {
+    let mut response = AdmissionResponse::invalid(&message);
+    response.uid = uid.clone();
+    response.result.code = 400;
+    response.result.reason = "BadRequest".into();
+    Outcome { answer: response.into_review(), allowed: false, reason: MALFORMED, uid, namespace, operation }
+}
+
+fn mutate_object(response: AdmissionResponse, object: &DynamicObject, namespace: &str, facts: &Facts) -> (AdmissionResponse, &'static str) {
+    let before = match serde_json::to_value(object) {
+        Ok(value) => value,
+        Err(e) => return (deny(response, 400, "BadRequest", format!("object cannot be read: {e}")), MALFORMED),
+    };
+    let rules = facts.policy.rules_for(namespace);
+    let after = mutate::with_defaults(&before, namespace, &rules);
+    let patch = json_patch::diff(&before, &after);
+    if patch.0.is_empty() {
+        return (response, "allowed");
+    }
+    match response.clone().with_patch(patch) {
+        Ok(patched) => (patched, "mutated"),
+        Err(e) => (deny(response, 500, "InternalError", format!("the defaults could not be written as a patch: {e}")), MALFORMED),
+    }
+}
+
+fn validate_object(
+    response: AdmissionResponse,
+    request: &AdmissionRequest<DynamicObject>,
+    object: &DynamicObject,
+    namespace: &str,
+    facts: &Facts,
+) -> (AdmissionResponse, &'static str) {
+    let spec = object.data.get("spec");
+    // Changes that leave the spec alone (finalizers, labels, status) and objects being
+    // deleted are never blocked, so deletion and status updates cannot get stuck on policy.
+    let unchanged = request.operation == Operation::Update && request.old_object.as_ref().is_some_and(|old| old.data.get("spec") == spec);
+    if unchanged || object.metadata.deletion_timestamp.is_some() {
+        return (response, "allowed");
+    }
+    let violations = rules::validate(spec, namespace, request.operation == Operation::Create, facts);
+    match violations.first() {
+        None => (response, "allowed"),
+        Some(first) => {
+            let reason = first.rule.name();
+            (deny(response, 403, "Forbidden", rules::denial_message(&violations)), reason)
+        }
+    }
+}
+
+fn deny(response: AdmissionResponse, code: u16, reason: &str, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    response.result.code = code;
+    response.result.reason = reason.into();
+    response.result.status = Some(kube::core::response::StatusSummary::Failure);
+    response
+}

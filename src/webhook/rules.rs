@@ -1,0 +1,378 @@
+//! The validating rules: every tenancy violation of an MCPServer, each named by its
+//! field path and the [`Rule`] it breaks, all at once.
+
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::image::ImageRef;
+use super::policy::{PodSecurity, ResourcePolicy, Rules, TenancyPolicy};
+use super::quantity;
+use crate::api::REMOVED_FIELDS;
+use crate::config::Scope;
+
+/// The container of the MCP server in `spec.podTemplateSpec`.
+pub const MCP_CONTAINER: &str = "mcp";
+
+/// Which rule a violation breaks. Its name is the `reason` label of
+/// `toolhive_admission_decisions_total`, so the set is fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Namespace,
+    Spec,
+    RemovedField,
+    Image,
+    Registry,
+    Transport,
+    Quota,
+    Resources,
+    HostPath,
+    PodSecurity,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Namespace => "namespace",
+            Rule::Spec => "spec",
+            Rule::RemovedField => "removed-field",
+            Rule::Image => "image",
+            Rule::Registry => "registry",
+            Rule::Transport => "transport",
+            Rule::Quota => "quota",
+            Rule::Resources => "resources",
+            Rule::HostPath => "host-path",
+            Rule::PodSecurity => "pod-security",
+        }
+    }
+}
+
+/// The Kubernetes field-error type a violation is reported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldError {
+    Forbidden,
+    Invalid,
+    Required,
+}
+
+impl FieldError {
+    fn as_str(self) -> &'static str {
+        match self {
+            FieldError::Forbidden => "Forbidden",
+            FieldError::Invalid => "Invalid value",
+            FieldError::Required => "Required value",
+        }
+    }
+}
+
+/// One denial: where, what kind, what to change, and which rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub error: FieldError,
+    pub detail: String,
+    pub rule: Rule,
+}
+
+impl Violation {
+    fn new(field: impl Into<String>, error: FieldError, rule: Rule, detail: impl Into<String>) -> Self {
+        Self { field: field.into(), error, detail: detail.into(), rule }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.field, self.error.as_str(), self.detail)
+    }
+}
+
+/// The message `kubectl` shows for a denial: every violation, in order.
+pub fn denial_message(violations: &[Violation]) -> String {
+    match violations {
+        [one] => one.to_string(),
+        many => {
+            let all: Vec<String> = many.iter().map(ToString::to_string).collect();
+            format!("{} problems: {}", many.len(), all.join("; "))
+        }
+    }
+}
+
+/// What the webhook knows besides the request: the policy, the operator's scope and
+/// how many MCPServers each namespace holds (from a watch cache).
+pub struct Facts<'a> {
+    pub policy: &'a TenancyPolicy,
+    pub scope: &'a Scope,
+    pub server_count: &'a dyn Fn(&str) -> usize,
+}
+
+/// The spec fields the rules read, typed. The API server checks the CRD schema before
+/// the validating webhook is called, so a type error here only comes from a caller
+/// that is not the API server; it is reported with its path all the same.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewedSpec {
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub transport: Option<String>,
+    #[serde(default)]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub volumes: Vec<serde::de::IgnoredAny>,
+    /// Kept as sent: it is a patch, so it may leave out what a full template requires.
+    #[serde(default)]
+    pub pod_template_spec: Option<Value>,
+}
+
+/// Reads `value` as `T`, reporting a type error at its field path under `base`.
+fn typed<T: serde::de::DeserializeOwned>(value: &Value, base: &str) -> Result<T, Violation> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { base.to_string() } else { format!("{base}.{path}") };
+        Violation::new(field, FieldError::Invalid, Rule::Spec, e.into_inner().to_string())
+    })
+}
+
+/// Every policy violation of an MCPServer with `spec` in `namespace`, all at once.
+pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
+    if let Some(denied) = namespace_violation(namespace, facts) {
+        return vec![denied];
+    }
+    let Some(fields) = spec.and_then(Value::as_object) else {
+        return vec![Violation::new("spec", FieldError::Invalid, Rule::Spec, "spec must be an object")];
+    };
+    let mut out = Vec::new();
+    for (old, new) in REMOVED_FIELDS {
+        if fields.contains_key(*old) {
+            out.push(Violation::new(format!("spec.{old}"), FieldError::Forbidden, Rule::RemovedField, format!("this field was removed; use {new}")));
+        }
+    }
+    let spec: ReviewedSpec = match spec.map(|s| typed(s, "spec")).unwrap_or_else(|| Ok(ReviewedSpec::default())) {
+        Ok(spec) => spec,
+        Err(violation) => {
+            out.push(violation);
+            return out;
+        }
+    };
+    let rules = facts.policy.rules_for(namespace);
+    check_image(spec.image.as_deref(), namespace, &rules, &mut out);
+    check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
+    if creating && let Some(max) = rules.max_mcp_servers {
+        let have = (facts.server_count)(namespace);
+        if have >= max as usize {
+            out.push(Violation::new(
+                "metadata.namespace",
+                FieldError::Forbidden,
+                Rule::Quota,
+                format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {max}"),
+            ));
+        }
+    }
+    if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
+        check_ceiling(resources, policy, "spec.resources", &mut out);
+    }
+    if !spec.volumes.is_empty() && !rules.allow_host_path_volumes.unwrap_or(false) {
+        out.push(Violation::new(
+            "spec.volumes",
+            FieldError::Forbidden,
+            Rule::HostPath,
+            format!("hostPath volumes are not allowed in namespace {namespace:?}"),
+        ));
+    }
+    if let Some(template) = &spec.pod_template_spec {
+        match pod_template(template) {
+            Ok(template) => check_pod_template(&template, &rules, &mut out),
+            Err(violation) => out.push(violation),
+        }
+    }
+    out
+}
+
+/// The namespace must be watched by the operator and allowed by the policy.
+fn namespace_violation(namespace: &str, facts: &Facts) -> Option<Violation> {
+    let policy = facts.policy;
+    let in_policy = policy.allowed_namespaces.is_empty() || policy.allowed_namespaces.iter().any(|n| n == namespace);
+    if facts.scope.allows(namespace) && in_policy {
+        return None;
+    }
+    let allowed: Vec<&str> = match facts.scope {
+        Scope::Namespaces(list) => list.iter().filter(|n| in_list_or_all(&policy.allowed_namespaces, n)).map(String::as_str).collect(),
+        Scope::Cluster => policy.allowed_namespaces.iter().map(String::as_str).collect(),
+    };
+    let ask = if policy.contact.is_empty() { "your platform team" } else { policy.contact.as_str() };
+    Some(Violation::new(
+        "metadata.namespace",
+        FieldError::Forbidden,
+        Rule::Namespace,
+        format!("namespace {namespace:?} may not hold MCPServers (allowed: {}); ask {ask} to allow it", allowed.join(", ")),
+    ))
+}
+
+fn in_list_or_all(list: &[String], item: &str) -> bool {
+    list.is_empty() || list.iter().any(|n| n == item)
+}
+
+fn check_image(image: Option<&str>, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
+    let image = match image {
+        None | Some("") => {
+            out.push(Violation::new("spec.image", FieldError::Required, Rule::Image, "an image is required"));
+            return;
+        }
+        Some(image) => image,
+    };
+    match ImageRef::parse(image) {
+        Err(e) => out.push(Violation::new("spec.image", FieldError::Invalid, Rule::Image, e.to_string())),
+        Ok(reference) => {
+            if let Some(allowed) = &rules.allowed_registries
+                && !rules.registry_rules().iter().any(|r| r.matches(&reference))
+            {
+                out.push(Violation::new(
+                    "spec.image",
+                    FieldError::Forbidden,
+                    Rule::Registry,
+                    format!(
+                        "registry {:?} is not allowed in namespace {namespace:?} (allowed: {})",
+                        reference.registry,
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn check_transport(transport: &str, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
+    if let Some(allowed) = &rules.allowed_transports
+        && !allowed.iter().any(|t| t == transport)
+    {
+        out.push(Violation::new(
+            "spec.transport",
+            FieldError::Forbidden,
+            Rule::Transport,
+            format!("transport {transport:?} is not allowed in namespace {namespace:?} (allowed: {})", allowed.join(", ")),
+        ));
+    }
+}
+
+/// Every cpu and memory request and limit must parse and stay at or under the ceiling.
+fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
+    for (section, amounts) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+        for (resource, max) in [("cpu", &policy.max.cpu), ("memory", &policy.max.memory)] {
+            let Some(amount) = amounts.as_ref().and_then(|a| a.get(resource)) else { continue };
+            let field = format!("{path}.{section}.{resource}");
+            match quantity::parse(&amount.0) {
+                Err(e) => out.push(Violation::new(field, FieldError::Invalid, Rule::Resources, e.to_string())),
+                Ok(value) => {
+                    // The policy's own quantities were checked when it was loaded.
+                    if let Some(max) = max
+                        && quantity::parse(max).is_ok_and(|m| value > m)
+                    {
+                        out.push(Violation::new(
+                            field,
+                            FieldError::Forbidden,
+                            Rule::Resources,
+                            format!("{} exceeds the namespace maximum of {max}", amount.0),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `spec.podTemplateSpec` typed. It is a patch over the pod the runner builds, so it
+/// may leave out the container list a full template requires.
+fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
+    const BASE: &str = "spec.podTemplateSpec";
+    let mut value = value.clone();
+    if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("containers").or_insert_with(|| Value::Array(Vec::new()));
+    }
+    typed(&value, BASE)
+}
+
+/// The security-relevant parts of any container kind.
+struct ContainerView<'a> {
+    list: &'static str,
+    name: &'a str,
+    security: Option<&'a SecurityContext>,
+    resources: Option<&'a ResourceRequirements>,
+}
+
+fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)> {
+    let init = pod.init_containers.iter().flatten().enumerate().map(|(i, c)| {
+        (i, ContainerView { list: "initContainers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+    });
+    let main = pod.containers.iter().enumerate().map(|(i, c)| {
+        (i, ContainerView { list: "containers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+    });
+    let ephemeral = pod.ephemeral_containers.iter().flatten().enumerate().map(|(i, c)| {
+        (i, ContainerView { list: "ephemeralContainers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+    });
+    init.chain(main).chain(ephemeral)
+}
+
+fn check_pod_template(template: &PodTemplateSpec, rules: &Rules, out: &mut Vec<Violation>) {
+    const BASE: &str = "spec.podTemplateSpec.spec";
+    let Some(pod) = &template.spec else { return };
+    let allowed = rules.pod_security.clone().unwrap_or_default();
+    if !allowed.allow_host_namespaces {
+        for (key, on) in [("hostNetwork", pod.host_network), ("hostPID", pod.host_pid), ("hostIPC", pod.host_ipc)] {
+            if on == Some(true) {
+                forbid(out, format!("{BASE}.{key}"), "host namespaces are not allowed");
+            }
+        }
+    }
+    if !allowed.allow_host_path {
+        for (i, volume) in pod.volumes.iter().flatten().enumerate() {
+            if volume.host_path.is_some() {
+                forbid(out, format!("{BASE}.volumes[{i}].hostPath"), "hostPath volumes are not allowed");
+            }
+        }
+    }
+    if !allowed.allow_run_as_root
+        && let Some(sc) = &pod.security_context
+    {
+        check_run_as_root(sc.run_as_user, sc.run_as_non_root, &format!("{BASE}.securityContext"), out);
+    }
+    for (i, c) in containers(pod) {
+        let path = format!("{BASE}.{}[{i}]", c.list);
+        if let Some(sc) = c.security {
+            check_container_security(sc, &allowed, &path, out);
+        }
+        if c.list == "containers"
+            && c.name == MCP_CONTAINER
+            && let (Some(policy), Some(resources)) = (&rules.mcp_resources, c.resources)
+        {
+            check_ceiling(resources, policy, &format!("{path}.resources"), out);
+        }
+    }
+}
+
+fn forbid(out: &mut Vec<Violation>, field: String, detail: &str) {
+    out.push(Violation::new(field, FieldError::Forbidden, Rule::PodSecurity, detail));
+}
+
+fn check_container_security(sc: &SecurityContext, allowed: &PodSecurity, path: &str, out: &mut Vec<Violation>) {
+    if !allowed.allow_privileged && sc.privileged == Some(true) {
+        forbid(out, format!("{path}.securityContext.privileged"), "privileged containers are not allowed");
+    }
+    if !allowed.allow_privileged && sc.allow_privilege_escalation == Some(true) {
+        forbid(out, format!("{path}.securityContext.allowPrivilegeEscalation"), "privilege escalation is not allowed");
+    }
+    if !allowed.allow_added_capabilities && sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| !a.is_empty()) {
+        forbid(out, format!("{path}.securityContext.capabilities.add"), "adding capabilities is not allowed");
+    }
+    if !allowed.allow_run_as_root {
+        check_run_as_root(sc.run_as_user, sc.run_as_non_root, &format!("{path}.securityContext"), out);
+    }
+}
+
+fn check_run_as_root(run_as_user: Option<i64>, run_as_non_root: Option<bool>, path: &str, out: &mut Vec<Violation>) {
+    if run_as_user == Some(0) {
+        forbid(out, format!("{path}.runAsUser"), "running as root (UID 0) is not allowed");
+    }
+    if run_as_non_root == Some(false) {
+        forbid(out, format!("{path}.runAsNonRoot"), "runAsNonRoot may not be false");
+    }
+}
