@@ -30,7 +30,7 @@ use kube::{
 use serde_json::json;
 use toolhive_operator::{
     api::MCPServer,
-    resources::{child_api_resource, desired_children},
+    resources::desired_children,
     status::{Observed, desired_status},
 };
 
@@ -148,12 +148,14 @@ async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, c
         .await;
     let writes = created.iter().flat_map(|s| {
         let ns = s.namespace().unwrap();
-        let children = desired_children(s, RUNNER_IMAGE).into_iter().map({
+        let children = desired_children(s, RUNNER_IMAGE).unwrap().into_iter().map({
             let ns = ns.clone();
             move |child| {
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &child_api_resource(child.kind));
+                let (resource, body) = child.dynamic();
+                let name = child.name().to_string();
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
                 async move {
-                    api.patch(&child.name, &PatchParams::apply("floor").force(), &Patch::Apply(&child.body)).await.unwrap();
+                    api.patch(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&body)).await.unwrap();
                 }
                 .boxed()
             }
@@ -330,8 +332,17 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
     let writes_per_server = (writes - user_creates - ip_allocations) as f64 / n as f64;
 
     // Every child is there.
-    for kind in ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"] {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &child_api_resource(kind));
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::{ConfigMap, Service, ServiceAccount}, rbac::v1::{Role, RoleBinding}};
+    use kube::core::ApiResource;
+    for (kind, resource) in [
+        ("ConfigMap", ApiResource::erase::<ConfigMap>(&())),
+        ("ServiceAccount", ApiResource::erase::<ServiceAccount>(&())),
+        ("Role", ApiResource::erase::<Role>(&())),
+        ("RoleBinding", ApiResource::erase::<RoleBinding>(&())),
+        ("Deployment", ApiResource::erase::<Deployment>(&())),
+        ("Service", ApiResource::erase::<Service>(&())),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let count = api
             .list_metadata(&ListParams::default().labels("toolhive=true"))
             .await

@@ -3,19 +3,21 @@
 //! never touches another's cache).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount},
+    core::v1::{ConfigMap, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PartialObjectMeta},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -32,7 +34,7 @@ use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase, RESTARTED_AT_ANNO
 use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
 use crate::metrics::{CONTROLLER, Metrics};
-use crate::resources::{self, MANAGED_SELECTOR, desired_children};
+use crate::resources::{self, Child, MANAGED_SELECTOR, desired_children};
 use crate::status::{Observed, desired_status};
 
 /// State shared by every watch scope.
@@ -99,18 +101,19 @@ struct ChildStores {
 }
 
 impl ChildStores {
-    fn meta(&self, kind: &str, ns: &str, name: &str) -> Option<kube::core::ObjectMeta> {
-        fn get<K: Resource<DynamicType = ()> + Clone>(s: &Store<PartialObjectMeta<K>>, ns: &str, name: &str) -> Option<kube::core::ObjectMeta> {
-            s.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+    /// The cached metadata of the object `child` describes, if the operator sees one.
+    fn meta(&self, child: &Child, ns: &str) -> Option<ObjectMeta> {
+        fn get<K: Resource<DynamicType = ()> + Clone>(s: &Store<K>, ns: &str, name: &str) -> Option<ObjectMeta> {
+            s.get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
         }
-        match kind {
-            "ConfigMap" => get(&self.configmaps, ns, name),
-            "ServiceAccount" => get(&self.service_accounts, ns, name),
-            "Role" => get(&self.roles, ns, name),
-            "RoleBinding" => get(&self.role_bindings, ns, name),
-            "Deployment" => self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.metadata.clone()),
-            "Service" => get(&self.services, ns, name),
-            _ => None,
+        let name = child.name();
+        match child {
+            Child::ConfigMap(_) => get(&self.configmaps, ns, name),
+            Child::ServiceAccount(_) => get(&self.service_accounts, ns, name),
+            Child::Role(_) => get(&self.roles, ns, name),
+            Child::RoleBinding(_) => get(&self.role_bindings, ns, name),
+            Child::Deployment(_) => get(&self.deployments, ns, name),
+            Child::Service(_) => get(&self.services, ns, name),
         }
     }
 }
@@ -274,7 +277,7 @@ async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> 
     };
     m.reconcile_total.with_label_values(&[CONTROLLER, outcome]).inc();
     if result.is_ok() {
-        ctx.shared.failures.lock().unwrap().remove(&(ns, name));
+        ctx.shared.failures.lock().remove(&(ns, name));
     }
     result
 }
@@ -285,7 +288,7 @@ fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Act
     m.reconcile_error_category.with_label_values(&[error.category()]).inc();
     let key = (server.namespace().unwrap_or_default(), server.name_any());
     let attempts = {
-        let mut f = ctx.shared.failures.lock().unwrap();
+        let mut f = ctx.shared.failures.lock();
         let n = f.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         *n
@@ -321,52 +324,41 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let shared = &ctx.shared;
     let mut observed = Observed::default();
 
-    if let Some(pts) = &server.spec.pod_template_spec
-        && let Err(e) = serde_json::from_value::<PodTemplateSpec>(pts.clone())
-    {
+    if let Err(e) = server.spec.pod_template() {
         observed.pod_template_error = Some(e.to_string());
         write_status(server, ctx, &observed).await?;
         return Ok(Action::await_change());
     }
 
+    let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let children = desired_children(server, &shared.runner_image).ok_or(Error::MissingField("metadata.uid"))?;
     let mut restored = Vec::new();
-    for child in desired_children(server, &shared.runner_image) {
-        let key: ChildKey = (ns.clone(), child.kind, child.name.clone());
-        let desired_hash = resources::desired_hash(&child.body).to_string();
-        let current = ctx.stores.meta(child.kind, &ns, &child.name);
+    for child in children {
+        let key: ChildKey = (ns.clone(), child.kind(), child.name().to_string());
+        let desired_hash = child.hash().to_string();
+        let current = ctx.stores.meta(&child, &ns);
+        // Ours, as we last applied it, and untouched since: nothing to write. After a
+        // restart there is no record, so each child is applied once: drift made while
+        // the operator was down is repaired, and an apply that changes nothing is not
+        // stored by the API server.
         if let Some(meta) = &current
             && resources::applied_hash(meta) == Some(desired_hash.as_str())
+            && shared.applied.lock().get(&key) == Some(&(desired_hash.clone(), edit_version(meta)))
         {
-            let version = edit_version(meta);
-            let mut applied = shared.applied.lock().unwrap();
-            match applied.get(&key) {
-                // Ours and untouched since: nothing to write.
-                Some((h, v)) if *h == desired_hash && *v == version => continue,
-                // After a restart we have no record: trust the hash we stamped.
-                None => {
-                    applied.insert(key, (desired_hash, version));
-                    continue;
-                }
-                _ => {}
-            }
+            continue;
         }
-        let ar = resources::child_api_resource(child.kind);
-        let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &ns, &ar);
         let t = Instant::now();
-        let result = api
-            .patch(&child.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.body))
-            .await;
+        let result = apply_child(&shared.client, &ns, &child, &uid, current.as_ref()).await;
         shared.metrics.apply_latency.observe(t.elapsed().as_secs_f64());
         match result {
-            Ok(obj) => {
-                shared.metrics.children_applied.with_label_values(&[child.kind]).inc();
-                shared.applied.lock().unwrap().insert(key, (desired_hash, edit_version(&obj.metadata)));
+            Ok(meta) => {
+                shared.metrics.children_applied.with_label_values(&[child.kind()]).inc();
+                shared.applied.lock().insert(key, (desired_hash, edit_version(&meta)));
                 if current.is_none() {
-                    restored.push(format!("{} {}", child.kind, child.name));
+                    restored.push(format!("{} {}", child.kind(), child.name()));
                 }
             }
-            Err(source) => {
-                let err = Error::Apply { kind: child.kind, name: child.name.clone(), source };
+            Err(err) => {
                 if err.user_fixable() {
                     observed.apply_error = Some(err.to_string());
                     publish(ctx, server, EventType::Warning, err.category(), &err.to_string()).await;
@@ -396,6 +388,57 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
+/// Server-side applies one child, refusing to take over an object of that name the
+/// operator did not create for this MCPServer (`cached`: what the child watch shows).
+async fn apply_child(client: &Client, ns: &str, child: &Child, owner_uid: &str, cached: Option<&ObjectMeta>) -> Result<ObjectMeta> {
+    match child {
+        Child::ConfigMap(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+        Child::ServiceAccount(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+        Child::Role(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+        Child::RoleBinding(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+        Child::Deployment(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+        Child::Service(o) => apply_owned(client, ns, o, owner_uid, cached).await,
+    }
+}
+
+async fn apply_owned<K>(client: &Client, ns: &str, object: &K, owner_uid: &str, cached: Option<&ObjectMeta>) -> Result<ObjectMeta>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    // The child watch sees only objects labelled as ours; an unlabelled one of the
+    // same name is looked up (list, which the operator's role grants) before the first apply.
+    let existing = match cached {
+        Some(meta) => Some(meta.clone()),
+        None => {
+            let found = api.list_metadata(&ListParams::default().fields(&format!("metadata.name={name}"))).await?;
+            found.items.into_iter().next().map(|o| o.metadata)
+        }
+    };
+    if let Some(meta) = existing
+        && !controlled_by(&meta, owner_uid)
+    {
+        return Err(Error::NotOwned { kind, name });
+    }
+    let applied = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(|source| Error::Apply { kind, name: name.clone(), source })?;
+    Ok(applied.meta().clone())
+}
+
+/// Whether the MCPServer with `uid` is the controller owner of an object.
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+}
+
 /// Patches status (server-side apply on the status subresource) only when it changed,
 /// and records phase changes as Events.
 async fn write_status(server: &MCPServer, ctx: &Context, observed: &Observed) -> Result<()> {
@@ -409,7 +452,7 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
     let name = server.name_any();
     let key = (ns.clone(), name.clone());
     let uid = server.uid().unwrap_or_default();
-    let lagging = ctx.shared.status_written.lock().unwrap().get(&key).and_then(|w| {
+    let lagging = ctx.shared.status_written.lock().get(&key).and_then(|w| {
         let cache_behind = server.status.as_ref() != Some(&w.status);
         (w.uid == uid && w.generation == server.metadata.generation && cache_behind).then(|| w.status.clone())
     });
@@ -421,14 +464,14 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
     let desired = desired_status(&basis, observed, Time(jiff::Timestamp::now()));
     let phase = desired.phase.unwrap_or(Phase::Pending);
     // The gauge is rebuilt from every server's phase: only when this one's changed.
-    if ctx.shared.phases.lock().unwrap().insert(key.clone(), phase) != Some(phase) {
+    if ctx.shared.phases.lock().insert(key.clone(), phase) != Some(phase) {
         refresh_phase_gauge(&ctx.shared);
     }
     let phase_changed = previous.phase != desired.phase;
     if previous != desired {
         patch_status(ctx, &ns, &name, &desired).await?;
         let written = WrittenStatus { uid, generation: server.metadata.generation, status: desired.clone() };
-        ctx.shared.status_written.lock().unwrap().insert(key, written);
+        ctx.shared.status_written.lock().insert(key, written);
     }
     if phase_changed {
         let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
@@ -457,7 +500,7 @@ async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &MCPServerSta
 }
 
 fn refresh_phase_gauge(shared: &Shared) {
-    let phases = shared.phases.lock().unwrap();
+    let phases = shared.phases.lock();
     let mut counts: HashMap<(&str, Phase), i64> = HashMap::new();
     for ((ns, _), phase) in phases.iter() {
         *counts.entry((ns.as_str(), *phase)).or_default() += 1;
@@ -496,9 +539,9 @@ async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
             return Err(e);
         }
     }
-    ctx.shared.applied.lock().unwrap().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
-    ctx.shared.phases.lock().unwrap().remove(&(ns.clone(), name.clone()));
-    ctx.shared.status_written.lock().unwrap().remove(&(ns.clone(), name.clone()));
+    ctx.shared.applied.lock().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
+    ctx.shared.phases.lock().remove(&(ns.clone(), name.clone()));
+    ctx.shared.status_written.lock().remove(&(ns.clone(), name.clone()));
     refresh_phase_gauge(&ctx.shared);
     info!(namespace = %ns, name = %name, "MCPServer cleaned up");
     Ok(Action::await_change())

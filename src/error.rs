@@ -9,8 +9,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("applying {kind} {name}: {source}")]
     Apply { kind: &'static str, name: String, source: kube::Error },
-    #[error("spec.podTemplateSpec is not a valid PodTemplateSpec: {0}")]
-    InvalidPodTemplate(String),
+    #[error("{kind} {name} already exists and was not created by the operator for this MCPServer; delete or rename it, or rename the MCPServer")]
+    NotOwned { kind: &'static str, name: String },
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("object has no {0}")]
@@ -21,7 +21,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(e) | Error::Apply { source: e, .. } => kube_category(e),
-            Error::InvalidPodTemplate(_) => "InvalidPodTemplateSpec",
+            Error::NotOwned { .. } => "ChildNotOwned",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::MissingField(_) => "MalformedObject",
         }
@@ -31,7 +31,7 @@ impl Error {
     /// everything else is retried quietly with backoff.
     pub fn user_fixable(&self) -> bool {
         match self {
-            Error::InvalidPodTemplate(_) => true,
+            Error::NotOwned { .. } => true,
             Error::Apply { source: kube::Error::Api(e), .. } => matches!(e.code, 400 | 422),
             _ => false,
         }

@@ -4,12 +4,21 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Service, ServiceAccount},
-    rbac::v1::{Role, RoleBinding},
+    apps::v1::{Deployment, DeploymentSpec},
+    core::v1::{
+        ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference,
+        PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
+        ServicePort, ServiceSpec, ServiceAccount, Capabilities, Volume, VolumeMount,
+    },
+    rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::{
+    api::resource::Quantity,
+    apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    util::intstr::IntOrString,
+};
 use kube::Resource;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -100,392 +109,508 @@ pub fn mcp_service_account(server: &MCPServer) -> String {
 }
 
 /// The pod-template patch the runner applies to the MCP StatefulSet: the user's
-/// podTemplateSpec plus the MCP ServiceAccount.
+/// podTemplateSpec with the ServiceAccount the operator decided (never the tenant's
+/// choice of another account in its place).
 pub fn pod_template_patch(server: &MCPServer) -> Value {
-    let mut patch = server.spec.pod_template_spec.clone().unwrap_or_else(|| json!({}));
-    if !patch.is_object() {
-        patch = json!({});
-    }
-    if patch.get("spec").map(|s| !s.is_object()).unwrap_or(true) {
+    let mut patch = match &server.spec.pod_template_spec {
+        Some(Value::Object(fields)) => Value::Object(fields.clone()),
+        _ => json!({}),
+    };
+    if !patch.get("spec").is_some_and(Value::is_object) {
         patch["spec"] = json!({});
     }
     patch["spec"]["serviceAccountName"] = json!(mcp_service_account(server));
     patch
 }
 
-/// The RunConfig JSON the ToolHive proxy runner reads from `/etc/runconfig/runconfig.json`.
-pub fn runconfig(server: &MCPServer) -> Value {
-    let name = server.metadata.name.as_deref().unwrap_or_default();
-    let ns = server.metadata.namespace.as_deref().unwrap_or_default();
+/// The RunConfig the ToolHive proxy runner reads from `/etc/runconfig/runconfig.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunConfig {
+    pub schema_version: &'static str,
+    pub name: String,
+    pub image: String,
+    pub transport: &'static str,
+    pub host: &'static str,
+    pub port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<i32>,
+    pub proxy_mode: &'static str,
+    pub container_labels: BTreeMap<String, String>,
+    /// JSON text of [`pod_template_patch`].
+    pub k8s_pod_template_patch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcpserver_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmd_args: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, String>,
+    /// `host:container[:ro]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// `secret-name,target=ENV`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_profile_name_or_path: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub trust_proxy_headers: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub endpoint_prefix: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_config: Option<AuditComponent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_config: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_config: Option<ScalingConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditComponent {
+    pub component: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScalingConfig {
+    pub backend_replicas: i32,
+}
+
+pub fn runconfig(server: &MCPServer) -> RunConfig {
+    let name = server_name(server);
     let spec = &server.spec;
-    let mut rc = json!({
-        "schema_version": RUNCONFIG_SCHEMA_VERSION,
-        "name": name,
-        "image": spec.image,
-        "transport": spec.transport.as_str(),
-        "host": "0.0.0.0",
-        "port": server.proxy_port(),
-        "proxy_mode": effective_proxy_mode(server).as_str(),
-        "container_labels": labels(name),
-        "k8s_pod_template_patch": pod_template_patch(server).to_string(),
+    let permission_profile = spec.permission_profile.as_ref().map(|profile| match profile.profile_type {
+        PermissionProfileType::Builtin => profile.name.clone(),
+        PermissionProfileType::ConfigMap => format!("{PROFILE_MOUNT_DIR}/{}", profile_key(profile)),
     });
-    if let Some(generation) = server.metadata.generation {
-        rc["mcpserver_generation"] = json!(generation);
-    }
-    if spec.transport != Transport::Stdio {
-        rc["target_port"] = json!(server.mcp_port());
-    }
-    if !spec.args.is_empty() {
-        rc["cmd_args"] = json!(spec.args);
-    }
-    if !spec.env.is_empty() {
-        let env: BTreeMap<&str, &str> = spec.env.iter().map(|e| (e.name.as_str(), e.value.as_str())).collect();
-        rc["env_vars"] = json!(env);
-    }
-    if !spec.volumes.is_empty() {
-        let vols: Vec<String> = spec
+    RunConfig {
+        schema_version: RUNCONFIG_SCHEMA_VERSION,
+        name: name.to_string(),
+        image: spec.image.clone(),
+        transport: spec.transport.as_str(),
+        host: "0.0.0.0",
+        port: server.proxy_port(),
+        target_port: (spec.transport != Transport::Stdio).then(|| server.mcp_port()),
+        proxy_mode: effective_proxy_mode(server).as_str(),
+        container_labels: labels(name),
+        k8s_pod_template_patch: pod_template_patch(server).to_string(),
+        mcpserver_generation: server.metadata.generation,
+        cmd_args: spec.args.clone(),
+        env_vars: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+        volumes: spec
             .volumes
             .iter()
-            .map(|v| {
-                let ro = if v.read_only { ":ro" } else { "" };
-                format!("{}:{}{ro}", v.host_path, v.mount_path)
-            })
-            .collect();
-        rc["volumes"] = json!(vols);
-    }
-    if !spec.secrets.is_empty() {
-        let secrets: Vec<String> = spec
+            .map(|v| format!("{}:{}{}", v.host_path, v.mount_path, if v.read_only { ":ro" } else { "" }))
+            .collect(),
+        secrets: spec
             .secrets
             .iter()
-            .map(|s| {
-                let target = if s.target_env_name.is_empty() { &s.key } else { &s.target_env_name };
-                format!("{},target={target}", s.name)
-            })
-            .collect();
-        rc["secrets"] = json!(secrets);
+            .map(|s| format!("{},target={}", s.name, if s.target_env_name.is_empty() { &s.key } else { &s.target_env_name }))
+            .collect(),
+        permission_profile_name_or_path: permission_profile,
+        trust_proxy_headers: spec.trust_proxy_headers,
+        endpoint_prefix: spec.endpoint_prefix.clone(),
+        group: spec.group_ref.as_ref().map(|g| g.name.clone()),
+        audit_config: spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditComponent { component: name.to_string() }),
+        rate_limit_config: spec.rate_limiting.clone(),
+        rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
+        scaling_config: spec.backend_replicas.map(|backend_replicas| ScalingConfig { backend_replicas }),
     }
-    if let Some(profile) = &spec.permission_profile {
-        rc["permission_profile_name_or_path"] = json!(match profile.profile_type {
-            PermissionProfileType::Builtin => profile.name.clone(),
-            PermissionProfileType::ConfigMap => format!("{PROFILE_MOUNT_DIR}/{}", profile_key(profile)),
-        });
-    }
-    if spec.trust_proxy_headers {
-        rc["trust_proxy_headers"] = json!(true);
-    }
-    if !spec.endpoint_prefix.is_empty() {
-        rc["endpoint_prefix"] = json!(spec.endpoint_prefix);
-    }
-    if let Some(group) = &spec.group_ref {
-        rc["group"] = json!(group.name);
-    }
-    if spec.audit.as_ref().is_some_and(|a| a.enabled) {
-        rc["audit_config"] = json!({"component": name});
-    }
-    if let Some(rate) = &spec.rate_limiting {
-        rc["rate_limit_config"] = rate.clone();
-        rc["rate_limit_namespace"] = json!(ns);
-    }
-    if let Some(backend) = spec.backend_replicas {
-        rc["scaling_config"] = json!({"backend_replicas": backend});
-    }
-    rc
 }
 
 fn profile_key(profile: &crate::api::PermissionProfileRef) -> String {
     if profile.key.is_empty() { "permissions.json".into() } else { profile.key.clone() }
 }
 
-pub fn hash_of(value: &Value) -> String {
-    let digest = Sha256::digest(value.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-fn owner_reference(server: &MCPServer) -> OwnerReference {
-    server.controller_owner_ref(&()).expect("MCPServer from the API server has a uid")
-}
-
-/// Common metadata for a child: name, namespace, labels (+ extra), owner, applied hash.
-fn metadata(server: &MCPServer, name: &str, extra_labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Value {
-    let mut l = labels(server.metadata.name.as_deref().unwrap_or_default());
-    l.extend(extra_labels.clone());
-    json!({
-        "name": name,
-        "namespace": server.metadata.namespace,
-        "labels": l,
-        "annotations": annotations,
-        "ownerReferences": [owner_reference(server)],
-    })
-}
-
-/// A child object as server-side-apply JSON, stamped with the hash of its content.
-fn stamped(mut obj: Value) -> Value {
-    let hash = hash_of(&obj);
-    obj["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
-    obj
+/// A short, stable digest of a serializable value (its JSON text).
+pub fn hash_of(value: &impl Serialize) -> String {
+    let text = serde_json::to_vec(value).unwrap_or_default();
+    Sha256::digest(&text).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Drops what the operator's caches never read, so a thousand servers cost little
 /// memory: managedFields (often larger than the rest of the metadata) and every
 /// annotation not in `keep`.
-pub fn slim_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, keep: &[&str]) {
+pub fn slim_metadata(meta: &mut ObjectMeta, keep: &[&str]) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|k, _| keep.contains(&k.as_str()));
     }
 }
 
-pub fn applied_hash(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+pub fn applied_hash(meta: &ObjectMeta) -> Option<&str> {
     meta.annotations.as_ref()?.get(SPEC_HASH_ANNOTATION).map(String::as_str)
 }
 
-pub fn desired_hash(obj: &Value) -> &str {
-    obj["metadata"]["annotations"][SPEC_HASH_ANNOTATION].as_str().unwrap_or_default()
-}
-
-/// Every child the MCPServer should have, in apply order.
-pub fn desired_children(server: &MCPServer, runner_image: &str) -> Vec<Child> {
-    let mut out = vec![
-        Child::new::<ConfigMap>(runconfig_configmap(server)),
-        Child::new::<ServiceAccount>(proxy_service_account(server)),
-        Child::new::<Role>(proxy_role(server)),
-        Child::new::<RoleBinding>(proxy_role_binding(server)),
-    ];
-    if server.spec.service_account.as_deref().is_none_or(str::is_empty) {
-        out.push(Child::new::<ServiceAccount>(mcp_sa(server)));
-    }
-    out.push(Child::new::<Deployment>(proxy_deployment(server, runner_image)));
-    out.push(Child::new::<Service>(proxy_service(server)));
-    out
-}
-
-/// The API resource of a child kind (as in [`Child::kind`]), for dynamic API calls.
-pub fn child_api_resource(kind: &str) -> kube::core::ApiResource {
-    use kube::core::ApiResource;
-    match kind {
-        "ConfigMap" => ApiResource::erase::<ConfigMap>(&()),
-        "ServiceAccount" => ApiResource::erase::<ServiceAccount>(&()),
-        "Role" => ApiResource::erase::<Role>(&()),
-        "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
-        "Deployment" => ApiResource::erase::<Deployment>(&()),
-        "Service" => ApiResource::erase::<Service>(&()),
-        other => unreachable!("no child of kind {other}"),
-    }
-}
-
-/// One desired child: its kind and the apply body.
+/// One object the operator keeps for an MCPServer, typed by kind.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Child {
-    pub kind: &'static str,
-    pub name: String,
-    pub body: Value,
+pub enum Child {
+    ConfigMap(ConfigMap),
+    ServiceAccount(ServiceAccount),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    Deployment(Deployment),
+    Service(Service),
 }
 
 impl Child {
-    fn new<K: Resource<DynamicType = ()>>(body: Value) -> Self {
-        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let kind: &'static str = match K::kind(&()) {
-            std::borrow::Cow::Borrowed(k) => k,
-            std::borrow::Cow::Owned(_) => "Unknown",
-        };
-        let mut body = body;
-        body["apiVersion"] = json!(K::api_version(&()));
-        body["kind"] = json!(kind);
-        Self { kind, name, body: stamped(body) }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Child::ConfigMap(_) => "ConfigMap",
+            Child::ServiceAccount(_) => "ServiceAccount",
+            Child::Role(_) => "Role",
+            Child::RoleBinding(_) => "RoleBinding",
+            Child::Deployment(_) => "Deployment",
+            Child::Service(_) => "Service",
+        }
     }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Child::ConfigMap(o) => &o.metadata,
+            Child::ServiceAccount(o) => &o.metadata,
+            Child::Role(o) => &o.metadata,
+            Child::RoleBinding(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Child::ConfigMap(o) => &mut o.metadata,
+            Child::ServiceAccount(o) => &mut o.metadata,
+            Child::Role(o) => &mut o.metadata,
+            Child::RoleBinding(o) => &mut o.metadata,
+            Child::Deployment(o) => &mut o.metadata,
+            Child::Service(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
+    /// The hash stamped on this child: what the operator applied.
+    pub fn hash(&self) -> &str {
+        applied_hash(self.meta()).unwrap_or_default()
+    }
+
+    /// The object's API resource and its apply body, for a client that is not typed.
+    pub fn dynamic(&self) -> (kube::core::ApiResource, Value) {
+        use kube::core::ApiResource;
+        fn erased<K: Resource<DynamicType = ()> + Serialize>(o: &K) -> (ApiResource, Value) {
+            (ApiResource::erase::<K>(&()), serde_json::to_value(o).unwrap_or_default())
+        }
+        match self {
+            Child::ConfigMap(o) => erased(o),
+            Child::ServiceAccount(o) => erased(o),
+            Child::Role(o) => erased(o),
+            Child::RoleBinding(o) => erased(o),
+            Child::Deployment(o) => erased(o),
+            Child::Service(o) => erased(o),
+        }
+    }
+
+    fn body_hash(&self) -> String {
+        match self {
+            Child::ConfigMap(o) => hash_of(o),
+            Child::ServiceAccount(o) => hash_of(o),
+            Child::Role(o) => hash_of(o),
+            Child::RoleBinding(o) => hash_of(o),
+            Child::Deployment(o) => hash_of(o),
+            Child::Service(o) => hash_of(o),
+        }
+    }
+
+    /// Stamps the hash of the content into the child's annotations.
+    fn stamped(mut self) -> Self {
+        let hash = self.body_hash();
+        self.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
+        self
+    }
+}
+
+/// Every child the MCPServer should have, in apply order. None when the server has
+/// no uid yet (it has not been stored, so nothing can be owned by it).
+pub fn desired_children(server: &MCPServer, runner_image: &str) -> Option<Vec<Child>> {
+    let owner = server.controller_owner_ref(&())?;
+    let base = Base { server, owner };
+    let mut out = vec![
+        Child::ConfigMap(base.runconfig_configmap()),
+        Child::ServiceAccount(base.proxy_service_account()),
+        Child::Role(base.proxy_role()),
+        Child::RoleBinding(base.proxy_role_binding()),
+    ];
+    if server.spec.service_account.as_deref().is_none_or(str::is_empty) {
+        out.push(Child::ServiceAccount(base.mcp_service_account()));
+    }
+    out.push(Child::Deployment(base.proxy_deployment(runner_image)));
+    out.push(Child::Service(base.proxy_service()));
+    Some(out.into_iter().map(Child::stamped).collect())
+}
+
+/// What the builders share: the server and the owner reference every child carries.
+struct Base<'a> {
+    server: &'a MCPServer,
+    owner: OwnerReference,
 }
 
 fn server_name(server: &MCPServer) -> &str {
     server.metadata.name.as_deref().unwrap_or_default()
 }
 
-fn no_extra() -> BTreeMap<String, String> {
-    BTreeMap::new()
-}
-
-pub fn runconfig_configmap(server: &MCPServer) -> Value {
-    let names = ChildNames::for_server(server_name(server));
-    let rc = serde_json::to_string_pretty(&runconfig(server)).expect("runconfig serializes");
-    json!({
-        "metadata": metadata(server, &names.runconfig, &no_extra(), &no_extra()),
-        "data": {RUNCONFIG_KEY: rc},
-    })
-}
-
-fn image_pull_secrets(server: &MCPServer) -> Vec<Value> {
-    server
-        .spec
-        .resource_overrides
-        .as_ref()
-        .and_then(|o| o.proxy_deployment.as_ref())
-        .map(|d| d.image_pull_secrets.iter().map(|s| json!({"name": s.name})).collect())
-        .unwrap_or_default()
-}
-
-pub fn proxy_service_account(server: &MCPServer) -> Value {
-    let names = ChildNames::for_server(server_name(server));
-    let mut sa = json!({"metadata": metadata(server, &names.proxy_runner, &no_extra(), &no_extra())});
-    let secrets = image_pull_secrets(server);
-    if !secrets.is_empty() {
-        sa["imagePullSecrets"] = json!(secrets);
-    }
-    sa
-}
-
-pub fn mcp_sa(server: &MCPServer) -> Value {
-    let names = ChildNames::for_server(server_name(server));
-    json!({"metadata": metadata(server, &names.mcp_service_account, &no_extra(), &no_extra())})
+fn names(server: &MCPServer) -> ChildNames {
+    ChildNames::for_server(server_name(server))
 }
 
 /// What the proxy runner needs to run the MCP server: its StatefulSet and Services,
 /// to watch its pods, attach to stdio and read logs, and read its RunConfig.
-pub fn proxy_role_rules() -> Value {
-    json!([
-        {"apiGroups": ["apps"], "resources": ["statefulsets"],
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
-        {"apiGroups": [""], "resources": ["services"],
-         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create", "get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
-    ])
-}
-
-pub fn proxy_role(server: &MCPServer) -> Value {
-    let names = ChildNames::for_server(server_name(server));
-    json!({
-        "metadata": metadata(server, &names.proxy_runner, &no_extra(), &no_extra()),
-        "rules": proxy_role_rules(),
-    })
-}
-
-pub fn proxy_role_binding(server: &MCPServer) -> Value {
-    let names = ChildNames::for_server(server_name(server));
-    json!({
-        "metadata": metadata(server, &names.proxy_runner, &no_extra(), &no_extra()),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.proxy_runner},
-        "subjects": [{"kind": "ServiceAccount", "name": names.proxy_runner, "namespace": server.metadata.namespace}],
-    })
-}
-
-fn quantity_map(list: &crate::api::ResourceList) -> Value {
-    let mut m = serde_json::Map::new();
-    if !list.cpu.is_empty() {
-        m.insert("cpu".into(), json!(list.cpu));
-    }
-    if !list.memory.is_empty() {
-        m.insert("memory".into(), json!(list.memory));
-    }
-    Value::Object(m)
-}
-
-pub fn proxy_deployment(server: &MCPServer, runner_image: &str) -> Value {
-    let name = server_name(server);
-    let names = ChildNames::for_server(name);
-    let overrides = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref());
-    let (dep_labels, dep_annotations) = overrides
-        .map(|d| (d.labels.clone(), d.annotations.clone()))
-        .unwrap_or_default();
-    let pod_meta = overrides.and_then(|d| d.pod_template_metadata_overrides.clone()).unwrap_or_default();
-
-    let rc_hash = hash_of(&runconfig(server));
-    let mut pod_annotations = pod_meta.annotations.clone();
-    pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), rc_hash);
-    if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
-        pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
-    }
-    let mut pod_labels = labels(name);
-    pod_labels.extend(pod_meta.labels.clone());
-
-    let mut args = vec!["run".to_string()];
-    if let Some(pts) = &server.spec.pod_template_spec {
-        args.push(format!("--k8s-pod-patch={pts}"));
-    }
-    args.push(server.spec.image.clone());
-
-    let mut env = vec![json!({"name": "XDG_CONFIG_HOME", "value": "/tmp"}), json!({"name": "HOME", "value": "/tmp"})];
-    if let Some(d) = overrides {
-        env.extend(d.env.iter().map(|e| json!({"name": e.name, "value": e.value})));
-    }
-
-    let mut volumes = vec![json!({"name": "runconfig", "configMap": {"name": names.runconfig}})];
-    let mut mounts = vec![json!({"name": "runconfig", "mountPath": RUNCONFIG_MOUNT_PATH, "readOnly": true})];
-    if let Some(profile) = &server.spec.permission_profile
-        && profile.profile_type == PermissionProfileType::ConfigMap
-    {
-        let key = profile_key(profile);
-        volumes.push(json!({"name": "permission-profile", "configMap": {"name": profile.name, "items": [{"key": key, "path": key}]}}));
-        mounts.push(json!({"name": "permission-profile", "mountPath": PROFILE_MOUNT_DIR, "readOnly": true}));
-    }
-
-    let mut container = json!({
-        "name": PROXY_CONTAINER,
-        "image": runner_image,
-        "args": args,
-        "env": env,
-        "ports": [{"name": "http", "containerPort": server.proxy_port(), "protocol": "TCP"}],
-        "volumeMounts": mounts,
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "initialDelaySeconds": 5, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "initialDelaySeconds": 30, "periodSeconds": 10},
-        "securityContext": {
-            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    });
-    let res = &server.spec.resources;
-    if !res.is_empty() {
-        let mut r = json!({});
-        if !res.limits.is_empty() {
-            r["limits"] = quantity_map(&res.limits);
-        }
-        if !res.requests.is_empty() {
-            r["requests"] = quantity_map(&res.requests);
-        }
-        container["resources"] = r;
-    }
-
-    let mut pod_spec = json!({
-        "serviceAccountName": names.proxy_runner,
-        "containers": [container],
-        "volumes": volumes,
-        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-    });
-    let pull = image_pull_secrets(server);
-    if !pull.is_empty() {
-        pod_spec["imagePullSecrets"] = json!(pull);
-    }
-
-    let mut spec = json!({
-        "selector": {"matchLabels": {"app": "mcpserver", "app.kubernetes.io/instance": name}},
-        "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
-    });
-    if let Some(replicas) = server.spec.replicas {
-        spec["replicas"] = json!(replicas);
-    }
-    json!({
-        "metadata": metadata(server, &names.deployment, &dep_labels, &dep_annotations),
-        "spec": spec,
-    })
-}
-
-pub fn proxy_service(server: &MCPServer) -> Value {
-    let name = server_name(server);
-    let names = ChildNames::for_server(name);
-    let svc = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_service.clone()).unwrap_or_default();
-    let affinity = match server.spec.session_affinity {
-        SessionAffinity::ClientIP => "ClientIP",
-        SessionAffinity::None => "None",
+pub fn proxy_role_rules() -> Vec<PolicyRule> {
+    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
     };
-    json!({
-        "metadata": metadata(server, &names.service, &svc.labels, &svc.annotations),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {"app": "mcpserver", "app.kubernetes.io/instance": name},
-            "ports": [{"name": "http", "port": server.proxy_port(), "targetPort": server.proxy_port(), "protocol": "TCP"}],
-            "sessionAffinity": affinity,
-        },
-    })
+    let manage = ["create", "delete", "get", "list", "patch", "update", "watch"];
+    vec![
+        rule("apps", "statefulsets", &manage),
+        rule("", "services", &manage),
+        rule("", "pods", &["get", "list", "watch"]),
+        rule("", "pods/log", &["get"]),
+        rule("", "pods/attach", &["create", "get"]),
+        rule("", "configmaps", &["get", "list", "watch"]),
+    ]
+}
+
+fn quantities(list: &crate::api::ResourceList) -> Option<BTreeMap<String, Quantity>> {
+    let map: BTreeMap<String, Quantity> = [("cpu", &list.cpu), ("memory", &list.memory)]
+        .into_iter()
+        .filter(|(_, q)| !q.is_empty())
+        .map(|(k, q)| (k.to_string(), Quantity(q.clone())))
+        .collect();
+    (!map.is_empty()).then_some(map)
+}
+
+fn non_empty<K, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
+    (!map.is_empty()).then_some(map)
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+impl Base<'_> {
+    /// Name, namespace, labels (+ extra), annotations and owner of a child.
+    fn metadata(&self, name: &str, extra_labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> ObjectMeta {
+        let mut all_labels = labels(server_name(self.server));
+        all_labels.extend(extra_labels.clone());
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: self.server.metadata.namespace.clone(),
+            labels: Some(all_labels),
+            annotations: Some(annotations.clone()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+
+    fn plain_metadata(&self, name: &str) -> ObjectMeta {
+        self.metadata(name, &BTreeMap::new(), &BTreeMap::new())
+    }
+
+    fn runconfig_configmap(&self) -> ConfigMap {
+        let text = serde_json::to_string_pretty(&runconfig(self.server)).unwrap_or_default();
+        ConfigMap {
+            metadata: self.plain_metadata(&names(self.server).runconfig),
+            data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
+            ..Default::default()
+        }
+    }
+
+    fn image_pull_secrets(&self) -> Option<Vec<LocalObjectReference>> {
+        let overrides = self.server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref())?;
+        let secrets: Vec<LocalObjectReference> =
+            overrides.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect();
+        (!secrets.is_empty()).then_some(secrets)
+    }
+
+    fn proxy_service_account(&self) -> ServiceAccount {
+        ServiceAccount {
+            metadata: self.plain_metadata(&names(self.server).proxy_runner),
+            image_pull_secrets: self.image_pull_secrets(),
+            ..Default::default()
+        }
+    }
+
+    fn mcp_service_account(&self) -> ServiceAccount {
+        ServiceAccount { metadata: self.plain_metadata(&names(self.server).mcp_service_account), ..Default::default() }
+    }
+
+    fn proxy_role(&self) -> Role {
+        Role { metadata: self.plain_metadata(&names(self.server).proxy_runner), rules: Some(proxy_role_rules()) }
+    }
+
+    fn proxy_role_binding(&self) -> RoleBinding {
+        let name = names(self.server).proxy_runner;
+        RoleBinding {
+            metadata: self.plain_metadata(&name),
+            role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: name.clone() },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name,
+                namespace: self.server.metadata.namespace.clone(),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    fn proxy_deployment(&self, runner_image: &str) -> Deployment {
+        let server = self.server;
+        let name = server_name(server);
+        let names = names(server);
+        let overrides = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref());
+        let (dep_labels, dep_annotations) = overrides.map(|d| (d.labels.clone(), d.annotations.clone())).unwrap_or_default();
+        let pod_meta = overrides.and_then(|d| d.pod_template_metadata_overrides.clone()).unwrap_or_default();
+
+        let mut pod_annotations = pod_meta.annotations.clone();
+        pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&runconfig(server)));
+        if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
+            pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
+        }
+        let mut pod_labels = labels(name);
+        pod_labels.extend(pod_meta.labels.clone());
+
+        let mut args = vec!["run".to_string()];
+        if server.spec.pod_template_spec.is_some() {
+            // The same patch the RunConfig carries: the flag replaces it in the runner.
+            args.push(format!("--k8s-pod-patch={}", pod_template_patch(server)));
+        }
+        args.push(server.spec.image.clone());
+
+        let mut env_vars = vec![env("XDG_CONFIG_HOME", "/tmp"), env("HOME", "/tmp")];
+        env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
+
+        let mut volumes = vec![Volume {
+            name: "runconfig".into(),
+            config_map: Some(ConfigMapVolumeSource { name: names.runconfig.clone(), ..Default::default() }),
+            ..Default::default()
+        }];
+        let mut mounts =
+            vec![VolumeMount { name: "runconfig".into(), mount_path: RUNCONFIG_MOUNT_PATH.into(), read_only: Some(true), ..Default::default() }];
+        if let Some(profile) = &server.spec.permission_profile
+            && profile.profile_type == PermissionProfileType::ConfigMap
+        {
+            let key = profile_key(profile);
+            volumes.push(Volume {
+                name: "permission-profile".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: profile.name.clone(),
+                    items: Some(vec![KeyToPath { key: key.clone(), path: key, ..Default::default() }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "permission-profile".into(),
+                mount_path: PROFILE_MOUNT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+
+        let health = |initial_delay_seconds: i32, period_seconds: i32| Probe {
+            http_get: Some(HTTPGetAction { path: Some("/health".into()), port: IntOrString::String("http".into()), ..Default::default() }),
+            initial_delay_seconds: Some(initial_delay_seconds),
+            period_seconds: Some(period_seconds),
+            ..Default::default()
+        };
+        let resources = &server.spec.resources;
+        let container = Container {
+            name: PROXY_CONTAINER.into(),
+            image: Some(runner_image.into()),
+            args: Some(args),
+            env: Some(env_vars),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: server.proxy_port(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            volume_mounts: Some(mounts),
+            readiness_probe: Some(health(5, 5)),
+            liveness_probe: Some(health(30, 10)),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_non_root: Some(true),
+                capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+                ..Default::default()
+            }),
+            resources: (!resources.is_empty()).then(|| ResourceRequirements {
+                limits: quantities(&resources.limits),
+                requests: quantities(&resources.requests),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let selector = BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        Deployment {
+            metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
+            spec: Some(DeploymentSpec {
+                replicas: server.spec.replicas,
+                selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(names.proxy_runner.clone()),
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        security_context: Some(PodSecurityContext {
+                            run_as_non_root: Some(true),
+                            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                            ..Default::default()
+                        }),
+                        image_pull_secrets: self.image_pull_secrets(),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn proxy_service(&self) -> Service {
+        let server = self.server;
+        let name = server_name(server);
+        let overrides = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_service.clone()).unwrap_or_default();
+        let affinity = match server.spec.session_affinity {
+            SessionAffinity::ClientIP => "ClientIP",
+            SessionAffinity::None => "None",
+        };
+        let selector = BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        Service {
+            metadata: self.metadata(&names(server).service, &overrides.labels, &overrides.annotations),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                selector: non_empty(selector),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: server.proxy_port(),
+                    target_port: Some(IntOrString::Int(server.proxy_port())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                session_affinity: Some(affinity.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +627,16 @@ mod tests {
         .unwrap();
         s.status = None;
         s
+    }
+
+    fn children(s: &MCPServer) -> Vec<Child> {
+        desired_children(s, "runner:1").unwrap()
+    }
+
+    /// The proxy Deployment as JSON, as it is applied.
+    fn deployment(s: &MCPServer) -> Value {
+        let d = children(s).into_iter().find_map(|c| if let Child::Deployment(d) = c { Some(d) } else { None }).unwrap();
+        serde_json::to_value(d).unwrap()
     }
 
     fn osv() -> MCPServer {
@@ -534,7 +669,7 @@ mod tests {
             "args": ["--a"], "env": [{"name": "K", "value": "V"}],
             "secrets": [{"name": "s", "key": "token"}, {"name": "s2", "key": "k", "targetEnvName": "T"}],
             "permissionProfile": {"type": "builtin", "name": "network"}}));
-        let rc = runconfig(&s);
+        let rc = serde_json::to_value(runconfig(&s)).unwrap();
         assert_eq!(rc["schema_version"], "v0.1.0");
         assert_eq!(rc["name"], "osv");
         assert_eq!(rc["image"], "img");
@@ -554,10 +689,10 @@ mod tests {
     #[test]
     fn stdio_has_no_target_port_and_uses_custom_service_account() {
         let s = server(json!({"image": "img", "serviceAccount": "mine"}));
-        let rc = runconfig(&s);
+        let rc = serde_json::to_value(runconfig(&s)).unwrap();
         assert!(rc.get("target_port").is_none());
         assert_eq!(rc["proxy_mode"], "streamable-http");
-        let kinds: Vec<_> = desired_children(&s, "runner").iter().map(|c| (c.kind, c.name.clone())).collect();
+        let kinds: Vec<_> = children(&s).iter().map(|c| (c.kind(), c.name().to_string())).collect();
         assert!(!kinds.contains(&("ServiceAccount", "osv-sa".to_string())));
         let patch: Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
         assert_eq!(patch["spec"]["serviceAccountName"], "mine");
@@ -565,8 +700,8 @@ mod tests {
 
     #[test]
     fn children_have_labels_owner_and_hash() {
-        let children = desired_children(&osv(), "ghcr.io/stacklok/toolhive:latest");
-        let kinds: Vec<_> = children.iter().map(|c| (c.kind, c.name.as_str())).collect();
+        let children = children(&osv());
+        let kinds: Vec<_> = children.iter().map(|c| (c.kind(), c.name())).collect();
         assert_eq!(
             kinds,
             vec![
@@ -580,20 +715,24 @@ mod tests {
             ]
         );
         for c in &children {
-            let meta = &c.body["metadata"];
-            assert_eq!(meta["labels"]["toolhive-name"], "osv");
-            assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "osv");
-            assert_eq!(meta["ownerReferences"][0]["kind"], "MCPServer");
-            assert_eq!(meta["ownerReferences"][0]["controller"], true);
-            assert_eq!(desired_hash(&c.body).len(), 16);
+            let meta = c.meta();
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels["toolhive-name"], "osv");
+            assert_eq!(labels["app.kubernetes.io/instance"], "osv");
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("MCPServer", "uid-1", Some(true)));
+            assert_eq!(c.hash().len(), 16);
         }
+        let mut unsaved = osv();
+        unsaved.metadata.uid = None;
+        assert!(desired_children(&unsaved, "r").is_none(), "nothing can be owned by a server without a uid");
     }
 
     #[test]
     fn deployment_runs_the_runner_with_the_image_and_restart_annotation() {
         let mut s = osv();
         s.metadata.annotations = Some(BTreeMap::from([(RESTARTED_AT_ANNOTATION.into(), "2026-01-01T00:00:00Z".into())]));
-        let d = proxy_deployment(&s, "runner:1");
+        let d = deployment(&s);
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["name"], "toolhive");
         assert_eq!(c["image"], "runner:1");
@@ -601,11 +740,12 @@ mod tests {
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/runconfig");
         assert_eq!(d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION], "2026-01-01T00:00:00Z");
         assert!(d["spec"].get("replicas").is_none(), "unset replicas leave scaling to others");
+        assert_eq!(d["apiVersion"], "apps/v1", "typed objects carry their kind");
     }
 
     #[test]
     fn slim_metadata_keeps_only_what_is_read() {
-        let mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta = serde_json::from_value(json!({
+        let mut meta: ObjectMeta = serde_json::from_value(json!({
             "name": "osv",
             "annotations": {SPEC_HASH_ANNOTATION: "abc", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
             "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
@@ -620,20 +760,26 @@ mod tests {
 
     #[test]
     fn hash_changes_with_spec() {
-        let a = desired_children(&osv(), "r");
+        let a = children(&osv());
         let mut other = osv();
         other.spec = MCPServerSpec { proxy_port: 9999, ..other.spec };
-        let b = desired_children(&other, "r");
-        assert_ne!(desired_hash(&a[0].body), desired_hash(&b[0].body));
-        assert_eq!(desired_hash(&a[0].body), desired_hash(&desired_children(&osv(), "r")[0].body));
+        let b = children(&other);
+        assert_ne!(a[0].hash(), b[0].hash());
+        assert_eq!(a[0].hash(), children(&osv())[0].hash());
     }
 
     #[test]
     fn pod_template_patch_is_passed_to_the_runner() {
-        let s = server(json!({"image": "img", "podTemplateSpec": {"spec": {"containers": [{"name": "mcp"}]}}}));
-        let d = proxy_deployment(&s, "r");
+        // The tenant names another account: the patch the runner receives carries the
+        // operator's choice, in the flag as in the RunConfig.
+        let s = server(json!({"image": "img", "podTemplateSpec": {"spec": {"serviceAccountName": "osv-proxy-runner", "containers": [{"name": "mcp"}]}}}));
+        let d = deployment(&s);
         let args = d["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().clone();
         assert_eq!(args.len(), 3);
-        assert!(args[1].as_str().unwrap().starts_with("--k8s-pod-patch="));
+        let flag: Value = serde_json::from_str(args[1].as_str().unwrap().strip_prefix("--k8s-pod-patch=").unwrap()).unwrap();
+        assert_eq!(flag["spec"]["serviceAccountName"], "osv-sa");
+        assert_eq!(flag["spec"]["containers"][0]["name"], "mcp");
+        let rc = runconfig(&s);
+        assert_eq!(serde_json::from_str::<Value>(&rc.k8s_pod_template_patch).unwrap(), flag);
     }
 }

@@ -280,15 +280,11 @@ fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path
     }
 }
 
-/// `spec.podTemplateSpec` typed. It is a patch over the pod the runner builds, so it
-/// may leave out the container list a full template requires.
 fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
-    const BASE: &str = "spec.podTemplateSpec";
-    let mut value = value.clone();
-    if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.entry("containers").or_insert_with(|| Value::Array(Vec::new()));
-    }
-    typed(&value, BASE)
+    crate::api::parse_pod_template(value).map_err(|e| {
+        let field = if e.path == "." { "spec.podTemplateSpec".to_string() } else { format!("spec.podTemplateSpec.{}", e.path) };
+        Violation::new(field, FieldError::Invalid, Rule::Spec, e.message)
+    })
 }
 
 /// The security-relevant parts of any container kind.
