@@ -10,10 +10,12 @@ export GOTOOLCHAIN := local
 tools:
 	@scripts/tools.sh >/dev/null
 
-## Everything a fresh machine needs, then every test (unit + integration). CI runs this.
+## Everything a fresh machine needs, then formatting, lints (benchmarks included) and
+## every test (unit + integration). CI runs this.
 test: tools
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) test --workspace --locked -- --test-threads=4
-	$(CARGO) check --locked --benches
 
 unit:
 	$(CARGO) test --workspace --locked --lib --bins

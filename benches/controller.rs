@@ -48,7 +48,9 @@ fn main() {
     let idle_secs = env_usize("BENCH_IDLE_SECS", 300) as u64;
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    println!("controller benchmark: {servers} MCPServers across {NAMESPACES} namespaces, client concurrency {concurrency}, idle {idle_secs} s");
+    println!(
+        "controller benchmark: {servers} MCPServers across {NAMESPACES} namespaces, client concurrency {concurrency}, idle {idle_secs} s"
+    );
 
     let floor = {
         let cp = start_control_plane();
@@ -79,7 +81,10 @@ fn main() {
     println!("| RSS idle (0 MCPServers, webhook on) | {:.1} MiB |", report.rss_idle);
     println!("| RSS with {servers} MCPServers | {:.1} MiB (peak {:.1} MiB) |", report.rss_loaded, report.rss_peak);
     println!("| RSS after the idle period | {:.1} MiB |", report.rss_after_idle);
-    println!("| API writes per new MCPServer (excl. the user's create and the API server's IP allocation) | {:.2} |", report.writes_per_server);
+    println!(
+        "| API writes per new MCPServer (excl. the user's create and the API server's IP allocation) | {:.2} |",
+        report.writes_per_server
+    );
     println!("| writes in {idle_secs} idle s (excl. leases) | {} |", report.idle_writes);
     println!("| lease writes in {idle_secs} idle s | {} |", report.idle_lease_writes);
     println!();
@@ -211,9 +216,7 @@ async fn api_writes(client: &Client) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let label = |k: &str| {
-            series.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string()
-        };
+        let label = |k: &str| series.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
         let verb = label("verb");
         if !WRITE_VERBS.contains(&verb.as_str()) {
             continue;
@@ -226,11 +229,7 @@ async fn api_writes(client: &Client) -> BTreeMap<String, u64> {
 }
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
 }
 
 fn split_leases(d: &BTreeMap<String, u64>) -> (u64, u64) {
@@ -332,7 +331,11 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
     let writes_per_server = (writes - user_creates - ip_allocations) as f64 / n as f64;
 
     // Every child is there.
-    use k8s_openapi::api::{apps::v1::Deployment, core::v1::{ConfigMap, Service, ServiceAccount}, rbac::v1::{Role, RoleBinding}};
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Service, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
+    };
     use kube::core::ApiResource;
     for (kind, resource) in [
         ("ConfigMap", ApiResource::erase::<ConfigMap>(&())),
@@ -343,12 +346,7 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
         ("Service", ApiResource::erase::<Service>(&())),
     ] {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let count = api
-            .list_metadata(&ListParams::default().labels("toolhive=true"))
-            .await
-            .unwrap()
-            .items
-            .len();
+        let count = api.list_metadata(&ListParams::default().labels("toolhive=true")).await.unwrap().items.len();
         let expected = if kind == "ServiceAccount" { 2 * n } else { n };
         assert_eq!(count, expected, "{kind} children");
     }

@@ -105,7 +105,9 @@ fn main() {
             certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
             let state = webhook::WebhookState::new(policy, Scope::Cluster, Arc::new(|_: &str| 3), Metrics::default());
-            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Timeouts::default()).await.unwrap();
+            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Timeouts::default())
+                .await
+                .unwrap();
         })
     };
     // The floor: bare axum + rustls, fixed answer.
@@ -138,7 +140,9 @@ fn main() {
     let (ours, floor, tree) = (ours.unwrap(), floor.unwrap(), tree.unwrap());
 
     println!();
-    println!("| server | admissions/s (1 server core) | server CPU per admission | admissions per CPU-second | p50 | p99 | requests | throughput / floor | CPU-efficiency / floor |");
+    println!(
+        "| server | admissions/s (1 server core) | server CPU per admission | admissions per CPU-second | p50 | p99 | requests | throughput / floor | CPU-efficiency / floor |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, f) in [
         ("toolhive-operator webhook", &ours),
@@ -191,16 +195,17 @@ where
     let (tx, rx) = std::sync::mpsc::channel();
     // Named, so a profiler can tell the two servers apart (`perf report --comms`).
     let thread = std::thread::Builder::new().name(name.to_string());
-    thread.spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let tid = unsafe { libc::gettid() };
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send((listener.local_addr().unwrap(), tid)).unwrap();
-            serve(listener).await;
-        });
-    })
-    .unwrap();
+    thread
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let tid = unsafe { libc::gettid() };
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send((listener.local_addr().unwrap(), tid)).unwrap();
+                serve(listener).await;
+            });
+        })
+        .unwrap();
     rx.recv().unwrap()
 }
 
@@ -224,7 +229,11 @@ async fn bare_server(listener: tokio::net::TcpListener, pair: &controlplane::Pem
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let allow = |uid: &str| Bytes::from(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}}).to_string());
+    let allow = |uid: &str| {
+        Bytes::from(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}}).to_string(),
+        )
+    };
     let fixed = allow("0d3c4a7e-5b7f-4b8e-9a39-0a7f2c1f6f11");
     let router = Router::new().route(
         "/review",

@@ -17,7 +17,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PartialObjectMeta},
+    api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -150,7 +150,13 @@ fn child_stream<K>(
     metrics: &Metrics,
 ) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let api = scoped::<PartialObjectMeta<K>>(client, ns);
     slim_stream(api, metrics, K::plural(&()).to_string(), |child| {
@@ -239,15 +245,27 @@ pub async fn run(shared: Arc<Shared>, scope: &Scope, shutdown: tokio::sync::watc
     match scope {
         Scope::Cluster => run_scope(shared, None, wait(shutdown)).await,
         Scope::Namespaces(list) => {
-            futures::future::join_all(
-                list.iter().map(|ns| run_scope(shared.clone(), Some(ns.clone()), wait(shutdown.clone()))),
-            )
-            .await;
+            futures::future::join_all(list.iter().map(|ns| run_scope(shared.clone(), Some(ns.clone()), wait(shutdown.clone())))).await;
         }
     }
 }
 
+/// One reconcile. A panic in it is a bug: it is turned into an error for this
+/// MCPServer (retried with backoff) instead of ending the process, and with it the
+/// webhook every MCPServer write must pass.
 async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(reconcile_once(server, ctx)).catch_unwind().await.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Panicked(message))
+    })
+}
+
+async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);

@@ -9,12 +9,16 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("applying {kind} {name}: {source}")]
     Apply { kind: &'static str, name: String, source: kube::Error },
-    #[error("{kind} {name} already exists and was not created by the operator for this MCPServer; delete or rename it, or rename the MCPServer")]
+    #[error(
+        "{kind} {name} already exists and was not created by the operator for this MCPServer; delete or rename it, or rename the MCPServer"
+    )]
     NotOwned { kind: &'static str, name: String },
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("the reconcile panicked (a bug; please report it): {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -24,6 +28,7 @@ impl Error {
             Error::NotOwned { .. } => "ChildNotOwned",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::MissingField(_) => "MalformedObject",
+            Error::Panicked(_) => "Panicked",
         }
     }
 

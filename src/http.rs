@@ -52,9 +52,7 @@ pub fn metrics_router(metrics: Metrics) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(m): State<Metrics>| async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
-            }),
+            get(|State(m): State<Metrics>| async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }),
         )
         .with_state(metrics)
 }

@@ -2,8 +2,12 @@
 //! and probes; only the lease holder reconciles. Optimistic concurrency
 //! (resourceVersion on replace) decides races; a holder that cannot renew within the
 //! renew deadline steps down.
+//!
+//! Expiry is measured on this replica's own clock from the moment it last saw the
+//! lease record change, never by comparing the holder's `renewTime` with the local
+//! time: the two machines' clocks may disagree by more than a lease duration.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -38,19 +42,33 @@ impl LeaseSettings {
     }
 }
 
-/// Whether `lease` may be taken by `identity` at `now`.
-pub fn can_acquire(spec: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
-    let holder = spec.holder_identity.as_deref().unwrap_or("");
-    if holder.is_empty() || holder == identity {
-        return true;
+/// What this replica last saw of the lease record, and when by its own clock.
+#[derive(Debug, Default)]
+pub struct LeaseObserver {
+    record: Option<(Option<String>, Option<MicroTime>, Option<i32>)>,
+    seen_at: Option<Instant>,
+}
+
+impl LeaseObserver {
+    /// Notes what the lease says at `now` and answers whether `identity` may take it:
+    /// it is free, ours, or its record has not changed for a whole lease duration.
+    pub fn may_acquire(&mut self, spec: &LeaseSpec, identity: &str, now: Instant) -> bool {
+        let holder = spec.holder_identity.as_deref().unwrap_or("");
+        if holder.is_empty() || holder == identity {
+            return true;
+        }
+        let record = (spec.holder_identity.clone(), spec.renew_time.clone(), spec.lease_duration_seconds);
+        if self.record.as_ref() != Some(&record) {
+            self.record = Some(record);
+            self.seen_at = Some(now);
+        }
+        let duration = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15));
+        self.seen_at.is_some_and(|seen| now.saturating_duration_since(seen) > duration)
     }
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else { return true };
-    let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    renewed.checked_add(duration).map(|expiry| expiry < now).unwrap_or(true)
 }
 
 /// Tries once to acquire or renew. Ok(true) means we hold the lease now.
-async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings, observer: &mut LeaseObserver) -> Result<bool, kube::Error> {
     let now = jiff::Timestamp::now();
     let secs = i32::try_from(s.lease_duration.as_secs()).unwrap_or(i32::MAX);
     match api.get_opt(&s.name).await? {
@@ -74,7 +92,7 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::
         }
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
-            if !can_acquire(&spec, &s.identity, now) {
+            if !observer.may_acquire(&spec, &s.identity, Instant::now()) {
                 return Ok(false);
             }
             let taking_over = spec.holder_identity.as_deref() != Some(s.identity.as_str());
@@ -104,8 +122,9 @@ pub async fn run(client: Client, s: LeaseSettings, tx: watch::Sender<bool>, gaug
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let mut leading = false;
     let mut last_renew = tokio::time::Instant::now();
+    let mut observer = LeaseObserver::default();
     loop {
-        match try_acquire(&api, &s).await {
+        match try_acquire(&api, &s, &mut observer).await {
             Ok(true) => {
                 last_renew = tokio::time::Instant::now();
                 if !leading {
@@ -149,11 +168,33 @@ mod tests {
     }
 
     #[test]
-    fn acquire_rules() {
-        let now: jiff::Timestamp = "2026-01-01T00:00:20Z".parse().unwrap();
-        assert!(can_acquire(&LeaseSpec::default(), "me", now), "empty lease");
-        assert!(can_acquire(&spec("me", "2026-01-01T00:00:19Z", 15), "me", now), "renew own");
-        assert!(!can_acquire(&spec("other", "2026-01-01T00:00:10Z", 15), "me", now), "held and fresh");
-        assert!(can_acquire(&spec("other", "2026-01-01T00:00:01Z", 15), "me", now), "expired");
+    fn free_or_own_leases_are_taken_at_once() {
+        let now = Instant::now();
+        assert!(LeaseObserver::default().may_acquire(&LeaseSpec::default(), "me", now), "empty lease");
+        assert!(LeaseObserver::default().may_acquire(&spec("me", "2000-01-01T00:00:00Z", 15), "me", now), "renew own");
+    }
+
+    #[test]
+    fn a_holder_whose_clock_is_30s_ahead_is_not_waited_on_forever() {
+        // The holder stamped renewTime 30 s in our future, then died.
+        let ahead = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30)).to_string();
+        let lease = spec("other", &ahead, 15);
+        let mut observer = LeaseObserver::default();
+        let t0 = Instant::now();
+        assert!(!observer.may_acquire(&lease, "me", t0), "held when first seen");
+        assert!(!observer.may_acquire(&lease, "me", t0 + Duration::from_secs(10)), "within a lease duration");
+        assert!(observer.may_acquire(&lease, "me", t0 + Duration::from_secs(16)), "expired by our own clock, whatever renewTime says");
+    }
+
+    #[test]
+    fn a_live_holder_whose_clock_is_behind_keeps_its_lease() {
+        // renewTime looks a minute old by our clock, but the holder keeps renewing.
+        let mut observer = LeaseObserver::default();
+        let t0 = Instant::now();
+        let behind = |s: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60 - s)).to_string();
+        for step in 0..10 {
+            let at = t0 + Duration::from_secs(5 * step);
+            assert!(!observer.may_acquire(&spec("other", &behind(5 * step as i64), 15), "me", at), "renewed at step {step}");
+        }
     }
 }

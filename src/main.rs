@@ -1,8 +1,8 @@
 //! The `toolhive-operator` binary: controller (leader only), admission webhook and
 //! probes/metrics (every replica).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
@@ -37,7 +37,9 @@ async fn main() {
     let client = Client::try_default().await.unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
     match &scope {
         Scope::Cluster => info!(mode = "cluster", "watching MCPServers in every namespace"),
-        Scope::Namespaces(list) => info!(mode = "namespace", namespaces = %list.join(","), "watching MCPServers in the allowed namespaces only"),
+        Scope::Namespaces(list) => {
+            info!(mode = "namespace", namespaces = %list.join(","), "watching MCPServers in the allowed namespaces only")
+        }
     }
 
     let metrics = Metrics::default();
@@ -62,7 +64,13 @@ async fn main() {
                     hosts: args.webhook_cert_hosts.clone(),
                     configuration: args.webhook_configuration.clone(),
                 };
-                tokio::spawn(webhook::issuer::keep(client.clone(), issuer, certs.clone(), Duration::from_secs(args.webhook_cert_check_seconds.max(1)), metrics.clone()));
+                tokio::spawn(webhook::issuer::keep(
+                    client.clone(),
+                    issuer,
+                    certs.clone(),
+                    Duration::from_secs(args.webhook_cert_check_seconds.max(1)),
+                    metrics.clone(),
+                ));
             }
             None => {
                 if let Err(e) = certs.reload(&args.webhook_cert_dir) {
@@ -98,46 +106,72 @@ async fn main() {
     wait_for_crd(&client, &scope).await;
     readiness.crd_present.store(true, Ordering::Relaxed);
 
-    let identity = format!("{}-{}", hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "toolhive-operator".into()), std::process::id());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let identity = format!(
+        "{}-{}",
+        hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "toolhive-operator".into()),
+        std::process::id()
+    );
     let leader_gauge = metrics.leader.with_label_values(&[LEADER_LEASE_NAME]);
-    let mut leadership = if args.leader_elect {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
-        tokio::spawn(leader::run(client.clone(), settings, tx, leader_gauge));
-        info!(lease = LEADER_LEASE_NAME, namespace = %args.pod_namespace, "waiting for leadership");
-        let mut rx2 = rx.clone();
-        let _ = rx2.wait_for(|l| *l).await;
-        Some(rx)
-    } else {
-        leader_gauge.set(1);
-        None
-    };
-
-    let shared = Arc::new(controller::Shared::new(client.clone(), metrics.clone(), args.runner_image.clone(), identity, args.max_concurrent_reconciles));
-    let run = controller::run(shared, &scope, stop_rx);
-    tokio::pin!(run);
-    let lost = async {
-        match leadership.as_mut() {
-            Some(rx) => {
-                let _ = rx.wait_for(|l| !*l).await;
+    let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
+    let shared = Arc::new(controller::Shared::new(
+        client.clone(),
+        metrics.clone(),
+        args.runner_image.clone(),
+        identity,
+        args.max_concurrent_reconciles,
+    ));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // Each term: wait to lead, reconcile until leadership is lost, stop writing at
+    // once, and stand for election again. The webhook and probes serve throughout,
+    // so an API server that goes away for a while never ends the process.
+    loop {
+        let (lead_tx, mut leading) = tokio::sync::watch::channel(false);
+        // Without election this replica always leads; the sender is kept for the term.
+        let mut always_leading = None;
+        let election = if args.leader_elect {
+            info!(lease = LEADER_LEASE_NAME, namespace = %args.pod_namespace, "waiting for leadership");
+            Some(tokio::spawn(leader::run(client.clone(), settings.clone(), lead_tx, leader_gauge.clone())))
+        } else {
+            leader_gauge.set(1);
+            let _ = lead_tx.send(true);
+            always_leading = Some(lead_tx);
+            None
+        };
+        tokio::select! {
+            won = leading.wait_for(|l| *l) => if won.is_err() {
+                warn!("the election ended before this replica led; standing again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            },
+            _ = &mut shutdown => {
+                info!("shutting down");
+                return;
             }
-            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = &mut run => {}
-        _ = shutdown_signal() => {
-            info!("shutting down");
-            let _ = stop_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), &mut run).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let run = controller::run(shared.clone(), &scope, stop_rx);
+        tokio::pin!(run);
+        tokio::select! {
+            _ = &mut run => warn!("the controller stopped on its own; standing for election again"),
+            _ = &mut shutdown => {
+                info!("shutting down");
+                let _ = stop_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut run).await;
+                return;
+            }
+            _ = leading.wait_for(|l| !*l) => {
+                warn!("leadership lost; the controller stops writing and this replica stands for election again");
+                let _ = stop_tx.send(true);
+                // In-flight reconciles get a moment to finish; then they are dropped.
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut run).await;
+            }
         }
-        _ = lost => {
-            error!("leadership lost; exiting so a fresh process rejoins the election");
-            let _ = stop_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut run).await;
-            std::process::exit(1);
+        if let Some(election) = election {
+            election.abort();
         }
+        drop(always_leading);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -150,7 +184,8 @@ fn spawn_server(what: &'static str, addr: std::net::SocketAddr, router: axum::Ro
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .unwrap_or_else(|e| fail(format!("cannot handle SIGTERM: {e}")));
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -175,7 +210,9 @@ async fn wait_for_crd(client: &Client, scope: &Scope) {
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 if !reported {
-                    error!("CRD mcpservers.toolhive.stacklok.dev is not installed: install the toolhive-operator-crds Helm chart first; waiting for it");
+                    error!(
+                        "CRD mcpservers.toolhive.stacklok.dev is not installed: install the toolhive-operator-crds Helm chart first; waiting for it"
+                    );
                     reported = true;
                 }
             }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{
     apps::v1::{Deployment, DeploymentSpec},
     core::v1::{
-        ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference,
+        Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference,
         PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-        ServicePort, ServiceSpec, ServiceAccount, Capabilities, Volume, VolumeMount,
+        ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
     },
     rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
@@ -22,9 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::{
-    MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport,
-};
+use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
 
 pub const RUNCONFIG_SCHEMA_VERSION: &str = "v0.1.0";
 pub const RUNCONFIG_KEY: &str = "runconfig.json";
@@ -199,11 +197,7 @@ pub fn runconfig(server: &MCPServer) -> RunConfig {
         mcpserver_generation: server.metadata.generation,
         cmd_args: spec.args.clone(),
         env_vars: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
-        volumes: spec
-            .volumes
-            .iter()
-            .map(|v| format!("{}:{}{}", v.host_path, v.mount_path, if v.read_only { ":ro" } else { "" }))
-            .collect(),
+        volumes: spec.volumes.iter().map(|v| format!("{}:{}{}", v.host_path, v.mount_path, if v.read_only { ":ro" } else { "" })).collect(),
         secrets: spec
             .secrets
             .iter()
@@ -245,6 +239,8 @@ pub fn applied_hash(meta: &ObjectMeta) -> Option<&str> {
 }
 
 /// One object the operator keeps for an MCPServer, typed by kind.
+// Seven of these live for one reconcile: their sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Child {
     ConfigMap(ConfigMap),
@@ -499,8 +495,12 @@ impl Base<'_> {
             config_map: Some(ConfigMapVolumeSource { name: names.runconfig.clone(), ..Default::default() }),
             ..Default::default()
         }];
-        let mut mounts =
-            vec![VolumeMount { name: "runconfig".into(), mount_path: RUNCONFIG_MOUNT_PATH.into(), read_only: Some(true), ..Default::default() }];
+        let mut mounts = vec![VolumeMount {
+            name: "runconfig".into(),
+            mount_path: RUNCONFIG_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }];
         if let Some(profile) = &server.spec.permission_profile
             && profile.profile_type == PermissionProfileType::ConfigMap
         {
@@ -557,7 +557,8 @@ impl Base<'_> {
             }),
             ..Default::default()
         };
-        let selector = BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        let selector =
+            BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
@@ -592,7 +593,8 @@ impl Base<'_> {
             SessionAffinity::ClientIP => "ClientIP",
             SessionAffinity::None => "None",
         };
-        let selector = BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        let selector =
+            BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
         Service {
             metadata: self.metadata(&names(server).service, &overrides.labels, &overrides.annotations),
             spec: Some(ServiceSpec {
@@ -772,7 +774,9 @@ mod tests {
     fn pod_template_patch_is_passed_to_the_runner() {
         // The tenant names another account: the patch the runner receives carries the
         // operator's choice, in the flag as in the RunConfig.
-        let s = server(json!({"image": "img", "podTemplateSpec": {"spec": {"serviceAccountName": "osv-proxy-runner", "containers": [{"name": "mcp"}]}}}));
+        let s = server(
+            json!({"image": "img", "podTemplateSpec": {"spec": {"serviceAccountName": "osv-proxy-runner", "containers": [{"name": "mcp"}]}}}),
+        );
         let d = deployment(&s);
         let args = d["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap().clone();
         assert_eq!(args.len(), 3);

@@ -48,15 +48,8 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         Phase::Terminating => ("False", "Terminating"),
         Phase::Pending => ("False", "NotReady"),
     };
-    let mut conditions = vec![condition(
-        &previous.conditions,
-        CONDITION_READY,
-        ready_status,
-        ready_reason,
-        &message,
-        server.metadata.generation,
-        &now,
-    )];
+    let mut conditions =
+        vec![condition(&previous.conditions, CONDITION_READY, ready_status, ready_reason, &message, server.metadata.generation, &now)];
     let (pt_status, pt_reason, pt_message) = match &observed.pod_template_error {
         Some(e) => ("False", "InvalidPodTemplateSpec", e.as_str()),
         None => ("True", "ValidPodTemplateSpec", "spec.podTemplateSpec is valid"),
@@ -142,11 +135,7 @@ mod tests {
         assert_eq!(ready.conditions[0].status, "True");
         let stopped = desired_status(&server(json!({"image": "i", "replicas": 0})), &Observed::default(), now.clone());
         assert_eq!(stopped.phase, Some(Phase::Stopped));
-        let failed = desired_status(
-            &s,
-            &Observed { pod_template_error: Some("bad".into()), ..Default::default() },
-            now.clone(),
-        );
+        let failed = desired_status(&s, &Observed { pod_template_error: Some("bad".into()), ..Default::default() }, now.clone());
         assert_eq!(failed.phase, Some(Phase::Failed));
         assert_eq!(failed.conditions[1].reason, "InvalidPodTemplateSpec");
         let term = desired_status(&s, &Observed { terminating: true, ..Default::default() }, now);

@@ -8,10 +8,10 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use toolhive_operator::config::Scope;
 use toolhive_operator::metrics::Metrics;
 use toolhive_operator::webhook::{self, MUTATE_PATH, VALIDATE_PATH, policy::TenancyPolicy};
+use tower::ServiceExt;
 
 const POLICY: &str = r##"
 allowedNamespaces: [team-a, team-b]
@@ -87,15 +87,26 @@ async fn allows_a_good_server() {
 async fn namespace_rule_lists_allowed_and_contact() {
     let r = validate("team-z", json!({"image": "ghcr.io/acme/tool"})).await;
     assert_eq!(r["allowed"], false);
-    assert_eq!(message(&r), r##"metadata.namespace: Forbidden: namespace "team-z" may not hold MCPServers (allowed: team-a, team-b); ask #platform to allow it"##);
-    let (_, out) = call(app(Scope::Namespaces(vec!["team-a".into()])), VALIDATE_PATH, review("CREATE", "team-b", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string()).await;
+    assert_eq!(
+        message(&r),
+        r##"metadata.namespace: Forbidden: namespace "team-z" may not hold MCPServers (allowed: team-a, team-b); ask #platform to allow it"##
+    );
+    let (_, out) = call(
+        app(Scope::Namespaces(vec!["team-a".into()])),
+        VALIDATE_PATH,
+        review("CREATE", "team-b", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string(),
+    )
+    .await;
     assert!(message(&out["response"]).contains("(allowed: team-a)"), "namespace mode narrows to the watched list: {out}");
 }
 
 #[tokio::test]
 async fn registry_is_matched_on_the_parsed_reference() {
     let r = validate("team-a", json!({"image": "ghcr.io.evil.com/acme/tool"})).await;
-    assert_eq!(message(&r), r#"spec.image: Forbidden: registry "ghcr.io.evil.com" is not allowed in namespace "team-a" (allowed: ghcr.io/acme, docker.io/library)"#);
+    assert_eq!(
+        message(&r),
+        r#"spec.image: Forbidden: registry "ghcr.io.evil.com" is not allowed in namespace "team-a" (allowed: ghcr.io/acme, docker.io/library)"#
+    );
     assert_eq!(validate("team-a", json!({"image": "redis@sha256:abc123"})).await["allowed"], true);
     assert_eq!(validate("team-a", json!({"image": "ghcr.io/acmecorp/tool"})).await["allowed"], false);
     let r = validate("team-a", json!({"image": "Not A Ref"})).await;
@@ -104,18 +115,22 @@ async fn registry_is_matched_on_the_parsed_reference() {
 
 #[tokio::test]
 async fn every_violation_is_reported_at_once() {
-    let r = validate("team-a", json!({
-        "image": "quay.io/x/y", "transport": "sse", "port": 80, "targetPort": 81,
-        "volumes": [{"name": "v", "hostPath": "/", "mountPath": "/h"}],
-        "resources": {"limits": {"cpu": "4", "memory": "1Gi"}},
-        "podTemplateSpec": {"spec": {
-            "hostNetwork": true,
-            "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
-            "securityContext": {"runAsUser": 0},
-            "containers": [{"name": "mcp", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_ADMIN"]}},
-                            "resources": {"limits": {"memory": "2Gi"}}}]
-        }}
-    })).await;
+    let r = validate(
+        "team-a",
+        json!({
+            "image": "quay.io/x/y", "transport": "sse", "port": 80, "targetPort": 81,
+            "volumes": [{"name": "v", "hostPath": "/", "mountPath": "/h"}],
+            "resources": {"limits": {"cpu": "4", "memory": "1Gi"}},
+            "podTemplateSpec": {"spec": {
+                "hostNetwork": true,
+                "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+                "securityContext": {"runAsUser": 0},
+                "containers": [{"name": "mcp", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_ADMIN"]}},
+                                "resources": {"limits": {"memory": "2Gi"}}}]
+            }}
+        }),
+    )
+    .await;
     let m = message(&r);
     for expected in [
         "spec.port: Forbidden: this field was removed; use spec.proxyPort",
@@ -140,8 +155,12 @@ async fn every_violation_is_reported_at_once() {
 #[tokio::test]
 async fn per_namespace_rules_and_quota() {
     // team-b allows only sse and root, and already holds its maximum of 2.
-    let r = validate("team-b", json!({"image": "ghcr.io/acme/x", "transport": "sse",
-        "podTemplateSpec": {"spec": {"securityContext": {"runAsUser": 0}}}})).await;
+    let r = validate(
+        "team-b",
+        json!({"image": "ghcr.io/acme/x", "transport": "sse",
+        "podTemplateSpec": {"spec": {"securityContext": {"runAsUser": 0}}}}),
+    )
+    .await;
     assert_eq!(message(&r), r#"metadata.namespace: Forbidden: namespace "team-b" already has 2 MCPServers, the most it may hold is 2"#);
 }
 
@@ -150,7 +169,9 @@ async fn updates_that_leave_spec_alone_are_never_blocked() {
     let bad = server(json!({"image": "quay.io/not/allowed"}));
     let mut with_finalizer = bad.clone();
     with_finalizer["metadata"]["finalizers"] = json!([]);
-    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("UPDATE", "team-a", with_finalizer, Some(bad.clone()), "v1beta1").to_string()).await;
+    let (_, out) =
+        call(app(Scope::Cluster), VALIDATE_PATH, review("UPDATE", "team-a", with_finalizer, Some(bad.clone()), "v1beta1").to_string())
+            .await;
     assert_eq!(out["response"]["allowed"], true);
     // A spec change on UPDATE is validated as strictly as CREATE.
     let mut changed = bad.clone();
@@ -168,7 +189,8 @@ async fn mutation_fills_defaults_without_touching_user_fields() {
     let r = &out["response"];
     assert_eq!(r["allowed"], true);
     assert_eq!(r["patchType"], "JSONPatch");
-    let patch: json_patch::Patch = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap()).unwrap();
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap()).unwrap();
     let mut patched = obj.clone();
     json_patch::patch(&mut patched, &patch).unwrap();
     let s = &patched["spec"];
@@ -188,7 +210,11 @@ async fn mutation_fills_defaults_without_touching_user_fields() {
 
 #[tokio::test]
 async fn a_byte_order_mark_is_not_malformed() {
-    let body = [&b"\xEF\xBB\xBF"[..], review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string().as_bytes()].concat();
+    let body = [
+        &b"\xEF\xBB\xBF"[..],
+        review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string().as_bytes(),
+    ]
+    .concat();
     let (code, out) = call(app(Scope::Cluster), VALIDATE_PATH, body).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(out["response"]["allowed"], true, "{out}");
@@ -196,7 +222,8 @@ async fn a_byte_order_mark_is_not_malformed() {
 
 #[tokio::test]
 async fn quantities_in_every_form_the_api_server_accepts_are_compared_exactly() {
-    for (cpu, allowed) in [("100n", true), ("250u", true), ("1e3m", true), ("+1", true), ("0.0001", true), ("1001m", false), ("1e1", false)] {
+    for (cpu, allowed) in [("100n", true), ("250u", true), ("1e3m", true), ("+1", true), ("0.0001", true), ("1001m", false), ("1e1", false)]
+    {
         let r = validate("team-a", json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"cpu": cpu}}})).await;
         assert_eq!(r["allowed"], allowed, "cpu {cpu}: {r}");
     }
@@ -236,10 +263,17 @@ async fn malformed_inputs_get_well_formed_answers() {
     assert_eq!(out["response"]["uid"], "uid-123");
     assert_eq!(out["response"]["allowed"], false);
 
-    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!("text")), None, "v1beta1").to_string()).await;
+    let (_, out) =
+        call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!("text")), None, "v1beta1").to_string()).await;
     assert!(message(&out["response"]).contains("spec must be an object"));
 
-    let (_, out) = call(app(Scope::Cluster), VALIDATE_PATH, review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"cpu": "lots"}}})), None, "v1beta1").to_string()).await;
+    let (_, out) = call(
+        app(Scope::Cluster),
+        VALIDATE_PATH,
+        review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x", "resources": {"limits": {"cpu": "lots"}}})), None, "v1beta1")
+            .to_string(),
+    )
+    .await;
     assert!(message(&out["response"]).contains("spec.resources.limits.cpu: Invalid value"), "{out}");
 
     // Over the body limit: refused by the server, never buffered whole.

@@ -12,11 +12,8 @@ use toolhive_operator::metrics::Metrics;
 use toolhive_operator::webhook::{self, Timeouts, VALIDATE_PATH, policy::TenancyPolicy};
 
 /// Short limits, so stalls are noticed quickly.
-const LIMITS: Timeouts = Timeouts {
-    handshake: Duration::from_millis(400),
-    headers: Duration::from_millis(400),
-    request: Duration::from_millis(400),
-};
+const LIMITS: Timeouts =
+    Timeouts { handshake: Duration::from_millis(400), headers: Duration::from_millis(400), request: Duration::from_millis(400) };
 
 /// Long enough that a missing limit fails the test instead of hanging it.
 const GIVE_UP: Duration = Duration::from_secs(10);
@@ -58,8 +55,11 @@ fn review_request(uid: &str) -> Vec<u8> {
             "object": {"metadata": {"name": "s"}, "spec": {"image": "ghcr.io/acme/x"}}}
     })
     .to_string();
-    format!("POST {VALIDATE_PATH} HTTP/1.1\r\nhost: webhook\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-        .into_bytes()
+    format!(
+        "POST {VALIDATE_PATH} HTTP/1.1\r\nhost: webhook\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Reads one HTTP response (headers + content-length body) from `stream`.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use parking_lot::RwLock;
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
+use parking_lot::RwLock;
 
 use crate::api::MCPServer;
 use crate::config::Scope;
@@ -30,7 +30,9 @@ pub struct NamespaceCounts {
 impl NamespaceCounts {
     /// Folds one watch event in.
     pub fn apply(&mut self, event: watcher::Event<PartialObjectMeta<MCPServer>>) {
-        let key = |o: &PartialObjectMeta<MCPServer>| (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+        let key = |o: &PartialObjectMeta<MCPServer>| {
+            (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default())
+        };
         match event {
             watcher::Event::Init => self.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {

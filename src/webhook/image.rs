@@ -73,7 +73,11 @@ impl<'a> ImageRef<'a> {
         }
         let (registry, repository): (Cow<str>, Cow<str>) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-                let host = if first.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(first.to_ascii_lowercase()) } else { Cow::Borrowed(first) };
+                let host = if first.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(first.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(first)
+                };
                 (host, Cow::Borrowed(path))
             }
             _ => (Cow::Borrowed(DOCKER_HUB), Cow::Borrowed(name)),
@@ -83,8 +87,10 @@ impl<'a> ImageRef<'a> {
         {
             return Err(ImageError::Registry(registry.into_owned()));
         }
-        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { Cow::Borrowed(DOCKER_HUB) } else { registry };
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
+        let registry =
+            if registry == "index.docker.io" || registry == "registry-1.docker.io" { Cow::Borrowed(DOCKER_HUB) } else { registry };
+        let repository =
+            if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
         if repository.is_empty()
             || repository.split('/').any(|seg| {
                 seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))

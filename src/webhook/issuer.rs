@@ -238,7 +238,10 @@ pub async fn keep_once(client: &Client, cfg: &IssuerConfig, store: &CertStore) -
         p => {
             let issued = issue(p, &stored, &cfg.hosts, now)?;
             let written = issued.clone().into_secret(secret);
-            secrets.replace(&cfg.secret, &PostParams::default(), &written).await.map_err(|e| IssuerError::Api("the certificate Secret", e))?;
+            secrets
+                .replace(&cfg.secret, &PostParams::default(), &written)
+                .await
+                .map_err(|e| IssuerError::Api("the certificate Secret", e))?;
             info!(secret = %cfg.secret, plan = ?p, "webhook certificates issued");
             issued
         }
@@ -269,9 +272,13 @@ where
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(want);
     let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": config.meta().resource_version})];
-    ops.extend(stale.iter().map(|i| serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded})));
+    ops.extend(
+        stale.iter().map(|i| serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded})),
+    );
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(IssuerError::Patch)?;
-    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map_err(|e| IssuerError::Api("a webhook configuration", e))?;
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| IssuerError::Api("a webhook configuration", e))?;
     info!(configuration = name, kind = K::kind(&()).as_ref(), "caBundle updated");
     Ok(())
 }

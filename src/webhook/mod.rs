@@ -153,7 +153,8 @@ fn record(state: &WebhookState, webhook: &'static str, outcome: &Outcome) {
             decision, reason = outcome.reason, message, "admission denied");
     }
     // Namespace is a label only for namespaces the operator serves (bounded); others are "other".
-    let namespace = if !outcome.namespace.is_empty() && state.scope.allows(&outcome.namespace) { outcome.namespace.as_str() } else { "other" };
+    let namespace =
+        if !outcome.namespace.is_empty() && state.scope.allows(&outcome.namespace) { outcome.namespace.as_str() } else { "other" };
     state.metrics.admission_decisions.with_label_values(&[namespace, outcome.operation, decision, outcome.reason]).inc();
 }
 
@@ -163,7 +164,9 @@ async fn read_limited(body: Body) -> Result<Bytes, (StatusCode, &'static str)> {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)")),
+        Err(e) if e.is::<LengthLimitError>() => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)"))
+        }
         Err(_) => Err((StatusCode::BAD_REQUEST, "request body could not be read")),
     }
 }

@@ -106,7 +106,10 @@ mod tests {
         let out = with_defaults(&object, "team-a", &rules);
         assert_eq!(out["spec"]["mcpPort"], 9000);
         assert_eq!(out["spec"]["resources"]["requests"], json!({"cpu": "10m", "memory": "64Mi"}));
-        assert_eq!(out["spec"]["podTemplateSpec"]["spec"]["containers"], json!([{"name": "mcp", "resources": {"limits": {"memory": "256Mi"}}}]));
+        assert_eq!(
+            out["spec"]["podTemplateSpec"]["spec"]["containers"],
+            json!([{"name": "mcp", "resources": {"limits": {"memory": "256Mi"}}}])
+        );
         assert_eq!(out["metadata"]["labels"][TEAM_LABEL], "core");
         assert_eq!(with_defaults(&out, "team-a", &rules), out, "idempotent");
         let stdio = with_defaults(&json!({"spec": {"transport": "stdio"}}), "team-a", &TenancyPolicy::default().rules_for("x"));

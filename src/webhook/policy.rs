@@ -42,9 +42,8 @@ pub const SCHEMA_FILE: &str = "config/tenancy-policy.schema.json";
 pub fn schema_json() -> String {
     let mut schema = serde_json::to_value(schemars::schema_for!(TenancyPolicy)).expect("schema serialises");
     schema["title"] = serde_json::json!("toolhive-operator tenancy policy");
-    schema["description"] = serde_json::json!(
-        "The file given to --tenancy-policy (the chart renders it from the Helm value tenancy.policy)."
-    );
+    schema["description"] =
+        serde_json::json!("The file given to --tenancy-policy (the chart renders it from the Helm value tenancy.policy).");
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
 }
 
@@ -251,7 +250,9 @@ impl TenancyPolicy {
             }
             for (which, rp) in [("proxyResources", &rules.proxy_resources), ("mcpResources", &rules.mcp_resources)] {
                 let Some(rp) = rp else { continue };
-                for (sub, amounts) in [("defaults.requests", &rp.defaults.requests), ("defaults.limits", &rp.defaults.limits), ("max", &rp.max)] {
+                for (sub, amounts) in
+                    [("defaults.requests", &rp.defaults.requests), ("defaults.limits", &rp.defaults.limits), ("max", &rp.max)]
+                {
                     for (res, q) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
                         if let Some(q) = q
                             && let Err(e) = super::quantity::parse(q)
@@ -342,10 +343,9 @@ mod tests {
 
     #[test]
     fn namespace_rules_override_defaults_per_field() {
-        let p = TenancyPolicy::from_text(
-            "defaults: {allowedRegistries: [ghcr.io], maxMCPServers: 5}\nnamespaces:\n  a: {maxMCPServers: 1}\n",
-        )
-        .unwrap();
+        let p =
+            TenancyPolicy::from_text("defaults: {allowedRegistries: [ghcr.io], maxMCPServers: 5}\nnamespaces:\n  a: {maxMCPServers: 1}\n")
+                .unwrap();
         let a = p.rules_for("a");
         assert_eq!(a.max_mcp_servers, Some(1));
         assert_eq!(a.allowed_registries, Some(vec!["ghcr.io".to_string()]));

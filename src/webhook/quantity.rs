@@ -19,12 +19,10 @@ pub fn parse(text: &str) -> Result<ParsedQuantity, InvalidQuantity> {
     }
     // The exa suffixes ("1E", "1Ei") read as an incomplete exponent to kube_quantity:
     // read them as peta and scale by one more step.
-    let exa = [("Ei", "Pi", 1024u32), ("E", "P", 1000u32)]
-        .into_iter()
-        .find_map(|(suffix, lower, step)| {
-            let number = text.strip_suffix(suffix)?;
-            number.ends_with(|c: char| c.is_ascii_digit() || c == '.').then(|| (format!("{number}{lower}"), step))
-        });
+    let exa = [("Ei", "Pi", 1024u32), ("E", "P", 1000u32)].into_iter().find_map(|(suffix, lower, step)| {
+        let number = text.strip_suffix(suffix)?;
+        number.ends_with(|c: char| c.is_ascii_digit() || c == '.').then(|| (format!("{number}{lower}"), step))
+    });
     match exa {
         Some((peta, step)) => ParsedQuantity::try_from(peta.as_str()).map(|q| q * step).map_err(|_| invalid()),
         None => ParsedQuantity::try_from(text).map_err(|_| invalid()),
@@ -43,8 +41,8 @@ mod tests {
     fn every_suffix_form_the_api_server_accepts() {
         // Decimal SI, binary SI, decimal exponents, signs and bare numbers.
         for text in [
-            "100n", "250u", "500m", "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei", "1e3",
-            "1E3", "1e-3", "+1", "-1", "0.0001", ".5", "1.", "1.5Gi",
+            "100n", "250u", "500m", "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei", "1e3", "1E3",
+            "1e-3", "+1", "-1", "0.0001", ".5", "1.", "1.5Gi",
         ] {
             assert!(parse(text).is_ok(), "{text} is a valid quantity");
         }

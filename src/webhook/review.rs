@@ -79,7 +79,12 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
         return refuse("AdmissionReview request has no uid".into());
     }
     if request.kind.kind != "MCPServer" || request.kind.group != crate::api::GROUP {
-        return refuse(format!("this webhook admits {} MCPServers only, not {}/{}", crate::api::GROUP, request.kind.group, request.kind.kind));
+        return refuse(format!(
+            "this webhook admits {} MCPServers only, not {}/{}",
+            crate::api::GROUP,
+            request.kind.group,
+            request.kind.kind
+        ));
     }
     let Some(object) = &request.object else {
         return refuse(format!("{operation} request has no object"));

@@ -144,7 +144,12 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
     let mut out = Vec::new();
     for (old, new) in REMOVED_FIELDS {
         if fields.contains_key(*old) {
-            out.push(Violation::new(format!("spec.{old}"), FieldError::Forbidden, Rule::RemovedField, format!("this field was removed; use {new}")));
+            out.push(Violation::new(
+                format!("spec.{old}"),
+                FieldError::Forbidden,
+                Rule::RemovedField,
+                format!("this field was removed; use {new}"),
+            ));
         }
     }
     let spec: ReviewedSpec = match spec.map(|s| typed(s, "spec")).unwrap_or_else(|| Ok(ReviewedSpec::default())) {
@@ -303,7 +308,15 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
         (i, ContainerView { list: "containers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
     });
     let ephemeral = pod.ephemeral_containers.iter().flatten().enumerate().map(|(i, c)| {
-        (i, ContainerView { list: "ephemeralContainers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+        (
+            i,
+            ContainerView {
+                list: "ephemeralContainers",
+                name: &c.name,
+                security: c.security_context.as_ref(),
+                resources: c.resources.as_ref(),
+            },
+        )
     });
     init.chain(main).chain(ephemeral)
 }

@@ -52,7 +52,12 @@ pub async fn serve_tls(addr: SocketAddr, tls: rustls::ServerConfig, router: Rout
     serve_tls_on(listener, tls, router, Timeouts::default()).await
 }
 
-pub async fn serve_tls_on(listener: tokio::net::TcpListener, tls: rustls::ServerConfig, router: Router, timeouts: Timeouts) -> std::io::Result<()> {
+pub async fn serve_tls_on(
+    listener: tokio::net::TcpListener,
+    tls: rustls::ServerConfig,
+    router: Router,
+    timeouts: Timeouts,
+) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     loop {
         let (tcp, _peer) = match listener.accept().await {

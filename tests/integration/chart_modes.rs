@@ -18,8 +18,11 @@ async fn cluster_to_namespace_to_cluster_migration() {
     let role = format!("{full}-manager-role");
 
     // Cluster mode (the default), webhook off so this release admits nothing.
-    run_ok("helm", kc, &["upgrade", "-i", "thv", chart, "-n", &release_ns,
-        "--set", &format!("fullnameOverride={full}"), "--set", "webhook.enabled=false"]);
+    run_ok(
+        "helm",
+        kc,
+        &["upgrade", "-i", "thv", chart, "-n", &release_ns, "--set", &format!("fullnameOverride={full}"), "--set", "webhook.enabled=false"],
+    );
     assert!(run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb));
     assert!(run_ok("kubectl", kc, &["get", "clusterrole"]).contains(&role));
     let dep = run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "json"]);
@@ -30,15 +33,30 @@ async fn cluster_to_namespace_to_cluster_migration() {
     assert!(!c["env"].as_array().unwrap().iter().any(|e| e["name"] == "WATCH_NAMESPACE"), "cluster mode watches everything");
 
     // Migrate to namespace mode, keeping the other values.
-    run_ok("helm", kc, &["upgrade", "thv", chart, "-n", &release_ns, "--reuse-values",
-        "--set", "operator.rbac.scope=namespace", "--set", &format!("operator.rbac.allowedNamespaces={{{a},{b}}}")]);
+    run_ok(
+        "helm",
+        kc,
+        &[
+            "upgrade",
+            "thv",
+            chart,
+            "-n",
+            &release_ns,
+            "--reuse-values",
+            "--set",
+            "operator.rbac.scope=namespace",
+            "--set",
+            &format!("operator.rbac.allowedNamespaces={{{a},{b}}}"),
+        ],
+    );
     assert!(!run_ok("kubectl", kc, &["get", "clusterrolebinding"]).contains(&crb), "no ClusterRoleBinding in namespace mode");
     let rbs = run_ok("kubectl", kc, &["get", "rolebinding", "--all-namespaces"]);
     for ns in [&a, &b] {
         assert!(rbs.lines().any(|l| l.starts_with(ns.as_str()) && l.contains(&crb) && l.contains(&format!("ClusterRole/{role}"))), "{rbs}");
     }
     assert!(rbs.lines().any(|l| l.starts_with(release_ns.as_str()) && l.contains(&format!("Role/{full}-leader-election-role"))), "{rbs}");
-    let env = run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
+    let env =
+        run_ok("kubectl", kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].env}"]);
     assert!(env.contains(&format!("{a},{b}")), "WATCH_NAMESPACE set: {env}");
 
     // Clusters that forbid new ClusterRoles: a Role per allowed namespace instead.

@@ -23,8 +23,8 @@ const KUBECTL_RESTART: &str = "kubectl.kubernetes.io/restartedAt";
 #[test]
 fn cluster_mode_late_crd_restarts_and_leader_takeover() {
     // Started on this thread, which outlives the children (they die with it).
-    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None })
-        .expect("dedicated control plane");
+    let cp =
+        controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None }).expect("dedicated control plane");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(scenario(&cp));
 }
@@ -52,7 +52,21 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let chart = root.join("deploy/charts/toolhive-operator");
 
     // Operator chart first, in cluster mode (the default), webhook off.
-    run_ok("helm", kc, &["upgrade", "-i", "toolhive-operator", chart.to_str().unwrap(), "-n", RELEASE_NS, "--create-namespace", "--set", "webhook.enabled=false"]);
+    run_ok(
+        "helm",
+        kc,
+        &[
+            "upgrade",
+            "-i",
+            "toolhive-operator",
+            chart.to_str().unwrap(),
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "--set",
+            "webhook.enabled=false",
+        ],
+    );
     let out = run_ok("kubectl", kc, &["get", "clusterrole"]);
     assert!(out.contains("toolhive-operator-manager-role"), "{out}");
     let out = run_ok("kubectl", kc, &["get", "clusterrolebinding"]);
@@ -83,9 +97,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     servers.create(&PostParams::default(), &server("osv")).await.unwrap();
     eventually("osv converged", &first, || converged(&servers, "osv")).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
-    let template_annotations = |d: &Deployment| {
-        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
-    };
+    let template_annotations =
+        |d: &Deployment| d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default();
 
     // `kubectl rollout restart` bumps the Deployment's generation; the operator
     // re-applies its own fields and leaves kubectl's annotation alone.
@@ -113,15 +126,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     // A standby joins, makes no writes, and takes over when the leader dies.
     let leases: Api<Lease> = Api::namespaced(admin.clone(), RELEASE_NS);
-    let holder = || async {
-        leases.get_opt("toolhive-operator-leader-election").await.ok()??.spec?.holder_identity
-    };
+    let holder = || async { leases.get_opt("toolhive-operator-leader-election").await.ok()??.spec?.holder_identity };
     assert!(holder().await.unwrap().ends_with(&format!("-{}", first.pid())));
     let second = Operator::spawn(&sa_kc, &work, "second", &leader_args, &env);
-    eventually("the standby to come up", &second, || async {
-        (second.metric("leader_election_master_status", &[])? == 0.0).then_some(())
-    })
-    .await;
+    eventually("the standby to come up", &second, || async { (second.metric("leader_election_master_status", &[])? == 0.0).then_some(()) })
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(second.metric("toolhive_children_applied_total", &[]), Some(0.0), "a standby writes nothing");
     first.kill();
@@ -134,7 +143,6 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(holder().await.unwrap().ends_with(&format!("-{}", second.pid())));
     assert_eq!(second.metric("leader_election_master_status", &[]), Some(1.0));
     assert!(deployments.get_opt("after-takeover").await.unwrap().is_some());
-
 
     // Deleting the namespace with both servers in it: the operator releases its
     // finalizers although the namespace refuses new objects (Events), so the
@@ -152,10 +160,12 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     // (This control plane is the test's own: the webhook, with no backend, blocks nobody else.)
     let chart_path = chart.to_str().unwrap();
     run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "webhook.enabled=true"]);
-    let secret_data = || run_ok("kubectl", kc, &["get", "secret", "-n", RELEASE_NS, "toolhive-operator-webhook-tls", "-o", "jsonpath={.data}"]);
+    let secret_data =
+        || run_ok("kubectl", kc, &["get", "secret", "-n", RELEASE_NS, "toolhive-operator-webhook-tls", "-o", "jsonpath={.data}"]);
     let ca_bundles = || {
-        ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"]
-            .map(|kind| run_ok("kubectl", kc, &["get", kind, "toolhive-operator-webhook", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"]))
+        ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"].map(|kind| {
+            run_ok("kubectl", kc, &["get", kind, "toolhive-operator-webhook", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"])
+        })
     };
     let first_secret = secret_data();
     let first_bundles = ca_bundles();
@@ -163,8 +173,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let ca = ca["ca.crt"].as_str().unwrap().to_string();
     assert!(!ca.is_empty());
     assert_eq!(first_bundles, [ca.clone(), ca.clone()], "both configurations trust the Secret's CA");
-    run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "operator.replicaCount=2"]);
+    run_ok(
+        "helm",
+        kc,
+        &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "operator.replicaCount=2"],
+    );
     assert_eq!(secret_data(), first_secret, "an upgrade keeps the webhook certificate");
     assert_eq!(ca_bundles(), first_bundles, "and the caBundle");
 }
-

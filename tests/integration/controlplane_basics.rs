@@ -84,10 +84,7 @@ async fn impersonated_service_account_is_forbidden_without_rbac() {
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]
     }))
     .unwrap();
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &rb)
-        .await
-        .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &rb).await.unwrap();
     // RBAC takes effect through the authorizer's informer; allow it a moment.
     let mut allowed = false;
     for _ in 0..50 {

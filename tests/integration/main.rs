@@ -3,9 +3,9 @@
 //! each test works in its own namespace, and the tests that register webhook
 //! configurations (cluster-wide) take `common::webhook_registration_lock`.
 //! Cluster-mode tests start their own control plane.
-mod common;
-mod controlplane_basics;
-mod operator_e2e;
 mod chart_modes;
 mod cluster_mode;
+mod common;
+mod controlplane_basics;
 mod operator_certs;
+mod operator_e2e;

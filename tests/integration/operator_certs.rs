@@ -41,7 +41,8 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
         .unwrap(),
     )
     .unwrap();
-    let (ok, _, err) = run("helm", &kc, &["upgrade", "-i", "thv", chart.to_str().unwrap(), "-n", &release_ns, "-f", values.to_str().unwrap()], None);
+    let (ok, _, err) =
+        run("helm", &kc, &["upgrade", "-i", "thv", chart.to_str().unwrap(), "-n", &release_ns, "-f", values.to_str().unwrap()], None);
     assert!(ok, "operator chart: {err}");
 
     // What the chart renders: an empty Secret, no caBundle, and the flags.
@@ -58,9 +59,11 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
         out
     };
     assert_eq!(bundles().await, vec![None, None], "the chart leaves the caBundle to the operator");
-    let args = run_ok("kubectl", &kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].args}"]);
+    let args =
+        run_ok("kubectl", &kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].args}"]);
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let mut op_args: Vec<String> = args.iter().filter(|a| a.starts_with("--webhook-cert-") || a.starts_with("--webhook-configuration")).cloned().collect();
+    let mut op_args: Vec<String> =
+        args.iter().filter(|a| a.starts_with("--webhook-cert-") || a.starts_with("--webhook-configuration")).cloned().collect();
     assert_eq!(op_args.len(), 3, "{args:?}");
     assert!(op_args.contains(&"--webhook-cert-hosts=127.0.0.1".to_string()), "{args:?}");
     op_args.push("--webhook-cert-check-seconds=1".into());
@@ -91,7 +94,9 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
         let bundles = &bundles;
         async move {
             let (ca, crt) = stored(secrets.get(&secret_name).await.ok()?);
-            if ca.matches("BEGIN CERTIFICATE").count() != expect_ca_count || bundles().await.iter().any(|b| b.as_deref() != Some(ca.as_str())) {
+            if ca.matches("BEGIN CERTIFICATE").count() != expect_ca_count
+                || bundles().await.iter().any(|b| b.as_deref() != Some(ca.as_str()))
+            {
                 return None;
             }
             for p in [port, port2] {
@@ -118,19 +123,16 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
         }
     };
     expire("toolhive.stacklok.dev/serving-not-after").await;
-    let (same_ca, second) = eventually("a renewed serving certificate", &op, || async {
-        serving_in_step(1).await.filter(|(_, crt)| *crt != first)
-    })
-    .await;
+    let (same_ca, second) =
+        eventually("a renewed serving certificate", &op, || async { serving_in_step(1).await.filter(|(_, crt)| *crt != first) }).await;
     assert_eq!(same_ca, ca, "a serving renewal keeps the CA");
     assert_eq!(admission_on_new_connection(port, &ca, VALIDATE, &review).await, Ok(200));
 
     // A CA near its end: a new CA, with the old one still in the bundle.
     expire("toolhive.stacklok.dev/ca-not-after").await;
-    let (bundle, third) = eventually("a new CA published beside the old one", &op, || async {
-        serving_in_step(2).await.filter(|(_, crt)| *crt != second)
-    })
-    .await;
+    let (bundle, third) =
+        eventually("a new CA published beside the old one", &op, || async { serving_in_step(2).await.filter(|(_, crt)| *crt != second) })
+            .await;
     assert!(bundle.ends_with(&ca), "the old CA stays trusted: {bundle}");
     assert_eq!(admission_on_new_connection(port, &bundle, VALIDATE, &review).await, Ok(200));
     assert!(served_certificate(port, &ca).await.is_none(), "the new certificate is signed by the new CA only");

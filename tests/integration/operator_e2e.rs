@@ -86,7 +86,10 @@ async fn guide_flow_namespace_mode_with_webhook() {
     // What the guide's check commands show.
     let (_, rbs, _) = run("kubectl", &kc, &["get", "rolebinding", "--all-namespaces"], None);
     let manager_rb = format!("{fullname}-manager-rolebinding");
-    assert!(rbs.lines().any(|l| l.starts_with(&team) && l.contains(&manager_rb) && l.contains(&format!("ClusterRole/{fullname}-manager-role"))), "{rbs}");
+    assert!(
+        rbs.lines().any(|l| l.starts_with(&team) && l.contains(&manager_rb) && l.contains(&format!("ClusterRole/{fullname}-manager-role"))),
+        "{rbs}"
+    );
     assert!(!rbs.lines().any(|l| l.starts_with(&outside) && l.contains(&manager_rb)), "{rbs}");
     assert!(rbs.contains(&format!("Role/{fullname}-leader-election-role")), "{rbs}");
     let (_, crbs, _) = run("kubectl", &kc, &["get", "clusterrolebinding"], None);
@@ -123,10 +126,8 @@ async fn guide_flow_namespace_mode_with_webhook() {
     }))
     .unwrap();
     // The webhook (failurePolicy Fail) answers once the operator is up.
-    let created = eventually("webhook to admit the OSV server", &op, || async {
-        servers.create(&PostParams::default(), &osv).await.ok()
-    })
-    .await;
+    let created =
+        eventually("webhook to admit the OSV server", &op, || async { servers.create(&PostParams::default(), &osv).await.ok() }).await;
     let uid = created.uid().unwrap();
     assert_eq!(created.labels().get("toolhive.stacklok.dev/team").map(String::as_str), Some(team.as_str()), "team label defaulted");
 
@@ -144,7 +145,13 @@ async fn guide_flow_namespace_mode_with_webhook() {
         assert_eq!(owner.as_ref().map(|o| o.uid.as_str()), Some(uid.as_str()), "owner of {:?}", meta.name);
         assert_eq!(owner.and_then(|o| o.controller), Some(true));
         let l = meta.labels.clone().unwrap_or_default();
-        for (k, v) in [("app", "mcpserver"), ("app.kubernetes.io/name", "mcpserver"), ("app.kubernetes.io/instance", "osv"), ("toolhive", "true"), ("toolhive-name", "osv")] {
+        for (k, v) in [
+            ("app", "mcpserver"),
+            ("app.kubernetes.io/name", "mcpserver"),
+            ("app.kubernetes.io/instance", "osv"),
+            ("toolhive", "true"),
+            ("toolhive-name", "osv"),
+        ] {
             assert_eq!(l.get(k).map(String::as_str), Some(v), "label {k} on {:?}", meta.name);
         }
     };
@@ -171,10 +178,8 @@ async fn guide_flow_namespace_mode_with_webhook() {
 
     // 2. Drift: a deleted child comes back; an edited one is put back.
     deployments.delete("osv", &DeleteParams::default()).await.unwrap();
-    eventually("deployment restored", &op, || async {
-        deployments.get_opt("osv").await.ok().flatten().filter(|d| d.uid() != dep.uid())
-    })
-    .await;
+    eventually("deployment restored", &op, || async { deployments.get_opt("osv").await.ok().flatten().filter(|d| d.uid() != dep.uid()) })
+        .await;
     let svcs: Api<Service> = Api::namespaced(admin.clone(), &team);
     svcs.patch("mcp-osv-proxy", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sessionAffinity": "None"}}))).await.unwrap();
     eventually("service edit reverted", &op, || async {
@@ -209,17 +214,28 @@ async fn guide_flow_namespace_mode_with_webhook() {
     let (ok, _, dry_err) = run("kubectl", &kc, &["apply", "--dry-run=server", "-f", "-"], Some(&bad));
     assert!(!ok);
     assert!(dry_err.contains(&expected_registry), "{dry_err}");
-    let elsewhere = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: x, namespace: {outside}}}\nspec: {{image: ghcr.io/acme/x}}\n");
+    let elsewhere = format!(
+        "apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: x, namespace: {outside}}}\nspec: {{image: ghcr.io/acme/x}}\n"
+    );
     let (ok, _, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&elsewhere));
     assert!(!ok);
-    assert!(err.contains(&format!("metadata.namespace: Forbidden: namespace \"{outside}\" may not hold MCPServers (allowed: {team}); ask #platform")), "{err}");
-    let removed = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: old, namespace: {team}}}\nspec: {{image: ghcr.io/acme/x, port: 8080}}\n");
+    assert!(
+        err.contains(&format!(
+            "metadata.namespace: Forbidden: namespace \"{outside}\" may not hold MCPServers (allowed: {team}); ask #platform"
+        )),
+        "{err}"
+    );
+    let removed = format!(
+        "apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: old, namespace: {team}}}\nspec: {{image: ghcr.io/acme/x, port: 8080}}\n"
+    );
     let (ok, _, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&removed));
     assert!(!ok);
     assert!(err.contains("spec.port was removed; use spec.proxyPort"), "{err}");
 
     // 6. A minimal allowed server is stored with the defaults filled in.
-    let minimal = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: mini, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+    let minimal = format!(
+        "apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: mini, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n"
+    );
     let (ok, out, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&minimal));
     assert!(ok, "{out}{err}");
     let mini = servers.get("mini").await.unwrap();
@@ -228,7 +244,9 @@ async fn guide_flow_namespace_mode_with_webhook() {
     assert_eq!(mini.labels().get("toolhive.stacklok.dev/team").map(String::as_str), Some(team.as_str()));
 
     // 7. v1alpha1 is served with its deprecation warning.
-    let alpha = format!("apiVersion: toolhive.stacklok.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: alpha, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+    let alpha = format!(
+        "apiVersion: toolhive.stacklok.dev/v1alpha1\nkind: MCPServer\nmetadata: {{name: alpha, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n"
+    );
     let (ok, out, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&alpha));
     assert!(ok, "{out}{err}");
     assert!(err.contains("toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1"), "{err}");
@@ -272,7 +290,8 @@ async fn guide_flow_namespace_mode_with_webhook() {
             .to_string();
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match admission_on_new_connection(webhook_port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await {
+                match admission_on_new_connection(webhook_port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await
+                {
                     Ok(200) => ok += 1,
                     Ok(code) => failed.push(format!("HTTP {code}")),
                     Err(e) => failed.push(e),
@@ -293,7 +312,12 @@ async fn guide_flow_namespace_mode_with_webhook() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (api_ok, api_failed) = through_api.await.unwrap();
     let (direct_ok, direct_failed) = direct.await.unwrap();
-    assert!(api_failed.is_empty(), "{} admissions through the API server failed during rotation, e.g. {:?}", api_failed.len(), api_failed.first());
+    assert!(
+        api_failed.is_empty(),
+        "{} admissions through the API server failed during rotation, e.g. {:?}",
+        api_failed.len(),
+        api_failed.first()
+    );
     assert!(direct_failed.is_empty(), "{} direct admissions failed during rotation, e.g. {:?}", direct_failed.len(), direct_failed.first());
     assert!(api_ok > 5 && direct_ok > 5, "traffic ran during the rotation ({api_ok} via API, {direct_ok} direct)");
     assert!(op.metric("toolhive_webhook_certificate_reloads_total", &[("result", "success")]).unwrap() >= 1.0, "the rotation was a reload");
@@ -301,18 +325,23 @@ async fn guide_flow_namespace_mode_with_webhook() {
     // 9. maxMCPServers (5) comes from the webhook's watch cache: with osv, mini and
     //    alpha stored, two more fit and a sixth is refused (dry-run: nothing stored).
     for name in ["q4", "q5"] {
-        let m = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: {name}, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+        let m = format!(
+            "apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: {name}, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n"
+        );
         let (ok, out, err) = run("kubectl", &kc, &["apply", "-f", "-"], Some(&m));
         assert!(ok, "{out}{err}");
     }
-    let sixth = format!("apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: q6, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n");
+    let sixth = format!(
+        "apiVersion: toolhive.stacklok.dev/v1beta1\nkind: MCPServer\nmetadata: {{name: q6, namespace: {team}}}\nspec: {{image: ghcr.io/acme/tool}}\n"
+    );
     let refusal = eventually("the sixth MCPServer to be refused", &op, || async {
         let (ok, _, err) = run("kubectl", &kc, &["apply", "--dry-run=server", "-f", "-"], Some(&sixth));
         (!ok).then_some(err)
     })
     .await;
     assert!(
-        refusal.contains(&format!("metadata.namespace: Forbidden: namespace \"{team}\" already has 5 MCPServers, the most it may hold is 5")),
+        refusal
+            .contains(&format!("metadata.namespace: Forbidden: namespace \"{team}\" already has 5 MCPServers, the most it may hold is 5")),
         "{refusal}"
     );
 

@@ -45,11 +45,8 @@ pub fn tools_bin() -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     let script = repo_root().join("scripts/tools.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
+    let out =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
         bail!("{} failed; see its output above", script.display());
     }
@@ -109,10 +106,8 @@ impl ControlPlane {
         fs::create_dir_all(&pki_dir)?;
 
         let ca = Authority::new("toolhive-local-ca")?;
-        let serving = ca.serving(
-            &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-            &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
-        )?;
+        let serving =
+            ca.serving(&["kubernetes", "kubernetes.default", "kubernetes.default.svc"], &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))])?;
         let admin = ca.client("toolhive-admin", &["system:masters"])?;
         let ca_file = pki_dir.join("ca.crt");
         write(&ca_file, &ca.cert_pem())?;
@@ -334,11 +329,8 @@ current-context: local
     /// A client impersonating a ServiceAccount, with the groups the API server gives them.
     pub async fn client_as_service_account(&self, namespace: &str, name: &str) -> Result<Client> {
         let ns_group = format!("system:serviceaccounts:{namespace}");
-        self.client_as(
-            &format!("system:serviceaccount:{namespace}:{name}"),
-            &["system:serviceaccounts", &ns_group, "system:authenticated"],
-        )
-        .await
+        self.client_as(&format!("system:serviceaccount:{namespace}:{name}"), &["system:serviceaccounts", &ns_group, "system:authenticated"])
+            .await
     }
 
     /// Creates a namespace with a unique name starting with `prefix`.
