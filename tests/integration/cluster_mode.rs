@@ -2,8 +2,8 @@
 //! the other tests' namespaces): the operator chart installed before the CRDs chart,
 //! the operator started as the chart's ServiceAccount while the CRD is missing,
 //! reconciling once the CRD arrives, `kubectl rollout restart` and the restarted-at
-//! annotation, a standby taking over when the leader dies, and deleting a namespace
-//! that still holds MCPServers.
+//! annotation, a standby taking over when the leader dies, deleting a namespace that
+//! still holds MCPServers, and uninstalling both charts without losing MCPServers.
 
 use std::time::Duration;
 
@@ -180,4 +180,15 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     );
     assert_eq!(secret_data(), first_secret, "an upgrade keeps the webhook certificate");
     assert_eq!(ca_bundles(), first_bundles, "and the caBundle");
+
+    // Uninstalling both charts keeps the CRD, and so every MCPServer (crds.keep).
+    run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "webhook.enabled=false"]);
+    let kept_ns = cp.namespace(&admin, "kept").await.unwrap();
+    Api::<MCPServer>::namespaced(admin.clone(), &kept_ns).create(&PostParams::default(), &server("kept")).await.unwrap();
+    let servers: Api<MCPServer> = Api::all(admin.clone());
+    let before = servers.list_metadata(&Default::default()).await.unwrap().items.len();
+    assert!(before > 0);
+    run_ok("helm", kc, &["uninstall", "toolhive-operator", "-n", RELEASE_NS]);
+    run_ok("helm", kc, &["uninstall", "toolhive-operator-crds"]);
+    assert_eq!(servers.list_metadata(&Default::default()).await.unwrap().items.len(), before, "MCPServers kept");
 }

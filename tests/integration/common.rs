@@ -58,55 +58,15 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-/// The operator binary running as a child process, killed when dropped.
-pub struct Operator {
-    child: Child,
-    log: PathBuf,
+/// Where a running operator can be read: its log and its metrics and health ports.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub log: PathBuf,
     pub metrics_port: u16,
     pub health_port: u16,
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Operator {
-    /// Starts `toolhive-operator` with `KUBECONFIG=kubeconfig`, its own metrics and
-    /// health ports, text logs in `work/<tag>.log`, plus `args` and `env`.
-    pub fn spawn(kubeconfig: &Path, work: &Path, tag: &str, args: &[String], env: &[(&str, &str)]) -> Self {
-        let metrics_port = controlplane::free_port().unwrap();
-        let health_port = controlplane::free_port().unwrap();
-        let log = work.join(format!("{tag}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"));
-        cmd.arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
-            .arg(format!("--health-probe-bind-address=127.0.0.1:{health_port}"))
-            .args(args)
-            .env_remove("WATCH_NAMESPACE")
-            .env("KUBECONFIG", kubeconfig)
-            .env("TOOLHIVE_RUNNER_IMAGE", "ghcr.io/stacklok/toolhive/proxyrunner:test")
-            .env("UNSTRUCTURED_LOGS", "true")
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(work.join(format!("{tag}.stderr"))).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Self { child: cmd.spawn().unwrap(), log, metrics_port, health_port }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL: no graceful step-down, the lease stays held until it expires.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
+impl Endpoints {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -130,6 +90,87 @@ impl Operator {
     }
 }
 
+/// The operator binary running as a child process, killed when dropped (and when the
+/// thread that started it ends).
+pub struct Operator {
+    child: Child,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    kubeconfig: PathBuf,
+    pub endpoints: Endpoints,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::ops::Deref for Operator {
+    type Target = Endpoints;
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
+    }
+}
+
+impl Operator {
+    /// Starts `toolhive-operator` with `KUBECONFIG=kubeconfig`, its own metrics and
+    /// health ports, text logs in `work/<tag>.log`, plus `args` and `env`.
+    pub fn spawn(kubeconfig: &Path, work: &Path, tag: &str, args: &[String], env: &[(&str, &str)]) -> Self {
+        let endpoints = Endpoints {
+            log: work.join(format!("{tag}.log")),
+            metrics_port: controlplane::free_port().unwrap(),
+            health_port: controlplane::free_port().unwrap(),
+        };
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = launch(kubeconfig, &endpoints, args, &env);
+        Self { child, command: args.to_vec(), env, kubeconfig: kubeconfig.to_path_buf(), endpoints }
+    }
+
+    /// Starts the process again (after [`Operator::kill`]) with the same arguments and ports.
+    pub fn start(&mut self) {
+        self.kill();
+        self.child = launch(&self.kubeconfig, &self.endpoints, &self.command, &self.env);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no graceful step-down, the lease stays held until it expires.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn launch(kubeconfig: &Path, at: &Endpoints, args: &[String], env: &[(String, String)]) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"));
+    cmd.arg(format!("--metrics-bind-address=127.0.0.1:{}", at.metrics_port))
+        .arg(format!("--health-probe-bind-address=127.0.0.1:{}", at.health_port))
+        .args(args)
+        .env_remove("WATCH_NAMESPACE")
+        .env("KUBECONFIG", kubeconfig)
+        .env("TOOLHIVE_RUNNER_IMAGE", "ghcr.io/stacklok/toolhive/proxyrunner:test")
+        .env("UNSTRUCTURED_LOGS", "true")
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(std::fs::OpenOptions::new().create(true).append(true).open(&at.log).unwrap())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(at.log.with_extension("stderr")).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Killed with the thread that started it, even when the test process dies.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
 /// Adds up the samples of `metric` in Prometheus text format that carry every label pair.
 pub fn sum_samples(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -145,7 +186,7 @@ pub fn sum_samples(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-pub async fn eventually<T, F, Fut>(what: &str, op: &Operator, f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, op: &Endpoints, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -153,7 +194,7 @@ where
     eventually_within(what, op, Duration::from_secs(30), f).await
 }
 
-pub async fn eventually_within<T, F, Fut>(what: &str, op: &Operator, limit: Duration, mut f: F) -> T
+pub async fn eventually_within<T, F, Fut>(what: &str, op: &Endpoints, limit: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

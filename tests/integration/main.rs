@@ -7,5 +7,6 @@ mod chart_modes;
 mod cluster_mode;
 mod common;
 mod controlplane_basics;
+mod guide;
+mod guide_flow;
 mod operator_certs;
-mod operator_e2e;

@@ -1,0 +1,416 @@
+//! The install guide's flow, one behaviour per test, on the shared set-up of
+//! `guide.rs`. Every test holds the webhook lock (the set-up's webhook answers every
+//! MCPServer write on the shared control plane) and works on MCPServers of its own.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
+
+use super::common::{
+    admission_on_new_connection, certificate_der, eventually, eventually_within, run, served_certificate, webhook_registration_lock,
+    write_secret_volume,
+};
+use super::guide::{Guide, RUNNER_IMAGE, guide, server};
+
+/// Creates `obj` in `ns` once the webhook admits it.
+async fn create(g: &Guide, api: &Api<MCPServer>, obj: &MCPServer) -> MCPServer {
+    eventually(&format!("the webhook to admit {}", obj.name_any()), &g.operator, || async {
+        api.create(&PostParams::default(), obj).await.ok()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_docs_osv_server_gets_exactly_the_compat_children() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let team = &g.team;
+    let servers = g.servers(&admin, team);
+    let osv = server(
+        "osv",
+        json!({"image": "ghcr.io/stackloklabs/osv-mcp/server", "transport": "streamable-http", "mcpPort": 8080, "proxyPort": 8080}),
+    );
+    let created = create(g, &servers, &osv).await;
+    let uid = created.uid().unwrap();
+    assert_eq!(created.labels().get("toolhive.stacklok.dev/team").map(String::as_str), Some(team.as_str()), "team label defaulted");
+
+    let url = format!("http://mcp-osv-proxy.{team}.svc.cluster.local:8080/mcp");
+    let status = eventually("status.url", &g.operator, || async {
+        let s = servers.get("osv").await.ok()?;
+        s.status.filter(|st| st.url == url && st.phase == Some(Phase::Pending))
+    })
+    .await;
+    assert_eq!(status.observed_generation, Some(1));
+    assert!(servers.get("osv").await.unwrap().finalizers().contains(&FINALIZER.to_string()));
+
+    let owned = |meta: &kube::core::ObjectMeta| {
+        let owner = meta.owner_references.as_ref().and_then(|o| o.first()).cloned();
+        assert_eq!(owner.as_ref().map(|o| o.uid.as_str()), Some(uid.as_str()), "owner of {:?}", meta.name);
+        assert_eq!(owner.and_then(|o| o.controller), Some(true));
+        let l = meta.labels.clone().unwrap_or_default();
+        for (k, v) in [
+            ("app", "mcpserver"),
+            ("app.kubernetes.io/name", "mcpserver"),
+            ("app.kubernetes.io/instance", "osv"),
+            ("toolhive", "true"),
+            ("toolhive-name", "osv"),
+        ] {
+            assert_eq!(l.get(k).map(String::as_str), Some(v), "label {k} on {:?}", meta.name);
+        }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), team);
+    let dep = eventually("proxy deployment", &g.operator, || async { deployments.get_opt("osv").await.ok().flatten() }).await;
+    owned(&dep.metadata);
+    let container = &dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.name, "toolhive");
+    assert_eq!(container.image.as_deref(), Some(RUNNER_IMAGE));
+    assert_eq!(container.args.as_ref().unwrap(), &vec!["run".to_string(), "ghcr.io/stackloklabs/osv-mcp/server".to_string()]);
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), team).get("osv-runconfig").await.unwrap();
+    owned(&cm.metadata);
+    let rc: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["runconfig.json"]).unwrap();
+    assert_eq!(rc["schema_version"], "v0.1.0");
+    assert_eq!(rc["transport"], "streamable-http");
+    for sa in ["osv-proxy-runner", "osv-sa"] {
+        owned(&Api::<ServiceAccount>::namespaced(admin.clone(), team).get(sa).await.unwrap().metadata);
+    }
+    owned(&Api::<Role>::namespaced(admin.clone(), team).get("osv-proxy-runner").await.unwrap().metadata);
+    owned(&Api::<RoleBinding>::namespaced(admin.clone(), team).get("osv-proxy-runner").await.unwrap().metadata);
+    let svc = Api::<Service>::namespaced(admin.clone(), team).get("mcp-osv-proxy").await.unwrap();
+    owned(&svc.metadata);
+    assert_eq!(svc.spec.unwrap().ports.unwrap()[0].name.as_deref(), Some("http"));
+}
+
+#[tokio::test]
+async fn a_deleted_child_comes_back_and_an_edited_one_is_put_back() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    create(g, &g.servers(&admin, &g.team), &server("drift", json!({"image": "ghcr.io/acme/tool"}))).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let dep = eventually("proxy deployment", &g.operator, || async { deployments.get_opt("drift").await.ok().flatten() }).await;
+    deployments.delete("drift", &DeleteParams::default()).await.unwrap();
+    eventually("deployment restored", &g.operator, || async {
+        deployments.get_opt("drift").await.ok().flatten().filter(|d| d.uid() != dep.uid())
+    })
+    .await;
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), &g.team);
+    eventually("proxy service", &g.operator, || async { svcs.get_opt("mcp-drift-proxy").await.ok().flatten() }).await;
+    svcs.patch("mcp-drift-proxy", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sessionAffinity": "None"}}))).await.unwrap();
+    eventually("service edit reverted", &g.operator, || async {
+        let s = svcs.get("mcp-drift-proxy").await.ok()?;
+        (s.spec?.session_affinity.as_deref() == Some("ClientIP")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn drift_made_while_the_operator_was_down_is_repaired_after_its_restart() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    create(g, &g.servers(&admin, &g.team), &server("downtime", json!({"image": "ghcr.io/acme/tool"}))).await;
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), &g.team);
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    eventually("children", &g.operator, || async {
+        (svcs.get_opt("mcp-downtime-proxy").await.ok()?.is_some() && cms.get_opt("downtime-runconfig").await.ok()?.is_some()).then_some(())
+    })
+    .await;
+    let runconfig = cms.get("downtime-runconfig").await.unwrap().data.unwrap()["runconfig.json"].clone();
+
+    g.stop_operator().await;
+    // Edits that keep the operator's stamped hash annotation: only a comparison with
+    // what the children should be finds them.
+    svcs.patch("mcp-downtime-proxy", &PatchParams::default(), &Patch::Merge(json!({"spec": {"sessionAffinity": "None"}}))).await.unwrap();
+    cms.patch("downtime-runconfig", &PatchParams::default(), &Patch::Merge(json!({"data": {"runconfig.json": "{}"}}))).await.unwrap();
+    g.start_operator().await;
+
+    eventually("service repaired", &g.operator, || async {
+        (svcs.get("mcp-downtime-proxy").await.ok()?.spec?.session_affinity.as_deref() == Some("ClientIP")).then_some(())
+    })
+    .await;
+    eventually("runconfig repaired", &g.operator, || async {
+        (cms.get("downtime-runconfig").await.ok()?.data?.get("runconfig.json") == Some(&runconfig)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn servers_outside_the_watched_namespaces_are_left_alone() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    // A server in a watched namespace reaches its status: the operator is at work.
+    let witnesses = g.servers(&admin, &g.team);
+    create(g, &witnesses, &server("witness", json!({"image": "ghcr.io/acme/tool"}))).await;
+    eventually("the witness's status", &g.operator, || async { witnesses.get("witness").await.ok()?.status }).await;
+    let stray = g.servers(&admin, &g.outside).get("stray").await.unwrap();
+    assert!(stray.status.is_none(), "no status written outside scope");
+    assert!(stray.finalizers().is_empty(), "no finalizer outside scope");
+    assert!(Api::<Deployment>::namespaced(admin.clone(), &g.outside).get_opt("stray").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_chart_rbac_confines_the_operator_to_its_namespaces() {
+    let g = guide();
+    let kc = &g.kubeconfig;
+    // What the guide's check commands show.
+    let (_, rbs, _) = run("kubectl", kc, &["get", "rolebinding", "--all-namespaces"], None);
+    let manager_rb = format!("{}-manager-rolebinding", g.fullname);
+    let role = format!("ClusterRole/{}-manager-role", g.fullname);
+    for ns in [&g.team, &g.quota_team] {
+        assert!(rbs.lines().any(|l| l.starts_with(ns.as_str()) && l.contains(&manager_rb) && l.contains(&role)), "{rbs}");
+    }
+    assert!(!rbs.lines().any(|l| l.starts_with(&g.outside) && l.contains(&manager_rb)), "{rbs}");
+    assert!(rbs.contains(&format!("Role/{}-leader-election-role", g.fullname)), "{rbs}");
+    let (_, crbs, _) = run("kubectl", kc, &["get", "clusterrolebinding"], None);
+    assert!(!crbs.contains(&g.fullname), "namespace mode renders no ClusterRoleBinding: {crbs}");
+
+    let as_operator = controlplane::shared().client_as_service_account(&g.release_ns, &g.fullname).await.unwrap();
+    let err = Api::<ConfigMap>::namespaced(as_operator.clone(), &g.outside).list(&Default::default()).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 403), "{err}");
+    assert!(Api::<ConfigMap>::namespaced(as_operator, &g.team).list(&Default::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn kubectl_shows_every_violation_at_once_with_its_field_path() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let team = &g.team;
+    let bad = Guide::manifest("bad", team, "{image: docker.io/library/redis, resources: {requests: {cpu: '2'}}}");
+    let expected_registry = format!(
+        "spec.image: Forbidden: registry \"docker.io\" is not allowed in namespace \"{team}\" (allowed: ghcr.io/stackloklabs, ghcr.io/acme)"
+    );
+    let err = eventually("the webhook to answer", &g.operator, || async {
+        let (ok, _, err) = g.kubectl_apply(&bad, &[]);
+        (!ok && err.contains("admission webhook")).then_some(err)
+    })
+    .await;
+    assert!(err.contains(&expected_registry), "{err}");
+    assert!(err.contains("spec.resources.requests.cpu: Forbidden: 2 exceeds the namespace maximum of 1"), "all violations at once: {err}");
+    let (ok, _, dry_err) = g.kubectl_apply(&bad, &["--dry-run=server"]);
+    assert!(!ok);
+    assert!(dry_err.contains(&expected_registry), "{dry_err}");
+    let elsewhere = Guide::manifest("x", &g.outside, "{image: ghcr.io/acme/x}");
+    let (ok, _, err) = g.kubectl_apply(&elsewhere, &[]);
+    assert!(!ok);
+    let allowed = format!("{team}, {}", g.quota_team);
+    assert!(
+        err.contains(&format!(
+            "metadata.namespace: Forbidden: namespace \"{}\" may not hold MCPServers (allowed: {allowed}); ask #platform",
+            g.outside
+        )),
+        "{err}"
+    );
+    let removed = Guide::manifest("old", team, "{image: ghcr.io/acme/x, port: 8080}");
+    let (ok, _, err) = g.kubectl_apply(&removed, &[]);
+    assert!(!ok);
+    assert!(err.contains("spec.port was removed; use spec.proxyPort"), "{err}");
+}
+
+#[tokio::test]
+async fn a_minimal_server_is_stored_with_the_defaults_filled_in() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let minimal = Guide::manifest("mini", &g.team, "{image: ghcr.io/acme/tool}");
+    eventually("kubectl apply", &g.operator, || async { g.kubectl_apply(&minimal, &[]).0.then_some(()) }).await;
+    let mini = g.servers(&admin, &g.team).get("mini").await.unwrap();
+    assert_eq!(mini.spec.proxy_port, 8080);
+    assert_eq!(mini.spec.resources.requests.cpu, "50m", "policy default applied");
+    assert_eq!(mini.labels().get("toolhive.stacklok.dev/team").map(String::as_str), Some(g.team.as_str()));
+}
+
+#[tokio::test]
+async fn v1alpha1_is_served_with_its_deprecation_warning() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let alpha = Guide::manifest("alpha", &g.team, "{image: ghcr.io/acme/tool}").replace("v1beta1", "v1alpha1");
+    let err = eventually("kubectl apply", &g.operator, || async {
+        let (ok, _, err) = g.kubectl_apply(&alpha, &[]);
+        ok.then_some(err)
+    })
+    .await;
+    assert!(err.contains("toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1"), "{err}");
+}
+
+#[tokio::test]
+async fn rotating_the_serving_certificate_mid_traffic_fails_no_request() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let ca_pem = g.ca.cert_pem();
+    let port = g.webhook_port;
+    let before = served_certificate(port, &ca_pem).await.expect("a certificate is served");
+    assert_eq!(before, certificate_der(&g.first_pair.cert_pem), "the set-up's pair");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Admissions through the API server (kept-alive connections) ...
+    let through_api = {
+        let (servers, stop) = (servers.clone(), stop.clone());
+        let probe = server("rotation-probe", json!({"image": "ghcr.io/acme/tool"}));
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match servers.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    // ... and direct admissions, each on a new TLS connection.
+    let direct = {
+        let (stop, ca_pem, team) = (stop.clone(), ca_pem.clone(), g.team.clone());
+        tokio::spawn(async move {
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "rotation", "operation": "CREATE", "namespace": team, "userInfo": {},
+                    "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+                    "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+                    "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                               "metadata": {"name": "direct", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool"}}
+                }
+            })
+            .to_string();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match admission_on_new_connection(port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await {
+                    Ok(200) => ok += 1,
+                    Ok(code) => failed.push(format!("HTTP {code}")),
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rotated = g.ca.serving(&[], &[]).unwrap();
+    write_secret_volume(&g.cert_dir, "v2", &rotated);
+    let rotated_der = certificate_der(&rotated.cert_pem);
+    eventually("the rotated certificate to be served", &g.operator, || async {
+        (served_certificate(port, &ca_pem).await? == rotated_der).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (api_ok, api_failed) = through_api.await.unwrap();
+    let (direct_ok, direct_failed) = direct.await.unwrap();
+    assert!(
+        api_failed.is_empty(),
+        "{} admissions through the API server failed during rotation, e.g. {:?}",
+        api_failed.len(),
+        api_failed.first()
+    );
+    assert!(direct_failed.is_empty(), "{} direct admissions failed during rotation, e.g. {:?}", direct_failed.len(), direct_failed.first());
+    assert!(api_ok > 5 && direct_ok > 5, "traffic ran during the rotation ({api_ok} via API, {direct_ok} direct)");
+    assert!(
+        g.operator.metric("toolhive_webhook_certificate_reloads_total", &[("result", "success")]).unwrap() >= 1.0,
+        "the rotation was a reload"
+    );
+}
+
+#[tokio::test]
+async fn the_quota_comes_from_the_webhooks_watch_cache() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let ns = &g.quota_team;
+    for name in ["q1", "q2"] {
+        let m = Guide::manifest(name, ns, "{image: ghcr.io/acme/tool}");
+        eventually("kubectl apply", &g.operator, || async { g.kubectl_apply(&m, &[]).0.then_some(()) }).await;
+    }
+    let third = Guide::manifest("q3", ns, "{image: ghcr.io/acme/tool}");
+    let refusal = eventually("the third MCPServer to be refused", &g.operator, || async {
+        let (ok, _, err) = g.kubectl_apply(&third, &["--dry-run=server"]);
+        (!ok).then_some(err)
+    })
+    .await;
+    assert!(
+        refusal.contains(&format!("metadata.namespace: Forbidden: namespace \"{ns}\" already has 2 MCPServers, the most it may hold is 2")),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_server_releases_its_finalizer_and_its_children_are_collected() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    create(g, &servers, &server("gone", json!({"image": "ghcr.io/acme/tool"}))).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    eventually("proxy deployment", &g.operator, || async { deployments.get_opt("gone").await.ok().flatten() }).await;
+    servers.delete("gone", &DeleteParams::default()).await.unwrap();
+    eventually("MCPServer gone", &g.operator, || async { servers.get_opt("gone").await.ok().flatten().is_none().then_some(()) }).await;
+    // The garbage collector notices a new CRD's kind at its next discovery resync (~30 s).
+    eventually_within("children collected", &g.operator, Duration::from_secs(120), || async {
+        let cm = Api::<ConfigMap>::namespaced(admin.clone(), &g.team).get_opt("gone-runconfig").await.ok()?;
+        let dep = deployments.get_opt("gone").await.ok()?;
+        (cm.is_none() && dep.is_none()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_platform_role_named_like_a_child_is_never_taken_over() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let roles: Api<Role> = Api::namespaced(admin.clone(), &g.team);
+    let platform: Role = serde_json::from_value(json!({
+        "metadata": {"name": "victim-proxy-runner", "labels": {"owner": "platform"}},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    }))
+    .unwrap();
+    let before = roles.create(&PostParams::default(), &platform).await.unwrap();
+    let servers = g.servers(&admin, &g.team);
+    create(g, &servers, &server("victim", json!({"image": "ghcr.io/acme/tool"}))).await;
+    let status = eventually("the MCPServer to fail naming the Role", &g.operator, || async {
+        servers.get("victim").await.ok()?.status.filter(|s| s.phase == Some(Phase::Failed))
+    })
+    .await;
+    assert!(status.message.contains("Role victim-proxy-runner already exists and was not created by the operator"), "{}", status.message);
+    let after = roles.get("victim-proxy-runner").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the platform's Role was not written");
+    assert!(after.metadata.owner_references.is_none());
+    // Deleting the MCPServer leaves the platform's Role in place.
+    servers.delete("victim", &DeleteParams::default()).await.unwrap();
+    eventually("MCPServer gone", &g.operator, || async { servers.get_opt("victim").await.ok().flatten().is_none().then_some(()) }).await;
+    assert!(roles.get_opt("victim-proxy-runner").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_runner_always_gets_the_service_account_the_operator_decided() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    // A tenant names the runner's own, more privileged account for the MCP pod.
+    let sneaky = server(
+        "sneaky",
+        json!({"image": "ghcr.io/acme/tool", "podTemplateSpec": {"spec": {"serviceAccountName": "sneaky-proxy-runner", "containers": [{"name": "mcp"}]}}}),
+    );
+    create(g, &servers, &sneaky).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let dep = eventually("proxy deployment", &g.operator, || async { deployments.get_opt("sneaky").await.ok().flatten() }).await;
+    let args = dep.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let patch = args.iter().find_map(|a| a.strip_prefix("--k8s-pod-patch=")).expect("the pod patch flag");
+    let patch: serde_json::Value = serde_json::from_str(patch).unwrap();
+    assert_eq!(patch["spec"]["serviceAccountName"], "sneaky-sa", "{patch}");
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), &g.team).get("sneaky-runconfig").await.unwrap();
+    let rc: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["runconfig.json"]).unwrap();
+    let rc_patch: serde_json::Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
+    assert_eq!(rc_patch, patch, "the RunConfig and the flag agree");
+}
