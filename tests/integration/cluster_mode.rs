@@ -8,12 +8,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease};
+use kube::ResourceExt;
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use toolhive_operator::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+
+const TEAM_LABEL: &str = toolhive_operator::webhook::mutate::TEAM_LABEL;
 
 use super::common::{Operator, eventually, eventually_within, impersonating_kubeconfig, run_ok, tempdir};
 
@@ -162,9 +165,12 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "webhook.enabled=true"]);
     let secret_data =
         || run_ok("kubectl", kc, &["get", "secret", "-n", RELEASE_NS, "toolhive-operator-webhook-tls", "-o", "jsonpath={.data}"]);
+    // On this API server the team label and mcpPort are defaulted in-process (a
+    // MutatingAdmissionPolicy), so with no resource defaults in the policy the mutating
+    // configuration holds no webhook and only the validating one trusts the CA.
     let ca_bundles = || {
         ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"].map(|kind| {
-            run_ok("kubectl", kc, &["get", kind, "toolhive-operator-webhook", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"])
+            run_ok("kubectl", kc, &["get", kind, "toolhive-operator-webhook", "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}"])
         })
     };
     let first_secret = secret_data();
@@ -172,7 +178,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let ca: serde_json::Value = serde_json::from_str(&first_secret).unwrap();
     let ca = ca["ca.crt"].as_str().unwrap().to_string();
     assert!(!ca.is_empty());
-    assert_eq!(first_bundles, [ca.clone(), ca.clone()], "both configurations trust the Secret's CA");
+    assert_eq!(first_bundles, [String::new(), ca.clone()], "the validating webhook trusts the Secret's CA; there is no mutating one");
     run_ok(
         "helm",
         kc,
@@ -181,10 +187,53 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert_eq!(secret_data(), first_secret, "an upgrade keeps the webhook certificate");
     assert_eq!(ca_bundles(), first_bundles, "and the caBundle");
 
-    // Uninstalling both charts keeps the CRD, and so every MCPServer (crds.keep).
-    run_ok("helm", kc, &["upgrade", "toolhive-operator", chart_path, "-n", RELEASE_NS, "--reuse-values", "--set", "webhook.enabled=false"]);
+    // The team label and mcpPort are filled in by the API server itself (a
+    // MutatingAdmissionPolicy): with no resource defaults in the policy, the mutating
+    // webhook has nothing to do and is not called at all. (Its backend is absent here
+    // and failures are ignored, so only the in-process policy can label anything.)
     let kept_ns = cp.namespace(&admin, "kept").await.unwrap();
-    Api::<MCPServer>::namespaced(admin.clone(), &kept_ns).create(&PostParams::default(), &server("kept")).await.unwrap();
+    run_ok(
+        "helm",
+        kc,
+        &[
+            "upgrade",
+            "toolhive-operator",
+            chart_path,
+            "-n",
+            RELEASE_NS,
+            "--reuse-values",
+            "--set",
+            "webhook.failurePolicy=Ignore",
+            "--set",
+            "webhook.url=https://127.0.0.1:1",
+            "--set",
+            &format!("tenancy.policy.namespaces.{kept_ns}.team=core"),
+        ],
+    );
+    let webhooks =
+        run_ok("kubectl", kc, &["get", "mutatingwebhookconfiguration", "toolhive-operator-webhook", "-o", "jsonpath={.webhooks}"]);
+    assert!(webhooks.is_empty() || webhooks == "[]", "no mutating webhook to call: {webhooks}");
+    let kept: Api<MCPServer> = Api::namespaced(admin.clone(), &kept_ns);
+    // A new or changed policy takes a moment to load in the API server.
+    let mut unported = server("kept");
+    unported.spec.mcp_port = None;
+    unported.spec.proxy_port = 9000;
+    let http = eventually_within("the defaults policy to label a dry-run create", &first, Duration::from_secs(30), || async {
+        let created = kept.create(&PostParams { dry_run: true, ..Default::default() }, &unported).await.ok()?;
+        (created.labels().get(TEAM_LABEL).map(String::as_str) == Some("core")).then_some(created)
+    })
+    .await;
+    assert_eq!(http.spec.mcp_port, Some(9000), "mcpPort defaults to proxyPort for HTTP transports");
+    let mut stdio = server("kept-stdio");
+    stdio.spec.transport = toolhive_operator::api::Transport::Stdio;
+    stdio.spec.mcp_port = None;
+    stdio.metadata.labels = Some([(TEAM_LABEL.to_string(), "mine".to_string())].into());
+    let stdio = kept.create(&PostParams::default(), &stdio).await.unwrap();
+    assert_eq!(stdio.spec.mcp_port, None, "a stdio server listens on no port");
+    assert_eq!(stdio.labels().get(TEAM_LABEL).map(String::as_str), Some("mine"), "a label the user set is kept");
+    kept.create(&PostParams::default(), &server("kept")).await.unwrap();
+
+    // Uninstalling both charts keeps the CRD, and so every MCPServer (crds.keep).
     let servers: Api<MCPServer> = Api::all(admin.clone());
     let before = servers.list_metadata(&Default::default()).await.unwrap().items.len();
     assert!(before > 0);

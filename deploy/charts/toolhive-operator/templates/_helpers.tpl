@@ -57,6 +57,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - kube-system
 {{- end -}}
 
+{{/* "true" when the tenancy policy gives resource defaults anywhere: only the mutating
+     webhook can fill those in. The team label and mcpPort are simple enough for the API
+     server's own MutatingAdmissionPolicy. */}}
+{{- define "toolhive-operator.policyHasResourceDefaults" -}}
+{{- $policy := .Values.tenancy.policy | default dict -}}
+{{- $all := list (dig "defaults" (dict) $policy | default dict) -}}
+{{- range $ns, $rules := (dig "namespaces" (dict) $policy | default dict) }}{{ $all = append $all ($rules | default dict) }}{{ end -}}
+{{- $found := false -}}
+{{- range $rules := $all -}}
+{{- range $which := list "proxyResources" "mcpResources" -}}
+{{- $defaults := dig $which "defaults" (dict) $rules | default dict -}}
+{{- if or (dig "requests" (dict) $defaults) (dig "limits" (dict) $defaults) }}{{ $found = true }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- if $found }}true{{ end -}}
+{{- end -}}
+
+{{/* CEL for the team an MCPServer in request.namespace belongs to. */}}
+{{- define "toolhive-operator.teamExpression" -}}
+{{- $policy := .Values.tenancy.policy | default dict -}}
+{{- $teams := dict -}}
+{{- range $ns, $rules := (dig "namespaces" (dict) $policy | default dict) }}{{ with ($rules | default dict).team }}{{ $_ := set $teams $ns . }}{{ end }}{{ end -}}
+{{- $fallback := "request.namespace" -}}
+{{- with (dig "defaults" "team" "" $policy) }}{{ $fallback = toJson . }}{{ end -}}
+{{- if $teams -}}
+request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace] : {{ $fallback }}
+{{- else -}}
+{{ $fallback }}
+{{- end -}}
+{{- end -}}
+
 {{/* The rules the operator uses; shared by the ClusterRole and the namespaced Roles. */}}
 {{- define "toolhive-operator.managerRules" -}}
 # Exactly what the operator's code calls: watches (list, watch), server-side apply
