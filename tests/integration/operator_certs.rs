@@ -37,6 +37,9 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
             "fullnameOverride": full,
             "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
             "webhook": {"url": format!("https://127.0.0.1:{port}"), "certificates": {"mode": "operator"}},
+            // Resource defaults keep a mutating webhook registered, so the CA is
+            // published in both configurations.
+            "tenancy": {"policy": {"defaults": {"proxyResources": {"defaults": {"requests": {"cpu": "10m"}}}}}},
         }))
         .unwrap(),
     )
