@@ -4,7 +4,7 @@ CP_DIR ?= $(CURDIR)/.controlplane
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
-.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook static clean
+.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission static clean
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl and helm.
 tools:
@@ -61,6 +61,10 @@ bench-controller: tools
 
 bench-webhook:
 	$(CARGO) bench --locked --bench webhook
+
+## Creates through a real kube-apiserver: no admission, ValidatingAdmissionPolicy, the operator's webhooks.
+bench-admission: tools
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench admission
 
 ## The image's static binary (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools).
 static:

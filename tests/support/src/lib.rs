@@ -277,6 +277,11 @@ current-context: local
         bail!("timed out after {timeout:?} waiting for {component}:\n{}", self.log_tail(component, 20))
     }
 
+    /// The process id of a running component ("etcd", "kube-apiserver", ...).
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        self.children.lock().unwrap().iter().find(|(name, _)| name == component).map(|(_, child)| child.id())
+    }
+
     /// Stops every child (SIGTERM, then SIGKILL after a grace period), newest first.
     pub fn stop(&self) {
         let mut children = std::mem::take(&mut *self.children.lock().unwrap());
