@@ -23,10 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
-};
+use kube::{Api, Client, ResourceExt, api::PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toolhive_operator::{api::MCPServer, config::Scope, metrics::Metrics, webhook};
@@ -146,12 +143,27 @@ fn cpu_of(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
-struct Figures {
-    name: &'static str,
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-    cpu_per_create: Duration,
+/// What one configuration cost, over every round.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    cpu: Duration,
+}
+
+impl Samples {
+    fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+    }
+
+    fn mean(&self) -> Duration {
+        self.latencies.iter().sum::<Duration>() / self.latencies.len() as u32
+    }
+
+    fn cpu_per_create(&self) -> Duration {
+        self.cpu / self.latencies.len() as u32
+    }
 }
 
 /// Waits until the configuration is in force: a refused server is refused, and with
@@ -170,34 +182,28 @@ async fn wait_in_force(api: &Api<MCPServer>, refuses: bool, labels: bool) {
     panic!("the admission configuration did not take effect");
 }
 
-async fn measure(name: &'static str, client: &Client, ns: &str, apiserver: u32, creates: usize) -> Figures {
+/// `creates` sequential creates in `ns`, after a few not counted.
+async fn measure(client: &Client, ns: &str, apiserver: u32, creates: usize, round: usize, into: &mut Samples) {
     let api: Api<MCPServer> = Api::namespaced(client.clone(), ns);
-    for i in 0..50 {
-        api.create(&PostParams::default(), &tenant_server(&format!("warm-{i}"))).await.unwrap();
+    for i in 0..20 {
+        api.create(&PostParams::default(), &tenant_server(&format!("warm-{round}-{i}"))).await.unwrap();
     }
-    let mut latencies = Vec::with_capacity(creates);
     let cpu_before = cpu_of(apiserver);
     for i in 0..creates {
-        let server = tenant_server(&format!("s-{i}"));
+        let server = tenant_server(&format!("s-{round}-{i}"));
         let start = Instant::now();
         api.create(&PostParams::default(), &server).await.unwrap();
-        latencies.push(start.elapsed());
+        into.latencies.push(start.elapsed());
     }
-    let cpu = cpu_of(apiserver) - cpu_before;
-    latencies.sort();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Figures {
-        name,
-        p50: pick(0.50),
-        p99: pick(0.99),
-        mean: latencies.iter().sum::<Duration>() / creates as u32,
-        cpu_per_create: cpu / creates as u32,
-    }
+    into.cpu += cpu_of(apiserver) - cpu_before;
 }
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let creates = env_u64("BENCH_CREATES", 2000) as usize;
+    // Configurations take turns, a share of the creates each round, so drift in the API
+    // server and etcd over the run (a growing database, compaction) is spread evenly.
+    let rounds = env_u64("BENCH_ROUNDS", 4).max(1) as usize;
     let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None }).expect("control plane");
     let tools = controlplane::tools_bin().unwrap();
     let apiserver = cp.pid("kube-apiserver").expect("kube-apiserver pid");
@@ -227,7 +233,7 @@ fn main() {
     let vap = equivalent_vap();
     let vap_and_map: Vec<Value> = vap.iter().chain(&in_process_defaults).cloned().collect();
 
-    let figures = rt.block_on(async {
+    let figures: Vec<(&str, Samples)> = rt.block_on(async {
         let client = cp.client().await.unwrap();
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
             Api::all(client.clone());
@@ -239,42 +245,43 @@ fn main() {
             ("webhooks, two calls (chart without in-process defaults)", &two_calls, true, true),
             ("webhooks, one call (chart on 1.36: defaults in-process)", &one_call, true, true),
         ];
-        let mut out = Vec::new();
-        for (name, objects, refuses, labels) in configurations {
-            let ns = cp.namespace(&client, "bench").await.unwrap();
-            kubectl(&tools, &cp.kubeconfig, "apply", objects);
-            let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
-            // The CRD must be served before anything is measured.
-            for _ in 0..100 {
-                if api.list_metadata(&Default::default()).await.is_ok() {
-                    break;
+        let mut samples: Vec<Samples> = configurations.iter().map(|_| Samples::default()).collect();
+        for round in 0..rounds {
+            for ((name, objects, refuses, labels), into) in configurations.iter().zip(samples.iter_mut()) {
+                let ns = cp.namespace(&client, "bench").await.unwrap();
+                kubectl(&tools, &cp.kubeconfig, "apply", objects);
+                let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns);
+                // The CRD must be served before anything is measured.
+                for _ in 0..100 {
+                    if api.list_metadata(&Default::default()).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                wait_in_force(&api, *refuses, *labels).await;
+                eprintln!("round {}/{rounds}: {name}", round + 1);
+                measure(&client, &ns, apiserver, creates / rounds, round, into).await;
+                kubectl(&tools, &cp.kubeconfig, "delete", objects);
             }
-            wait_in_force(&api, refuses, labels).await;
-            eprintln!("measuring {name} ...");
-            out.push(measure(name, &client, &ns, apiserver, creates).await);
-            kubectl(&tools, &cp.kubeconfig, "delete", objects);
-            let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
         }
-        out
+        configurations.iter().map(|c| c.0).zip(samples).collect::<Vec<_>>()
     });
     cp.stop();
 
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-    let floor = &figures[0];
-    println!("\n{creates} sequential MCPServer creates per configuration, one kube-apiserver (v1.36.3) on loopback\n");
+    let floor = &figures[0].1;
+    let per = creates / rounds * rounds;
+    println!("\n{per} sequential MCPServer creates per configuration in {rounds} rounds, one kube-apiserver (v1.36.3) on loopback\n");
     println!("| configuration | p50 | p99 | mean | kube-apiserver CPU per create | CPU over none |");
     println!("|---|---|---|---|---|---|");
-    for f in &figures {
+    for (name, f) in &figures {
         println!(
-            "| {} | {} | {} | {} | {} | +{} |",
-            f.name,
-            ms(f.p50),
-            ms(f.p99),
-            ms(f.mean),
-            ms(f.cpu_per_create),
-            ms(f.cpu_per_create.saturating_sub(floor.cpu_per_create))
+            "| {name} | {} | {} | {} | {} | +{} |",
+            ms(f.quantile(0.50)),
+            ms(f.quantile(0.99)),
+            ms(f.mean()),
+            ms(f.cpu_per_create()),
+            ms(f.cpu_per_create().saturating_sub(floor.cpu_per_create()))
         );
     }
 }

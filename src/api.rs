@@ -18,6 +18,19 @@ pub const DEPRECATION_WARNING: &str = "toolhive.stacklok.dev/v1alpha1 is depreca
 pub const FINALIZER: &str = "mcpserver.toolhive.stacklok.dev/finalizer";
 pub const RESTARTED_AT_ANNOTATION: &str = "mcpserver.toolhive.stacklok.dev/restarted-at";
 
+/// A DNS-1123 subdomain: the name of a Secret, ConfigMap or ServiceAccount. Names
+/// become references, paths and strings for the runner, so anything else (a `/`, a
+/// `,`, `..`) is refused by the API server before it reaches the operator.
+pub const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS-1123 label: a volume name.
+pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A key of a Secret or ConfigMap.
+pub const CONFIG_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+/// An absolute path, without the ':' that separates the runner's `host:container`.
+pub const ABSOLUTE_PATH: &str = r"^/[^:]*$";
+/// An environment variable name the runner can pass on.
+pub const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+
 /// Desired state of an MCP server run by the ToolHive proxy runner.
 // Each printcolumn names a type; clippy reads the repeated `type_` as a duplicate.
 #[allow(clippy::duplicated_attributes)]
@@ -85,8 +98,9 @@ pub struct MCPServerSpec {
     pub secrets: Vec<SecretRef>,
 
     /// Name of an existing ServiceAccount for the MCP server pod. When unset the operator
-    /// creates `<name>-sa`.
+    /// creates `<name>-sa`. The proxy runners' own accounts (`*-proxy-runner`) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub service_account: Option<String>,
 
     /// Which permission profile (filesystem and network access) the MCP server runs with.
@@ -243,10 +257,13 @@ pub struct EnvVar {
 #[serde(rename_all = "camelCase")]
 pub struct Volume {
     /// Volume name, unique within the list.
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
-    /// Path on the node.
+    /// Absolute path on the node (no ':').
+    #[schemars(length(max = 4096), regex(pattern = ABSOLUTE_PATH))]
     pub host_path: String,
-    /// Path inside the container.
+    /// Absolute path inside the container (no ':').
+    #[schemars(length(max = 4096), regex(pattern = ABSOLUTE_PATH))]
     pub mount_path: String,
     /// Mount read-only.
     #[serde(default)]
@@ -292,11 +309,14 @@ impl ResourceList {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Secret name.
+    #[schemars(length(max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
     /// Key inside the Secret.
+    #[schemars(length(max = 253), regex(pattern = CONFIG_KEY))]
     pub key: String,
     /// Environment variable name; defaults to the key.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253), regex(pattern = ENV_NAME))]
     pub target_env_name: String,
 }
 
@@ -307,9 +327,11 @@ pub struct PermissionProfileRef {
     #[serde(default, rename = "type")]
     pub profile_type: PermissionProfileType,
     /// Built-in profile name or ConfigMap name.
+    #[schemars(length(max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
     /// Key in the ConfigMap holding the profile (configmap only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253), regex(pattern = CONFIG_KEY))]
     pub key: String,
 }
 

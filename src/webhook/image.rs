@@ -23,7 +23,7 @@ const DOCKER_HUB: &str = "docker.io";
 pub enum ImageError {
     #[error("image is empty")]
     Empty,
-    #[error("{0:?} is not a valid image reference")]
+    #[error("{0:?} is not a valid image reference (at most 255 characters before the tag)")]
     Malformed(String),
     #[error("digest {0:?} must be <algorithm>:<hex>")]
     Digest(String),
@@ -31,7 +31,9 @@ pub enum ImageError {
     Tag(String),
     #[error("registry {0:?} is not a valid host[:port]")]
     Registry(String),
-    #[error("repository {0:?} is not valid (lowercase path segments separated by '/')")]
+    #[error(
+        "repository {0:?} is not valid (lowercase letters and digits, separated by '.', '_', '__' or '-', in segments separated by '/')"
+    )]
     Repository(String),
     #[error("{0:?} must start with a registry host such as ghcr.io or docker.io")]
     RuleHost(String),
@@ -39,26 +41,40 @@ pub enum ImageError {
     RuleSegment(String),
 }
 
+/// The pieces of the distribution reference grammar (`name[:tag][@digest]`), each
+/// matched whole.
+mod grammar {
+    use regex::Regex;
+    use std::sync::LazyLock;
+
+    fn whole(pattern: &str) -> Regex {
+        Regex::new(&format!("^(?:{pattern})$")).unwrap_or_else(|e| unreachable!("static pattern: {e}"))
+    }
+
+    const DOMAIN_COMPONENT: &str = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    const PATH_COMPONENT: &str = "[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
+    /// host (DNS name, IPv4 or bracketed IPv6) with an optional port.
+    pub static DOMAIN: LazyLock<Regex> =
+        LazyLock::new(|| whole(&format!(r"(?:{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")));
+    pub static PATH: LazyLock<Regex> = LazyLock::new(|| whole(&format!("{PATH_COMPONENT}(?:/{PATH_COMPONENT})*")));
+    pub static TAG: LazyLock<Regex> = LazyLock::new(|| whole("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"));
+    pub static DIGEST: LazyLock<Regex> = LazyLock::new(|| whole("[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"));
+}
+
+/// The longest repository name (domain and path) the grammar allows.
+const NAME_MAX: usize = 255;
+
 impl<'a> ImageRef<'a> {
+    /// Parses a reference as container runtimes resolve it: the first path segment
+    /// is a registry when it holds a '.' or ':' or is `localhost`; otherwise the
+    /// reference is on Docker Hub (`library/` for a single segment).
     pub fn parse(image: &'a str) -> Result<Self, ImageError> {
         if image.is_empty() {
             return Err(ImageError::Empty);
         }
-        // Byte checks first (every reference an API server sends is ASCII); the
-        // Unicode ones only for text that is not.
-        let blank_or_control = image.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            || (!image.is_ascii() && image.chars().any(|c| c.is_whitespace() || c.is_control()));
-        if image.len() > 4096 || blank_or_control {
-            return Err(ImageError::Malformed(image.to_string()));
-        }
         let (rest, digest) = match image.split_once('@') {
-            Some((r, d)) => {
-                let (algo, hex) = d.split_once(':').ok_or_else(|| ImageError::Digest(d.to_string()))?;
-                if algo.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ImageError::Digest(d.to_string()));
-                }
-                (r, Some(d))
-            }
+            Some((rest, digest)) if grammar::DIGEST.is_match(digest) => (rest, Some(digest)),
+            Some((_, digest)) => return Err(ImageError::Digest(digest.to_string())),
             None => (image, None),
         };
         // A tag follows the last ':' only if it is after the last '/' (else it is a port).
@@ -66,13 +82,19 @@ impl<'a> ImageRef<'a> {
             Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
             _ => (rest, None),
         };
-        if let Some(t) = &tag
-            && (t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+        if let Some(tag) = tag
+            && !grammar::TAG.is_match(tag)
         {
-            return Err(ImageError::Tag(t.to_string()));
+            return Err(ImageError::Tag(tag.to_string()));
+        }
+        if name.is_empty() || name.len() > NAME_MAX {
+            return Err(ImageError::Malformed(image.to_string()));
         }
         let (registry, repository): (Cow<str>, Cow<str>) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                if !grammar::DOMAIN.is_match(first) {
+                    return Err(ImageError::Registry(first.to_string()));
+                }
                 let host = if first.bytes().any(|b| b.is_ascii_uppercase()) {
                     Cow::Owned(first.to_ascii_lowercase())
                 } else {
@@ -82,22 +104,13 @@ impl<'a> ImageRef<'a> {
             }
             _ => (Cow::Borrowed(DOCKER_HUB), Cow::Borrowed(name)),
         };
-        if let Some((host, port)) = registry.split_once(':')
-            && (host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(ImageError::Registry(registry.into_owned()));
+        if !grammar::PATH.is_match(&repository) {
+            return Err(ImageError::Repository(repository.into_owned()));
         }
         let registry =
             if registry == "index.docker.io" || registry == "registry-1.docker.io" { Cow::Borrowed(DOCKER_HUB) } else { registry };
         let repository =
             if registry == DOCKER_HUB && !repository.contains('/') { Cow::Owned(format!("library/{repository}")) } else { repository };
-        if repository.is_empty()
-            || repository.split('/').any(|seg| {
-                seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-            })
-        {
-            return Err(ImageError::Repository(repository.into_owned()));
-        }
         Ok(Self { registry, repository, tag, digest })
     }
 }
@@ -147,10 +160,12 @@ mod tests {
         assert_eq!((&*r.registry, &*r.repository), ("docker.io", "library/redis"));
         let r = ImageRef::parse("acme/tool").unwrap();
         assert_eq!((&*r.registry, &*r.repository), ("docker.io", "acme/tool"));
-        let r = ImageRef::parse("registry.local:5000/team/x@sha256:abcdef").unwrap();
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let with_digest = format!("registry.local:5000/team/x@{digest}");
+        let r = ImageRef::parse(&with_digest).unwrap();
         assert_eq!(r.registry, "registry.local:5000");
         assert_eq!(r.tag, None);
-        assert_eq!(r.digest, Some("sha256:abcdef"));
+        assert_eq!(r.digest, Some(digest));
         let r = ImageRef::parse("localhost/x:dev").unwrap();
         assert_eq!(r.registry, "localhost");
         assert!(ImageRef::parse("").is_err());
@@ -162,6 +177,29 @@ mod tests {
         assert!(ImageRef::parse("ghcr.io:5x/acme/x").is_err(), "a port that is not a number");
         assert!(ImageRef::parse("x@sha256").is_err());
         assert!(ImageRef::parse("x:bad/tag").is_err());
+        // The distribution grammar exactly: no '.'/'..' segments, separators only between
+        // letters and digits, a tag that starts with a word character, a real digest,
+        // at most 255 characters of name.
+        for bad in [
+            "ghcr.io/acme/../x",
+            "ghcr.io/./x",
+            "ghcr.io/acme/-x",
+            "ghcr.io/acme/x-",
+            "ghcr.io/acme/x..y",
+            "ghcr.io/acme/x:-tag",
+            "ghcr.io/acme/x:.tag",
+            "ghcr.io/acme/x@sha256:abc",
+            "ghcr.io/acme//x",
+            "-ghcr.io/x",
+            "ghcr.io:port/x",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad} is not a valid reference");
+        }
+        assert!(ImageRef::parse(&format!("ghcr.io/{}", "a".repeat(250))).is_err(), "over 255 characters");
+        assert!(ImageRef::parse(&format!("ghcr.io/acme/x:{}", "t".repeat(129))).is_err(), "a tag over 128 characters");
+        for good in ["ghcr.io/acme/x__y", "ghcr.io/acme/x---y", "ghcr.io/acme/x.y_z:v1.0-rc_1", "[::1]:5000/x", "127.0.0.1:5000/x"] {
+            assert!(ImageRef::parse(good).is_ok(), "{good} is a valid reference");
+        }
     }
 
     #[test]
@@ -175,7 +213,7 @@ mod tests {
         assert!(hub.matches(&ImageRef::parse("index.docker.io/library/redis").unwrap()));
         assert!(!hub.matches(&ImageRef::parse("someone/redis").unwrap()));
         let port = RegistryRule::parse("registry.local:5000").unwrap();
-        assert!(port.matches(&ImageRef::parse("registry.local:5000/x@sha256:00").unwrap()));
+        assert!(port.matches(&ImageRef::parse(&format!("registry.local:5000/x@sha256:{}", "0".repeat(64))).unwrap()));
         assert!(!port.matches(&ImageRef::parse("registry.local/x").unwrap()));
         assert!(RegistryRule::parse("acme").is_err());
     }

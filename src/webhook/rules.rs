@@ -13,6 +13,13 @@ use crate::config::Scope;
 
 /// The container of the MCP server in `spec.podTemplateSpec`.
 pub const MCP_CONTAINER: &str = "mcp";
+/// The largest spec accepted, as JSON text: far above any real server, and a bound on
+/// what a tenant can make the operator cache and hand to the runner.
+pub const MAX_SPEC_BYTES: usize = 512 * 1024;
+/// The largest `spec.podTemplateSpec`, as JSON text (it is also passed in a flag).
+pub const MAX_POD_TEMPLATE_BYTES: usize = 128 * 1024;
+/// The suffix of the proxy runners' ServiceAccounts, whose Role can create StatefulSets.
+const RUNNER_ACCOUNT_SUFFIX: &str = "-proxy-runner";
 
 /// Which rule a violation breaks. Its name is the `reason` label of
 /// `toolhive_admission_decisions_total`, so the set is fixed.
@@ -21,6 +28,8 @@ pub enum Rule {
     Namespace,
     Spec,
     RemovedField,
+    Size,
+    ServiceAccount,
     Image,
     Registry,
     Transport,
@@ -36,6 +45,8 @@ impl Rule {
             Rule::Namespace => "namespace",
             Rule::Spec => "spec",
             Rule::RemovedField => "removed-field",
+            Rule::Size => "size",
+            Rule::ServiceAccount => "service-account",
             Rule::Image => "image",
             Rule::Registry => "registry",
             Rule::Transport => "transport",
@@ -53,6 +64,7 @@ pub enum FieldError {
     Forbidden,
     Invalid,
     Required,
+    TooLong,
 }
 
 impl FieldError {
@@ -61,6 +73,7 @@ impl FieldError {
             FieldError::Forbidden => "Forbidden",
             FieldError::Invalid => "Invalid value",
             FieldError::Required => "Required value",
+            FieldError::TooLong => "Too long",
         }
     }
 }
@@ -122,6 +135,8 @@ pub struct ReviewedSpec {
     /// Kept as sent: it is a patch, so it may leave out what a full template requires.
     #[serde(default)]
     pub pod_template_spec: Option<Value>,
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 /// Reads `value` as `T`, reporting a type error at its field path under `base`.
@@ -152,6 +167,10 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
             ));
         }
     }
+    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
+        out.push(too_big);
+        return out;
+    }
     let spec: ReviewedSpec = match spec.map(|s| typed(s, "spec")).unwrap_or_else(|| Ok(ReviewedSpec::default())) {
         Ok(spec) => spec,
         Err(violation) => {
@@ -160,7 +179,18 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
         }
     };
     let rules = facts.policy.rules_for(namespace);
-    check_image(spec.image.as_deref(), namespace, &rules, &mut out);
+    match spec.image.as_deref() {
+        None | Some("") => out.push(Violation::new("spec.image", FieldError::Required, Rule::Image, "an image is required")),
+        Some(image) => check_image(image, "spec.image", namespace, &rules, &mut out),
+    }
+    if let Some(account) = spec.service_account.as_deref().filter(|a| a.ends_with(RUNNER_ACCOUNT_SUFFIX)) {
+        out.push(Violation::new(
+            "spec.serviceAccount",
+            FieldError::Forbidden,
+            Rule::ServiceAccount,
+            format!("{account:?} is a name the operator gives the proxy runners' ServiceAccounts; choose another"),
+        ));
+    }
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
     if creating && let Some(max) = rules.max_mcp_servers {
         let have = (facts.server_count)(namespace);
@@ -185,12 +215,56 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
         ));
     }
     if let Some(template) = &spec.pod_template_spec {
-        match pod_template(template) {
-            Ok(template) => check_pod_template(&template, &rules, &mut out),
-            Err(violation) => out.push(violation),
+        if let Some(too_big) = size_violation(Some(template), "spec.podTemplateSpec", MAX_POD_TEMPLATE_BYTES) {
+            out.push(too_big);
+        } else {
+            match pod_template(template) {
+                Ok(typed) => {
+                    exact_field_names(template, &serde_json::to_value(&typed).unwrap_or_default(), "spec.podTemplateSpec", &mut out);
+                    check_pod_template(&typed, namespace, &rules, &mut out);
+                }
+                Err(violation) => out.push(violation),
+            }
         }
     }
     out
+}
+
+fn size_violation(value: Option<&Value>, field: &str, max: usize) -> Option<Violation> {
+    let size = serde_json::to_vec(value?).map_or(usize::MAX, |text| text.len());
+    (size > max)
+        .then(|| Violation::new(field, FieldError::TooLong, Rule::Size, format!("may be at most {max} bytes as JSON, this one has {size}")))
+}
+
+/// Every key of the template as sent must be one the typed template read: a field
+/// name in another case (`HostNetwork`, `hostpid`) is ignored here but honoured by the
+/// runner, whose decoder matches names case-insensitively; so it is refused, as is
+/// any other name Kubernetes does not know.
+fn exact_field_names(sent: &Value, read: &Value, path: &str, out: &mut Vec<Violation>) {
+    match (sent, read) {
+        (Value::Object(sent), Value::Object(read)) => {
+            for (key, value) in sent.iter().filter(|(_, v)| !v.is_null()) {
+                let field = format!("{path}.{key}");
+                match read.get(key) {
+                    Some(inner) => exact_field_names(value, inner, &field, out),
+                    None => out.push(Violation::new(
+                        field,
+                        FieldError::Invalid,
+                        Rule::Spec,
+                        format!(
+                            "unknown field {key:?}: field names are case-sensitive and must be spelled as in a Kubernetes PodTemplateSpec"
+                        ),
+                    )),
+                }
+            }
+        }
+        (Value::Array(sent), Value::Array(read)) => {
+            for (i, (sent, read)) in sent.iter().zip(read).enumerate() {
+                exact_field_names(sent, read, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The namespace must be watched by the operator and allowed by the policy.
@@ -217,22 +291,16 @@ fn in_list_or_all(list: &[String], item: &str) -> bool {
     list.is_empty() || list.iter().any(|n| n == item)
 }
 
-fn check_image(image: Option<&str>, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
-    let image = match image {
-        None | Some("") => {
-            out.push(Violation::new("spec.image", FieldError::Required, Rule::Image, "an image is required"));
-            return;
-        }
-        Some(image) => image,
-    };
+/// The image must parse and come from a registry the namespace allows.
+fn check_image(image: &str, field: &str, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
     match ImageRef::parse(image) {
-        Err(e) => out.push(Violation::new("spec.image", FieldError::Invalid, Rule::Image, e.to_string())),
+        Err(e) => out.push(Violation::new(field, FieldError::Invalid, Rule::Image, e.to_string())),
         Ok(reference) => {
             if let Some(allowed) = &rules.allowed_registries
                 && !rules.registry_rules().iter().any(|r| r.matches(&reference))
             {
                 out.push(Violation::new(
-                    "spec.image",
+                    field,
                     FieldError::Forbidden,
                     Rule::Registry,
                     format!(
@@ -296,16 +364,35 @@ fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
 struct ContainerView<'a> {
     list: &'static str,
     name: &'a str,
+    image: Option<&'a str>,
     security: Option<&'a SecurityContext>,
     resources: Option<&'a ResourceRequirements>,
 }
 
 fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)> {
     let init = pod.init_containers.iter().flatten().enumerate().map(|(i, c)| {
-        (i, ContainerView { list: "initContainers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+        (
+            i,
+            ContainerView {
+                list: "initContainers",
+                name: &c.name,
+                image: c.image.as_deref(),
+                security: c.security_context.as_ref(),
+                resources: c.resources.as_ref(),
+            },
+        )
     });
     let main = pod.containers.iter().enumerate().map(|(i, c)| {
-        (i, ContainerView { list: "containers", name: &c.name, security: c.security_context.as_ref(), resources: c.resources.as_ref() })
+        (
+            i,
+            ContainerView {
+                list: "containers",
+                name: &c.name,
+                image: c.image.as_deref(),
+                security: c.security_context.as_ref(),
+                resources: c.resources.as_ref(),
+            },
+        )
     });
     let ephemeral = pod.ephemeral_containers.iter().flatten().enumerate().map(|(i, c)| {
         (
@@ -313,6 +400,7 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
             ContainerView {
                 list: "ephemeralContainers",
                 name: &c.name,
+                image: c.image.as_deref(),
                 security: c.security_context.as_ref(),
                 resources: c.resources.as_ref(),
             },
@@ -321,9 +409,18 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
     init.chain(main).chain(ephemeral)
 }
 
-fn check_pod_template(template: &PodTemplateSpec, rules: &Rules, out: &mut Vec<Violation>) {
+fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
     const BASE: &str = "spec.podTemplateSpec.spec";
     let Some(pod) = &template.spec else { return };
+    // The operator sets the pod's ServiceAccount; the deprecated alias could name another.
+    if pod.service_account.as_deref().is_some_and(|a| !a.is_empty()) {
+        out.push(Violation::new(
+            format!("{BASE}.serviceAccount"),
+            FieldError::Forbidden,
+            Rule::ServiceAccount,
+            "the MCP pod's ServiceAccount is spec.serviceAccount (or <name>-sa); it cannot be set here",
+        ));
+    }
     let allowed = rules.pod_security.clone().unwrap_or_default();
     if !allowed.allow_host_namespaces {
         for (key, on) in [("hostNetwork", pod.host_network), ("hostPID", pod.host_pid), ("hostIPC", pod.host_ipc)] {
@@ -346,6 +443,10 @@ fn check_pod_template(template: &PodTemplateSpec, rules: &Rules, out: &mut Vec<V
     }
     for (i, c) in containers(pod) {
         let path = format!("{BASE}.{}[{i}]", c.list);
+        // Every container runs what it names: the same registries as spec.image.
+        if let Some(image) = c.image.filter(|i| !i.is_empty()) {
+            check_image(image, &format!("{path}.image"), namespace, rules, out);
+        }
         if let Some(sc) = c.security {
             check_container_security(sc, &allowed, &path, out);
         }

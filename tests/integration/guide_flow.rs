@@ -414,3 +414,23 @@ async fn the_runner_always_gets_the_service_account_the_operator_decided() {
     let rc_patch: serde_json::Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
     assert_eq!(rc_patch, patch, "the RunConfig and the flag agree");
 }
+
+#[tokio::test]
+async fn names_that_become_references_paths_or_runner_strings_must_be_kubernetes_names() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    for (spec, field) in [
+        ("{image: ghcr.io/acme/tool, secrets: [{name: kube-system/x, key: token}]}", "spec.secrets[0].name"),
+        ("{image: ghcr.io/acme/tool, secrets: [{name: 'a,target=PATH', key: token}]}", "spec.secrets[0].name"),
+        ("{image: ghcr.io/acme/tool, secrets: [{name: s, key: 'k,target=PATH'}]}", "spec.secrets[0].key"),
+        ("{image: ghcr.io/acme/tool, secrets: [{name: s, key: k, targetEnvName: 'A=B'}]}", "spec.secrets[0].targetEnvName"),
+        ("{image: ghcr.io/acme/tool, permissionProfile: {type: configmap, name: ../x}}", "spec.permissionProfile.name"),
+        ("{image: ghcr.io/acme/tool, permissionProfile: {type: configmap, name: kube-system/x}}", "spec.permissionProfile.name"),
+        ("{image: ghcr.io/acme/tool, serviceAccount: ../default}", "spec.serviceAccount"),
+        ("{image: ghcr.io/acme/tool, volumes: [{name: v, hostPath: '/a:/b', mountPath: /m}]}", "spec.volumes[0].hostPath"),
+    ] {
+        let (ok, _, err) = g.kubectl_apply(&Guide::manifest("named", &g.team, spec), &["--dry-run=server"]);
+        assert!(!ok, "{spec} must be refused");
+        assert!(err.contains(field), "{spec}: expected {field} in {err}");
+    }
+}
