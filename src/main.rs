@@ -80,8 +80,7 @@ async fn main() {
             }
         }
         let cache = webhook::ServerCache::start(&client, &scope, &metrics);
-        let counts_cache = cache.clone();
-        let state = webhook::WebhookState::new(policy, scope.clone(), Arc::new(move |ns: &str| counts_cache.count(ns)), metrics.clone());
+        let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone());
         if let Some(path) = args.tenancy_policy.clone() {
             tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone()));
         }

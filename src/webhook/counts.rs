@@ -1,9 +1,11 @@
 //! How many MCPServers each namespace holds, for the `maxMCPServers` quota: kept
-//! from metadata watches, so an admission never calls the API server.
+//! from metadata watches, so an admission never calls the API server, plus the
+//! creates this replica admitted and its watch has not shown yet, so parallel creates
+//! cannot all take the same free place.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::{
@@ -11,11 +13,34 @@ use kube::{
     api::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::api::MCPServer;
 use crate::config::Scope;
 use crate::metrics::Metrics;
+
+/// The `maxMCPServers` quota as the rules see it.
+pub trait Quota: Send + Sync {
+    /// How many MCPServers `namespace` holds, admitted ones not yet seen included.
+    fn held(&self, namespace: &str) -> usize;
+    /// Takes a place for `name` in `namespace` if fewer than `max` are held; otherwise
+    /// how many are.
+    fn reserve(&self, namespace: &str, _name: &str, max: usize) -> Result<(), usize> {
+        let held = self.held(namespace);
+        if held >= max { Err(held) } else { Ok(()) }
+    }
+}
+
+/// A fixed count per namespace (tests, benchmarks).
+impl<F: Fn(&str) -> usize + Send + Sync> Quota for F {
+    fn held(&self, namespace: &str) -> usize {
+        self(namespace)
+    }
+}
+
+/// How long an admitted create is counted before the watch must have shown it (a
+/// create refused later in the API server's chain frees its place after this).
+const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
 /// MCPServer names per namespace as one watch sees them. A relist rebuilds only this
 /// watch's view (one view per watched namespace in namespace mode, never shared, so
@@ -63,6 +88,10 @@ impl NamespaceCounts {
         self.live.get(namespace).map_or(0, HashSet::len)
     }
 
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.live.get(namespace).is_some_and(|names| names.contains(name))
+    }
+
     pub fn synced(&self) -> bool {
         self.synced
     }
@@ -72,6 +101,8 @@ impl NamespaceCounts {
 /// namespace), answered in O(1) without an API call.
 pub struct ServerCache {
     views: Vec<Arc<RwLock<NamespaceCounts>>>,
+    /// (namespace, name) of creates admitted and not yet seen, with when.
+    pending: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl ServerCache {
@@ -102,7 +133,7 @@ impl ServerCache {
                 view
             })
             .collect();
-        Arc::new(Self { views })
+        Arc::new(Self { views, pending: Mutex::default() })
     }
 
     pub async fn wait_synced(&self) {
@@ -113,6 +144,35 @@ impl ServerCache {
 
     pub fn count(&self, namespace: &str) -> usize {
         self.views.iter().map(|v| v.read().count(namespace)).sum()
+    }
+
+    fn seen(&self, namespace: &str, name: &str) -> bool {
+        self.views.iter().any(|v| v.read().contains(namespace, name))
+    }
+
+    /// Pending creates in `namespace`, after dropping those seen or expired.
+    fn pending_in(&self, pending: &mut HashMap<(String, String), Instant>, namespace: &str) -> usize {
+        let now = Instant::now();
+        pending.retain(|(ns, name), at| now.duration_since(*at) < RESERVATION_TTL && !self.seen(ns, name));
+        pending.keys().filter(|(ns, _)| ns == namespace).count()
+    }
+}
+
+impl Quota for ServerCache {
+    fn held(&self, namespace: &str) -> usize {
+        let mut pending = self.pending.lock();
+        self.count(namespace) + self.pending_in(&mut pending, namespace)
+    }
+
+    fn reserve(&self, namespace: &str, name: &str, max: usize) -> Result<(), usize> {
+        // One lock around the check and the reservation: parallel admissions take turns.
+        let mut pending = self.pending.lock();
+        let held = self.count(namespace) + self.pending_in(&mut pending, namespace);
+        if held >= max {
+            return Err(held);
+        }
+        pending.insert((namespace.to_string(), name.to_string()), Instant::now());
+        Ok(())
     }
 }
 
@@ -126,6 +186,37 @@ mod tests {
             "metadata": {"name": name, "namespace": ns}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn parallel_creates_cannot_take_the_same_free_place() {
+        let view = Arc::new(RwLock::new(NamespaceCounts::default()));
+        view.write().apply(watcher::Event::Init);
+        view.write().apply(watcher::Event::InitApply(server("a", "old")));
+        view.write().apply(watcher::Event::InitDone);
+        let cache = Arc::new(ServerCache { views: vec![view.clone()], pending: Mutex::default() });
+        let admitted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..40)
+                .map(|i| {
+                    s.spawn({
+                        let cache = cache.clone();
+                        move || cache.reserve("a", &format!("s{i}"), 5).is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(admitted, 4, "one existing server and four new ones make five");
+        assert_eq!(cache.held("a"), 5);
+        assert_eq!(cache.held("b"), 0, "other namespaces are untouched");
+        // Once the watch shows an admitted server it is counted once, not twice.
+        let first_admitted = cache.pending.lock().keys().next().unwrap().1.clone();
+        view.write().apply(watcher::Event::Apply(server("a", &first_admitted)));
+        assert_eq!(cache.held("a"), 5);
+        // A place taken by a create that never arrived is given back after a while.
+        cache.pending.lock().values_mut().for_each(|at| *at = at.checked_sub(RESERVATION_TTL).unwrap_or(*at));
+        assert_eq!(cache.held("a"), 2);
+        assert!(cache.reserve("a", "next", 5).is_ok());
     }
 
     #[test]

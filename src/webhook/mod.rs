@@ -18,7 +18,7 @@ pub mod rules;
 pub mod serve;
 pub mod tls;
 
-pub use counts::ServerCache;
+pub use counts::{Quota, ServerCache};
 pub use serve::{Timeouts, serve_tls, serve_tls_on};
 
 use std::sync::Arc;
@@ -48,19 +48,17 @@ pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserv
 /// 3 MiB etcd limit each, plus envelope).
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
-pub type ServerCounts = Arc<dyn Fn(&str) -> usize + Send + Sync>;
-
 #[derive(Clone)]
 pub struct WebhookState {
     pub policy: SharedPolicy,
     pub scope: Arc<Scope>,
-    pub counts: ServerCounts,
+    pub quota: Arc<dyn Quota>,
     pub metrics: Metrics,
 }
 
 impl WebhookState {
-    pub fn new(policy: TenancyPolicy, scope: Scope, counts: ServerCounts, metrics: Metrics) -> Self {
-        Self { policy: policy::shared(policy), scope: Arc::new(scope), counts, metrics }
+    pub fn new(policy: TenancyPolicy, scope: Scope, quota: Arc<dyn Quota>, metrics: Metrics) -> Self {
+        Self { policy: policy::shared(policy), scope: Arc::new(scope), quota, metrics }
     }
 }
 
@@ -119,7 +117,7 @@ async fn answer(served: Arc<Served>, hook: Hook, body: Body) -> Response {
         let served = served.clone();
         tokio::task::spawn_blocking(move || {
             let policy = served.state.policy.read().clone();
-            let facts = Facts { policy: &policy, scope: &served.state.scope, server_count: &*served.state.counts };
+            let facts = Facts { policy: &policy, scope: &served.state.scope, quota: &*served.state.quota };
             review::review(&body, hook, &facts)
         })
     };

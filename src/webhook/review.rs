@@ -158,7 +158,9 @@ fn validate_object(
     if unchanged || object.metadata.deletion_timestamp.is_some() {
         return (response, "allowed");
     }
-    let violations = rules::validate(spec, namespace, request.operation == Operation::Create, facts);
+    let name = object.metadata.name.as_deref().unwrap_or(request.name.as_str());
+    let create = (request.operation == Operation::Create).then_some(rules::Create { name, dry_run: request.dry_run });
+    let violations = rules::validate(spec, namespace, create, facts);
     match violations.first() {
         None => (response, "allowed"),
         Some(first) => {

@@ -115,7 +115,15 @@ pub fn denial_message(violations: &[Violation]) -> String {
 pub struct Facts<'a> {
     pub policy: &'a TenancyPolicy,
     pub scope: &'a Scope,
-    pub server_count: &'a dyn Fn(&str) -> usize,
+    pub quota: &'a dyn super::Quota,
+}
+
+/// A create under review: its name, and whether it is a dry run (which takes no place
+/// in the quota).
+#[derive(Debug, Clone, Copy)]
+pub struct Create<'a> {
+    pub name: &'a str,
+    pub dry_run: bool,
 }
 
 /// The spec fields the rules read, typed. The API server checks the CRD schema before
@@ -149,7 +157,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value, base: &str) -> Result<T,
 }
 
 /// Every policy violation of an MCPServer with `spec` in `namespace`, all at once.
-pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &Facts) -> Vec<Violation> {
+pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, facts: &Facts) -> Vec<Violation> {
     if let Some(denied) = namespace_violation(namespace, facts) {
         return vec![denied];
     }
@@ -192,17 +200,6 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
         ));
     }
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
-    if creating && let Some(max) = rules.max_mcp_servers {
-        let have = (facts.server_count)(namespace);
-        if have >= max as usize {
-            out.push(Violation::new(
-                "metadata.namespace",
-                FieldError::Forbidden,
-                Rule::Quota,
-                format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {max}"),
-            ));
-        }
-    }
     if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
         check_ceiling(resources, policy, "spec.resources", &mut out);
     }
@@ -225,6 +222,24 @@ pub fn validate(spec: Option<&Value>, namespace: &str, creating: bool, facts: &F
                 }
                 Err(violation) => out.push(violation),
             }
+        }
+    }
+    // Last: a place in the quota is taken only by a create that is otherwise allowed.
+    if let (Some(create), Some(max)) = (create, rules.max_mcp_servers) {
+        let max = max as usize;
+        let place = if out.is_empty() && !create.dry_run {
+            facts.quota.reserve(namespace, create.name, max)
+        } else {
+            let held = facts.quota.held(namespace);
+            if held >= max { Err(held) } else { Ok(()) }
+        };
+        if let Err(have) = place {
+            out.push(Violation::new(
+                "metadata.namespace",
+                FieldError::Forbidden,
+                Rule::Quota,
+                format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {max}"),
+            ));
         }
     }
     out

@@ -17,9 +17,10 @@ use super::common::{Endpoints, Operator, impersonating_kubeconfig, run, tempdir,
 /// What the tests read of the set-up.
 pub struct Guide {
     pub kubeconfig: PathBuf,
-    /// The namespace teams use; `quota_team` has `maxMCPServers: 2`.
+    /// The namespace teams use; `quota_team` has `maxMCPServers: 2`, `race_team` 5.
     pub team: String,
     pub quota_team: String,
+    pub race_team: String,
     /// A namespace the operator does not watch, with an MCPServer made before the webhook.
     pub outside: String,
     pub release_ns: String,
@@ -137,6 +138,7 @@ async fn set_up() -> (Guide, Operator) {
     let kc = cp.kubeconfig.clone();
     let team = cp.namespace(&admin, "team").await.unwrap();
     let quota_team = cp.namespace(&admin, "quota").await.unwrap();
+    let race_team = cp.namespace(&admin, "race").await.unwrap();
     let outside = cp.namespace(&admin, "outside").await.unwrap();
     let release_ns = cp.namespace(&admin, "toolhive-system").await.unwrap();
     let work = tempdir(&release_ns);
@@ -167,13 +169,13 @@ async fn set_up() -> (Guide, Operator) {
         &values,
         serde_json::to_string(&json!({
             "fullnameOverride": fullname,
-            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team, quota_team]}},
+            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team, quota_team, race_team]}},
             "webhook": {"url": format!("https://127.0.0.1:{webhook_port}"), "caBundle": ca.cert_pem()},
             "tenancy": {"policy": {
                 "contact": "#platform",
                 "defaults": {"allowedRegistries": ["ghcr.io/stackloklabs", "ghcr.io/acme"],
                              "proxyResources": {"defaults": {"requests": {"cpu": "50m"}}, "max": {"cpu": "1"}}},
-                "namespaces": {quota_team.clone(): {"maxMCPServers": 2}}
+                "namespaces": {quota_team.clone(): {"maxMCPServers": 2}, race_team.clone(): {"maxMCPServers": 5}}
             }}
         }))
         .unwrap(),
@@ -196,7 +198,7 @@ async fn set_up() -> (Guide, Operator) {
 
     // The operator binary, authenticated as the chart's ServiceAccount.
     let sa_kc = impersonating_kubeconfig(&kc, &work, &release_ns, &fullname);
-    let watched = format!("{team},{quota_team}");
+    let watched = format!("{team},{quota_team},{race_team}");
     let operator = Operator::spawn(
         &sa_kc,
         &work,
@@ -215,6 +217,7 @@ async fn set_up() -> (Guide, Operator) {
         kubeconfig: kc,
         team,
         quota_team,
+        race_team,
         outside,
         release_ns,
         fullname,

@@ -204,7 +204,7 @@ async fn kubectl_shows_every_violation_at_once_with_its_field_path() {
     let elsewhere = Guide::manifest("x", &g.outside, "{image: ghcr.io/acme/x}");
     let (ok, _, err) = g.kubectl_apply(&elsewhere, &[]);
     assert!(!ok);
-    let allowed = format!("{team}, {}", g.quota_team);
+    let allowed = format!("{team}, {}, {}", g.quota_team, g.race_team);
     assert!(
         err.contains(&format!(
             "metadata.namespace: Forbidden: namespace \"{}\" may not hold MCPServers (allowed: {allowed}); ask #platform",
@@ -433,4 +433,33 @@ async fn names_that_become_references_paths_or_runner_strings_must_be_kubernetes
         assert!(!ok, "{spec} must be refused");
         assert!(err.contains(field), "{spec}: expected {field} in {err}");
     }
+}
+
+#[tokio::test]
+async fn the_quota_holds_under_forty_parallel_creates() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.race_team);
+    // The webhook is up before the race starts.
+    eventually("the webhook to answer", &g.operator, || async {
+        servers
+            .create(&PostParams { dry_run: true, ..Default::default() }, &server("probe", json!({"image": "ghcr.io/acme/tool"})))
+            .await
+            .ok()
+    })
+    .await;
+    let creates = (0..40).map(|i| {
+        let servers = servers.clone();
+        tokio::spawn(async move {
+            servers.create(&PostParams::default(), &server(&format!("r{i}"), json!({"image": "ghcr.io/acme/tool"}))).await
+        })
+    });
+    let results = futures::future::join_all(creates).await;
+    let admitted = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let refusals: Vec<String> = results.into_iter().filter_map(|r| r.unwrap().err()).map(|e| e.to_string()).collect();
+    assert_eq!(admitted, 5, "exactly the quota is admitted; refusals: {:?}", refusals.first());
+    assert!(refusals.iter().all(|e| e.contains("the most it may hold is 5")), "{:?}", refusals.first());
+    let stored = servers.list_metadata(&Default::default()).await.unwrap().items.len();
+    assert_eq!(stored, 5);
 }
