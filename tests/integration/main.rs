@@ -3,6 +3,7 @@
 //! each test works in its own namespace, and the tests that register webhook
 //! configurations (cluster-wide) take `common::webhook_registration_lock`.
 //! Cluster-mode tests start their own control plane.
+mod apiserver_outage;
 mod chart_modes;
 mod cluster_mode;
 mod common;

@@ -76,6 +76,8 @@ pub struct ControlPlane {
     pub ca_pem: String,
     owns_dir: bool,
     children: Mutex<Vec<(String, Child)>>,
+    /// How each component was started (program, arguments), to start it again.
+    commands: Mutex<Vec<(String, std::ffi::OsString, Vec<std::ffi::OsString>)>>,
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -126,6 +128,7 @@ impl ControlPlane {
             dir: dir.clone(),
             owns_dir,
             children: Mutex::new(Vec::new()),
+            commands: Mutex::new(Vec::new()),
         };
 
         // etcd
@@ -252,7 +255,46 @@ current-context: local
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         self.children.lock().unwrap().push((name.to_string(), child));
+        let program = cmd.get_program().to_os_string();
+        let args = cmd.get_args().map(|a| a.to_os_string()).collect();
+        self.commands.lock().unwrap().push((name.to_string(), program, args));
         Ok(())
+    }
+
+    /// Kills a component (SIGKILL, as a crash would) and waits for it to be gone.
+    pub fn kill(&self, component: &str) {
+        let mut children = self.children.lock().unwrap();
+        if let Some(i) = children.iter().position(|(name, _)| name == component) {
+            let (_, mut child) = children.remove(i);
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a component killed by [`ControlPlane::kill`] again, as it was started,
+    /// and waits until the API server is ready (from this thread, which must outlive it).
+    pub fn start_again(&self, component: &str) -> Result<()> {
+        let (program, args) = self
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(name, _, _)| name == component)
+            .map(|(_, p, a)| (p.clone(), a.clone()))
+            .with_context(|| format!("{component} was never started"))?;
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{component}.log")))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).process_group(0);
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {component} again"))?;
+        self.children.lock().unwrap().push((component.to_string(), child));
+        self.wait_for(component, Duration::from_secs(120), || https_readyz(self).unwrap_or(false))
     }
 
     /// Waits until `ready` holds, failing early (with the log tail) if `component` exits.

@@ -1,0 +1,162 @@
+//! The operator survives its API server, on a control plane of its own (the test
+//! kills that kube-apiserver): the process stays up and its webhook answers throughout
+//! the outage, leadership is given up and taken again, and afterwards every object
+//! made before, during (refused) and after the outage is converged; nothing is lost.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use toolhive_operator::api::MCPServer;
+
+use super::common::{
+    Operator, admission_on_new_connection, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume,
+};
+
+fn server(name: &str) -> MCPServer {
+    serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": name},
+        "spec": {"image": "ghcr.io/acme/tool", "transport": "streamable-http", "proxyPort": 8080}
+    }))
+    .unwrap()
+}
+
+async fn converged(servers: &Api<MCPServer>, deployments: &Api<Deployment>, name: &str) -> Option<()> {
+    let s = servers.get_opt(name).await.ok()??;
+    let status = s.status?;
+    (status.url.ends_with(":8080/mcp") && status.observed_generation == s.metadata.generation).then_some(())?;
+    deployments.get_opt(name).await.ok()??;
+    Some(())
+}
+
+#[test]
+fn the_operator_and_its_webhook_outlive_an_api_server_outage() {
+    // Started on this thread, which outlives the children (they die with it).
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None }).expect("control plane");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(scenario(&cp));
+}
+
+async fn scenario(cp: &controlplane::ControlPlane) {
+    let kc = cp.kubeconfig.as_path();
+    let admin = cp.client().await.unwrap();
+    let team = cp.namespace(&admin, "team").await.unwrap();
+    let release_ns = cp.namespace(&admin, "toolhive-system").await.unwrap();
+    let work = tempdir("apiserver-outage");
+    let root = controlplane::repo_root();
+    run_ok("helm", kc, &["upgrade", "-i", "crds", root.join("deploy/charts/toolhive-operator-crds").to_str().unwrap(), "--wait"]);
+
+    let ca = controlplane::Authority::new("outage-ca").unwrap();
+    let pair = ca.serving(&[], &[]).unwrap();
+    let cert_dir = work.join("certs");
+    write_secret_volume(&cert_dir, "v1", &pair);
+    let port = controlplane::free_port().unwrap();
+    let values = work.join("values.yaml");
+    std::fs::write(
+        &values,
+        json!({
+            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
+            "webhook": {"url": format!("https://127.0.0.1:{port}"), "caBundle": ca.cert_pem()},
+            "tenancy": {"policy": {"defaults": {"allowedRegistries": ["ghcr.io/acme"]}}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let chart = root.join("deploy/charts/toolhive-operator");
+    run_ok("helm", kc, &["upgrade", "-i", "op", chart.to_str().unwrap(), "-n", &release_ns, "-f", values.to_str().unwrap()]);
+    let policy = work.join("policy.yaml");
+    std::fs::write(&policy, "defaults:\n  allowedRegistries: [ghcr.io/acme]\n").unwrap();
+    let sa_kc = impersonating_kubeconfig(kc, &work, &release_ns, "toolhive-operator");
+    let mut operator = Operator::spawn(
+        &sa_kc,
+        &work,
+        "operator",
+        &[
+            "--leader-elect".into(),
+            "--leader-lease-seconds=4".into(),
+            format!("--webhook-bind-address=127.0.0.1:{port}"),
+            format!("--webhook-cert-dir={}", cert_dir.display()),
+            format!("--tenancy-policy={}", policy.display()),
+        ],
+        &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)],
+    );
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
+    let limit = Duration::from_secs(60);
+    for name in ["before-1", "before-2", "before-3"] {
+        eventually_within("the webhook to admit", &operator, limit, || async {
+            servers.create(&PostParams::default(), &server(name)).await.ok()
+        })
+        .await;
+    }
+    for name in ["before-1", "before-2", "before-3"] {
+        eventually_within("converged before the outage", &operator, limit, || converged(&servers, &deployments, name)).await;
+    }
+    let pid = operator.pid();
+
+    // The API server goes away for about 13 s.
+    cp.kill("kube-apiserver");
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "outage", "operation": "CREATE", "namespace": team, "userInfo": {},
+            "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+            "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                       "metadata": {"name": "during", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool"}}
+        }
+    })
+    .to_string();
+    let started = Instant::now();
+    let (mut answered, mut failures) = (0u32, Vec::new());
+    while started.elapsed() < Duration::from_secs(13) {
+        match admission_on_new_connection(port, &ca.cert_pem(), "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await {
+            Ok(200) => answered += 1,
+            other => failures.push(format!("{other:?}")),
+        }
+        if controlplane::http_status(operator.health_port, "/healthz") != Some(200) {
+            failures.push("healthz".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(failures.is_empty(), "the webhook failed {} times during the outage, e.g. {:?}", failures.len(), failures.first());
+    assert!(answered > 30, "answered {answered} admissions during the outage");
+    let stepped_down = operator.log_text().contains("leadership lost");
+
+    // Back: the same process reconciles again; what was made before and after converges.
+    tokio::task::block_in_place(|| cp.start_again("kube-apiserver")).expect("kube-apiserver back");
+    let admin = cp.client().await.unwrap();
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
+    for name in ["after-1", "after-2"] {
+        eventually_within("the webhook to admit after the outage", &operator, limit, || async {
+            servers.create(&PostParams::default(), &server(name)).await.ok()
+        })
+        .await;
+    }
+    servers.patch("before-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"args": ["--changed"]}}))).await.unwrap();
+    for name in ["before-1", "before-2", "before-3", "after-1", "after-2"] {
+        eventually_within("every server converged after the outage", &operator, Duration::from_secs(90), || {
+            converged(&servers, &deployments, name)
+        })
+        .await;
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &team);
+    eventually_within("the edit made after the outage reaches the RunConfig", &operator, limit, || async {
+        let cm = configmaps.get("before-1-runconfig").await.ok()?;
+        cm.data?.get("runconfig.json")?.contains("--changed").then_some(())
+    })
+    .await;
+    assert_eq!(operator.pid(), pid, "the same process throughout");
+    assert!(operator.ready(), "ready again");
+    assert!(stepped_down, "the leader gave up its lease while the API server was away:\n{}", operator.log_tail());
+    eventually_within("leading again", &operator, limit, || async {
+        (operator.metric("leader_election_master_status", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    operator.kill();
+}
