@@ -27,8 +27,11 @@ use std::time::Instant;
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::State,
-    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    extract::{Request, State},
+    http::{
+        HeaderValue, StatusCode,
+        header::{CONTENT_LENGTH, CONTENT_TYPE},
+    },
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -62,11 +65,19 @@ impl WebhookState {
     }
 }
 
+/// KiB of review bodies read and parsed at once. A parsed review takes several times
+/// its body, so this bounds what a burst of large reviews can take (the chart's limit
+/// is 128 MiB): a 7 MiB review is handled alone, while thousands of the usual few-KiB
+/// reviews fit side by side.
+const REVIEW_BUDGET_KIB: u32 = 8 * 1024;
+
 /// What the handlers share: the state, and each hook's metric series resolved once.
 struct Served {
     state: WebhookState,
     mutate: HookMetrics,
     validate: HookMetrics,
+    /// [`REVIEW_BUDGET_KIB`] permits, one per KiB a review in flight declares.
+    budget: tokio::sync::Semaphore,
 }
 
 struct HookMetrics {
@@ -89,19 +100,27 @@ pub fn router(state: WebhookState) -> Router {
         mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
         validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
         state,
+        budget: tokio::sync::Semaphore::new(REVIEW_BUDGET_KIB as usize),
     };
     Router::new()
-        .route(MUTATE_PATH, post(|State(s): State<Arc<Served>>, body: Body| async move { answer(s, Hook::Mutate, body).await }))
-        .route(VALIDATE_PATH, post(|State(s): State<Arc<Served>>, body: Body| async move { answer(s, Hook::Validate, body).await }))
+        .route(MUTATE_PATH, post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Mutate, request).await }))
+        .route(VALIDATE_PATH, post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Validate, request).await }))
         .with_state(Arc::new(served))
 }
 
-async fn answer(served: Arc<Served>, hook: Hook, body: Body) -> Response {
+async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
     let metrics = match hook {
         Hook::Mutate => &served.mutate,
         Hook::Validate => &served.validate,
     };
-    let body = match read_limited(body).await {
+    // The body is read and parsed within the budget, by the size it declares (the
+    // largest legal one when it declares none).
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()).unwrap_or(MAX_BODY_BYTES);
+    let kib = u32::try_from(declared.min(MAX_BODY_BYTES).div_ceil(1024)).unwrap_or(REVIEW_BUDGET_KIB).clamp(1, REVIEW_BUDGET_KIB);
+    let Ok(_budget) = served.budget.acquire_many(kib).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the webhook is shutting down").into_response();
+    };
+    let body = match read_limited(request.into_body()).await {
         Ok(body) => body,
         Err((code, message)) => {
             metrics.count(&served.state.metrics, code);

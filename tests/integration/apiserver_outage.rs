@@ -158,5 +158,54 @@ async fn scenario(cp: &controlplane::ControlPlane) {
         (operator.metric("leader_election_master_status", &[]) == Some(1.0)).then_some(())
     })
     .await;
+
+    // The largest specs the limits allow, ten of them, and four 7 MiB reviews at once:
+    // the operator stays under the chart's 128 MiB memory limit.
+    let big = |name: &str| {
+        let mut s = server(name);
+        s.spec.args = vec!["a".repeat(1000); 370];
+        s.spec.pod_template_spec = Some(
+            json!({"spec": {"containers": [{"name": "mcp", "env": (0..110).map(|i| json!({"name": format!("E{i}"), "value": "v".repeat(1000)})).collect::<Vec<_>>()}]}}),
+        );
+        s
+    };
+    for i in 0..10 {
+        servers.create(&PostParams::default(), &big(&format!("big-{i}"))).await.unwrap();
+    }
+    let huge_review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "huge", "operation": "CREATE", "namespace": team, "userInfo": {},
+            "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+            "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                       "metadata": {"name": "huge", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool", "args": vec!["z".repeat(1 << 20); 6]}}
+        }
+    })
+    .to_string();
+    let ca_pem = ca.cert_pem();
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let (body, ca_pem) = (huge_review.clone(), ca_pem.clone());
+            tokio::spawn(async move {
+                admission_on_new_connection(port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &body).await
+            })
+        })
+        .collect();
+    for flood in futures::future::join_all(floods).await {
+        assert_eq!(flood.unwrap(), Ok(200), "a 7 MiB review is answered");
+    }
+    for i in 0..10 {
+        let name = format!("big-{i}");
+        eventually_within("the largest specs converged", &operator, Duration::from_secs(90), || converged(&servers, &deployments, &name))
+            .await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid())).unwrap();
+    let kib = |field: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(u64::MAX)
+    };
+    let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+    println!("operator RSS with ten largest specs: {} MiB now, {} MiB peak", rss / 1024, peak / 1024);
+    assert!(peak < 128 * 1024, "peak RSS {peak} KiB is over the chart's 128 MiB limit");
     operator.kill();
 }
