@@ -19,6 +19,12 @@ contact: "#platform"
 defaults:
   allowedRegistries: [ghcr.io/acme]
   mcpResources: {max: {cpu: "1", memory: 1Gi}}
+namespaces:
+  team-caps:
+    podSecurity: {allowAddedCapabilities: true}
+  team-restricted:
+    podSecurityStandard: restricted
+    podSecurity: {allowAddedCapabilities: true, allowRunAsRoot: true}
 "##;
 
 fn app() -> axum::Router {
@@ -27,10 +33,14 @@ fn app() -> axum::Router {
 }
 
 fn review(spec: Value) -> Value {
+    review_in("team-a", spec)
+}
+
+fn review_in(namespace: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
-            "uid": "uid-1", "operation": "CREATE", "namespace": "team-a", "userInfo": {"username": "tenant"},
+            "uid": "uid-1", "operation": "CREATE", "namespace": namespace, "userInfo": {"username": "tenant"},
             "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
             "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
             "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": "s"}, "spec": spec}
@@ -220,6 +230,77 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         ("removed oidcConfig", json!({"image": "ghcr.io/acme/tool", "oidcConfig": {}}), "spec.oidcConfig: Forbidden".into()),
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
     ];
+    // The baseline Pod Security Standard (the default level), every control.
+    let c0 = format!("{pod}.containers[0]");
+    for (what, pod_spec, field) in [
+        (
+            "host port",
+            json!({"containers": [container(json!({"ports": [{"containerPort": 80, "hostPort": 80}]}))]}),
+            format!("{c0}.ports[0].hostPort"),
+        ),
+        (
+            "seccomp unconfined (pod)",
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            format!("{pod}.securityContext.seccompProfile.type"),
+        ),
+        (
+            "seccomp unconfined (container)",
+            json!({"containers": [container(json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}))]}),
+            format!("{c0}.securityContext.seccompProfile.type"),
+        ),
+        (
+            "apparmor unconfined (pod)",
+            json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+            format!("{pod}.securityContext.appArmorProfile.type"),
+        ),
+        (
+            "apparmor unconfined (container)",
+            json!({"containers": [container(json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}))]}),
+            format!("{c0}.securityContext.appArmorProfile.type"),
+        ),
+        (
+            "proc mount",
+            json!({"containers": [container(json!({"securityContext": {"procMount": "Unmasked"}}))]}),
+            format!("{c0}.securityContext.procMount"),
+        ),
+        (
+            "unsafe sysctl",
+            json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}),
+            format!("{pod}.securityContext.sysctls[0].name"),
+        ),
+        (
+            "selinux type",
+            json!({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+            format!("{pod}.securityContext.seLinuxOptions.type"),
+        ),
+        (
+            "selinux user",
+            json!({"containers": [container(json!({"securityContext": {"seLinuxOptions": {"user": "system_u"}}}))]}),
+            format!("{c0}.securityContext.seLinuxOptions.user"),
+        ),
+        (
+            "selinux role",
+            json!({"securityContext": {"seLinuxOptions": {"role": "sysadm_r"}}}),
+            format!("{pod}.securityContext.seLinuxOptions.role"),
+        ),
+        (
+            "windows host process (pod)",
+            json!({"securityContext": {"windowsOptions": {"hostProcess": true}}}),
+            format!("{pod}.securityContext.windowsOptions.hostProcess"),
+        ),
+        (
+            "windows host process (container)",
+            json!({"containers": [container(json!({"securityContext": {"windowsOptions": {"hostProcess": true}}}))]}),
+            format!("{c0}.securityContext.windowsOptions.hostProcess"),
+        ),
+        (
+            "host port in an init container",
+            json!({"initContainers": [{"name": "i", "ports": [{"containerPort": 1, "hostPort": 22}]}]}),
+            format!("{pod}.initContainers[0].ports[0].hostPort"),
+        ),
+    ] {
+        out.push((what, with_pod(pod_spec), format!("{field}: Forbidden:")));
+    }
     // Every host namespace and volume in another case, too.
     for key in ["HOSTNETWORK", "hostnetwork", "hostIpc", "HostUsers", "ShareProcessNamespace"] {
         out.push(("case variant", with_pod(json!({key: true})), format!("{pod}.{key}: Invalid value")));
@@ -227,16 +308,65 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
     out
 }
 
+/// Attempts in namespaces whose policy differs: (namespace, what, spec, expected).
+fn attempts_elsewhere() -> Vec<(&'static str, &'static str, Value, String)> {
+    let pod = "spec.podTemplateSpec.spec";
+    let caps = |cap: &str| with_pod(json!({"containers": [container(json!({"securityContext": {"capabilities": {"add": [cap]}}}))]}));
+    vec![
+        // Capabilities allowed as an exception: still only the baseline ones.
+        (
+            "team-caps",
+            "a capability beyond baseline",
+            caps("SYS_ADMIN"),
+            format!(
+                "{pod}.containers[0].securityContext.capabilities.add[0]: Forbidden: adding the capability SYS_ADMIN is not allowed by the baseline Pod Security Standard"
+            ),
+        ),
+        // Restricted: volume types, capabilities, escalation, seccomp, root even when excepted.
+        (
+            "team-restricted",
+            "an nfs volume",
+            with_pod(json!({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]})),
+            format!("{pod}.volumes[0].nfs: Forbidden: a nfs volume is not allowed by the restricted"),
+        ),
+        (
+            "team-restricted",
+            "a baseline capability",
+            caps("CHOWN"),
+            format!("{pod}.containers[0].securityContext.capabilities.add[0]: Forbidden"),
+        ),
+        (
+            "team-restricted",
+            "escalation",
+            with_pod(json!({"containers": [container(json!({"securityContext": {"allowPrivilegeEscalation": true}}))]})),
+            "allowPrivilegeEscalation: Forbidden".into(),
+        ),
+        (
+            "team-restricted",
+            "root, excepted but restricted",
+            with_pod(json!({"securityContext": {"runAsUser": 0}})),
+            format!("{pod}.securityContext.runAsUser: Forbidden: running as UID 0 is not allowed by the restricted"),
+        ),
+        (
+            "team-restricted",
+            "seccomp unconfined",
+            with_pod(json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}})),
+            "seccompProfile.type: Forbidden".into(),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn every_bypass_attempt_is_denied_naming_its_field() {
-    let attempts = attempts();
-    for (what, spec, expected) in &attempts {
-        let (code, out) = call(review(spec.clone()).to_string().into_bytes()).await;
+    let attempts: Vec<(&str, &str, Value, String)> =
+        attempts().into_iter().map(|(what, spec, expected)| ("team-a", what, spec, expected)).chain(attempts_elsewhere()).collect();
+    for (namespace, what, spec, expected) in &attempts {
+        let (code, out) = call(review_in(namespace, spec.clone()).to_string().into_bytes()).await;
         assert_eq!(code, StatusCode::OK, "{what}");
         let response = &out["response"];
         assert_eq!(response["allowed"], false, "{what} must be denied: {out}");
         let message = response["status"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(expected.as_str()), "{what}: expected {expected:?} in {message:?}");
+        assert!(message.contains(expected.as_str()), "{what} in {namespace}: expected {expected:?} in {message:?}");
     }
     println!("{} bypass attempts, all denied", attempts.len());
 }
@@ -249,9 +379,17 @@ async fn what_the_policy_allows_stays_allowed() {
         json!({"image": "ghcr.io/acme/tool", "podTemplateSpec": {"metadata": {"labels": {"a": "b"}}, "spec": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k", "operator": "Exists"}]}}}),
         json!({"image": "ghcr.io/acme/tool", "podTemplateSpec": {"spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000}, "containers": [{"name": "mcp", "env": [{"name": "A", "value": "b"}]}]}}}),
         json!({"image": "ghcr.io/acme/tool", "serviceAccount": "my-tools"}),
+        json!({"image": "ghcr.io/acme/tool", "podTemplateSpec": {"spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"},
+            "sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}], "seLinuxOptions": {"type": "container_t"}}}}}),
     ] {
         let (_, out) = call(review(spec.clone()).to_string().into_bytes()).await;
         assert_eq!(out["response"]["allowed"], true, "{spec}: {out}");
+    }
+    let net_bind = json!({"image": "ghcr.io/acme/tool", "podTemplateSpec": {"spec": {"volumes": [{"name": "c", "configMap": {"name": "x"}}],
+        "containers": [{"name": "mcp", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}, "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}}]}}});
+    for namespace in ["team-caps", "team-restricted"] {
+        let (_, out) = call(review_in(namespace, net_bind.clone()).to_string().into_bytes()).await;
+        assert_eq!(out["response"]["allowed"], true, "{namespace}: {out}");
     }
 }
 

@@ -11,6 +11,7 @@ pub mod counts;
 pub mod image;
 pub mod issuer;
 pub mod mutate;
+pub mod pod_security;
 pub mod policy;
 pub mod quantity;
 pub mod review;
@@ -104,7 +105,10 @@ pub fn router(state: WebhookState) -> Router {
     };
     Router::new()
         .route(MUTATE_PATH, post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Mutate, request).await }))
-        .route(VALIDATE_PATH, post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Validate, request).await }))
+        .route(
+            VALIDATE_PATH,
+            post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Validate, request).await }),
+        )
         .with_state(Arc::new(served))
 }
 

@@ -90,9 +90,13 @@ pub struct Rules {
     /// Whether spec.volumes (hostPath mounts) are allowed. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_host_path_volumes: Option<bool>,
-    /// Pod features spec.podTemplateSpec may use. Default: none of them.
+    /// Exceptions: pod features spec.podTemplateSpec may use. Default: none of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_security: Option<PodSecurity>,
+    /// The Pod Security Standard spec.podTemplateSpec must meet: privileged, baseline
+    /// (the default) or restricted. A `podSecurity` exception allows its feature at any level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_standard: Option<super::pod_security::Level>,
     /// Value of the `toolhive.stacklok.dev/team` label the mutating webhook adds.
     /// Unset: the namespace name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +293,7 @@ impl TenancyPolicy {
             mcp_resources: n.mcp_resources.clone().or_else(|| d.mcp_resources.clone()),
             allow_host_path_volumes: n.allow_host_path_volumes.or(d.allow_host_path_volumes),
             pod_security: n.pod_security.clone().or_else(|| d.pod_security.clone()),
+            pod_security_standard: n.pod_security_standard.or(d.pod_security_standard),
             team: n.team.clone().or_else(|| d.team.clone()),
             parsed_registries: None,
         }

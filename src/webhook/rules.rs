@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::image::ImageRef;
-use super::policy::{PodSecurity, ResourcePolicy, Rules, TenancyPolicy};
+use super::pod_security;
+use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
 use super::quantity;
 use crate::api::REMOVED_FIELDS;
 use crate::config::Scope;
@@ -88,7 +89,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(field: impl Into<String>, error: FieldError, rule: Rule, detail: impl Into<String>) -> Self {
+    pub(super) fn new(field: impl Into<String>, error: FieldError, rule: Rule, detail: impl Into<String>) -> Self {
         Self { field: field.into(), error, detail: detail.into(), rule }
     }
 }
@@ -380,6 +381,7 @@ struct ContainerView<'a> {
     list: &'static str,
     name: &'a str,
     image: Option<&'a str>,
+    ports: Option<&'a Vec<k8s_openapi::api::core::v1::ContainerPort>>,
     security: Option<&'a SecurityContext>,
     resources: Option<&'a ResourceRequirements>,
 }
@@ -392,6 +394,7 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
                 list: "initContainers",
                 name: &c.name,
                 image: c.image.as_deref(),
+                ports: c.ports.as_ref(),
                 security: c.security_context.as_ref(),
                 resources: c.resources.as_ref(),
             },
@@ -404,6 +407,7 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
                 list: "containers",
                 name: &c.name,
                 image: c.image.as_deref(),
+                ports: c.ports.as_ref(),
                 security: c.security_context.as_ref(),
                 resources: c.resources.as_ref(),
             },
@@ -416,6 +420,7 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
                 list: "ephemeralContainers",
                 name: &c.name,
                 image: c.image.as_deref(),
+                ports: c.ports.as_ref(),
                 security: c.security_context.as_ref(),
                 resources: c.resources.as_ref(),
             },
@@ -437,33 +442,18 @@ fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules
         ));
     }
     let allowed = rules.pod_security.clone().unwrap_or_default();
-    if !allowed.allow_host_namespaces {
-        for (key, on) in [("hostNetwork", pod.host_network), ("hostPID", pod.host_pid), ("hostIPC", pod.host_ipc)] {
-            if on == Some(true) {
-                forbid(out, format!("{BASE}.{key}"), "host namespaces are not allowed");
-            }
-        }
-    }
-    if !allowed.allow_host_path {
-        for (i, volume) in pod.volumes.iter().flatten().enumerate() {
-            if volume.host_path.is_some() {
-                forbid(out, format!("{BASE}.volumes[{i}].hostPath"), "hostPath volumes are not allowed");
-            }
-        }
-    }
-    if !allowed.allow_run_as_root
-        && let Some(sc) = &pod.security_context
-    {
-        check_run_as_root(sc.run_as_user, sc.run_as_non_root, &format!("{BASE}.securityContext"), out);
-    }
-    for (i, c) in containers(pod) {
+    let level = rules.pod_security_standard.unwrap_or_default();
+    let views: Vec<(usize, ContainerView)> = containers(pod).collect();
+    let checked: Vec<pod_security::Container> = views
+        .iter()
+        .map(|(i, c)| pod_security::Container { path: format!("{BASE}.{}[{i}]", c.list), security: c.security, ports: c.ports })
+        .collect();
+    pod_security::check(pod, template.metadata.as_ref(), &checked, BASE, level, &allowed, out);
+    for (i, c) in views {
         let path = format!("{BASE}.{}[{i}]", c.list);
         // Every container runs what it names: the same registries as spec.image.
         if let Some(image) = c.image.filter(|i| !i.is_empty()) {
             check_image(image, &format!("{path}.image"), namespace, rules, out);
-        }
-        if let Some(sc) = c.security {
-            check_container_security(sc, &allowed, &path, out);
         }
         if c.list == "containers"
             && c.name == MCP_CONTAINER
@@ -471,33 +461,5 @@ fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules
         {
             check_ceiling(resources, policy, &format!("{path}.resources"), out);
         }
-    }
-}
-
-fn forbid(out: &mut Vec<Violation>, field: String, detail: &str) {
-    out.push(Violation::new(field, FieldError::Forbidden, Rule::PodSecurity, detail));
-}
-
-fn check_container_security(sc: &SecurityContext, allowed: &PodSecurity, path: &str, out: &mut Vec<Violation>) {
-    if !allowed.allow_privileged && sc.privileged == Some(true) {
-        forbid(out, format!("{path}.securityContext.privileged"), "privileged containers are not allowed");
-    }
-    if !allowed.allow_privileged && sc.allow_privilege_escalation == Some(true) {
-        forbid(out, format!("{path}.securityContext.allowPrivilegeEscalation"), "privilege escalation is not allowed");
-    }
-    if !allowed.allow_added_capabilities && sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| !a.is_empty()) {
-        forbid(out, format!("{path}.securityContext.capabilities.add"), "adding capabilities is not allowed");
-    }
-    if !allowed.allow_run_as_root {
-        check_run_as_root(sc.run_as_user, sc.run_as_non_root, &format!("{path}.securityContext"), out);
-    }
-}
-
-fn check_run_as_root(run_as_user: Option<i64>, run_as_non_root: Option<bool>, path: &str, out: &mut Vec<Violation>) {
-    if run_as_user == Some(0) {
-        forbid(out, format!("{path}.runAsUser"), "running as root (UID 0) is not allowed");
-    }
-    if run_as_non_root == Some(false) {
-        forbid(out, format!("{path}.runAsNonRoot"), "runAsNonRoot may not be false");
     }
 }
