@@ -463,3 +463,46 @@ async fn the_quota_holds_under_forty_parallel_creates() {
     let stored = servers.list_metadata(&Default::default()).await.unwrap().items.len();
     assert_eq!(stored, 5);
 }
+
+#[tokio::test]
+async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_paths() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let pod = "spec.podTemplateSpec.spec";
+    for (spec, expected) in [
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {HostNetwork: true}}}",
+            format!("{pod}.HostNetwork: Invalid value: unknown field"),
+        ),
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {containers: [{name: mcp}, {name: side, image: docker.io/library/alpine}]}}}",
+            format!("{pod}.containers[1].image: Forbidden: registry \"docker.io\""),
+        ),
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {initContainers: [{name: i, image: quay.io/x/y}]}}}",
+            format!("{pod}.initContainers[0].image: Forbidden"),
+        ),
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {containers: [{name: mcp, ports: [{containerPort: 80, hostPort: 80}]}]}}}",
+            format!("{pod}.containers[0].ports[0].hostPort: Forbidden: a host port is not allowed by the baseline Pod Security Standard"),
+        ),
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {securityContext: {seccompProfile: {type: Unconfined}}}}}",
+            format!("{pod}.securityContext.seccompProfile.type: Forbidden"),
+        ),
+        (
+            "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {securityContext: {runAsUser: '0'}}}}",
+            format!("{pod}.securityContext.runAsUser: Invalid value"),
+        ),
+        ("{image: 'ghcr.io/acme/x:-latest'}", "spec.image: Invalid value".to_string()),
+        ("{image: ghcr.io/acme/tool, serviceAccount: other-proxy-runner}", "spec.serviceAccount: Forbidden".to_string()),
+    ] {
+        let manifest = Guide::manifest("bypass", &g.team, spec);
+        let err = eventually("the webhook to refuse", &g.operator, || async {
+            let (ok, _, err) = g.kubectl_apply(&manifest, &["--dry-run=server"]);
+            (!ok && err.contains("admission webhook")).then_some(err)
+        })
+        .await;
+        assert!(err.contains(&expected), "{spec}: expected {expected:?} in {err}");
+    }
+}
