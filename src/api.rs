@@ -662,6 +662,45 @@ pub const REMOVED_FIELDS: &[(&str, &str)] = &[
     ("telemetry", "spec.telemetryConfigRef"),
 ];
 
+/// Fields of the v1beta1 API this operator does not implement yet, and what each would
+/// have configured. They are refused (CRD rule and webhook) instead of accepted and
+/// ignored: an MCPServer that asked for authentication or authorization must never
+/// run without it.
+pub const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
+    ("oidcConfigRef", "OIDC authentication"),
+    ("externalAuthConfigRef", "external authentication"),
+    ("authServerRef", "the embedded authorization server"),
+    ("authzConfig", "Cedar authorization"),
+    ("authzConfigRef", "Cedar authorization"),
+    ("toolConfigRef", "tool filtering"),
+    ("webhookConfigRef", "webhook middleware"),
+    ("telemetryConfigRef", "telemetry"),
+    ("sessionStorage", "shared session storage"),
+];
+
+/// Why a field of UNSUPPORTED_FIELDS is refused, as the user reads it.
+pub fn unsupported_message(field: &str, what: &str) -> String {
+    format!("spec.{field} ({what}) is not supported by this operator release; remove it, or the server would run without it")
+}
+
+impl MCPServerSpec {
+    /// The UNSUPPORTED_FIELDS this spec sets.
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        let set = [
+            self.oidc_config_ref.is_some(),
+            self.external_auth_config_ref.is_some(),
+            self.auth_server_ref.is_some(),
+            self.authz_config.is_some(),
+            self.authz_config_ref.is_some(),
+            self.tool_config_ref.is_some(),
+            self.webhook_config_ref.is_some(),
+            self.telemetry_config_ref.is_some(),
+            self.session_storage.is_some(),
+        ];
+        UNSUPPORTED_FIELDS.iter().zip(set).filter(|(_, on)| *on).map(|((field, _), _)| *field).collect()
+    }
+}
+
 /// The schema a removed field keeps, typed as it was so CEL can see it.
 fn removed_field_schema(field: &str, replacement: &str) -> Value {
     let description = format!("Removed; use {replacement}. Setting it is refused.");
@@ -695,6 +734,9 @@ pub fn crd() -> CustomResourceDefinition {
         for (old, new) in REMOVED_FIELDS {
             spec["properties"][*old] = removed_field_schema(old, new);
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
+        }
+        for (field, what) in UNSUPPORTED_FIELDS {
+            rules.push(json!({"rule": format!("!has(self.{field})"), "message": unsupported_message(field, what)}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
         for path in LIST_MAPS_BY_NAME {

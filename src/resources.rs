@@ -382,6 +382,13 @@ pub fn proxy_role_rules() -> Vec<PolicyRule> {
     ]
 }
 
+/// The proxy's replicas: none at all while the spec asks for something this operator
+/// does not implement (an object stored before it was refused at admission), so it
+/// never serves without, say, the authentication it asked for.
+pub fn proxy_replicas(server: &MCPServer) -> Option<i32> {
+    if server.spec.unsupported_fields().is_empty() { server.spec.replicas } else { Some(0) }
+}
+
 fn quantities(list: &crate::api::ResourceList) -> Option<BTreeMap<String, Quantity>> {
     let map: BTreeMap<String, Quantity> = [("cpu", &list.cpu), ("memory", &list.memory)]
         .into_iter()
@@ -562,7 +569,7 @@ impl Base<'_> {
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
-                replicas: server.spec.replicas,
+                replicas: proxy_replicas(server),
                 selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),
@@ -743,6 +750,21 @@ mod tests {
         assert_eq!(d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION], "2026-01-01T00:00:00Z");
         assert!(d["spec"].get("replicas").is_none(), "unset replicas leave scaling to others");
         assert_eq!(d["apiVersion"], "apps/v1", "typed objects carry their kind");
+    }
+
+    #[test]
+    fn a_spec_asking_for_what_is_not_implemented_gets_no_serving_proxy() {
+        let s = server(json!({"image": "img", "replicas": 2, "oidcConfigRef": {"name": "corp-oidc"}}));
+        assert_eq!(s.spec.unsupported_fields(), vec!["oidcConfigRef"]);
+        assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without the authentication it asked for");
+        let status = crate::status::desired_status(
+            &s,
+            &Default::default(),
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert_eq!(status.phase, Some(crate::api::Phase::Failed));
+        assert!(status.message.starts_with("spec.oidcConfigRef (OIDC authentication) is not supported"), "{}", status.message);
+        assert_eq!(deployment(&server(json!({"image": "img", "replicas": 2})))["spec"]["replicas"], 2);
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub struct Observed {
 
 pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCPServerStatus {
     let previous = server.status.clone().unwrap_or_default();
+    let unsupported = server.spec.unsupported_fields();
     let (phase, message) = if observed.terminating {
         (Phase::Terminating, "MCPServer is being deleted".to_string())
+    } else if let Some(field) = unsupported.first() {
+        let what = crate::api::UNSUPPORTED_FIELDS.iter().find(|(f, _)| f == field).map_or("", |(_, w)| *w);
+        (Phase::Failed, format!("{}; the proxy is scaled to 0", crate::api::unsupported_message(field, what)))
     } else if let Some(e) = &observed.pod_template_error {
         (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
     } else if let Some(e) = &observed.apply_error {

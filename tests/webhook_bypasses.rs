@@ -229,6 +229,52 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         // Removed fields.
         ("removed oidcConfig", json!({"image": "ghcr.io/acme/tool", "oidcConfig": {}}), "spec.oidcConfig: Forbidden".into()),
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
+        // Fields this operator does not implement: refused, never accepted and ignored.
+        (
+            "oidc not implemented",
+            json!({"image": "ghcr.io/acme/tool", "oidcConfigRef": {"name": "corp"}}),
+            "spec.oidcConfigRef: Forbidden: spec.oidcConfigRef (OIDC authentication) is not supported".into(),
+        ),
+        (
+            "authz not implemented",
+            json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}),
+            "spec.authzConfig: Forbidden".into(),
+        ),
+        (
+            "authz ref not implemented",
+            json!({"image": "ghcr.io/acme/tool", "authzConfigRef": {"name": "a"}}),
+            "spec.authzConfigRef: Forbidden".into(),
+        ),
+        (
+            "external auth not implemented",
+            json!({"image": "ghcr.io/acme/tool", "externalAuthConfigRef": {"name": "a"}}),
+            "spec.externalAuthConfigRef: Forbidden".into(),
+        ),
+        (
+            "auth server not implemented",
+            json!({"image": "ghcr.io/acme/tool", "authServerRef": {"name": "a"}}),
+            "spec.authServerRef: Forbidden".into(),
+        ),
+        (
+            "tool config not implemented",
+            json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "a"}}),
+            "spec.toolConfigRef: Forbidden".into(),
+        ),
+        (
+            "webhook config not implemented",
+            json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "a"}}),
+            "spec.webhookConfigRef: Forbidden".into(),
+        ),
+        (
+            "telemetry not implemented",
+            json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": {"name": "a"}}),
+            "spec.telemetryConfigRef: Forbidden".into(),
+        ),
+        (
+            "session storage not implemented",
+            json!({"image": "ghcr.io/acme/tool", "sessionStorage": {"provider": "redis"}}),
+            "spec.sessionStorage: Forbidden".into(),
+        ),
     ];
     // The baseline Pod Security Standard (the default level), every control.
     let c0 = format!("{pod}.containers[0]");

@@ -30,6 +30,7 @@ pub enum Rule {
     Spec,
     RemovedField,
     Size,
+    Unsupported,
     ServiceAccount,
     Image,
     Registry,
@@ -47,6 +48,7 @@ impl Rule {
             Rule::Spec => "spec",
             Rule::RemovedField => "removed-field",
             Rule::Size => "size",
+            Rule::Unsupported => "unsupported-field",
             Rule::ServiceAccount => "service-account",
             Rule::Image => "image",
             Rule::Registry => "registry",
@@ -173,6 +175,16 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
                 FieldError::Forbidden,
                 Rule::RemovedField,
                 format!("this field was removed; use {new}"),
+            ));
+        }
+    }
+    for (field, what) in crate::api::UNSUPPORTED_FIELDS {
+        if fields.contains_key(*field) {
+            out.push(Violation::new(
+                format!("spec.{field}"),
+                FieldError::Forbidden,
+                Rule::Unsupported,
+                crate::api::unsupported_message(field, what),
             ));
         }
     }

@@ -506,3 +506,17 @@ async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_pat
         assert!(err.contains(&expected), "{spec}: expected {expected:?} in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_refused() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    // Refused by the CRD's own rule, so also with no webhook registered at all.
+    let manifest = Guide::manifest("needs-oidc", &g.team, "{image: ghcr.io/acme/tool, oidcConfigRef: {name: corp-oidc}}");
+    let (ok, _, err) = g.kubectl_apply(&manifest, &[]);
+    assert!(!ok, "refused");
+    assert!(err.contains("spec.oidcConfigRef (OIDC authentication) is not supported by this operator release"), "{err}");
+    assert!(g.servers(&admin, &g.team).get_opt("needs-oidc").await.unwrap().is_none());
+    assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-oidc").await.unwrap().is_none(), "no proxy at all");
+}
