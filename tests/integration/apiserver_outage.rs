@@ -14,7 +14,7 @@ use serde_json::json;
 use toolhive_operator::api::MCPServer;
 
 use super::common::{
-    Operator, admission_on_new_connection, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume,
+    Operator, admission_on_new_connection, create_review, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume,
 };
 
 fn server(name: &str) -> MCPServer {
@@ -100,17 +100,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     // The API server goes away for about 13 s.
     cp.kill("kube-apiserver");
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "outage", "operation": "CREATE", "namespace": team, "userInfo": {},
-            "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
-            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
-            "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
-                       "metadata": {"name": "during", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool"}}
-        }
-    })
-    .to_string();
+    let review = create_review("outage", &team, "during", json!({"image": "ghcr.io/acme/tool"}));
     let started = Instant::now();
     let (mut answered, mut failures) = (0u32, Vec::new());
     while started.elapsed() < Duration::from_secs(13) {
@@ -172,17 +162,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     for i in 0..10 {
         servers.create(&PostParams::default(), &big(&format!("big-{i}"))).await.unwrap();
     }
-    let huge_review = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "huge", "operation": "CREATE", "namespace": team, "userInfo": {},
-            "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
-            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
-            "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
-                       "metadata": {"name": "huge", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool", "args": vec!["z".repeat(1 << 20); 6]}}
-        }
-    })
-    .to_string();
+    let huge_review = create_review("huge", &team, "huge", json!({"image": "ghcr.io/acme/tool", "args": vec!["z".repeat(1 << 20); 6]}));
     let ca_pem = ca.cert_pem();
     let floods: Vec<_> = (0..4)
         .map(|_| {

@@ -263,3 +263,19 @@ pub async fn admission_on_new_connection(port: u16, ca_pem: &str, path: &str, bo
     let text = String::from_utf8_lossy(&response);
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))
 }
+
+/// A CREATE AdmissionReview of an MCPServer `name` in `namespace` with `spec`, as the
+/// API server sends it, for calling the webhook directly.
+pub fn create_review(uid: &str, namespace: &str, name: &str, spec: serde_json::Value) -> String {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "operation": "CREATE", "namespace": namespace, "userInfo": {},
+            "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
+            "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
+            "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+                       "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        }
+    })
+    .to_string()
+}

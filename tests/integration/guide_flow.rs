@@ -17,8 +17,8 @@ use serde_json::json;
 use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
 
 use super::common::{
-    admission_on_new_connection, certificate_der, eventually, eventually_within, run, served_certificate, webhook_registration_lock,
-    write_secret_volume,
+    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, run, served_certificate,
+    webhook_registration_lock, write_secret_volume,
 };
 use super::guide::{Guide, RUNNER_IMAGE, guide, server};
 
@@ -274,17 +274,7 @@ async fn rotating_the_serving_certificate_mid_traffic_fails_no_request() {
     let direct = {
         let (stop, ca_pem, team) = (stop.clone(), ca_pem.clone(), g.team.clone());
         tokio::spawn(async move {
-            let review = json!({
-                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {
-                    "uid": "rotation", "operation": "CREATE", "namespace": team, "userInfo": {},
-                    "kind": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "kind": "MCPServer"},
-                    "resource": {"group": "toolhive.stacklok.dev", "version": "v1beta1", "resource": "mcpservers"},
-                    "object": {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
-                               "metadata": {"name": "direct", "namespace": team}, "spec": {"image": "ghcr.io/acme/tool"}}
-                }
-            })
-            .to_string();
+            let review = create_review("rotation", &team, "direct", json!({"image": "ghcr.io/acme/tool"}));
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match admission_on_new_connection(port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &review).await {

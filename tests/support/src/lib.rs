@@ -244,6 +244,15 @@ current-context: local
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<()> {
         let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        self.launch(name, cmd, log)?;
+        let program = cmd.get_program().to_os_string();
+        let args = cmd.get_args().map(|a| a.to_os_string()).collect();
+        self.commands.lock().unwrap().push((name.to_string(), program, args));
+        Ok(())
+    }
+
+    /// Starts `cmd` as `name`, logging to `log`, in its own process group.
+    fn launch(&self, name: &str, cmd: &mut Command, log: fs::File) -> Result<()> {
         cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).process_group(0);
         // SAFETY: prctl is async-signal-safe; it ties the child's life to this process
         // (to the spawning thread, which is why `shared()` spawns from a thread that never ends).
@@ -255,9 +264,6 @@ current-context: local
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         self.children.lock().unwrap().push((name.to_string(), child));
-        let program = cmd.get_program().to_os_string();
-        let args = cmd.get_args().map(|a| a.to_os_string()).collect();
-        self.commands.lock().unwrap().push((name.to_string(), program, args));
         Ok(())
     }
 
@@ -284,16 +290,7 @@ current-context: local
             .map(|(_, p, a)| (p.clone(), a.clone()))
             .with_context(|| format!("{component} was never started"))?;
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{component}.log")))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).process_group(0);
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {component} again"))?;
-        self.children.lock().unwrap().push((component.to_string(), child));
+        self.launch(component, Command::new(program).args(args), log)?;
         self.wait_for(component, Duration::from_secs(120), || https_readyz(self).unwrap_or(false))
     }
 
