@@ -56,6 +56,9 @@ pub struct Args {
     /// Image of the ToolHive proxy runner put into every proxy Deployment.
     #[arg(long, env = "TOOLHIVE_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
+    /// Address every proxy runner listens on (its RunConfig `host`).
+    #[arg(long, env = "TOOLHIVE_PROXY_HOST", default_value = crate::resources::DEFAULT_PROXY_HOST)]
+    pub proxy_host: String,
     /// Text logs instead of JSON.
     #[arg(long, env = "UNSTRUCTURED_LOGS", default_value_t = false, action = clap::ArgAction::Set)]
     pub unstructured_logs: bool,

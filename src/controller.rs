@@ -42,7 +42,7 @@ pub struct Shared {
     pub client: Client,
     pub metrics: Metrics,
     pub recorder: Recorder,
-    pub runner_image: String,
+    pub proxy: resources::ProxySettings,
     /// Per child: (hash, generation-or-resourceVersion) after our last apply. A child
     /// whose annotation hash and version still match is not written again.
     applied: Mutex<HashMap<ChildKey, (String, String)>>,
@@ -71,13 +71,19 @@ struct WrittenStatus {
 type ChildKey = (String, &'static str, String);
 
 impl Shared {
-    pub fn new(client: Client, metrics: Metrics, runner_image: String, instance: String, max_concurrent_reconciles: usize) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        proxy: resources::ProxySettings,
+        instance: String,
+        max_concurrent_reconciles: usize,
+    ) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            runner_image,
+            proxy,
             applied: Mutex::default(),
             phases: Mutex::default(),
             failures: Mutex::default(),
@@ -349,7 +355,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
 
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let children = desired_children(server, &shared.runner_image).ok_or(Error::MissingField("metadata.uid"))?;
+    let children = desired_children(server, &shared.proxy).ok_or(Error::MissingField("metadata.uid"))?;
     let mut restored = Vec::new();
     for child in children {
         let key: ChildKey = (ns.clone(), child.kind(), child.name().to_string());

@@ -115,7 +115,7 @@ async fn main() {
     let shared = Arc::new(controller::Shared::new(
         client.clone(),
         metrics.clone(),
-        args.runner_image.clone(),
+        toolhive_operator::resources::ProxySettings { runner_image: args.runner_image.clone(), host: args.proxy_host.clone() },
         identity,
         args.max_concurrent_reconciles,
     ));

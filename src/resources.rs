@@ -128,7 +128,7 @@ pub struct RunConfig {
     pub name: String,
     pub image: String,
     pub transport: &'static str,
-    pub host: &'static str,
+    pub host: String,
     pub port: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_port: Option<i32>,
@@ -176,7 +176,25 @@ pub struct ScalingConfig {
     pub backend_replicas: i32,
 }
 
-pub fn runconfig(server: &MCPServer) -> RunConfig {
+/// What every proxy gets from the operator's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Image of the ToolHive proxy runner.
+    pub runner_image: String,
+    /// Address the runner listens on (the RunConfig's `host`).
+    pub host: String,
+}
+
+impl ProxySettings {
+    pub fn new(runner_image: impl Into<String>) -> Self {
+        Self { runner_image: runner_image.into(), host: DEFAULT_PROXY_HOST.into() }
+    }
+}
+
+/// Where the proxy runner listens unless the operator is told otherwise.
+pub const DEFAULT_PROXY_HOST: &str = "0.0.0.0";
+
+pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
     let name = server_name(server);
     let spec = &server.spec;
     let permission_profile = spec.permission_profile.as_ref().map(|profile| match profile.profile_type {
@@ -188,7 +206,7 @@ pub fn runconfig(server: &MCPServer) -> RunConfig {
         name: name.to_string(),
         image: spec.image.clone(),
         transport: spec.transport.as_str(),
-        host: "0.0.0.0",
+        host: settings.host.clone(),
         port: server.proxy_port(),
         target_port: (spec.transport != Transport::Stdio).then(|| server.mcp_port()),
         proxy_mode: effective_proxy_mode(server).as_str(),
@@ -331,9 +349,9 @@ impl Child {
 
 /// Every child the MCPServer should have, in apply order. None when the server has
 /// no uid yet (it has not been stored, so nothing can be owned by it).
-pub fn desired_children(server: &MCPServer, runner_image: &str) -> Option<Vec<Child>> {
+pub fn desired_children(server: &MCPServer, settings: &ProxySettings) -> Option<Vec<Child>> {
     let owner = server.controller_owner_ref(&())?;
-    let base = Base { server, owner };
+    let base = Base { server, owner, settings };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
         Child::ServiceAccount(base.proxy_service_account()),
@@ -343,7 +361,7 @@ pub fn desired_children(server: &MCPServer, runner_image: &str) -> Option<Vec<Ch
     if server.spec.service_account.as_deref().is_none_or(str::is_empty) {
         out.push(Child::ServiceAccount(base.mcp_service_account()));
     }
-    out.push(Child::Deployment(base.proxy_deployment(runner_image)));
+    out.push(Child::Deployment(base.proxy_deployment()));
     out.push(Child::Service(base.proxy_service()));
     Some(out.into_iter().map(Child::stamped).collect())
 }
@@ -352,6 +370,7 @@ pub fn desired_children(server: &MCPServer, runner_image: &str) -> Option<Vec<Ch
 struct Base<'a> {
     server: &'a MCPServer,
     owner: OwnerReference,
+    settings: &'a ProxySettings,
 }
 
 fn server_name(server: &MCPServer) -> &str {
@@ -426,7 +445,7 @@ impl Base<'_> {
     }
 
     fn runconfig_configmap(&self) -> ConfigMap {
-        let text = serde_json::to_string_pretty(&runconfig(self.server)).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&runconfig(self.server, self.settings)).unwrap_or_default();
         ConfigMap {
             metadata: self.plain_metadata(&names(self.server).runconfig),
             data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
@@ -471,7 +490,7 @@ impl Base<'_> {
         }
     }
 
-    fn proxy_deployment(&self, runner_image: &str) -> Deployment {
+    fn proxy_deployment(&self) -> Deployment {
         let server = self.server;
         let name = server_name(server);
         let names = names(server);
@@ -480,7 +499,7 @@ impl Base<'_> {
         let pod_meta = overrides.and_then(|d| d.pod_template_metadata_overrides.clone()).unwrap_or_default();
 
         let mut pod_annotations = pod_meta.annotations.clone();
-        pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&runconfig(server)));
+        pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&runconfig(server, self.settings)));
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
         }
@@ -538,7 +557,7 @@ impl Base<'_> {
         let resources = &server.spec.resources;
         let container = Container {
             name: PROXY_CONTAINER.into(),
-            image: Some(runner_image.into()),
+            image: Some(self.settings.runner_image.clone()),
             args: Some(args),
             env: Some(env_vars),
             ports: Some(vec![ContainerPort {
@@ -639,7 +658,7 @@ mod tests {
     }
 
     fn children(s: &MCPServer) -> Vec<Child> {
-        desired_children(s, "runner:1").unwrap()
+        desired_children(s, &ProxySettings::new("runner:1")).unwrap()
     }
 
     /// The proxy Deployment as JSON, as it is applied.
@@ -678,7 +697,7 @@ mod tests {
             "args": ["--a"], "env": [{"name": "K", "value": "V"}],
             "secrets": [{"name": "s", "key": "token"}, {"name": "s2", "key": "k", "targetEnvName": "T"}],
             "permissionProfile": {"type": "builtin", "name": "network"}}));
-        let rc = serde_json::to_value(runconfig(&s)).unwrap();
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
         assert_eq!(rc["schema_version"], "v0.1.0");
         assert_eq!(rc["name"], "osv");
         assert_eq!(rc["image"], "img");
@@ -691,6 +710,9 @@ mod tests {
         assert_eq!(rc["permission_profile_name_or_path"], "network");
         assert_eq!(rc["proxy_mode"], "streamable-http");
         assert_eq!(rc["mcpserver_generation"], 3);
+        assert_eq!(rc["host"], "0.0.0.0");
+        let elsewhere = ProxySettings { host: "127.0.0.1".into(), ..ProxySettings::new("r") };
+        assert_eq!(runconfig(&s, &elsewhere).host, "127.0.0.1", "TOOLHIVE_PROXY_HOST reaches the runner");
         let patch: Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
         assert_eq!(patch["spec"]["serviceAccountName"], "osv-sa");
     }
@@ -698,7 +720,7 @@ mod tests {
     #[test]
     fn stdio_has_no_target_port_and_uses_custom_service_account() {
         let s = server(json!({"image": "img", "serviceAccount": "mine"}));
-        let rc = serde_json::to_value(runconfig(&s)).unwrap();
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
         assert!(rc.get("target_port").is_none());
         assert_eq!(rc["proxy_mode"], "streamable-http");
         let kinds: Vec<_> = children(&s).iter().map(|c| (c.kind(), c.name().to_string())).collect();
@@ -734,7 +756,7 @@ mod tests {
         }
         let mut unsaved = osv();
         unsaved.metadata.uid = None;
-        assert!(desired_children(&unsaved, "r").is_none(), "nothing can be owned by a server without a uid");
+        assert!(desired_children(&unsaved, &ProxySettings::new("r")).is_none(), "nothing can be owned by a server without a uid");
     }
 
     #[test]
@@ -805,7 +827,7 @@ mod tests {
         let flag: Value = serde_json::from_str(args[1].as_str().unwrap().strip_prefix("--k8s-pod-patch=").unwrap()).unwrap();
         assert_eq!(flag["spec"]["serviceAccountName"], "osv-sa");
         assert_eq!(flag["spec"]["containers"][0]["name"], "mcp");
-        let rc = runconfig(&s);
+        let rc = runconfig(&s, &ProxySettings::new("runner:1"));
         assert_eq!(serde_json::from_str::<Value>(&rc.k8s_pod_template_patch).unwrap(), flag);
     }
 }

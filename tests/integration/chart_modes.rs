@@ -84,3 +84,40 @@ async fn cluster_to_namespace_to_cluster_migration() {
     run_ok("helm", kc, &["uninstall", "thv", "-n", &release_ns]);
     assert!(!run_ok("kubectl", kc, &["get", "clusterrole"]).contains(&role), "uninstall removes cluster-scoped objects");
 }
+
+/// `helm template` output for the operator chart with `values` and `--set` pairs.
+fn template(values: &std::path::Path, set: &[&str]) -> (bool, String, String) {
+    let chart = controlplane::repo_root().join("deploy/charts/toolhive-operator");
+    let mut args = vec!["template", "thv", chart.to_str().unwrap(), "-n", "toolhive-system", "-f", values.to_str().unwrap()];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    // `helm template` talks to no cluster; the kubeconfig the helper passes is never read.
+    let kc = controlplane::repo_root().join("tests/fixtures/no-kubeconfig");
+    super::common::run("helm", &kc, &args, None)
+}
+
+#[test]
+fn a_values_file_for_the_go_chart_renders_in_both_modes() {
+    let values = controlplane::repo_root().join("tests/fixtures/go-chart-values.yaml");
+    for set in [vec![], vec!["operator.rbac.scope=namespace", "operator.rbac.allowedNamespaces={team-a,team-b}"]] {
+        let (ok, out, err) = template(&values, &set);
+        assert!(ok, "{set:?}: {err}");
+        // What means something here is honoured.
+        assert!(out.contains("--metrics-bind-address=:9090") && out.contains("--health-probe-bind-address=:9091"), "ports by name");
+        assert!(out.contains(r#"{"containerPort":9999,"name":"debug","protocol":"TCP"}"#), "other ports as given");
+        assert!(out.contains("name: TOOLHIVE_PROXY_HOST\n              value: \"127.0.0.1\""), "proxyHost");
+        assert!(
+            out.contains("name: corporate-ca\n          name: extra-ca") && out.contains("mountPath: /etc/ssl/corporate"),
+            "volumes and mounts"
+        );
+        assert!(out.contains("resources:\n    - configmaps"), "leader-election rules as given");
+        assert!(out.contains("seccompProfile:\n              type: RuntimeDefault"), "container seccompProfile");
+        assert_eq!(out.contains("kind: ClusterRoleBinding"), set.is_empty(), "{set:?}");
+    }
+    // Typos of this chart's own keys are still refused.
+    for typo in ["operator.replicas=2", "webhook.failurPolicy=Ignore", "operator.port.metrics=1"] {
+        let (ok, _, err) = template(&values, &[typo]);
+        assert!(!ok && err.contains("additional properties"), "{typo}: {err}");
+    }
+}

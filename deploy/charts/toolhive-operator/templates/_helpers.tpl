@@ -148,3 +148,18 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 {{- printf "%s.%s.svc,%s.%s,%s" $name .Release.Namespace $name .Release.Namespace $name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A named port of the operator container: operator.ports as a list of
+     {name, containerPort} (the Go chart's form) or as {metrics, health, webhook}.
+     Call with (list $ "metrics"). */}}
+{{- define "toolhive-operator.port" -}}
+{{- $root := index . 0 -}}{{- $name := index . 1 -}}
+{{- $ports := $root.Values.operator.ports -}}
+{{- $found := get (dict "metrics" 8080 "health" 8081 "webhook" 9443) $name -}}
+{{- if kindIs "slice" $ports -}}
+{{- range $ports }}{{ if eq (toString .name) $name }}{{ $found = .containerPort }}{{ end }}{{ end -}}
+{{- else if kindIs "map" $ports -}}
+{{- with get $ports $name }}{{ $found = . }}{{ end -}}
+{{- end -}}
+{{- int $found -}}
+{{- end -}}
