@@ -158,3 +158,35 @@ pub fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reloads(metrics: &Metrics, result: &str) -> u64 {
+        metrics.cert_reloads.with_label_values(&[result]).get()
+    }
+
+    /// Reading the pair raises file events of its own; they must not trigger the next
+    /// reload, or a bad pair is re-read and re-reported in a tight loop.
+    #[tokio::test]
+    async fn a_bad_pair_is_reported_once_not_in_a_loop() {
+        let dir = std::env::temp_dir().join(format!("toolhive-certwatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), "not a certificate").unwrap();
+        std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+        let metrics = Metrics::default();
+        let store = CertStore::new();
+        // Only file events can trigger a reload within the test: the poll is an hour.
+        let watch = tokio::spawn(store.clone().watch(dir.clone(), Duration::from_secs(3600), metrics.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A change: the bad pair is rewritten (same content), then left alone.
+        std::fs::write(dir.join("tls.key"), "still not a key").unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let errors = reloads(&metrics, "error");
+        assert!((1..=2).contains(&errors), "a bad pair is reported once per change, not in a loop: {errors} reports");
+        assert!(!store.loaded());
+        watch.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
