@@ -80,7 +80,8 @@ async fn main() {
             }
         }
         let cache = webhook::ServerCache::start(&client, &scope, &metrics);
-        let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone());
+        let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone())
+            .with_namespace_levels(webhook::namespaces::NamespaceLevels::start(&client, &scope));
         if let Some(path) = args.tenancy_policy.clone() {
             tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone()));
         }

@@ -11,6 +11,7 @@ pub mod counts;
 pub mod image;
 pub mod issuer;
 pub mod mutate;
+pub mod namespaces;
 pub mod pod_security;
 pub mod policy;
 pub mod quantity;
@@ -57,12 +58,19 @@ pub struct WebhookState {
     pub policy: SharedPolicy,
     pub scope: Arc<Scope>,
     pub quota: Arc<dyn Quota>,
+    /// Pod Security Admission levels of the namespaces (empty unless started).
+    pub namespace_levels: Arc<namespaces::NamespaceLevels>,
     pub metrics: Metrics,
 }
 
 impl WebhookState {
     pub fn new(policy: TenancyPolicy, scope: Scope, quota: Arc<dyn Quota>, metrics: Metrics) -> Self {
-        Self { policy: policy::shared(policy), scope: Arc::new(scope), quota, metrics }
+        Self { policy: policy::shared(policy), scope: Arc::new(scope), quota, namespace_levels: Arc::default(), metrics }
+    }
+
+    /// Holds pod templates to the level each namespace's label enforces, where stricter.
+    pub fn with_namespace_levels(self, namespace_levels: Arc<namespaces::NamespaceLevels>) -> Self {
+        Self { namespace_levels, ..self }
     }
 }
 
@@ -140,7 +148,13 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         let served = served.clone();
         tokio::task::spawn_blocking(move || {
             let policy = served.state.policy.read().clone();
-            let facts = Facts { policy: &policy, scope: &served.state.scope, quota: &*served.state.quota };
+            let levels = &served.state.namespace_levels;
+            let facts = Facts {
+                policy: &policy,
+                scope: &served.state.scope,
+                quota: &*served.state.quota,
+                namespace_level: &|ns: &str| levels.get(ns),
+            };
             review::review(&body, hook, &facts)
         })
     };

@@ -119,6 +119,8 @@ pub struct Facts<'a> {
     pub policy: &'a TenancyPolicy,
     pub scope: &'a Scope,
     pub quota: &'a dyn super::Quota,
+    /// The level a namespace's `pod-security.kubernetes.io/enforce` label names.
+    pub namespace_level: &'a dyn Fn(&str) -> Option<pod_security::Level>,
 }
 
 /// A create under review: its name, and whether it is a dry run (which takes no place
@@ -231,7 +233,10 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
             match pod_template(template) {
                 Ok(typed) => {
                     exact_field_names(template, &serde_json::to_value(&typed).unwrap_or_default(), "spec.podTemplateSpec", &mut out);
-                    check_pod_template(&typed, namespace, &rules, &mut out);
+                    // The stricter of the policy's level and the namespace's own label.
+                    let policy_level = rules.pod_security_standard.unwrap_or_default();
+                    let level = (facts.namespace_level)(namespace).map_or(policy_level, |label| policy_level.max(label));
+                    check_pod_template(&typed, namespace, &rules, level, &mut out);
                 }
                 Err(violation) => out.push(violation),
             }
@@ -441,7 +446,7 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
     init.chain(main).chain(ephemeral)
 }
 
-fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
+fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules, level: pod_security::Level, out: &mut Vec<Violation>) {
     const BASE: &str = "spec.podTemplateSpec.spec";
     let Some(pod) = &template.spec else { return };
     // The operator sets the pod's ServiceAccount; the deprecated alias could name another.
@@ -454,7 +459,6 @@ fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules
         ));
     }
     let allowed = rules.pod_security.clone().unwrap_or_default();
-    let level = rules.pod_security_standard.unwrap_or_default();
     let views: Vec<(usize, ContainerView)> = containers(pod).collect();
     let checked: Vec<pod_security::Container> = views
         .iter()

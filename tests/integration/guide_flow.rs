@@ -510,3 +510,31 @@ async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_r
     assert!(g.servers(&admin, &g.team).get_opt("needs-oidc").await.unwrap().is_none());
     assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-oidc").await.unwrap().is_none(), "no proxy at all");
 }
+
+#[tokio::test]
+async fn a_namespace_enforcing_restricted_holds_pod_templates_to_restricted() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    // The policy's level is baseline: an nfs volume passes there ...
+    let nfs = "{image: ghcr.io/acme/tool, podTemplateSpec: {spec: {volumes: [{name: shared, nfs: {server: nfs.example.com, path: /}}]}}}";
+    let allowed = Guide::manifest("nfs", &g.team, nfs);
+    eventually("baseline allows an nfs volume", &g.operator, || async { g.kubectl_apply(&allowed, &["--dry-run=server"]).0.then_some(()) })
+        .await;
+    // ... and the namespace labelled restricted refuses it.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    let label = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    namespaces.patch(&g.race_team, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    let refused = Guide::manifest("nfs", &g.race_team, nfs);
+    let err = eventually_within("the namespace's label to be read", &g.operator, Duration::from_secs(60), || async {
+        let (ok, _, err) = g.kubectl_apply(&refused, &["--dry-run=server"]);
+        (!ok).then_some(err)
+    })
+    .await;
+    assert!(
+        err.contains(
+            "spec.podTemplateSpec.spec.volumes[0].nfs: Forbidden: a nfs volume is not allowed by the restricted Pod Security Standard"
+        ),
+        "{err}"
+    );
+}

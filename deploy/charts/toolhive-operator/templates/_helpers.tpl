@@ -99,6 +99,11 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/status"]
   verbs: ["patch"]
+# The namespaces' pod-security.kubernetes.io/enforce label, for the webhook: watched
+# in cluster mode; in namespace mode each allowed namespace reads only itself.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers.
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/finalizers"]
