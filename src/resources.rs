@@ -126,6 +126,11 @@ pub fn pod_template_patch(server: &MCPServer) -> Value {
 pub struct RunConfig {
     pub schema_version: &'static str,
     pub name: String,
+    /// The name the runner gives the MCP server's workload (its StatefulSet); the
+    /// runner refuses to start without it.
+    pub container_name: String,
+    /// The name the runner's own resources are derived from.
+    pub base_name: String,
     pub image: String,
     pub transport: &'static str,
     pub host: String,
@@ -201,20 +206,40 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         PermissionProfileType::Builtin => profile.name.clone(),
         PermissionProfileType::ConfigMap => format!("{PROFILE_MOUNT_DIR}/{}", profile_key(profile)),
     });
+    let transport = spec.transport.as_str();
+    let target_port = (spec.transport != Transport::Stdio).then(|| server.mcp_port());
+    // The container's labels, as the runner would add them itself.
+    let mut container_labels = labels(name);
+    container_labels.extend([
+        ("toolhive-basename".to_string(), name.to_string()),
+        ("toolhive-transport".to_string(), transport.to_string()),
+        ("toolhive-port".to_string(), server.proxy_port().to_string()),
+    ]);
+    // The spec's environment, then what the MCP server must know of its transport
+    // (which wins: the server must listen where the proxy expects it).
+    let mut env_vars: BTreeMap<String, String> = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    env_vars.insert("MCP_TRANSPORT".into(), transport.into());
+    if let Some(port) = target_port {
+        env_vars.insert("MCP_PORT".into(), port.to_string());
+        env_vars.insert("FASTMCP_PORT".into(), port.to_string());
+    }
     RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
+        // MCPServer names are DNS labels: safe as they are for the runner's names.
+        container_name: name.to_string(),
+        base_name: name.to_string(),
         image: spec.image.clone(),
-        transport: spec.transport.as_str(),
+        transport,
         host: settings.host.clone(),
         port: server.proxy_port(),
-        target_port: (spec.transport != Transport::Stdio).then(|| server.mcp_port()),
+        target_port,
         proxy_mode: effective_proxy_mode(server).as_str(),
-        container_labels: labels(name),
+        container_labels,
         k8s_pod_template_patch: pod_template_patch(server).to_string(),
         mcpserver_generation: server.metadata.generation,
         cmd_args: spec.args.clone(),
-        env_vars: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+        env_vars,
         volumes: spec.volumes.iter().map(|v| format!("{}:{}{}", v.host_path, v.mount_path, if v.read_only { ":ro" } else { "" })).collect(),
         secrets: spec
             .secrets
@@ -705,7 +730,11 @@ mod tests {
         assert_eq!(rc["port"], 8081);
         assert_eq!(rc["target_port"], 9090);
         assert_eq!(rc["cmd_args"], json!(["--a"]));
-        assert_eq!(rc["env_vars"], json!({"K": "V"}));
+        assert_eq!(rc["env_vars"], json!({"K": "V", "MCP_TRANSPORT": "streamable-http", "MCP_PORT": "9090", "FASTMCP_PORT": "9090"}));
+        assert_eq!((&rc["container_name"], &rc["base_name"]), (&json!("osv"), &json!("osv")), "the runner needs both");
+        assert_eq!(rc["container_labels"]["toolhive-basename"], "osv");
+        assert_eq!(rc["container_labels"]["toolhive-transport"], "streamable-http");
+        assert_eq!(rc["container_labels"]["toolhive-port"], "8081");
         assert_eq!(rc["secrets"], json!(["s,target=token", "s2,target=T"]));
         assert_eq!(rc["permission_profile_name_or_path"], "network");
         assert_eq!(rc["proxy_mode"], "streamable-http");
@@ -722,6 +751,7 @@ mod tests {
         let s = server(json!({"image": "img", "serviceAccount": "mine"}));
         let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
         assert!(rc.get("target_port").is_none());
+        assert_eq!(rc["env_vars"], json!({"MCP_TRANSPORT": "stdio"}), "a stdio server listens on no port");
         assert_eq!(rc["proxy_mode"], "streamable-http");
         let kinds: Vec<_> = children(&s).iter().map(|c| (c.kind(), c.name().to_string())).collect();
         assert!(!kinds.contains(&("ServiceAccount", "osv-sa".to_string())));
