@@ -51,7 +51,13 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && b
 curl -sf http://127.0.0.1:18081/readyz >/dev/null || { tail -20 "$cp_dir/operator.log"; exit 1; }
 
 echo "==> applying config/samples/mcpserver-osv.yaml in $team"
-k apply -n "$team" -f "$root/config/samples/mcpserver-osv.yaml"
+# Right after a new CRD, the API server takes a few seconds to give its kind to the
+# in-process defaults policy, and answers 503 meanwhile: retry.
+for i in $(seq 1 30); do
+  k apply -n "$team" -f "$root/config/samples/mcpserver-osv.yaml" 2>"$cp_dir/apply.err" && break
+  grep -q "not found. There can be a delay" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
+  sleep 1
+done
 for _ in $(seq 1 50); do [ -n "$(k -n "$team" get mcpserver osv -o jsonpath='{.status.url}')" ] && break; sleep 0.2; done
 k -n "$team" get mcpservers
 k -n "$team" get deploy,svc,cm,sa,role,rolebinding -l toolhive-name=osv
