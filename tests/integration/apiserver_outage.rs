@@ -172,9 +172,20 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             })
         })
         .collect();
-    for flood in futures::future::join_all(floods).await {
-        assert_eq!(flood.unwrap(), Ok(200), "a 7 MiB review is answered");
+    // Large reviews take turns (a 7 MiB review is parsed alone); meanwhile the probes
+    // answer. In a debug build the last in line may run past the 10 s request limit:
+    // 408 is a fair answer then, a dropped connection is not.
+    let mut probes_failed = 0;
+    while !floods.iter().all(|f| f.is_finished()) {
+        if controlplane::http_status(operator.health_port, "/healthz") != Some(200) {
+            probes_failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let answers: Vec<_> = futures::future::join_all(floods).await.into_iter().map(|f| f.unwrap()).collect();
+    assert!(answers.iter().all(|a| matches!(a, Ok(200) | Ok(408))), "every 7 MiB review answered: {answers:?}");
+    assert!(answers.contains(&Ok(200)), "{answers:?}");
+    assert_eq!(probes_failed, 0, "/healthz answered throughout");
     for i in 0..10 {
         let name = format!("big-{i}");
         eventually_within("the largest specs converged", &operator, Duration::from_secs(90), || converged(&servers, &deployments, &name))
