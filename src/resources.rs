@@ -155,6 +155,10 @@ pub struct RunConfig {
     pub secrets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission_profile_name_or_path: Option<String>,
+    /// The built-in profile, resolved (the runner prefers it to the name); none for a
+    /// profile in a ConfigMap, which the runner reads from its mounted path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_profile: Option<PermissionProfile>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub trust_proxy_headers: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -169,6 +173,40 @@ pub struct RunConfig {
     pub rate_limit_namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling_config: Option<ScalingConfig>,
+}
+
+/// A resolved permission profile as the runner reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PermissionProfile {
+    pub name: &'static str,
+    pub network: ProfileNetwork,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileNetwork {
+    pub outbound: ProfileOutbound,
+    /// No inbound rules: an empty object, as the runner writes it.
+    pub inbound: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileOutbound {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_all: bool,
+}
+
+/// The built-in profiles: `none` (no outbound network) and `network` (any), the
+/// runner's default when a server names no profile.
+fn builtin_profile(name: &str) -> Option<PermissionProfile> {
+    let (name, insecure_allow_all) = match name {
+        "none" | "stdio" => ("none", false),
+        "network" => ("network", true),
+        _ => return None,
+    };
+    Some(PermissionProfile {
+        name,
+        network: ProfileNetwork { outbound: ProfileOutbound { insecure_allow_all }, inbound: serde_json::Map::new() },
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -206,6 +244,11 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         PermissionProfileType::Builtin => profile.name.clone(),
         PermissionProfileType::ConfigMap => format!("{PROFILE_MOUNT_DIR}/{}", profile_key(profile)),
     });
+    let resolved_profile = match &spec.permission_profile {
+        None => builtin_profile("network"),
+        Some(p) if p.profile_type == PermissionProfileType::Builtin => builtin_profile(&p.name),
+        Some(_) => None,
+    };
     let transport = spec.transport.as_str();
     let target_port = (spec.transport != Transport::Stdio).then(|| server.mcp_port());
     // The container's labels, as the runner would add them itself.
@@ -247,6 +290,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
             .map(|s| format!("{},target={}", s.name, if s.target_env_name.is_empty() { &s.key } else { &s.target_env_name }))
             .collect(),
         permission_profile_name_or_path: permission_profile,
+        permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
         group: spec.group_ref.as_ref().map(|g| g.name.clone()),
@@ -737,6 +781,22 @@ mod tests {
         assert_eq!(rc["container_labels"]["toolhive-port"], "8081");
         assert_eq!(rc["secrets"], json!(["s,target=token", "s2,target=T"]));
         assert_eq!(rc["permission_profile_name_or_path"], "network");
+        assert_eq!(
+            rc["permission_profile"],
+            json!({"name": "network", "network": {"outbound": {"insecure_allow_all": true}, "inbound": {}}})
+        );
+        let none = server(json!({"image": "img", "permissionProfile": {"type": "builtin", "name": "none"}}));
+        assert_eq!(
+            serde_json::to_value(runconfig(&none, &ProxySettings::new("r"))).unwrap()["permission_profile"],
+            json!({"name": "none", "network": {"outbound": {}, "inbound": {}}})
+        );
+        let unset = serde_json::to_value(runconfig(&server(json!({"image": "img"})), &ProxySettings::new("r"))).unwrap();
+        assert_eq!(unset["permission_profile"]["name"], "network", "the runner's default, written out");
+        let from_configmap =
+            server(json!({"image": "img", "permissionProfile": {"type": "configmap", "name": "profiles", "key": "p.json"}}));
+        let rc_cm = serde_json::to_value(runconfig(&from_configmap, &ProxySettings::new("r"))).unwrap();
+        assert!(rc_cm.get("permission_profile").is_none(), "read by the runner from its mount");
+        assert_eq!(rc_cm["permission_profile_name_or_path"], "/etc/toolhive/profiles/p.json");
         assert_eq!(rc["proxy_mode"], "streamable-http");
         assert_eq!(rc["mcpserver_generation"], 3);
         assert_eq!(rc["host"], "0.0.0.0");
