@@ -662,42 +662,44 @@ pub const REMOVED_FIELDS: &[(&str, &str)] = &[
     ("telemetry", "spec.telemetryConfigRef"),
 ];
 
-/// Fields of the v1beta1 API this operator does not implement yet, and what each would
-/// have configured. They are refused (CRD rule and webhook) instead of accepted and
-/// ignored: an MCPServer that asked for authentication or authorization must never
-/// run without it.
-pub const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
-    ("oidcConfigRef", "OIDC authentication"),
-    ("externalAuthConfigRef", "external authentication"),
-    ("authServerRef", "the embedded authorization server"),
-    ("authzConfig", "Cedar authorization"),
-    ("authzConfigRef", "Cedar authorization"),
-    ("toolConfigRef", "tool filtering"),
-    ("webhookConfigRef", "webhook middleware"),
-    ("telemetryConfigRef", "telemetry"),
-    ("sessionStorage", "shared session storage"),
-];
-
-/// Why a field of UNSUPPORTED_FIELDS is refused, as the user reads it.
-pub fn unsupported_message(field: &str, what: &str) -> String {
-    format!("spec.{field} ({what}) is not supported by this operator release; remove it, or the server would run without it")
+/// A field of the v1beta1 API this operator does not implement yet. Such fields are
+/// refused (CRD rule and webhook) instead of accepted and ignored: an MCPServer that
+/// asked for authentication or authorization must never run without it.
+pub struct Unsupported {
+    /// The field under `spec`.
+    pub field: &'static str,
+    /// What it would have configured.
+    pub what: &'static str,
+    /// Whether a spec sets it.
+    pub set_in: fn(&MCPServerSpec) -> bool,
 }
+
+impl Unsupported {
+    /// Why it is refused, as the user reads it.
+    pub fn message(&self) -> String {
+        format!(
+            "spec.{} ({}) is not supported by this operator release; remove it, or the server would run without it",
+            self.field, self.what
+        )
+    }
+}
+
+pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
+    Unsupported { field: "oidcConfigRef", what: "OIDC authentication", set_in: |s| s.oidc_config_ref.is_some() },
+    Unsupported { field: "externalAuthConfigRef", what: "external authentication", set_in: |s| s.external_auth_config_ref.is_some() },
+    Unsupported { field: "authServerRef", what: "the embedded authorization server", set_in: |s| s.auth_server_ref.is_some() },
+    Unsupported { field: "authzConfig", what: "Cedar authorization", set_in: |s| s.authz_config.is_some() },
+    Unsupported { field: "authzConfigRef", what: "Cedar authorization", set_in: |s| s.authz_config_ref.is_some() },
+    Unsupported { field: "toolConfigRef", what: "tool filtering", set_in: |s| s.tool_config_ref.is_some() },
+    Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some() },
+    Unsupported { field: "telemetryConfigRef", what: "telemetry", set_in: |s| s.telemetry_config_ref.is_some() },
+    Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some() },
+];
 
 impl MCPServerSpec {
     /// The UNSUPPORTED_FIELDS this spec sets.
-    pub fn unsupported_fields(&self) -> Vec<&'static str> {
-        let set = [
-            self.oidc_config_ref.is_some(),
-            self.external_auth_config_ref.is_some(),
-            self.auth_server_ref.is_some(),
-            self.authz_config.is_some(),
-            self.authz_config_ref.is_some(),
-            self.tool_config_ref.is_some(),
-            self.webhook_config_ref.is_some(),
-            self.telemetry_config_ref.is_some(),
-            self.session_storage.is_some(),
-        ];
-        UNSUPPORTED_FIELDS.iter().zip(set).filter(|(_, on)| *on).map(|((field, _), _)| *field).collect()
+    pub fn unsupported_fields(&self) -> Vec<&'static Unsupported> {
+        UNSUPPORTED_FIELDS.iter().filter(|u| (u.set_in)(self)).collect()
     }
 }
 
@@ -735,8 +737,8 @@ pub fn crd() -> CustomResourceDefinition {
             spec["properties"][*old] = removed_field_schema(old, new);
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
         }
-        for (field, what) in UNSUPPORTED_FIELDS {
-            rules.push(json!({"rule": format!("!has(self.{field})"), "message": unsupported_message(field, what)}));
+        for unsupported in UNSUPPORTED_FIELDS {
+            rules.push(json!({"rule": format!("!has(self.{})", unsupported.field), "message": unsupported.message()}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
         for path in LIST_MAPS_BY_NAME {
@@ -786,6 +788,16 @@ mod tests {
         let path = format!("{}/{CRD_CHART_FILE}", env!("CARGO_MANIFEST_DIR"));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(committed == crd_chart_template(), "{CRD_CHART_FILE} is stale: run `make crds` and commit the result");
+    }
+
+    #[test]
+    fn each_unsupported_field_is_found_by_its_own_accessor() {
+        for unsupported in UNSUPPORTED_FIELDS {
+            let spec: MCPServerSpec =
+                serde_json::from_value(json!({"image": "x", unsupported.field: {"name": "x", "provider": "redis"}})).unwrap();
+            let found: Vec<&str> = spec.unsupported_fields().iter().map(|u| u.field).collect();
+            assert_eq!(found, vec![unsupported.field]);
+        }
     }
 
     #[test]

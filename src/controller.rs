@@ -415,14 +415,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 /// Server-side applies one child, refusing to take over an object of that name the
 /// operator did not create for this MCPServer (`cached`: what the child watch shows).
 async fn apply_child(client: &Client, ns: &str, child: &Child, owner_uid: &str, cached: Option<&ObjectMeta>) -> Result<ObjectMeta> {
-    match child {
-        Child::ConfigMap(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-        Child::ServiceAccount(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-        Child::Role(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-        Child::RoleBinding(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-        Child::Deployment(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-        Child::Service(o) => apply_owned(client, ns, o, owner_uid, cached).await,
-    }
+    resources::each_kind!(child, o => apply_owned(client, ns, o, owner_uid, cached).await)
 }
 
 async fn apply_owned<K>(client: &Client, ns: &str, object: &K, owner_uid: &str, cached: Option<&ObjectMeta>) -> Result<ObjectMeta>

@@ -325,6 +325,22 @@ pub fn applied_hash(meta: &ObjectMeta) -> Option<&str> {
     meta.annotations.as_ref()?.get(SPEC_HASH_ANNOTATION).map(String::as_str)
 }
 
+/// Runs `$body` with `$object` bound to the typed object of a [`Child`], whatever its
+/// kind: one place that lists the kinds for every operation generic over them.
+macro_rules! each_kind {
+    ($child:expr, $object:ident => $body:expr) => {
+        match $child {
+            $crate::resources::Child::ConfigMap($object) => $body,
+            $crate::resources::Child::ServiceAccount($object) => $body,
+            $crate::resources::Child::Role($object) => $body,
+            $crate::resources::Child::RoleBinding($object) => $body,
+            $crate::resources::Child::Deployment($object) => $body,
+            $crate::resources::Child::Service($object) => $body,
+        }
+    };
+}
+pub(crate) use each_kind;
+
 /// One object the operator keeps for an MCPServer, typed by kind.
 // Seven of these live for one reconcile: their sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -340,36 +356,18 @@ pub enum Child {
 
 impl Child {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Child::ConfigMap(_) => "ConfigMap",
-            Child::ServiceAccount(_) => "ServiceAccount",
-            Child::Role(_) => "Role",
-            Child::RoleBinding(_) => "RoleBinding",
-            Child::Deployment(_) => "Deployment",
-            Child::Service(_) => "Service",
+        fn kind_of<K: k8s_openapi::Resource>(_: &K) -> &'static str {
+            K::KIND
         }
+        each_kind!(self, o => kind_of(o))
     }
 
     pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Child::ConfigMap(o) => &o.metadata,
-            Child::ServiceAccount(o) => &o.metadata,
-            Child::Role(o) => &o.metadata,
-            Child::RoleBinding(o) => &o.metadata,
-            Child::Deployment(o) => &o.metadata,
-            Child::Service(o) => &o.metadata,
-        }
+        each_kind!(self, o => &o.metadata)
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Child::ConfigMap(o) => &mut o.metadata,
-            Child::ServiceAccount(o) => &mut o.metadata,
-            Child::Role(o) => &mut o.metadata,
-            Child::RoleBinding(o) => &mut o.metadata,
-            Child::Deployment(o) => &mut o.metadata,
-            Child::Service(o) => &mut o.metadata,
-        }
+        each_kind!(self, o => &mut o.metadata)
     }
 
     pub fn name(&self) -> &str {
@@ -387,25 +385,11 @@ impl Child {
         fn erased<K: Resource<DynamicType = ()> + Serialize>(o: &K) -> (ApiResource, Value) {
             (ApiResource::erase::<K>(&()), serde_json::to_value(o).unwrap_or_default())
         }
-        match self {
-            Child::ConfigMap(o) => erased(o),
-            Child::ServiceAccount(o) => erased(o),
-            Child::Role(o) => erased(o),
-            Child::RoleBinding(o) => erased(o),
-            Child::Deployment(o) => erased(o),
-            Child::Service(o) => erased(o),
-        }
+        each_kind!(self, o => erased(o))
     }
 
     fn body_hash(&self) -> String {
-        match self {
-            Child::ConfigMap(o) => hash_of(o),
-            Child::ServiceAccount(o) => hash_of(o),
-            Child::Role(o) => hash_of(o),
-            Child::RoleBinding(o) => hash_of(o),
-            Child::Deployment(o) => hash_of(o),
-            Child::Service(o) => hash_of(o),
-        }
+        each_kind!(self, o => hash_of(o))
     }
 
     /// Stamps the hash of the content into the child's annotations.
@@ -420,7 +404,7 @@ impl Child {
 /// no uid yet (it has not been stored, so nothing can be owned by it).
 pub fn desired_children(server: &MCPServer, settings: &ProxySettings) -> Option<Vec<Child>> {
     let owner = server.controller_owner_ref(&())?;
-    let base = Base { server, owner, settings };
+    let base = Base { server, owner, settings, runconfig: runconfig(server, settings) };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
         Child::ServiceAccount(base.proxy_service_account()),
@@ -440,6 +424,8 @@ struct Base<'a> {
     server: &'a MCPServer,
     owner: OwnerReference,
     settings: &'a ProxySettings,
+    /// Built once: the ConfigMap carries it, the Deployment its hash and pod patch.
+    runconfig: RunConfig,
 }
 
 fn server_name(server: &MCPServer) -> &str {
@@ -514,7 +500,7 @@ impl Base<'_> {
     }
 
     fn runconfig_configmap(&self) -> ConfigMap {
-        let text = serde_json::to_string_pretty(&runconfig(self.server, self.settings)).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&self.runconfig).unwrap_or_default();
         ConfigMap {
             metadata: self.plain_metadata(&names(self.server).runconfig),
             data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
@@ -568,7 +554,7 @@ impl Base<'_> {
         let pod_meta = overrides.and_then(|d| d.pod_template_metadata_overrides.clone()).unwrap_or_default();
 
         let mut pod_annotations = pod_meta.annotations.clone();
-        pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&runconfig(server, self.settings)));
+        pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&self.runconfig));
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
         }
@@ -578,7 +564,7 @@ impl Base<'_> {
         let mut args = vec!["run".to_string()];
         if server.spec.pod_template_spec.is_some() {
             // The same patch the RunConfig carries: the flag replaces it in the runner.
-            args.push(format!("--k8s-pod-patch={}", pod_template_patch(server)));
+            args.push(format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch));
         }
         args.push(server.spec.image.clone());
 
@@ -867,7 +853,7 @@ mod tests {
     #[test]
     fn a_spec_asking_for_what_is_not_implemented_gets_no_serving_proxy() {
         let s = server(json!({"image": "img", "replicas": 2, "oidcConfigRef": {"name": "corp-oidc"}}));
-        assert_eq!(s.spec.unsupported_fields(), vec!["oidcConfigRef"]);
+        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["oidcConfigRef"]);
         assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without the authentication it asked for");
         let status = crate::status::desired_status(
             &s,

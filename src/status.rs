@@ -29,8 +29,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
     let (phase, message) = if observed.terminating {
         (Phase::Terminating, "MCPServer is being deleted".to_string())
     } else if let Some(field) = unsupported.first() {
-        let what = crate::api::UNSUPPORTED_FIELDS.iter().find(|(f, _)| f == field).map_or("", |(_, w)| *w);
-        (Phase::Failed, format!("{}; the proxy is scaled to 0", crate::api::unsupported_message(field, what)))
+        (Phase::Failed, format!("{}; the proxy is scaled to 0", field.message()))
     } else if let Some(e) = &observed.pod_template_error {
         (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
     } else if let Some(e) = &observed.apply_error {

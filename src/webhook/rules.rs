@@ -180,13 +180,13 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
             ));
         }
     }
-    for (field, what) in crate::api::UNSUPPORTED_FIELDS {
-        if fields.contains_key(*field) {
+    for unsupported in crate::api::UNSUPPORTED_FIELDS {
+        if fields.contains_key(unsupported.field) {
             out.push(Violation::new(
-                format!("spec.{field}"),
+                format!("spec.{}", unsupported.field),
                 FieldError::Forbidden,
                 Rule::Unsupported,
-                crate::api::unsupported_message(field, what),
+                unsupported.message(),
             ));
         }
     }
