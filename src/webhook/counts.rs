@@ -23,12 +23,18 @@ use crate::metrics::Metrics;
 pub trait Quota: Send + Sync {
     /// How many MCPServers `namespace` holds, admitted ones not yet seen included.
     fn held(&self, namespace: &str) -> usize;
-    /// Takes a place for `name` in `namespace` if fewer than `max` are held; otherwise
-    /// how many are.
-    fn reserve(&self, namespace: &str, _name: &str, max: usize) -> Result<(), usize> {
-        let held = self.held(namespace);
-        if held >= max { Err(held) } else { Ok(()) }
+    /// Whether `namespace` has a free place under `max`; otherwise how many it holds.
+    fn check(&self, namespace: &str, max: usize) -> Result<(), usize> {
+        under(self.held(namespace), max)
     }
+    /// Takes a place for `name` in `namespace` if it has one (see [`Quota::check`]).
+    fn reserve(&self, namespace: &str, _name: &str, max: usize) -> Result<(), usize> {
+        self.check(namespace, max)
+    }
+}
+
+fn under(held: usize, max: usize) -> Result<(), usize> {
+    if held >= max { Err(held) } else { Ok(()) }
 }
 
 /// A fixed count per namespace (tests, benchmarks).
@@ -150,27 +156,24 @@ impl ServerCache {
         self.views.iter().any(|v| v.read().contains(namespace, name))
     }
 
-    /// Pending creates in `namespace`, after dropping those seen or expired.
-    fn pending_in(&self, pending: &mut HashMap<(String, String), Instant>, namespace: &str) -> usize {
+    /// Servers `namespace` holds, counting the pending creates (`pending` is the locked
+    /// map), after dropping those seen or expired.
+    fn held_with(&self, pending: &mut HashMap<(String, String), Instant>, namespace: &str) -> usize {
         let now = Instant::now();
         pending.retain(|(ns, name), at| now.duration_since(*at) < RESERVATION_TTL && !self.seen(ns, name));
-        pending.keys().filter(|(ns, _)| ns == namespace).count()
+        self.count(namespace) + pending.keys().filter(|(ns, _)| ns == namespace).count()
     }
 }
 
 impl Quota for ServerCache {
     fn held(&self, namespace: &str) -> usize {
-        let mut pending = self.pending.lock();
-        self.count(namespace) + self.pending_in(&mut pending, namespace)
+        self.held_with(&mut self.pending.lock(), namespace)
     }
 
     fn reserve(&self, namespace: &str, name: &str, max: usize) -> Result<(), usize> {
         // One lock around the check and the reservation: parallel admissions take turns.
         let mut pending = self.pending.lock();
-        let held = self.count(namespace) + self.pending_in(&mut pending, namespace);
-        if held >= max {
-            return Err(held);
-        }
+        under(self.held_with(&mut pending, namespace), max)?;
         pending.insert((namespace.to_string(), name.to_string()), Instant::now());
         Ok(())
     }

@@ -120,10 +120,8 @@ fn read(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, (String, String)
 }
 
 fn malformed(uid: String, namespace: String, operation: &'static str, message: String) -> Outcome {
-    let mut response = AdmissionResponse::invalid(&message);
+    let mut response = deny(AdmissionResponse::invalid(""), 400, "BadRequest", message);
     response.uid = uid.clone();
-    response.result.code = 400;
-    response.result.reason = "BadRequest".into();
     Outcome { answer: response.into_review(), allowed: false, reason: MALFORMED, uid, namespace, operation }
 }
 

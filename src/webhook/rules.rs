@@ -154,11 +154,14 @@ pub struct ReviewedSpec {
 
 /// Reads `value` as `T`, reporting a type error at its field path under `base`.
 fn typed<T: serde::de::DeserializeOwned>(value: &Value, base: &str) -> Result<T, Violation> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { base.to_string() } else { format!("{base}.{path}") };
-        Violation::new(field, FieldError::Invalid, Rule::Spec, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| shape_violation(base, &e.path().to_string(), e.into_inner().to_string()))
+}
+
+/// A value of the wrong shape at `path` (as serde_path_to_error writes it, "." for
+/// the value itself) below `base`.
+fn shape_violation(base: &str, path: &str, message: String) -> Violation {
+    let field = if path == "." { base.to_string() } else { format!("{base}.{path}") };
+    Violation::new(field, FieldError::Invalid, Rule::Spec, message)
 }
 
 /// Every policy violation of an MCPServer with `spec` in `namespace`, all at once.
@@ -248,8 +251,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         let place = if out.is_empty() && !create.dry_run {
             facts.quota.reserve(namespace, create.name, max)
         } else {
-            let held = facts.quota.held(namespace);
-            if held >= max { Err(held) } else { Ok(()) }
+            facts.quota.check(namespace, max)
         };
         if let Err(have) = place {
             out.push(Violation::new(
@@ -387,10 +389,7 @@ fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path
 }
 
 fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
-    crate::api::parse_pod_template(value).map_err(|e| {
-        let field = if e.path == "." { "spec.podTemplateSpec".to_string() } else { format!("spec.podTemplateSpec.{}", e.path) };
-        Violation::new(field, FieldError::Invalid, Rule::Spec, e.message)
-    })
+    crate::api::parse_pod_template(value).map_err(|e| shape_violation("spec.podTemplateSpec", &e.path, e.message))
 }
 
 /// The security-relevant parts of any container kind.
