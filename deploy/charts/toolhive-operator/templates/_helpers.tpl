@@ -74,6 +74,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if $found }}true{{ end -}}
 {{- end -}}
 
+{{/* CEL: the object lacks a default the API server's policy or the mutating webhook
+     fills in (the team label, or mcpPort on an HTTP transport). One expression for
+     both, so they are called for the same objects. */}}
+{{- define "toolhive-operator.defaultsMissing" -}}
+!has(object.metadata.labels) || !('toolhive.stacklok.dev/team' in object.metadata.labels) || object.metadata.labels['toolhive.stacklok.dev/team'] == '' || (has(object.spec) && has(object.spec.transport) && object.spec.transport != 'stdio' && !has(object.spec.mcpPort))
+{{- end -}}
+
 {{/* CEL for the team an MCPServer in request.namespace belongs to. */}}
 {{- define "toolhive-operator.teamExpression" -}}
 {{- $policy := .Values.tenancy.policy | default dict -}}
