@@ -4,6 +4,8 @@
 # cache keyed by version, and prints the bin directory. Skips what is present.
 #
 #   scripts/tools.sh          build what is missing, print the bin dir
+#   scripts/tools.sh --node   also what a node needs (kubelet, kube-proxy,
+#                             kube-scheduler, CoreDNS; see scripts/node-tools.sh)
 #   scripts/tools.sh --print  print the bin dir only
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,5 +60,10 @@ build_helm
 build_k8s kube-apiserver
 build_k8s kube-controller-manager
 build_k8s kubectl
+if [ "${1:-}" = "--node" ]; then
+  build_k8s kubelet
+  build_k8s kube-proxy
+  build_k8s kube-scheduler
+fi
 log "tools ready in $(( $(date +%s) - start ))s: $bin"
 echo "$bin"

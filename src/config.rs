@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:latest";
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
 pub const LEADER_LEASE_NAME: &str = "toolhive-operator-leader-election";
 pub const FIELD_MANAGER: &str = "toolhive-operator";
 

@@ -1,12 +1,14 @@
 //! A real Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on)
 //! and, optionally, kube-controller-manager (garbage collection, namespace
-//! deletion, ReplicaSets, default ServiceAccounts). No kubelet: pods stay Pending.
+//! deletion, ReplicaSets, default ServiceAccounts). Without a node pods stay
+//! Pending; with [`Options::node`] a kubelet and containerd run them (see `node`).
 //!
 //! Binaries come from `scripts/tools.sh`, which builds them from pinned Go
 //! modules into a cache. Children run in their own process group and receive
 //! SIGKILL if the process that started them dies, so a panicking or killed test
 //! run never leaves them behind.
 
+pub mod node;
 pub mod pki;
 
 use std::{
@@ -60,11 +62,14 @@ pub struct Options {
     pub controller_manager: bool,
     /// Where to keep state; a fresh temp dir when None.
     pub dir: Option<PathBuf>,
+    /// Also run a node (needs root; one per machine): kube-scheduler, containerd,
+    /// kubelet, kube-proxy and CoreDNS, with the API server on the node's bridge.
+    pub node: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { controller_manager: true, dir: None }
+        Self { controller_manager: true, dir: None, node: false }
     }
 }
 
@@ -78,6 +83,8 @@ pub struct ControlPlane {
     children: Mutex<Vec<(String, Child)>>,
     /// How each component was started (program, arguments), to start it again.
     commands: Mutex<Vec<(String, std::ffi::OsString, Vec<std::ffi::OsString>)>>,
+    /// What a node changed on the host, undone by `stop`.
+    host: Option<node::Host>,
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -107,9 +114,14 @@ impl ControlPlane {
         let pki_dir = dir.join("pki");
         fs::create_dir_all(&pki_dir)?;
 
+        // With a node, the API server answers on the node's bridge so pods reach it.
+        let host = if opts.node { Some(node::Host::prepare(&dir)?) } else { None };
+        let address = if opts.node { node::GATEWAY } else { Ipv4Addr::LOCALHOST };
         let ca = Authority::new("toolhive-local-ca")?;
-        let serving =
-            ca.serving(&["kubernetes", "kubernetes.default", "kubernetes.default.svc"], &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))])?;
+        let serving = ca.serving(
+            &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(address)],
+        )?;
         let admin = ca.client("toolhive-admin", &["system:masters"])?;
         let ca_file = pki_dir.join("ca.crt");
         write(&ca_file, &ca.cert_pem())?;
@@ -129,6 +141,7 @@ impl ControlPlane {
             owns_dir,
             children: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
+            host,
         };
 
         // etcd
@@ -156,14 +169,27 @@ impl ControlPlane {
 
         // kube-apiserver
         let api_port = free_port()?;
-        cp.server = format!("https://127.0.0.1:{api_port}");
+        cp.server = format!("https://{address}:{api_port}");
         let pki_path = |f: &str| pki_dir.join(f).display().to_string();
+        write(&pki_dir.join("admin.crt"), &admin.cert_pem)?;
+        write(&pki_dir.join("admin.key"), &admin.key_pem)?;
+        let node_flags: Vec<String> = if opts.node {
+            vec![
+                // The `kubernetes` Service's endpoint is the bridge address, for pods.
+                "--endpoint-reconciler-type=lease".into(),
+                format!("--kubelet-client-certificate={}", pki_path("admin.crt")),
+                format!("--kubelet-client-key={}", pki_path("admin.key")),
+                "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+            ]
+        } else {
+            vec!["--endpoint-reconciler-type=none".into()]
+        };
         cp.spawn(
             "kube-apiserver",
-            Command::new(bin.join("kube-apiserver")).args([
+            Command::new(bin.join("kube-apiserver")).args(node_flags).args([
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", pki_dir.display()),
                 format!("--tls-cert-file={}", pki_path("apiserver.crt")),
@@ -175,7 +201,6 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--service-cluster-ip-range=10.0.0.0/16".into(),
                 "--allow-privileged=true".into(),
-                "--endpoint-reconciler-type=none".into(),
                 "--storage-backend=etcd3".into(),
                 // Without a controller manager nothing creates default ServiceAccounts.
                 if opts.controller_manager {
@@ -192,6 +217,14 @@ impl ControlPlane {
         cp.wait_for("kube-apiserver", Duration::from_secs(120), || readyz(&cp))?;
 
         if opts.controller_manager {
+            // A node needs more: StatefulSets (the proxy runner makes one), Endpoint(Slice)s
+            // for Services, node lifecycle (lifts the not-ready taint), pod GC.
+            let controllers = if opts.node {
+                "garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-cert-publisher,\
+                 statefulset,endpointslice,nodelifecycle,podgc"
+            } else {
+                "garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-cert-publisher"
+            };
             cp.spawn(
                 "kube-controller-manager",
                 Command::new(bin.join("kube-controller-manager")).args([
@@ -202,7 +235,7 @@ impl ControlPlane {
                     format!("--root-ca-file={}", ca_file.display()),
                     format!("--service-account-private-key-file={}", sa_key.display()),
                     "--use-service-account-credentials=false".into(),
-                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset,root-ca-cert-publisher".into(),
+                    format!("--controllers={controllers}"),
                     "-v=0".into(),
                 ]),
             )?;
@@ -210,7 +243,74 @@ impl ControlPlane {
             let started = Instant::now();
             cp.wait_for("kube-controller-manager", Duration::from_secs(5), || started.elapsed() > Duration::from_secs(2))?;
         }
+        if opts.node {
+            cp.start_node(&bin, &ca_file)?;
+        }
         Ok(cp)
+    }
+
+    /// kube-scheduler, containerd (images imported), kube-proxy, kubelet; then waits
+    /// for the node to be Ready and CoreDNS to answer.
+    fn start_node(&mut self, bin: &Path, ca_file: &Path) -> Result<()> {
+        let images = node::images_dir()?;
+        let configs = node::write_configs(&self.dir, &self.kubeconfig, ca_file)?;
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        self.spawn(
+            "kube-scheduler",
+            Command::new(bin.join("kube-scheduler")).args([
+                kubeconfig.clone(),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()?),
+            ]),
+        )?;
+        self.spawn("containerd", Command::new("containerd").arg("--config").arg(&configs.containerd))?;
+        let host = self.host.as_ref().context("node host state")?;
+        let socket = host.containerd_socket();
+        self.wait_for("containerd", Duration::from_secs(30), || socket.exists())?;
+        node::import_images(host, &images)?;
+        self.spawn(
+            "kube-proxy",
+            Command::new(bin.join("kube-proxy")).arg(format!("--config={}", configs.kube_proxy.display())),
+        )?;
+        self.spawn(
+            "kubelet",
+            Command::new(bin.join("kubelet")).args([
+                format!("--config={}", configs.kubelet.display()),
+                kubeconfig,
+                format!("--root-dir={}", self.dir.join("kubelet").display()),
+                format!("--cert-dir={}", self.dir.join("kubelet/pki").display()),
+                format!("--node-ip={}", node::GATEWAY),
+                format!("--hostname-override={}", node::NODE_NAME),
+                "-v=1".into(),
+            ]),
+        )?;
+        let kubectl = |args: &[&str], stdin: Option<String>| -> Result<String> {
+            let mut cmd = Command::new(bin.join("kubectl"));
+            cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display())).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+            let mut child = cmd.spawn()?;
+            if let Some(input) = stdin {
+                use std::io::Write;
+                child.stdin.take().context("kubectl stdin")?.write_all(input.as_bytes())?;
+            }
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+        self.wait_for("kubelet", Duration::from_secs(120), || {
+            kubectl(&["get", "node", node::NODE_NAME, "-o", ready], None).is_ok_and(|s| s.trim() == "True")
+        })?;
+        let objects = serde_json::json!({"apiVersion": "v1", "kind": "List",
+            "items": node::coredns_objects(&format!("localhost/toolhive-node/coredns:{}", node::COREDNS_TAG))});
+        kubectl(&["apply", "-f", "-"], Some(objects.to_string()))?;
+        let available = r#"jsonpath={.status.availableReplicas}"#;
+        self.wait_for("kubelet", Duration::from_secs(120), || {
+            kubectl(&["-n", "kube-system", "get", "deployment", "coredns", "-o", available], None).is_ok_and(|s| s.trim() == "1")
+        })
     }
 
     fn write_kubeconfig(&self, admin: &PemPair) -> Result<()> {
@@ -323,6 +423,12 @@ current-context: local
 
     /// Stops every child (SIGTERM, then SIGKILL after a grace period), newest first.
     pub fn stop(&self) {
+        if let Some(host) = &self.host {
+            // The kubelet first (it would restart what is killed), then the containers,
+            // which outlive containerd.
+            self.kill("kubelet");
+            host.stop_containers();
+        }
         let mut children = std::mem::take(&mut *self.children.lock().unwrap());
         while let Some((_, mut child)) = children.pop() {
             let pgid = child.id() as i32;
@@ -336,6 +442,9 @@ current-context: local
             }
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = child.wait();
+        }
+        if let Some(host) = &self.host {
+            host.restore();
         }
         if self.owns_dir {
             let _ = fs::remove_dir_all(&self.dir);

@@ -13,6 +13,9 @@ struct Args {
     /// Do not run kube-controller-manager.
     #[arg(long)]
     no_controller_manager: bool,
+    /// Also run a node (root; one per machine) so pods run: see `node.rs`.
+    #[arg(long)]
+    node: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -21,6 +24,7 @@ fn main() -> anyhow::Result<()> {
     let cp = controlplane::ControlPlane::start(controlplane::Options {
         controller_manager: !args.no_controller_manager,
         dir: Some(args.dir.clone()),
+        node: args.node,
     })?;
     std::fs::write(args.dir.join("ready"), format!("{}\n", cp.server))?;
     println!("control plane ready: {}", cp.server);

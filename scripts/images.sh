@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds, offline, the container images the project's test node runs, as
+# docker-archive tars in a cache keyed by version (skips what is present), and
+# prints the directory holding them:
+#   pause      the sandbox image: a static binary that sleeps until signalled
+#   coredns    cluster DNS (tests/tools/coredns: only the plugins the node uses)
+#   proxyrunner  ToolHive's proxy runner, the version the chart's toolhiveRunnerImage names
+#   mcp-memory the Go MCP SDK's memory server (streamable HTTP with -http, else stdio)
+# Each image is one layer with one static binary, run as UID 65532. Needs umoci and
+# skopeo (scripts/node-packages.sh installs them).
+#
+#   scripts/images.sh          build what is missing, print the image dir
+#   scripts/images.sh --print  print the image dir only
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+RUNNER_VERSION=v0.44.0
+COREDNS_VERSION=v1.14.7
+MCP_SDK_VERSION=v1.8.0
+cache=${TOOLHIVE_CACHE:-$HOME/.cache/toolhive-operator}
+out="$cache/images/runner-${RUNNER_VERSION}_coredns-${COREDNS_VERSION}_mcpsdk-${MCP_SDK_VERSION}"
+if [ "${1:-}" = "--print" ]; then echo "$out"; exit 0; fi
+mkdir -p "$out"
+export GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+log() { echo "[images] $*" >&2; }
+
+go_build() { # dir package output
+  (cd "$root/tests/tools/$1" && go build -trimpath -ldflags "-s -w" -o "$3" "$2")
+}
+
+# image NAME REF BINARY [ENTRYPOINT-ARGS...]: a one-binary image at $out/NAME.tar.
+image() {
+  local name=$1 ref=$2 binary=$3; shift 3
+  [ -s "$out/$name.tar" ] && return 0
+  log "assembling $ref"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  umoci init --layout "$work/oci" >/dev/null
+  umoci new --image "$work/oci:img"
+  umoci unpack --image "$work/oci:img" "$work/bundle" >/dev/null
+  install -d -m 1777 "$work/bundle/rootfs/tmp"
+  install -m 0755 "$binary" "$work/bundle/rootfs/$name"
+  umoci repack --image "$work/oci:img" "$work/bundle"
+  local entry=(--config.entrypoint "/$name")
+  for arg in "$@"; do entry+=(--config.entrypoint "$arg"); done
+  umoci config --image "$work/oci:img" --config.user 65532:65532 --config.env HOME=/tmp --config.workingdir /tmp "${entry[@]}"
+  skopeo copy --quiet "oci:$work/oci:img" "docker-archive:$out/$name.tar.tmp:$ref"
+  mv "$out/$name.tar.tmp" "$out/$name.tar"
+}
+
+start=$(date +%s)
+bins="$out/bin"; mkdir -p "$bins"
+[ -x "$bins/coredns" ] || { log "building CoreDNS $COREDNS_VERSION"; go_build coredns . "$bins/coredns"; }
+[ -x "$bins/thv-proxyrunner" ] || { log "building thv-proxyrunner $RUNNER_VERSION (cold: several minutes)"; go_build mcp github.com/stacklok/toolhive/cmd/thv-proxyrunner "$bins/thv-proxyrunner"; }
+[ -x "$bins/mcp-memory" ] || { log "building the MCP SDK memory server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/memory "$bins/mcp-memory"; }
+[ -x "$bins/pause" ] || { log "building pause"; go_build pause . "$bins/pause"; }
+
+image pause localhost/toolhive-node/pause:v1 "$bins/pause"
+image coredns localhost/toolhive-node/coredns:$COREDNS_VERSION "$bins/coredns"
+image proxyrunner ghcr.io/stacklok/toolhive/proxyrunner:$RUNNER_VERSION "$bins/thv-proxyrunner"
+image mcp-memory localhost/toolhive-node/mcp-memory:$MCP_SDK_VERSION "$bins/mcp-memory"
+log "images ready in $(( $(date +%s) - start ))s: $out"
+echo "$out"

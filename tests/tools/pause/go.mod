@@ -1,0 +1,3 @@
+module toolhive-operator/tests/tools/pause
+
+go 1.26.0
