@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{ConfigMap, Service, ServiceAccount},
+    core::v1::{ConfigMap, Pod, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -342,6 +342,9 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// How soon a server that is not ready is looked at again (its pods are not watched).
+const NOT_READY_RECHECK: Duration = Duration::from_secs(10);
+
 async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
@@ -406,7 +409,20 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
             failed.then(|| c.message.unwrap_or_else(|| c.type_.clone()))
         });
     }
+    if observed.ready_replicas == 0 && observed.rollout_failure.is_none() && server.spec.replicas != Some(0) {
+        // Pods are not watched (a cluster's worth of them would sit in memory): while
+        // not ready, look at this server's pods, and look again soon.
+        let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+        let selector = format!("toolhive=true,toolhive-name={name}");
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => observed.container_failure = crate::status::container_failure(&list.items),
+            Err(e) => warn!(namespace = %ns, name = %name, error = %e, "could not list the server's pods"),
+        }
+    }
     write_status_noting(server, ctx, &observed, created.as_deref()).await?;
+    if observed.ready_replicas == 0 && server.spec.replicas != Some(0) {
+        return Ok(Action::requeue(NOT_READY_RECHECK));
+    }
     // A periodic look catches anything a missed event would hide; it writes nothing
     // when all is in place.
     Ok(Action::requeue(Duration::from_secs(600)))

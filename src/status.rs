@@ -16,6 +16,8 @@ pub struct Observed {
     pub ready_replicas: i32,
     /// The proxy Deployment reports a failed rollout (message).
     pub rollout_failure: Option<String>,
+    /// A container of the proxy or of the MCP server cannot start (message).
+    pub container_failure: Option<String>,
     /// spec.podTemplateSpec does not parse (message).
     pub pod_template_error: Option<String>,
     /// Applying a child failed in a way the user can fix (message).
@@ -36,6 +38,8 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         (Phase::Failed, e.clone())
     } else if let Some(e) = &observed.rollout_failure {
         (Phase::Failed, format!("proxy Deployment rollout failed: {e}"))
+    } else if let Some(e) = &observed.container_failure {
+        (Phase::Failed, e.clone())
     } else if server.spec.replicas == Some(0) {
         (Phase::Stopped, "spec.replicas is 0".to_string())
     } else if observed.ready_replicas > 0 {
@@ -81,6 +85,38 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         message,
         ready_replicas: Some(observed.ready_replicas),
     }
+}
+
+/// Waiting reasons that do not go away by waiting: the image cannot be had, or the
+/// container cannot be created or keeps crashing. (ContainerCreating, PodInitializing
+/// and the like are progress, not failure.)
+const STUCK_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+];
+
+/// The first container of the server's pods (proxy or MCP server) stuck in a
+/// state that waiting will not fix, as `pod P container C: Reason: message`.
+pub fn container_failure(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+        containers.into_iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref().filter(|r| STUCK_REASONS.contains(r))?;
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            Some(match waiting.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(message) => format!("pod {pod_name} container {}: {reason}: {message}", c.name),
+                None => format!("pod {pod_name} container {}: {reason}", c.name),
+            })
+        })
+    })
 }
 
 fn condition(
@@ -165,5 +201,29 @@ mod tests {
         s.spec.proxy_port = 9090;
         let after = desired_status(&s, &Observed::default(), t("2026-01-01T00:00:00Z"));
         assert_eq!(after.url, "http://mcp-osv-proxy.ns.svc.cluster.local:9090/sse#osv");
+    }
+
+    #[test]
+    fn a_container_that_cannot_start_is_the_failure_and_progress_is_not() {
+        let pod = |name: &str, reason: &str, message: &str| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"containerStatuses": [{"name": "mcp", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": reason, "message": message}}}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(container_failure(&[pod("a", "ContainerCreating", "")]), None);
+        assert_eq!(
+            container_failure(&[pod("a", "ContainerCreating", ""), pod("b-0", "ImagePullBackOff", "Back-off pulling image")]).as_deref(),
+            Some("pod b-0 container mcp: ImagePullBackOff: Back-off pulling image")
+        );
+        assert_eq!(container_failure(&[pod("c", "CrashLoopBackOff", "")]).as_deref(), Some("pod c container mcp: CrashLoopBackOff"));
+
+        let s = server(json!({"image": "ghcr.io/acme/tool"}));
+        let observed = Observed { container_failure: Some("pod c container mcp: CrashLoopBackOff".into()), ..Default::default() };
+        let failed = desired_status(&s, &observed, t("2026-01-01T00:00:00Z"));
+        assert_eq!(failed.phase, Some(Phase::Failed));
+        assert_eq!(failed.message, "pod c container mcp: CrashLoopBackOff");
     }
 }

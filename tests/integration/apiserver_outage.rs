@@ -36,7 +36,8 @@ async fn converged(servers: &Api<MCPServer>, deployments: &Api<Deployment>, name
 #[test]
 fn the_operator_and_its_webhook_outlive_an_api_server_outage() {
     // Started on this thread, which outlives the children (they die with it).
-    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false }).expect("control plane");
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false })
+        .expect("control plane");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(scenario(&cp));
 }

@@ -26,8 +26,8 @@ const KUBECTL_RESTART: &str = "kubectl.kubernetes.io/restartedAt";
 #[test]
 fn cluster_mode_late_crd_restarts_and_leader_takeover() {
     // Started on this thread, which outlives the children (they die with it).
-    let cp =
-        controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None, node: false }).expect("dedicated control plane");
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None, node: false })
+        .expect("dedicated control plane");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(scenario(&cp));
 }

@@ -8,6 +8,7 @@
 //! SIGKILL if the process that started them dies, so a panicking or killed test
 //! run never leaves them behind.
 
+pub mod mcp;
 pub mod node;
 pub mod pki;
 
@@ -269,10 +270,7 @@ impl ControlPlane {
         let socket = host.containerd_socket();
         self.wait_for("containerd", Duration::from_secs(30), || socket.exists())?;
         node::import_images(host, &images)?;
-        self.spawn(
-            "kube-proxy",
-            Command::new(bin.join("kube-proxy")).arg(format!("--config={}", configs.kube_proxy.display())),
-        )?;
+        self.spawn("kube-proxy", Command::new(bin.join("kube-proxy")).arg(format!("--config={}", configs.kube_proxy.display())))?;
         self.spawn(
             "kubelet",
             Command::new(bin.join("kubelet")).args([

@@ -41,7 +41,8 @@ pub fn images_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let script = crate::repo_root().join("scripts/images.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().with_context(|| format!("running {}", script.display()))?;
+    let out =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
         bail!("{} failed; see its output above", script.display());
     }
@@ -84,7 +85,8 @@ impl Host {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!("another node runs on this machine ({LOCK} is held; `make dev-down` stops the development one)");
         }
-        let sysctls = SYSCTLS.iter().filter_map(|k| Some((*k, fs::read_to_string(format!("/proc/sys/{k}")).ok()?.trim().to_string()))).collect();
+        let sysctls =
+            SYSCTLS.iter().filter_map(|k| Some((*k, fs::read_to_string(format!("/proc/sys/{k}")).ok()?.trim().to_string()))).collect();
         let host = Host { dir: dir.to_path_buf(), _lock: lock, sysctls, netns_before: netns_files() };
         // A bridge left by a run that was killed outright is taken over, not an error.
         let _ = run("ip", &["link", "del", BRIDGE]);
@@ -308,7 +310,8 @@ conntrack: {{maxPerCore: 0, min: 0}}
 
 /// Imports every image tarball into the node's containerd.
 pub fn import_images(host: &Host, images: &Path) -> Result<()> {
-    let mut tars: Vec<PathBuf> = fs::read_dir(images)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "tar")).collect();
+    let mut tars: Vec<PathBuf> =
+        fs::read_dir(images)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "tar")).collect();
     tars.sort();
     if tars.is_empty() {
         bail!("no images in {}", images.display());

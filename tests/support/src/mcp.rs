@@ -1,0 +1,84 @@
+//! A real MCP client (the official Rust SDK, streamable HTTP) for calling tools
+//! through the ToolHive proxy at an MCPServer's `status.url`.
+//!
+//! `status.url` names the proxy Service by its cluster DNS name, which the host
+//! cannot resolve; the caller passes the Service's ClusterIP, which kube-proxy
+//! routes from the host too, and the name is pinned to it (the Host header and
+//! everything else stay as a pod would send them).
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, Result};
+use rmcp::{
+    ServiceExt,
+    model::{CallToolRequestParams, CallToolResult, Tool},
+    service::{RoleClient, RunningService},
+    transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
+};
+
+pub struct Session {
+    client: RunningService<RoleClient, ()>,
+}
+
+impl Session {
+    /// Opens a session (initialize + initialized) with the server at `url`, its
+    /// host name resolved to `address`.
+    pub async fn connect(url: &str, address: IpAddr) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("status.url {url:?}"))?;
+        let host = parsed.host_str().context("status.url has no host")?.to_string();
+        let port = parsed.port_or_known_default().context("status.url has no port")?;
+        let http = reqwest::Client::builder().resolve(&host, SocketAddr::new(address, port)).build()?;
+        let transport = StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url.to_string()));
+        let client = ().serve(transport).await.with_context(|| format!("MCP initialize at {url}"))?;
+        Ok(Session { client })
+    }
+
+    /// The server's name as it introduced itself.
+    pub fn server_name(&self) -> Option<String> {
+        self.client.peer_info().and_then(|info| Some(info.server_info.as_ref()?.name.clone()))
+    }
+
+    pub async fn tools(&self) -> Result<Vec<Tool>> {
+        Ok(self.client.list_all_tools().await?)
+    }
+
+    pub async fn call(&self, tool: &str, arguments: serde_json::Value) -> Result<CallToolResult> {
+        let arguments = match arguments {
+            serde_json::Value::Object(map) => map,
+            other => anyhow::bail!("tool arguments must be an object, not {other}"),
+        };
+        Ok(self.client.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments)).await?)
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.client.cancel().await?;
+        Ok(())
+    }
+}
+
+/// The text of a tool result's content, joined.
+pub fn text(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// `status.url` of an MCPServer and its proxy Service's ClusterIP (the Service is
+/// the URL's first host label, in the server's namespace).
+pub async fn proxy_endpoint(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, IpAddr)> {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::{Api, api::DynamicObject, discovery::ApiResource};
+    let resource = ApiResource {
+        group: "toolhive.stacklok.dev".into(),
+        version: "v1beta1".into(),
+        api_version: "toolhive.stacklok.dev/v1beta1".into(),
+        kind: "MCPServer".into(),
+        plural: "mcpservers".into(),
+    };
+    let server = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource).get(name).await?;
+    let url = server.data["status"]["url"].as_str().filter(|u| !u.is_empty()).context("the MCPServer has no status.url yet")?.to_string();
+    let host = reqwest::Url::parse(&url)?.host_str().context("status.url has no host")?.to_string();
+    let service_name = host.split('.').next().unwrap_or_default();
+    let service = Api::<Service>::namespaced(client.clone(), namespace).get(service_name).await?;
+    let ip = service.spec.and_then(|s| s.cluster_ip).context("the proxy Service has no ClusterIP")?;
+    Ok((url, ip.parse()?))
+}
