@@ -99,7 +99,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn start_control_plane() -> controlplane::ControlPlane {
-    controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None }).expect("control plane")
+    controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false }).expect("control plane")
 }
 
 async fn install_crd(client: &Client) {
