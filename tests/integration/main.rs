@@ -11,3 +11,4 @@ mod controlplane_basics;
 mod guide;
 mod guide_flow;
 mod operator_certs;
+mod real_pods;

@@ -57,9 +57,10 @@ impl Session {
     }
 }
 
-/// The text of a tool result's content, joined.
+/// A tool result as text: its text content, then its structured content (JSON).
 pub fn text(result: &CallToolResult) -> String {
-    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+    let texts = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone()));
+    texts.chain(result.structured_content.iter().map(|v| v.to_string())).collect::<Vec<_>>().join("\n")
 }
 
 /// `status.url` of an MCPServer and its proxy Service's ClusterIP (the Service is

@@ -30,6 +30,10 @@ pub const NODE_NAME: &str = "toolhive-node";
 /// The CoreDNS image tag `scripts/images.sh` builds.
 pub const COREDNS_TAG: &str = "v1.14.7";
 const LOCK: &str = "/run/toolhive-node.lock";
+/// The sysctls as they were before the node, kept on disk until restored: a node
+/// killed outright (SIGKILL) cannot restore them, and the next one must not take the
+/// kubelet's values for the machine's.
+const SAVED_SYSCTLS: &str = "/run/toolhive-node.sysctls";
 /// Sysctls the kubelet (or the node's routing) changes, put back on the way down.
 const SYSCTLS: &[&str] =
     &["net/ipv4/ip_forward", "vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys"];
@@ -65,8 +69,11 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The network namespaces CRI pins as files (under /var/run/netns, which is /run/netns
+/// on most machines: the real path, as /proc/self/mountinfo shows it).
 fn netns_files() -> Vec<PathBuf> {
-    fs::read_dir("/var/run/netns").map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    let dir = fs::canonicalize("/var/run/netns").unwrap_or_else(|_| PathBuf::from("/var/run/netns"));
+    fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
 }
 
 impl Host {
@@ -85,8 +92,15 @@ impl Host {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!("another node runs on this machine ({LOCK} is held; `make dev-down` stops the development one)");
         }
-        let sysctls =
-            SYSCTLS.iter().filter_map(|k| Some((*k, fs::read_to_string(format!("/proc/sys/{k}")).ok()?.trim().to_string()))).collect();
+        let saved = fs::read_to_string(SAVED_SYSCTLS).unwrap_or_default();
+        let sysctls: Vec<(&'static str, String)> = SYSCTLS
+            .iter()
+            .filter_map(|k| {
+                let before = saved.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
+                Some((*k, before.or_else(|| Some(fs::read_to_string(format!("/proc/sys/{k}")).ok()?.trim().to_string()))?))
+            })
+            .collect();
+        fs::write(SAVED_SYSCTLS, sysctls.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>())?;
         let host = Host { dir: dir.to_path_buf(), _lock: lock, sysctls, netns_before: netns_files() };
         // A bridge left by a run that was killed outright is taken over, not an error.
         let _ = run("ip", &["link", "del", BRIDGE]);
@@ -112,16 +126,23 @@ impl Host {
     /// Kills every container of this node (the kubelet is already gone): shims and
     /// their containers outlive containerd otherwise.
     pub fn stop_containers(&self) {
-        let Ok(tasks) = self.ctr(&["tasks", "ls", "--quiet"]) else { return };
-        let ids: Vec<&str> = tasks.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        for id in &ids {
-            let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]);
+        let tasks = || -> Vec<String> {
+            self.ctr(&["tasks", "ls", "--quiet"]).map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()).unwrap_or_default()
+        };
+        for id in tasks() {
+            let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
         }
-        for id in &ids {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.ctr(&["tasks", "delete", "--force", id]).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
+        // A killed task is deleted once it has exited; until then deleting it fails.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = tasks();
+            if left.is_empty() || Instant::now() > deadline {
+                break;
             }
+            for id in left {
+                let _ = self.ctr(&["tasks", "delete", "--force", &id]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -154,6 +175,7 @@ impl Host {
         for (key, value) in &self.sysctls {
             let _ = fs::write(format!("/proc/sys/{key}"), value);
         }
+        let _ = fs::remove_file(SAVED_SYSCTLS);
     }
 }
 

@@ -1,0 +1,223 @@
+//! Real pods, on a control plane of its own with a node (containerd, kubelet,
+//! kube-proxy, CoreDNS): both charts installed as the guide says, the operator
+//! (as the chart's ServiceAccount) deploys ToolHive's real proxy runner
+//! (thv-proxyrunner v0.44.0), the runner starts a real MCP server (the Go MCP SDK's
+//! memory server) as a StatefulSet, and an MCP client calls its tools through the
+//! proxy at `status.url`. Then: the runner works with exactly the Role the operator
+//! grants it, a stdio server works too, the restarted-at annotation and a spec edit
+//! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
+//! the reason, and deleting the MCPServer removes what the runner created.
+//!
+//! Needs root (the node does); one node per machine at a time.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{ConfigMap, Pod, Service},
+    rbac::v1::{ClusterRoleBinding, RoleBinding},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use toolhive_operator::api::{MCPServer, Phase, RESTARTED_AT_ANNOTATION};
+
+use super::common::{Endpoints, Operator, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume};
+use super::guide::server;
+
+const RELEASE_NS: &str = "toolhive-system";
+const FULLNAME: &str = "toolhive-operator";
+const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
+const MEMORY_IMAGE: &str = "localhost/toolhive-node/mcp-memory:v1.8.0";
+/// Pods start in seconds here, but a loaded 2-core CI machine runs the other
+/// integration tests beside this one.
+const POD_LIMIT: Duration = Duration::from_secs(240);
+
+#[test]
+fn mcp_servers_run_in_real_pods_and_answer_tool_calls_through_the_proxy() {
+    // Started on this thread, which outlives the children (they die with it).
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: true, dir: None, node: true })
+        .expect("control plane with a node (needs root and the packages scripts/node-packages.sh installs)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(scenario(&cp));
+}
+
+async fn scenario(cp: &controlplane::ControlPlane) {
+    let admin = cp.client().await.unwrap();
+    let kc = cp.kubeconfig.clone();
+    let team = cp.namespace(&admin, "pods-team").await.unwrap();
+    let work = tempdir("real-pods");
+    let root = controlplane::repo_root();
+
+    // Both charts, as the guide installs them; the operator on the host as the chart's
+    // ServiceAccount (the webhook on 127.0.0.1, trusted through the chart's caBundle).
+    let crds = root.join("deploy/charts/toolhive-operator-crds");
+    run_ok("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds.to_str().unwrap(), "--wait"]);
+    let ca = controlplane::Authority::new("real-pods-webhook-ca").unwrap();
+    let cert_dir = work.join("certs");
+    write_secret_volume(&cert_dir, "v1", &ca.serving(&[], &[]).unwrap());
+    let webhook_port = controlplane::free_port().unwrap();
+    let values = work.join("values.yaml");
+    std::fs::write(
+        &values,
+        json!({
+            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
+            "webhook": {"url": format!("https://127.0.0.1:{webhook_port}"), "caBundle": ca.cert_pem()},
+            "tenancy": {"policy": {"contact": "#platform", "defaults": {"allowedRegistries": ["localhost/toolhive-node"]}}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let chart = root.join("deploy/charts/toolhive-operator");
+    run_ok(
+        "helm",
+        &kc,
+        &["upgrade", "-i", "toolhive-operator", chart.to_str().unwrap(), "-n", RELEASE_NS, "--create-namespace", "-f", values.to_str().unwrap()],
+    );
+    let policy = Api::<ConfigMap>::namespaced(admin.clone(), RELEASE_NS).get(&format!("{FULLNAME}-tenancy-policy")).await.unwrap();
+    let policy_path = work.join("tenancy-policy.yaml");
+    std::fs::write(&policy_path, &policy.data.unwrap()["tenancy-policy.yaml"]).unwrap();
+    let sa_kc = impersonating_kubeconfig(&kc, &work, RELEASE_NS, FULLNAME);
+    let operator = Operator::spawn(
+        &sa_kc,
+        &work,
+        "operator",
+        &[
+            format!("--webhook-bind-address=127.0.0.1:{webhook_port}"),
+            format!("--webhook-cert-dir={}", cert_dir.display()),
+            format!("--tenancy-policy={}", policy_path.display()),
+        ],
+        &[("POD_NAMESPACE", RELEASE_NS), ("WATCH_NAMESPACE", &team), ("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)],
+    );
+    eventually_within("the operator ready", &operator, Duration::from_secs(60), || async { operator.ready().then_some(()) }).await;
+
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
+    let streamable = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "args": ["-http", ":8080"], "mcpPort": 8080, "proxyPort": 8080});
+    create(&servers, &server("memory", streamable)).await;
+
+    // Ready with one ready replica, and the URL answers MCP: a tool changes the
+    // server's state and another reads it back.
+    ready(&servers, &operator, "memory").await;
+    let session = open_session(&admin, &team, "memory", &operator).await;
+    let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert!(tools.contains(&"create_entities".to_string()) && tools.contains(&"read_graph".to_string()), "{tools:?}");
+    let created = session
+        .call("create_entities", json!({"entities": [{"name": "toolhive-operator", "entityType": "operator", "observations": ["in a real pod"]}]}))
+        .await
+        .unwrap();
+    assert_ne!(created.is_error, Some(true), "{}", controlplane::mcp::text(&created));
+    let graph = controlplane::mcp::text(&session.call("read_graph", json!({})).await.unwrap());
+    assert!(graph.contains("toolhive-operator") && graph.contains("in a real pod"), "{graph}");
+    session.close().await.unwrap();
+
+    // The runner did all that (a StatefulSet, two Services) as its own ServiceAccount,
+    // bound to nothing but the Role the operator made for it.
+    let runner_sa = "memory-proxy-runner";
+    let runner_pod = runner_pods(&admin, &team, "memory").await.into_iter().next().expect("a runner pod");
+    assert_eq!(runner_pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()), Some(runner_sa));
+    let binds_runner = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.into_iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == runner_sa && s.namespace.as_deref() == Some(team.as_str()))
+    };
+    let role_bindings = Api::<RoleBinding>::all(admin.clone()).list(&ListParams::default()).await.unwrap();
+    let bound: Vec<String> = role_bindings.items.iter().filter(|b| binds_runner(b.subjects.as_ref())).map(|b| b.role_ref.name.clone()).collect();
+    assert_eq!(bound, [runner_sa], "the runner's only binding is to the operator's Role");
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(admin.clone()).list(&ListParams::default()).await.unwrap();
+    assert!(!cluster_bindings.items.iter().any(|b| binds_runner(b.subjects.as_ref())), "no cluster-wide grant to the runner");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &team);
+    let services: Api<Service> = Api::namespaced(admin.clone(), &team);
+    assert!(statefulsets.get_opt("memory").await.unwrap().is_some());
+    assert!(services.get_opt("mcp-memory").await.unwrap().is_some() && services.get_opt("mcp-memory-headless").await.unwrap().is_some());
+
+    // A stdio server: the runner attaches to its container.
+    create(&servers, &server("memory-stdio", json!({"image": MEMORY_IMAGE, "transport": "stdio"}))).await;
+    ready(&servers, &operator, "memory-stdio").await;
+    let stdio = open_session(&admin, &team, "memory-stdio", &operator).await;
+    let graph = controlplane::mcp::text(&stdio.call("read_graph", json!({})).await.unwrap());
+    assert!(!graph.contains("toolhive-operator"), "a separate server with its own memory: {graph}");
+    stdio.close().await.unwrap();
+
+    // The restarted-at annotation rolls the proxy: a new runner pod, ready again.
+    let before = runner_pod.uid().unwrap();
+    let restart = json!({"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: "2026-11-30T00:00:00Z"}}});
+    servers.patch("memory", &PatchParams::default(), &Patch::Merge(&restart)).await.unwrap();
+    eventually_within("a new runner pod after the restarted-at annotation", &operator, POD_LIMIT, || async {
+        let pods = runner_pods(&admin, &team, "memory").await;
+        (pods.len() == 1 && pods[0].uid().as_deref() != Some(before.as_str()) && pod_ready(&pods[0])).then_some(())
+    })
+    .await;
+    ready(&servers, &operator, "memory").await;
+
+    // Editing the spec rolls it too, and the runner carries the edit to the MCP server.
+    let edit = json!({"spec": {"args": ["-http", ":8080", "-memory", "/tmp/graph.json"]}});
+    servers.patch("memory", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    eventually_within("the edited arguments reach the MCP server's StatefulSet", &operator, POD_LIMIT, || async {
+        let sts = statefulsets.get_opt("memory").await.ok()??;
+        let args = sts.spec?.template.spec?.containers.first()?.args.clone()?;
+        args.contains(&"/tmp/graph.json".to_string()).then_some(())
+    })
+    .await;
+    ready(&servers, &operator, "memory").await;
+    let session_after = open_session(&admin, &team, "memory", &operator).await;
+    assert!(!session_after.tools().await.unwrap().is_empty());
+    session_after.close().await.unwrap();
+
+    // An image that cannot be had: Failed, with the reason.
+    create(&servers, &server("broken", json!({"image": "localhost/toolhive-node/missing:v1", "transport": "stdio"}))).await;
+    let message = eventually_within("the MCPServer Failed with the image's reason", &operator, POD_LIMIT, || async {
+        let status = servers.get("broken").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed)).then_some(status.message)
+    })
+    .await;
+    assert!(["ErrImagePull", "ImagePullBackOff"].iter().any(|r| message.contains(r)) && message.contains("missing"), "{message}");
+
+    // Deleting the MCPServer removes the runner's StatefulSet and Services, and
+    // garbage collection the operator's children.
+    servers.delete("memory", &DeleteParams::default()).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
+    eventually_within("everything of the deleted server gone", &operator, POD_LIMIT, || async {
+        let gone = statefulsets.get_opt("memory").await.ok()?.is_none()
+            && services.get_opt("mcp-memory").await.ok()?.is_none()
+            && services.get_opt("mcp-memory-headless").await.ok()?.is_none()
+            && deployments.get_opt("memory").await.ok()?.is_none()
+            && servers.get_opt("memory").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+}
+
+async fn create(servers: &Api<MCPServer>, object: &MCPServer) {
+    servers.create(&PostParams::default(), object).await.unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()));
+}
+
+/// Waits for phase Ready with one ready replica.
+async fn ready(servers: &Api<MCPServer>, operator: &Endpoints, name: &str) {
+    eventually_within(&format!("{name} Ready with one ready replica"), operator, POD_LIMIT, || async {
+        let status = servers.get(name).await.ok()?.status?;
+        (status.phase == Some(Phase::Ready) && status.ready_replicas == Some(1)).then_some(())
+    })
+    .await;
+}
+
+/// An MCP session through the proxy at the server's `status.url`. Right after a
+/// roll the old proxy pod may still be behind the Service: retried.
+async fn open_session(admin: &Client, ns: &str, name: &str, operator: &Endpoints) -> controlplane::mcp::Session {
+    eventually_within(&format!("an MCP session with {name} at its status.url"), operator, POD_LIMIT, || async {
+        let (url, address) = controlplane::mcp::proxy_endpoint(admin, ns, name).await.ok()?;
+        let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
+        session.tools().await.ok()?;
+        Some(session)
+    })
+    .await
+}
+
+async fn runner_pods(admin: &Client, ns: &str, name: &str) -> Vec<Pod> {
+    let selector = format!("app=mcpserver,app.kubernetes.io/instance={name}");
+    let pods = Api::<Pod>::namespaced(admin.clone(), ns).list(&ListParams::default().labels(&selector)).await.unwrap();
+    pods.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
