@@ -1,27 +1,33 @@
 # toolhive-operator — see README.md.
 SHELL := /bin/bash
 CP_DIR ?= $(CURDIR)/.controlplane
+# 1: `make controlplane`/`make dev` run a node too (root; see tests/support/src/node.rs).
+NODE ?= 1
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
 .PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission static clean
 
-## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl and helm.
+## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
+## and what the node needs: its Debian packages, kubelet, kube-proxy, kube-scheduler,
+## and the images it runs (scripts/images.sh).
 tools:
-	@scripts/tools.sh >/dev/null
+	@scripts/node-packages.sh
+	@scripts/tools.sh --node >/dev/null
+	@scripts/images.sh >/dev/null
 
 ## Everything a fresh machine needs, then formatting, lints (benchmarks included) and
 ## every test (unit + integration). CI runs this.
 test: tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) test --workspace --locked -- --test-threads=4
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) $(CARGO) test --workspace --locked -- --test-threads=4
 
 unit:
 	$(CARGO) test --workspace --locked --lib --bins
 
 integration: tools
-	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) test --locked --test integration
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) $(CARGO) test --locked --test integration
 
 ## Regenerate the CRD (CRDs chart) and the tenancy policy schema (config/) from the Rust types.
 crds:
@@ -35,7 +41,8 @@ controlplane: tools
 	  echo "control plane already running (pid $$(cat $(CP_DIR)/pid))" >&2; \
 	else \
 	  rm -f $(CP_DIR)/ready; \
-	  TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) nohup target/debug/controlplane --dir $(CP_DIR) > $(CP_DIR)/controlplane.log 2>&1 & echo $$! > $(CP_DIR)/pid; \
+	  TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) \
+	    nohup target/debug/controlplane --dir $(CP_DIR) $(if $(filter 1,$(NODE)),--node) > $(CP_DIR)/controlplane.log 2>&1 & echo $$! > $(CP_DIR)/pid; \
 	  for i in $$(seq 1 600); do [ -f $(CP_DIR)/ready ] && break; kill -0 $$(cat $(CP_DIR)/pid) 2>/dev/null || { cat $(CP_DIR)/controlplane.log; exit 1; }; sleep 0.2; done; \
 	  [ -f $(CP_DIR)/ready ] || { echo "control plane did not become ready; see $(CP_DIR)/*.log" >&2; exit 1; }; \
 	fi
@@ -44,7 +51,7 @@ controlplane: tools
 
 controlplane-down:
 	@if [ -f $(CP_DIR)/pid ]; then kill $$(cat $(CP_DIR)/pid) 2>/dev/null || true; \
-	  for i in $$(seq 1 100); do kill -0 $$(cat $(CP_DIR)/pid) 2>/dev/null || break; sleep 0.1; done; \
+	  for i in $$(seq 1 600); do kill -0 $$(cat $(CP_DIR)/pid) 2>/dev/null || break; sleep 0.1; done; \
 	  rm -rf $(CP_DIR); echo "control plane stopped"; else echo "no control plane running"; fi
 
 ## Control plane + both charts + the operator on the host + an example MCPServer.

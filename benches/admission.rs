@@ -204,7 +204,8 @@ fn main() {
     // Configurations take turns, a share of the creates each round, so drift in the API
     // server and etcd over the run (a growing database, compaction) is spread evenly.
     let rounds = env_u64("BENCH_ROUNDS", 4).max(1) as usize;
-    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false }).expect("control plane");
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false })
+        .expect("control plane");
     let tools = controlplane::tools_bin().unwrap();
     let apiserver = cp.pid("kube-apiserver").expect("kube-apiserver pid");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

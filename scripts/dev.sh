@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# `make dev`: on the local control plane, install both charts (namespace mode for
-# the example namespace), run the operator on the host as the chart's
-# ServiceAccount with the webhook on 127.0.0.1, apply an example MCPServer and
-# print its status. The operator keeps running in the background; `make dev-down`
-# stops everything.
+# `make dev`: on the local control plane, install both charts and run an example
+# MCPServer.
+# - With a node (the default: `make controlplane` starts one): the operator's image
+#   is built and imported, both charts are installed as the guide says (the operator
+#   a pod of the chart's Deployment), the example memory MCPServer is applied, and
+#   once Ready an MCP client lists its tools and calls two through status.url.
+# - Without one (NODE=0): the operator runs on the host as the chart's
+#   ServiceAccount with the webhook on 127.0.0.1 (namespace mode), and the example
+#   MCPServer's objects are shown (its pods stay Pending).
+# `make dev-down` stops everything.
 set -euo pipefail
 cp_dir=${1:?control plane dir}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +18,40 @@ k() { "$bin/kubectl" --kubeconfig "$kc" "$@"; }
 h() { HOME="$cp_dir" "$bin/helm" --kubeconfig "$kc" "$@"; }
 ns=toolhive-system
 team=team-demo
+
+
+if [ -S "$cp_dir/containerd/containerd.sock" ]; then
+  echo "==> building the operator image and importing it into the node"
+  "$root/scripts/operator-image.sh" "$cp_dir/operator-image.tar"
+  ctr --address "$cp_dir/containerd/containerd.sock" --namespace k8s.io images import "$cp_dir/operator-image.tar" >/dev/null
+  cargo build --quiet -p controlplane --bin mcp-call --manifest-path "$root/Cargo.toml"
+  k create namespace "$team" --dry-run=client -o yaml | k apply -f - >/dev/null
+
+  echo "==> helm upgrade -i toolhive-operator-crds"
+  h upgrade -i toolhive-operator-crds "$root/deploy/charts/toolhive-operator-crds" --wait >/dev/null
+  echo "==> helm upgrade -i toolhive-operator -n $ns --create-namespace (+ the dev tenancy policy)"
+  h upgrade -i toolhive-operator "$root/deploy/charts/toolhive-operator" -n "$ns" --create-namespace \
+    -f "$root/config/helm-values.dev.yaml" --wait --timeout 5m >/dev/null
+  k -n "$ns" get pods
+
+  echo "==> applying config/samples/mcpserver-memory.yaml in $team"
+  for _ in $(seq 1 30); do
+    k apply -n "$team" -f "$root/config/samples/mcpserver-memory.yaml" 2>"$cp_dir/apply.err" && break
+    grep -q "not found. There can be a delay" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
+    sleep 1
+  done
+  k -n "$team" wait mcpserver/memory --for=jsonpath='{.status.phase}'=Ready --timeout=5m >/dev/null
+  k -n "$team" get mcpservers
+  k -n "$team" get pods
+  echo "==> an MCP client through status.url"
+  "$root/target/debug/mcp-call" --kubeconfig "$kc" -n "$team" memory --tool create_entities \
+    --arguments '{"entities":[{"name":"toolhive-operator","entityType":"operator","observations":["runs MCP servers"]}]}'
+  "$root/target/debug/mcp-call" --kubeconfig "$kc" -n "$team" memory --tool read_graph | tail -1
+  echo
+  echo "kubectl: $bin/kubectl --kubeconfig $kc"
+  echo "operator logs: kubectl -n $ns logs deploy/toolhive-operator"
+  exit 0
+fi
 
 cargo build --quiet --bin toolhive-operator --manifest-path "$root/Cargo.toml"
 k create namespace "$team" --dry-run=client -o yaml | k apply -f - >/dev/null
@@ -63,4 +102,4 @@ k -n "$team" get mcpservers
 k -n "$team" get deploy,svc,cm,sa,role,rolebinding -l toolhive-name=osv
 echo
 echo "operator log: $cp_dir/operator.log   metrics: curl http://127.0.0.1:18080/metrics"
-echo "kubectl: $bin/kubectl --kubeconfig $kc   (pods stay Pending: this control plane has no kubelet)"
+echo "kubectl: $bin/kubectl --kubeconfig $kc   (pods stay Pending: this control plane has no node)"

@@ -74,7 +74,17 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     run_ok(
         "helm",
         &kc,
-        &["upgrade", "-i", "toolhive-operator", chart.to_str().unwrap(), "-n", RELEASE_NS, "--create-namespace", "-f", values.to_str().unwrap()],
+        &[
+            "upgrade",
+            "-i",
+            "toolhive-operator",
+            chart.to_str().unwrap(),
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "-f",
+            values.to_str().unwrap(),
+        ],
     );
     let policy = Api::<ConfigMap>::namespaced(admin.clone(), RELEASE_NS).get(&format!("{FULLNAME}-tenancy-policy")).await.unwrap();
     let policy_path = work.join("tenancy-policy.yaml");
@@ -94,7 +104,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     eventually_within("the operator ready", &operator, Duration::from_secs(60), || async { operator.ready().then_some(()) }).await;
 
     let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
-    let streamable = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "args": ["-http", ":8080"], "mcpPort": 8080, "proxyPort": 8080});
+    let streamable =
+        json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "args": ["-http", ":8080"], "mcpPort": 8080, "proxyPort": 8080});
     create(&servers, &server("memory", streamable)).await;
 
     // Ready with one ready replica, and the URL answers MCP: a tool changes the
@@ -104,7 +115,10 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(tools.contains(&"create_entities".to_string()) && tools.contains(&"read_graph".to_string()), "{tools:?}");
     let created = session
-        .call("create_entities", json!({"entities": [{"name": "toolhive-operator", "entityType": "operator", "observations": ["in a real pod"]}]}))
+        .call(
+            "create_entities",
+            json!({"entities": [{"name": "toolhive-operator", "entityType": "operator", "observations": ["in a real pod"]}]}),
+        )
         .await
         .unwrap();
     assert_ne!(created.is_error, Some(true), "{}", controlplane::mcp::text(&created));
@@ -118,10 +132,14 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let runner_pod = runner_pods(&admin, &team, "memory").await.into_iter().next().expect("a runner pod");
     assert_eq!(runner_pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()), Some(runner_sa));
     let binds_runner = |subjects: Option<&Vec<k8s_openapi::api::rbac::v1::Subject>>| {
-        subjects.into_iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == runner_sa && s.namespace.as_deref() == Some(team.as_str()))
+        subjects
+            .into_iter()
+            .flatten()
+            .any(|s| s.kind == "ServiceAccount" && s.name == runner_sa && s.namespace.as_deref() == Some(team.as_str()))
     };
     let role_bindings = Api::<RoleBinding>::all(admin.clone()).list(&ListParams::default()).await.unwrap();
-    let bound: Vec<String> = role_bindings.items.iter().filter(|b| binds_runner(b.subjects.as_ref())).map(|b| b.role_ref.name.clone()).collect();
+    let bound: Vec<String> =
+        role_bindings.items.iter().filter(|b| binds_runner(b.subjects.as_ref())).map(|b| b.role_ref.name.clone()).collect();
     assert_eq!(bound, [runner_sa], "the runner's only binding is to the operator's Role");
     let cluster_bindings = Api::<ClusterRoleBinding>::all(admin.clone()).list(&ListParams::default()).await.unwrap();
     assert!(!cluster_bindings.items.iter().any(|b| binds_runner(b.subjects.as_ref())), "no cluster-wide grant to the runner");

@@ -127,7 +127,9 @@ impl Host {
     /// their containers outlive containerd otherwise.
     pub fn stop_containers(&self) {
         let tasks = || -> Vec<String> {
-            self.ctr(&["tasks", "ls", "--quiet"]).map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()).unwrap_or_default()
+            self.ctr(&["tasks", "ls", "--quiet"])
+                .map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+                .unwrap_or_default()
         };
         for id in tasks() {
             let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
