@@ -21,13 +21,17 @@ tools:
 test: tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) $(CARGO) test --workspace --locked -- --test-threads=4
+	scripts/operator-image.sh target/image/operator-image.tar
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) \
+	  TOOLHIVE_OPERATOR_IMAGE=$(CURDIR)/target/image/operator-image.tar $(CARGO) test --workspace --locked -- --test-threads=4
 
 unit:
 	$(CARGO) test --workspace --locked --lib --bins
 
 integration: tools
-	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) $(CARGO) test --locked --test integration
+	scripts/operator-image.sh target/image/operator-image.tar
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) \
+	  TOOLHIVE_OPERATOR_IMAGE=$(CURDIR)/target/image/operator-image.tar $(CARGO) test --locked --test integration
 
 ## Regenerate the CRD (CRDs chart) and the tenancy policy schema (config/) from the Rust types.
 crds:

@@ -47,9 +47,18 @@ if [ -S "$cp_dir/containerd/containerd.sock" ]; then
   "$root/target/debug/mcp-call" --kubeconfig "$kc" -n "$team" memory --tool create_entities \
     --arguments '{"entities":[{"name":"toolhive-operator","entityType":"operator","observations":["runs MCP servers"]}]}'
   "$root/target/debug/mcp-call" --kubeconfig "$kc" -n "$team" memory --tool read_graph | tail -1
+  # Prometheus (started with the node) scrapes the chart's metrics Service.
+  svc_ip=$(k -n "$ns" get service toolhive-operator-metrics -o jsonpath='{.spec.clusterIP}')
+  echo "[{\"targets\": [\"$svc_ip:8080\"], \"labels\": {\"service\": \"toolhive-operator-metrics\"}}]" > "$cp_dir/prometheus-targets.json"
+  prom="http://127.0.0.1:$(cat "$cp_dir/prometheus-port")"
+  for _ in $(seq 1 60); do
+    curl -sf "$prom/api/v1/query?query=toolhive_mcpservers" | grep -q '"phase":"Ready"' && break; sleep 1
+  done
+  echo "==> Prometheus ($prom): toolhive_mcpservers"
+  curl -sf "$prom/api/v1/query?query=toolhive_mcpservers" | python3 -c 'import json,sys; [print("  ", r["metric"].get("namespace"), r["metric"].get("phase"), r["value"][1]) for r in json.load(sys.stdin)["data"]["result"]]'
   echo
   echo "kubectl: $bin/kubectl --kubeconfig $kc"
-  echo "operator logs: kubectl -n $ns logs deploy/toolhive-operator"
+  echo "operator logs: kubectl -n $ns logs deploy/toolhive-operator   Prometheus: $prom   Grafana dashboard: deploy/grafana/toolhive-operator.json"
   exit 0
 fi
 

@@ -1,6 +1,10 @@
 //! Real pods, on a control plane of its own with a node (containerd, kubelet,
-//! kube-proxy, CoreDNS): both charts installed as the guide says, the operator
-//! (as the chart's ServiceAccount) deploys ToolHive's real proxy runner
+//! kube-proxy, CoreDNS): both charts installed as the guide says, the operator a
+//! pod of the chart's Deployment (its image from the same static binary the
+//! Dockerfile packages; its webhook reached through the chart's Service; its API
+//! access the chart's RBAC, by its own ServiceAccount token), and Prometheus
+//! scraping it through the chart's metrics Service. The operator deploys
+//! ToolHive's real proxy runner
 //! (thv-proxyrunner v0.44.0), the runner starts a real MCP server (the Go MCP SDK's
 //! memory server) as a StatefulSet, and an MCP client calls its tools through the
 //! proxy at `status.url`. Then: the runner works with exactly the Role the operator
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{ConfigMap, Pod, Service},
+    core::v1::{Pod, Service},
     rbac::v1::{ClusterRoleBinding, RoleBinding},
 };
 use kube::{
@@ -24,12 +28,10 @@ use kube::{
 use serde_json::json;
 use toolhive_operator::api::{MCPServer, Phase, RESTARTED_AT_ANNOTATION};
 
-use super::common::{Endpoints, Operator, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume};
+use super::common::{run, run_ok, tempdir};
 use super::guide::server;
 
 const RELEASE_NS: &str = "toolhive-system";
-const FULLNAME: &str = "toolhive-operator";
-const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
 const MEMORY_IMAGE: &str = "localhost/toolhive-node/mcp-memory:v1.8.0";
 /// Pods start in seconds here, but a loaded 2-core CI machine runs the other
 /// integration tests beside this one.
@@ -51,27 +53,34 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let work = tempdir("real-pods");
     let root = controlplane::repo_root();
 
-    // Both charts, as the guide installs them; the operator on the host as the chart's
-    // ServiceAccount (the webhook on 127.0.0.1, trusted through the chart's caBundle).
+    // The operator's image, as `make dev` builds it (make test builds it first and
+    // passes it in; a lone `cargo test` builds it here).
+    let image = match std::env::var("TOOLHIVE_OPERATOR_IMAGE") {
+        Ok(tar) => std::path::PathBuf::from(tar),
+        Err(_) => {
+            let tar = work.join("operator-image.tar");
+            let built = std::process::Command::new(root.join("scripts/operator-image.sh")).arg(&tar).status().unwrap();
+            assert!(built.success(), "scripts/operator-image.sh failed");
+            tar
+        }
+    };
+    cp.import_image(&image).unwrap();
+
+    // Both charts, as the guide installs them (namespace mode for the team).
     let crds = root.join("deploy/charts/toolhive-operator-crds");
     run_ok("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds.to_str().unwrap(), "--wait"]);
-    let ca = controlplane::Authority::new("real-pods-webhook-ca").unwrap();
-    let cert_dir = work.join("certs");
-    write_secret_volume(&cert_dir, "v1", &ca.serving(&[], &[]).unwrap());
-    let webhook_port = controlplane::free_port().unwrap();
     let values = work.join("values.yaml");
     std::fs::write(
         &values,
         json!({
             "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
-            "webhook": {"url": format!("https://127.0.0.1:{webhook_port}"), "caBundle": ca.cert_pem()},
             "tenancy": {"policy": {"contact": "#platform", "defaults": {"allowedRegistries": ["localhost/toolhive-node"]}}}
         })
         .to_string(),
     )
     .unwrap();
     let chart = root.join("deploy/charts/toolhive-operator");
-    run_ok(
+    let (ok, _, err) = run(
         "helm",
         &kc,
         &[
@@ -84,24 +93,13 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             "--create-namespace",
             "-f",
             values.to_str().unwrap(),
+            "--wait",
+            "--timeout=4m",
         ],
+        None,
     );
-    let policy = Api::<ConfigMap>::namespaced(admin.clone(), RELEASE_NS).get(&format!("{FULLNAME}-tenancy-policy")).await.unwrap();
-    let policy_path = work.join("tenancy-policy.yaml");
-    std::fs::write(&policy_path, &policy.data.unwrap()["tenancy-policy.yaml"]).unwrap();
-    let sa_kc = impersonating_kubeconfig(&kc, &work, RELEASE_NS, FULLNAME);
-    let operator = Operator::spawn(
-        &sa_kc,
-        &work,
-        "operator",
-        &[
-            format!("--webhook-bind-address=127.0.0.1:{webhook_port}"),
-            format!("--webhook-cert-dir={}", cert_dir.display()),
-            format!("--tenancy-policy={}", policy_path.display()),
-        ],
-        &[("POD_NAMESPACE", RELEASE_NS), ("WATCH_NAMESPACE", &team), ("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)],
-    );
-    eventually_within("the operator ready", &operator, Duration::from_secs(60), || async { operator.ready().then_some(()) }).await;
+    assert!(ok, "operator chart: {err}\n{}", operator_log(&kc));
+    let operator = &OperatorPod { kubeconfig: kc.clone() };
 
     let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
     let streamable =
@@ -110,8 +108,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     // Ready with one ready replica, and the URL answers MCP: a tool changes the
     // server's state and another reads it back.
-    ready(&servers, &operator, "memory").await;
-    let session = open_session(&admin, &team, "memory", &operator).await;
+    ready(&servers, operator, "memory").await;
+    let session = open_session(&admin, &team, "memory", operator).await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(tools.contains(&"create_entities".to_string()) && tools.contains(&"read_graph".to_string()), "{tools:?}");
     let created = session
@@ -150,8 +148,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     // A stdio server: the runner attaches to its container.
     create(&servers, &server("memory-stdio", json!({"image": MEMORY_IMAGE, "transport": "stdio"}))).await;
-    ready(&servers, &operator, "memory-stdio").await;
-    let stdio = open_session(&admin, &team, "memory-stdio", &operator).await;
+    ready(&servers, operator, "memory-stdio").await;
+    let stdio = open_session(&admin, &team, "memory-stdio", operator).await;
     let graph = controlplane::mcp::text(&stdio.call("read_graph", json!({})).await.unwrap());
     assert!(!graph.contains("toolhive-operator"), "a separate server with its own memory: {graph}");
     stdio.close().await.unwrap();
@@ -160,49 +158,81 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let before = runner_pod.uid().unwrap();
     let restart = json!({"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: "2026-11-30T00:00:00Z"}}});
     servers.patch("memory", &PatchParams::default(), &Patch::Merge(&restart)).await.unwrap();
-    eventually_within("a new runner pod after the restarted-at annotation", &operator, POD_LIMIT, || async {
-        let pods = runner_pods(&admin, &team, "memory").await;
-        (pods.len() == 1 && pods[0].uid().as_deref() != Some(before.as_str()) && pod_ready(&pods[0])).then_some(())
-    })
-    .await;
-    ready(&servers, &operator, "memory").await;
+    operator
+        .within("a new runner pod after the restarted-at annotation", POD_LIMIT, || async {
+            let pods = runner_pods(&admin, &team, "memory").await;
+            (pods.len() == 1 && pods[0].uid().as_deref() != Some(before.as_str()) && pod_ready(&pods[0])).then_some(())
+        })
+        .await;
+    ready(&servers, operator, "memory").await;
 
     // Editing the spec rolls it too, and the runner carries the edit to the MCP server.
     let edit = json!({"spec": {"args": ["-http", ":8080", "-memory", "/tmp/graph.json"]}});
     servers.patch("memory", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-    eventually_within("the edited arguments reach the MCP server's StatefulSet", &operator, POD_LIMIT, || async {
-        let sts = statefulsets.get_opt("memory").await.ok()??;
-        let args = sts.spec?.template.spec?.containers.first()?.args.clone()?;
-        args.contains(&"/tmp/graph.json".to_string()).then_some(())
-    })
-    .await;
-    ready(&servers, &operator, "memory").await;
-    let session_after = open_session(&admin, &team, "memory", &operator).await;
+    operator
+        .within("the edited arguments reach the MCP server's StatefulSet", POD_LIMIT, || async {
+            let sts = statefulsets.get_opt("memory").await.ok()??;
+            let args = sts.spec?.template.spec?.containers.first()?.args.clone()?;
+            args.contains(&"/tmp/graph.json".to_string()).then_some(())
+        })
+        .await;
+    ready(&servers, operator, "memory").await;
+    let session_after = open_session(&admin, &team, "memory", operator).await;
     assert!(!session_after.tools().await.unwrap().is_empty());
     session_after.close().await.unwrap();
 
     // An image that cannot be had: Failed, with the reason.
     create(&servers, &server("broken", json!({"image": "localhost/toolhive-node/missing:v1", "transport": "stdio"}))).await;
-    let message = eventually_within("the MCPServer Failed with the image's reason", &operator, POD_LIMIT, || async {
-        let status = servers.get("broken").await.ok()?.status?;
-        (status.phase == Some(Phase::Failed)).then_some(status.message)
-    })
-    .await;
+    let message = operator
+        .within("the MCPServer Failed with the image's reason", POD_LIMIT, || async {
+            let status = servers.get("broken").await.ok()?.status?;
+            (status.phase == Some(Phase::Failed)).then_some(status.message)
+        })
+        .await;
     assert!(["ErrImagePull", "ImagePullBackOff"].iter().any(|r| message.contains(r)) && message.contains("missing"), "{message}");
+
+    // Prometheus scrapes the operator through the chart's metrics Service: the
+    // controller-runtime reconcile counter and the MCPServer gauge by phase.
+    let port = cp.prometheus_port.expect("Prometheus runs with the node");
+    let metrics_service = Api::<Service>::namespaced(admin.clone(), RELEASE_NS).get("toolhive-operator-metrics").await.unwrap();
+    let service_ip = metrics_service.spec.and_then(|s| s.cluster_ip).unwrap();
+    let targets = controlplane::node::scrape_targets(&format!("{service_ip}:8080"), "toolhive-operator-metrics");
+    std::fs::write(cp.prometheus_targets(), targets).unwrap();
+    let series = |query: &'static str| async move {
+        let response = controlplane::http_get_plain(port, &format!("/api/v1/query?query={query}")).ok()?;
+        let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+        let result = body["data"]["result"].as_array()?.clone();
+        (!result.is_empty()).then_some(result)
+    };
+    let reconciles = operator
+        .within("Prometheus has controller_runtime_reconcile_total", POD_LIMIT, || series("controller_runtime_reconcile_total"))
+        .await;
+    assert!(
+        reconciles.iter().any(|s| s["metric"]["controller"] == "mcpserver" && s["metric"]["service"] == "toolhive-operator-metrics"),
+        "{reconciles:?}"
+    );
+    let phases = operator
+        .within("Prometheus sees the Failed server in toolhive_mcpservers", POD_LIMIT, || async {
+            let all = series("toolhive_mcpservers").await?;
+            all.iter().any(|s| s["metric"]["phase"] == "Failed" && s["value"][1] == "1").then_some(all)
+        })
+        .await;
+    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "2"), "{phases:?}");
 
     // Deleting the MCPServer removes the runner's StatefulSet and Services, and
     // garbage collection the operator's children.
     servers.delete("memory", &DeleteParams::default()).await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &team);
-    eventually_within("everything of the deleted server gone", &operator, POD_LIMIT, || async {
-        let gone = statefulsets.get_opt("memory").await.ok()?.is_none()
-            && services.get_opt("mcp-memory").await.ok()?.is_none()
-            && services.get_opt("mcp-memory-headless").await.ok()?.is_none()
-            && deployments.get_opt("memory").await.ok()?.is_none()
-            && servers.get_opt("memory").await.ok()?.is_none();
-        gone.then_some(())
-    })
-    .await;
+    operator
+        .within("everything of the deleted server gone", POD_LIMIT, || async {
+            let gone = statefulsets.get_opt("memory").await.ok()?.is_none()
+                && services.get_opt("mcp-memory").await.ok()?.is_none()
+                && services.get_opt("mcp-memory-headless").await.ok()?.is_none()
+                && deployments.get_opt("memory").await.ok()?.is_none()
+                && servers.get_opt("memory").await.ok()?.is_none();
+            gone.then_some(())
+        })
+        .await;
 }
 
 async fn create(servers: &Api<MCPServer>, object: &MCPServer) {
@@ -210,24 +240,26 @@ async fn create(servers: &Api<MCPServer>, object: &MCPServer) {
 }
 
 /// Waits for phase Ready with one ready replica.
-async fn ready(servers: &Api<MCPServer>, operator: &Endpoints, name: &str) {
-    eventually_within(&format!("{name} Ready with one ready replica"), operator, POD_LIMIT, || async {
-        let status = servers.get(name).await.ok()?.status?;
-        (status.phase == Some(Phase::Ready) && status.ready_replicas == Some(1)).then_some(())
-    })
-    .await;
+async fn ready(servers: &Api<MCPServer>, operator: &OperatorPod, name: &str) {
+    operator
+        .within(&format!("{name} Ready with one ready replica"), POD_LIMIT, || async {
+            let status = servers.get(name).await.ok()?.status?;
+            (status.phase == Some(Phase::Ready) && status.ready_replicas == Some(1)).then_some(())
+        })
+        .await;
 }
 
 /// An MCP session through the proxy at the server's `status.url`. Right after a
 /// roll the old proxy pod may still be behind the Service: retried.
-async fn open_session(admin: &Client, ns: &str, name: &str, operator: &Endpoints) -> controlplane::mcp::Session {
-    eventually_within(&format!("an MCP session with {name} at its status.url"), operator, POD_LIMIT, || async {
-        let (url, address) = controlplane::mcp::proxy_endpoint(admin, ns, name).await.ok()?;
-        let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
-        session.tools().await.ok()?;
-        Some(session)
-    })
-    .await
+async fn open_session(admin: &Client, ns: &str, name: &str, operator: &OperatorPod) -> controlplane::mcp::Session {
+    operator
+        .within(&format!("an MCP session with {name} at its status.url"), POD_LIMIT, || async {
+            let (url, address) = controlplane::mcp::proxy_endpoint(admin, ns, name).await.ok()?;
+            let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
+            session.tools().await.ok()?;
+            Some(session)
+        })
+        .await
 }
 
 async fn runner_pods(admin: &Client, ns: &str, name: &str) -> Vec<Pod> {
@@ -238,4 +270,32 @@ async fn runner_pods(admin: &Client, ns: &str, name: &str) -> Vec<Pod> {
 
 fn pod_ready(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The operator as the chart's pod: waits that fail show its log.
+struct OperatorPod {
+    kubeconfig: std::path::PathBuf,
+}
+
+impl OperatorPod {
+    async fn within<T, F, Fut>(&self, what: &str, limit: Duration, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("timed out waiting for {what}; operator log:\n{}", operator_log(&self.kubeconfig));
+    }
+}
+
+fn operator_log(kubeconfig: &std::path::Path) -> String {
+    let (_, pods, _) = run("kubectl", kubeconfig, &["get", "pods", "-A", "-o", "wide"], None);
+    let (_, log, err) = run("kubectl", kubeconfig, &["-n", RELEASE_NS, "logs", "deploy/toolhive-operator", "--tail=40"], None);
+    format!("{pods}\n{log}{err}")
 }

@@ -86,6 +86,8 @@ pub struct ControlPlane {
     commands: Mutex<Vec<(String, std::ffi::OsString, Vec<std::ffi::OsString>)>>,
     /// What a node changed on the host, undone by `stop`.
     host: Option<node::Host>,
+    /// With a node: Prometheus's port on 127.0.0.1 (see [`node::prometheus_config`]).
+    pub prometheus_port: Option<u16>,
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -143,6 +145,7 @@ impl ControlPlane {
             children: Mutex::new(Vec::new()),
             commands: Mutex::new(Vec::new()),
             host,
+            prometheus_port: None,
         };
 
         // etcd
@@ -250,6 +253,16 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// The file Prometheus discovers its targets from (see [`node::scrape_targets`]).
+    pub fn prometheus_targets(&self) -> PathBuf {
+        self.dir.join("prometheus-targets.json")
+    }
+
+    /// Imports an image (docker-archive tar) into the node's containerd.
+    pub fn import_image(&self, tar: &Path) -> Result<()> {
+        node::import_image(self.host.as_ref().context("this control plane has no node")?, tar)
+    }
+
     /// kube-scheduler, containerd (images imported), kube-proxy, kubelet; then waits
     /// for the node to be Ready and CoreDNS to answer.
     fn start_node(&mut self, bin: &Path, ca_file: &Path) -> Result<()> {
@@ -308,7 +321,25 @@ impl ControlPlane {
         let available = r#"jsonpath={.status.availableReplicas}"#;
         self.wait_for("kubelet", Duration::from_secs(120), || {
             kubectl(&["-n", "kube-system", "get", "deployment", "coredns", "-o", available], None).is_ok_and(|s| s.trim() == "1")
-        })
+        })?;
+
+        // Prometheus on the host: it reaches pod IPs over the bridge.
+        let port = free_port()?;
+        let config = self.dir.join("prometheus.yml");
+        write(&self.prometheus_targets(), "[]")?;
+        write(&config, &node::prometheus_config(&self.prometheus_targets()))?;
+        self.spawn(
+            "prometheus",
+            Command::new("prometheus").args([
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", self.dir.join("prometheus").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn".into(),
+            ]),
+        )?;
+        self.wait_for("prometheus", Duration::from_secs(60), || http_status(port, "/-/ready") == Some(200))?;
+        self.prometheus_port = Some(port);
+        write(&self.dir.join("prometheus-port"), &port.to_string())
     }
 
     fn write_kubeconfig(&self, admin: &PemPair) -> Result<()> {

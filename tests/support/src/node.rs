@@ -340,11 +340,34 @@ pub fn import_images(host: &Host, images: &Path) -> Result<()> {
     if tars.is_empty() {
         bail!("no images in {}", images.display());
     }
-    for tar in tars {
-        host.ctr(&["images", "import", "--snapshotter", "overlayfs", tar.to_str().unwrap_or_default()])
-            .with_context(|| format!("importing {}", tar.display()))?;
-    }
+    tars.iter().try_for_each(|tar| import_image(host, tar))
+}
+
+pub fn import_image(host: &Host, tar: &Path) -> Result<()> {
+    host.ctr(&["images", "import", "--snapshotter", "overlayfs", tar.to_str().unwrap_or_default()])
+        .with_context(|| format!("importing {}", tar.display()))?;
     Ok(())
+}
+
+/// Prometheus scrapes what [`scrape_targets`] lists in `targets` (Debian's
+/// Prometheus has no Kubernetes service discovery): the chart's metrics Service, by
+/// its ClusterIP, which kube-proxy routes from the host.
+pub fn prometheus_config(targets: &Path) -> String {
+    format!(
+        "global: {{scrape_interval: 2s, evaluation_interval: 2s}}
+scrape_configs:
+- job_name: toolhive-operator
+  file_sd_configs:
+  - files: [{targets}]
+    refresh_interval: 2s
+",
+        targets = targets.display()
+    )
+}
+
+/// The Prometheus file-discovery document for one Service address (`ip:port`).
+pub fn scrape_targets(address: &str, service: &str) -> String {
+    serde_json::json!([{"targets": [address], "labels": {"service": service}}]).to_string()
 }
 
 /// CoreDNS as a Deployment behind the Service at [`DNS_SERVICE_IP`], answering for
