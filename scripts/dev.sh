@@ -37,7 +37,9 @@ if [ -S "$cp_dir/containerd/containerd.sock" ]; then
   echo "==> applying config/samples/mcpserver-memory.yaml in $team"
   for _ in $(seq 1 30); do
     k apply -n "$team" -f "$root/config/samples/mcpserver-memory.yaml" 2>"$cp_dir/apply.err" && break
-    grep -q "not found. There can be a delay" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
+    # Right after the install: the defaults policy may not know the new kind yet, or
+    # kube-proxy may not route the webhook Service yet. Anything else is an error.
+    grep -q "not found. There can be a delay\|failed calling webhook" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
     sleep 1
   done
   k -n "$team" wait mcpserver/memory --for=jsonpath='{.status.phase}'=Ready --timeout=5m >/dev/null

@@ -12,3 +12,4 @@ mod guide;
 mod guide_flow;
 mod operator_certs;
 mod real_pods;
+mod reference_parity;

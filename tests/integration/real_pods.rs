@@ -235,8 +235,20 @@ async fn scenario(cp: &controlplane::ControlPlane) {
         .await;
 }
 
+/// Creates an MCPServer. Right after the chart is installed, kube-proxy may not yet
+/// route the webhook Service to the operator pod, and the API server's call is
+/// refused: that is retried, nothing else.
 async fn create(servers: &Api<MCPServer>, object: &MCPServer) {
-    servers.create(&PostParams::default(), object).await.unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()));
+    for _ in 0..120 {
+        match servers.create(&PostParams::default(), object).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 500 && e.message.contains("failed calling webhook") => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("create {}: {e}", object.name_any()),
+        }
+    }
+    panic!("create {}: the webhook stayed unreachable", object.name_any());
 }
 
 /// Waits for phase Ready with one ready replica.

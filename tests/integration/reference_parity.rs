@@ -1,0 +1,333 @@
+//! Differential test against the reference: ToolHive's own operator (thv-operator
+//! v0.44.0, built from the Go module proxy by `scripts/reference.sh`) and this one
+//! run side by side on one control plane of their own, each watching its own
+//! namespace, and are fed the same MCPServers (`tests/fixtures/parity/corpus.yaml`).
+//! Every object each one creates in its namespace, and the RunConfig each writes, is
+//! compared after normalising what is expected to differ between any two runs
+//! (uids, resourceVersions, timestamps, managedFields, namespaces, this operator's
+//! applied-hash annotation). A difference fails the test unless
+//! `tests/fixtures/parity/known-differences.yaml` lists it with its reason; a listed
+//! difference that no longer occurs fails it too, so the list stays true.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, Client, Resource,
+    api::{ListParams, PostParams},
+};
+use serde_json::{Value, json};
+use toolhive_operator::api::MCPServer;
+
+use super::common::{Operator, eventually_within, run_ok, tempdir};
+
+const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
+const APPLIED_HASH: &str = "toolhive.stacklok.dev/applied-hash";
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    spec: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct Known {
+    kind: String,
+    /// `/`-separated path; `*` matches within one segment, `**` any rest.
+    path: String,
+    /// Servers of the corpus it applies to (all when empty).
+    #[serde(default)]
+    servers: Vec<String>,
+    reason: String,
+}
+
+/// One difference: `kind` of the object (or `RunConfig`), the corpus server, the
+/// path inside the object, and each side's value (absent: null).
+#[derive(Debug, Clone, PartialEq)]
+struct Difference {
+    kind: String,
+    server: String,
+    path: String,
+    ours: Value,
+    reference: Value,
+}
+
+#[test]
+fn every_child_object_and_runconfig_matches_the_reference_or_is_a_known_difference() {
+    // Started on this thread, which outlives the children (they die with it).
+    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false })
+        .expect("dedicated control plane");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(scenario(&cp));
+}
+
+/// The reference operator as a child process, killed with the test.
+struct Reference(Child);
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn reference_build() -> (PathBuf, PathBuf) {
+    let script = controlplane::repo_root().join("scripts/reference.sh");
+    let out = Command::new(&script).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "{} failed", script.display());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().map(PathBuf::from);
+    (lines.next().unwrap(), lines.next().unwrap())
+}
+
+async fn scenario(cp: &controlplane::ControlPlane) {
+    let admin = cp.client().await.unwrap();
+    let kc = cp.kubeconfig.clone();
+    let work = tempdir("parity");
+    let root = controlplane::repo_root();
+    let (reference_bin, reference_crds) = reference_build();
+
+    // This operator's MCPServer CRD (the CRDs chart); the reference's CRDs for its
+    // other kinds, which its manager needs to start.
+    let crds = root.join("deploy/charts/toolhive-operator-crds");
+    run_ok("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds.to_str().unwrap(), "--wait"]);
+    for entry in std::fs::read_dir(&reference_crds).unwrap().flatten() {
+        let file = entry.path();
+        if !file.to_string_lossy().ends_with("_mcpservers.yaml") {
+            run_ok("kubectl", &kc, &["apply", "--server-side", "-f", file.to_str().unwrap()]);
+        }
+    }
+    let ours_ns = cp.namespace(&admin, "parity-ours").await.unwrap();
+    let reference_ns = cp.namespace(&admin, "parity-reference").await.unwrap();
+    let system_ns = cp.namespace(&admin, "parity-system").await.unwrap();
+
+    let log = std::fs::File::create(work.join("reference.log")).unwrap();
+    let mut command = Command::new(&reference_bin);
+    command
+        .arg(format!("--metrics-bind-address=127.0.0.1:{}", controlplane::free_port().unwrap()))
+        .arg(format!("--health-probe-bind-address=127.0.0.1:{}", controlplane::free_port().unwrap()))
+        .env("KUBECONFIG", &kc)
+        .env("WATCH_NAMESPACE", &reference_ns)
+        .env("POD_NAMESPACE", &system_ns)
+        .env("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; the reference dies with this thread.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let _reference = Reference(command.spawn().unwrap());
+    let ours = Operator::spawn(
+        &kc,
+        &work,
+        "ours",
+        &["--webhook-bind-address=".into()],
+        &[("WATCH_NAMESPACE", &ours_ns), ("POD_NAMESPACE", &system_ns), ("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)],
+    );
+
+    let corpus = std::fs::read_to_string(root.join("tests/fixtures/parity/corpus.yaml")).unwrap();
+    let cases: Vec<Case> =
+        serde_yaml::Deserializer::from_str(&corpus).map(|doc| serde::Deserialize::deserialize(doc).expect("corpus document")).collect();
+    for case in &cases {
+        for ns in [&ours_ns, &reference_ns] {
+            let server: MCPServer = serde_json::from_value(json!({
+                "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": case.name}, "spec": case.spec
+            }))
+            .unwrap();
+            Api::<MCPServer>::namespaced(admin.clone(), ns).create(&PostParams::default(), &server).await.unwrap();
+        }
+    }
+    // Each operator has made a server's objects when its Deployment exists; the
+    // reference writes it last.
+    let reference_log = work.join("reference.log");
+    for case in &cases {
+        for ns in [&ours_ns, &reference_ns] {
+            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+            let what = format!("Deployment {} in {ns} (reference log: {})", case.name, reference_log.display());
+            eventually_within(&what, &ours, Duration::from_secs(90), || async { deployments.get_opt(&case.name).await.ok()? }).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    let ours_objects = objects(&admin, &ours_ns, &names).await;
+    let reference_objects = objects(&admin, &reference_ns, &names).await;
+    let mut differences = Vec::new();
+    for key in ours_objects.keys().chain(reference_objects.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (kind, server, _) = key;
+        let ours_value = ours_objects.get(key).map(|v| normalise(v.clone(), &ours_ns)).unwrap_or(Value::Null);
+        let reference_value = reference_objects.get(key).map(|v| normalise(v.clone(), &reference_ns)).unwrap_or(Value::Null);
+        diff(kind, server, "", &ours_value, &reference_value, &mut differences);
+    }
+
+    let known: Vec<Known> =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("tests/fixtures/parity/known-differences.yaml")).unwrap()).unwrap();
+    let patterns: Vec<regex::Regex> = known.iter().map(|k| pattern(&k.path)).collect();
+    let mut used = vec![false; known.len()];
+    let mut unexplained = Vec::new();
+    for d in &differences {
+        let matched = known.iter().enumerate().find(|(i, k)| {
+            k.kind == d.kind && (k.servers.is_empty() || k.servers.contains(&d.server)) && patterns[*i].is_match(&d.path)
+        });
+        match matched {
+            Some((i, _)) => used[i] = true,
+            None => unexplained.push(format!("{} of {} at {}: ours {} / reference {}", d.kind, d.server, d.path, d.ours, d.reference)),
+        }
+    }
+    let stale: Vec<String> =
+        known.iter().zip(&used).filter(|(_, used)| !**used).map(|(k, _)| format!("{} {} ({})", k.kind, k.path, k.reason)).collect();
+    println!(
+        "parity: {} servers, {} objects here, {} in the reference, {} differences, all explained by {} entries",
+        cases.len(),
+        ours_objects.len(),
+        reference_objects.len(),
+        differences.len(),
+        known.len()
+    );
+    assert!(
+        unexplained.is_empty() && stale.is_empty(),
+        "differences not in known-differences.yaml ({}):\n{}\n\nentries that match nothing any more ({}):\n{}\n\nreference log: {}",
+        unexplained.len(),
+        unexplained.join("\n"),
+        stale.len(),
+        stale.join("\n"),
+        std::fs::read_to_string(&reference_log).unwrap_or_default().lines().rev().take(20).collect::<Vec<_>>().join("\n"),
+    );
+}
+
+/// Every object of the compared kinds in `ns`, keyed by (kind, corpus server, name
+/// with the server's name replaced by `<name>`); the RunConfig of each server too.
+async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(String, String, String), Value> {
+    let mut out = BTreeMap::new();
+    let mut add = |kind: &str, name: &str, value: Value| {
+        // The longest server name that this object's name contains is its server.
+        let server = servers.iter().filter(|s| name.contains(*s)).max_by_key(|s| s.len()).copied().unwrap_or("(none)");
+        out.insert((kind.to_string(), server.to_string(), name.replacen(server, "<name>", 1)), value);
+    };
+    macro_rules! collect {
+        ($kind:ty) => {
+            for object in Api::<$kind>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items {
+                let name = object.meta().name.clone().unwrap_or_default();
+                if name == "default" || name == "kube-root-ca.crt" {
+                    continue;
+                }
+                let kind = <$kind as Resource>::kind(&()).to_string();
+                let value = serde_json::to_value(&object).unwrap();
+                if let Some(runconfig) = value.pointer("/data/runconfig.json").and_then(Value::as_str) {
+                    add("RunConfig", &name, serde_json::from_str(runconfig).unwrap_or(Value::String(runconfig.into())));
+                }
+                add(&kind, &name, value);
+            }
+        };
+    }
+    collect!(ConfigMap);
+    collect!(ServiceAccount);
+    collect!(Role);
+    collect!(RoleBinding);
+    collect!(Deployment);
+    collect!(Service);
+    out
+}
+
+/// Removes what differs between any two runs and puts `NAMESPACE` for the namespace.
+fn normalise(mut value: Value, ns: &str) -> Value {
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "namespace", "selfLink"] {
+            meta.remove(field);
+        }
+        if let Some(owners) = meta.get_mut("ownerReferences").and_then(Value::as_array_mut) {
+            for owner in owners {
+                owner.as_object_mut().map(|o| o.remove("uid"));
+            }
+        }
+    }
+    for annotations in ["/metadata/annotations", "/spec/template/metadata/annotations"] {
+        if let Some(map) = value.pointer_mut(annotations).and_then(Value::as_object_mut) {
+            map.remove(APPLIED_HASH);
+            if map.is_empty() {
+                let parent = annotations.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+                value.pointer_mut(parent).and_then(Value::as_object_mut).map(|m| m.remove("annotations"));
+            }
+        }
+    }
+    if let Some(object) = value.as_object_mut() {
+        object.remove("status");
+        // The RunConfig travels parsed, as its own kind.
+        object.get_mut("data").and_then(Value::as_object_mut).map(|d| d.remove("runconfig.json"));
+        if object.get("data").and_then(Value::as_object).is_some_and(|d| d.is_empty()) {
+            object.remove("data");
+        }
+    }
+    replace_namespace(value, ns)
+}
+
+fn replace_namespace(value: Value, ns: &str) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace(ns, "NAMESPACE")),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| replace_namespace(v, ns)).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, replace_namespace(v, ns))).collect()),
+        other => other,
+    }
+}
+
+/// Records where `ours` and `reference` differ. Lists whose items all have a `name`
+/// are matched by name (`[name=x]`), others by index.
+fn diff(kind: &str, server: &str, path: &str, ours: &Value, reference: &Value, out: &mut Vec<Difference>) {
+    let record = |out: &mut Vec<Difference>| {
+        out.push(Difference {
+            kind: kind.to_string(),
+            server: server.to_string(),
+            path: if path.is_empty() { "/".into() } else { path.to_string() },
+            ours: ours.clone(),
+            reference: reference.clone(),
+        })
+    };
+    match (ours, reference) {
+        (Value::Object(a), Value::Object(b)) => {
+            for key in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+                let child = format!("{path}/{}", key.replace('/', "~1"));
+                diff(kind, server, &child, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            let named = |items: &Vec<Value>| -> Option<BTreeMap<String, Value>> {
+                items.iter().map(|item| Some((item.get("name")?.as_str()?.to_string(), item.clone()))).collect()
+            };
+            match (named(a), named(b)) {
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => {
+                    for key in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+                        let child = format!("{path}/[name={key}]");
+                        diff(kind, server, &child, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+                    }
+                }
+                _ => {
+                    for i in 0..a.len().max(b.len()) {
+                        diff(kind, server, &format!("{path}/{i}"), a.get(i).unwrap_or(&Value::Null), b.get(i).unwrap_or(&Value::Null), out);
+                    }
+                }
+            }
+        }
+        (a, b) if a == b => {}
+        _ => record(out),
+    }
+}
+
+fn pattern(path: &str) -> regex::Regex {
+    let escaped = regex::escape(path).replace(r"\*\*", ".*").replace(r"\*", "[^/]*");
+    regex::Regex::new(&format!("^{escaped}$")).unwrap()
+}
