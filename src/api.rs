@@ -675,6 +675,14 @@ pub struct Unsupported {
 }
 
 impl Unsupported {
+    /// The CRD rule that refuses it: an absent field, or an empty list.
+    pub fn rule(&self) -> String {
+        match self.field {
+            "volumes" => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
+            field => format!("!has(self.{field})"),
+        }
+    }
+
     /// Why it is refused, as the user reads it.
     pub fn message(&self) -> String {
         format!(
@@ -694,6 +702,9 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
     Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some() },
     Unsupported { field: "telemetryConfigRef", what: "telemetry", set_in: |s| s.telemetry_config_ref.is_some() },
     Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some() },
+    // Host paths mounted into the MCP server: a way out of the pod's isolation that
+    // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
+    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
 ];
 
 impl MCPServerSpec {
@@ -738,7 +749,7 @@ pub fn crd() -> CustomResourceDefinition {
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
         }
         for unsupported in UNSUPPORTED_FIELDS {
-            rules.push(json!({"rule": format!("!has(self.{})", unsupported.field), "message": unsupported.message()}));
+            rules.push(json!({"rule": unsupported.rule(), "message": unsupported.message()}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
         for path in LIST_MAPS_BY_NAME {
@@ -793,8 +804,11 @@ mod tests {
     #[test]
     fn each_unsupported_field_is_found_by_its_own_accessor() {
         for unsupported in UNSUPPORTED_FIELDS {
-            let spec: MCPServerSpec =
-                serde_json::from_value(json!({"image": "x", unsupported.field: {"name": "x", "provider": "redis"}})).unwrap();
+            let value = match unsupported.field {
+                "volumes" => json!([{"name": "x", "hostPath": "/x", "mountPath": "/x"}]),
+                _ => json!({"name": "x", "provider": "redis"}),
+            };
+            let spec: MCPServerSpec = serde_json::from_value(json!({"image": "x", unsupported.field: value})).unwrap();
             let found: Vec<&str> = spec.unsupported_fields().iter().map(|u| u.field).collect();
             assert_eq!(found, vec![unsupported.field]);
         }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{
     apps::v1::{Deployment, DeploymentSpec},
     core::v1::{
-        Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference,
-        PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-        ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+        Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+        LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+        SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
     },
     rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
@@ -34,6 +34,8 @@ pub const PROXY_CONTAINER: &str = "toolhive";
 pub const SPEC_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/applied-hash";
 /// Pod-template annotation carrying the RunConfig hash: a RunConfig change rolls the proxy.
 pub const RUNCONFIG_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/runconfig-hash";
+/// The MCPServer generation on the proxy pod, read by the runner (THV_MCPSERVER_GENERATION).
+pub const GENERATION_ANNOTATION: &str = "toolhive.stacklok.dev/mcpserver-generation";
 
 /// Names of the objects the operator creates for an MCPServer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,9 +119,44 @@ pub fn pod_template_patch(server: &MCPServer) -> Value {
     if !patch.get("spec").is_some_and(Value::is_object) {
         patch["spec"] = json!({});
     }
+    // The shape the runner is given by the reference too: metadata and containers present.
+    if !patch.get("metadata").is_some_and(Value::is_object) {
+        patch["metadata"] = json!({});
+    }
+    if !patch["spec"].get("containers").is_some_and(Value::is_array) {
+        patch["spec"]["containers"] = json!([]);
+    }
     patch["spec"]["serviceAccountName"] = json!(mcp_service_account(server));
+    // Secrets reach the MCP container as environment from secretKeyRef, set by the
+    // kubelet: the runner never reads a Secret (its Role grants none).
+    if !server.spec.secrets.is_empty() {
+        let env: Vec<Value> = server
+            .spec
+            .secrets
+            .iter()
+            .map(|s| {
+                let target = if s.target_env_name.is_empty() { &s.key } else { &s.target_env_name };
+                json!({"name": target, "valueFrom": {"secretKeyRef": {"name": s.name, "key": s.key}}})
+            })
+            .collect();
+        let containers = patch["spec"]["containers"].as_array_mut().expect("made an array above");
+        let index = match containers.iter().position(|c| c.get("name").and_then(Value::as_str) == Some(MCP_CONTAINER)) {
+            Some(i) => i,
+            None => {
+                containers.push(json!({"name": MCP_CONTAINER}));
+                containers.len() - 1
+            }
+        };
+        let container = &mut containers[index];
+        let mut all = container.get("env").and_then(Value::as_array).cloned().unwrap_or_default();
+        all.extend(env);
+        container["env"] = Value::Array(all);
+    }
     patch
 }
+
+/// The MCP server's container in the runner's StatefulSet (what a pod patch names).
+const MCP_CONTAINER: &str = "mcp";
 
 /// The RunConfig the ToolHive proxy runner reads from `/etc/runconfig/runconfig.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,7 +176,9 @@ pub struct RunConfig {
     pub target_port: Option<i32>,
     pub proxy_mode: &'static str,
     pub container_labels: BTreeMap<String, String>,
-    /// JSON text of [`pod_template_patch`].
+    /// JSON text of [`pod_template_patch`], given to the runner as `--k8s-pod-patch`
+    /// (not in runconfig.json: the flag is where the runner reads it).
+    #[serde(skip)]
     pub k8s_pod_template_patch: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcpserver_generation: Option<i64>,
@@ -147,12 +186,6 @@ pub struct RunConfig {
     pub cmd_args: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env_vars: BTreeMap<String, String>,
-    /// `host:container[:ro]`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<String>,
-    /// `secret-name,target=ENV`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission_profile_name_or_path: Option<String>,
     /// The built-in profile, resolved (the runner prefers it to the name); none for a
@@ -166,13 +199,15 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit_config: Option<AuditComponent>,
+    pub audit_config: Option<AuditConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling_config: Option<ScalingConfig>,
+    /// The proxy's request chain, in order (see [`middleware_configs`]).
+    pub middleware_configs: Vec<Middleware>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -209,9 +244,42 @@ fn builtin_profile(name: &str) -> Option<PermissionProfile> {
     })
 }
 
+/// One step of the proxy's request chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditComponent {
-    pub component: String,
+pub struct Middleware {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub parameters: Value,
+}
+
+/// The largest request body the proxy accepts (the runner's bodylimit step).
+const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
+
+/// The chain the runner puts every request through: a body limit, the audit log when
+/// asked for, authentication (anonymous: the fields that would configure it are
+/// refused by this release), MCP parsing, usage metrics, panic recovery.
+pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>) -> Vec<Middleware> {
+    let step = |kind, parameters| Middleware { kind, parameters };
+    let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
+    if let Some(audit) = audit {
+        chain.push(step("audit", json!({"config_data": audit, "transport_type": server.spec.transport.as_str()})));
+    }
+    chain.extend([step("auth", json!({})), step("mcp-parser", json!({})), step("usagemetrics", json!({})), step("recovery", Value::Null)]);
+    chain
+}
+
+/// The runner's audit settings when `spec.audit.enabled`: the reference's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditConfig {
+    pub detect_application_errors: bool,
+    pub max_data_size: i64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { detect_application_errors: true, max_data_size: 1024 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -250,9 +318,14 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         Some(_) => None,
     };
     let transport = spec.transport.as_str();
-    let target_port = (spec.transport != Transport::Stdio).then(|| server.mcp_port());
-    // The container's labels, as the runner would add them itself.
-    let mut container_labels = labels(name);
+    // The runner wants the MCP server's port for every transport (stdio included); the
+    // server itself is told its port only when it listens on one.
+    let target_port = Some(server.mcp_port());
+    let listens = spec.transport != Transport::Stdio;
+    // The container's labels, as the runner would add them itself. Not the proxy's
+    // app/app.kubernetes.io labels: the MCP server's pods are not the proxy's.
+    let mut container_labels =
+        BTreeMap::from([("toolhive".to_string(), "true".to_string()), ("toolhive-name".to_string(), name.to_string())]);
     container_labels.extend([
         ("toolhive-basename".to_string(), name.to_string()),
         ("toolhive-transport".to_string(), transport.to_string()),
@@ -262,10 +335,11 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
     // (which wins: the server must listen where the proxy expects it).
     let mut env_vars: BTreeMap<String, String> = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
     env_vars.insert("MCP_TRANSPORT".into(), transport.into());
-    if let Some(port) = target_port {
+    if let Some(port) = target_port.filter(|_| listens) {
         env_vars.insert("MCP_PORT".into(), port.to_string());
         env_vars.insert("FASTMCP_PORT".into(), port.to_string());
     }
+    let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
@@ -283,18 +357,13 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         mcpserver_generation: server.metadata.generation,
         cmd_args: spec.args.clone(),
         env_vars,
-        volumes: spec.volumes.iter().map(|v| format!("{}:{}{}", v.host_path, v.mount_path, if v.read_only { ":ro" } else { "" })).collect(),
-        secrets: spec
-            .secrets
-            .iter()
-            .map(|s| format!("{},target={}", s.name, if s.target_env_name.is_empty() { &s.key } else { &s.target_env_name }))
-            .collect(),
         permission_profile_name_or_path: permission_profile,
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
         group: spec.group_ref.as_ref().map(|g| g.name.clone()),
-        audit_config: spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditComponent { component: name.to_string() }),
+        middleware_configs: middleware_configs(server, audit_config.as_ref()),
+        audit_config,
         rate_limit_config: spec.rate_limiting.clone(),
         rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
         scaling_config: spec.backend_replicas.map(|backend_replicas| ScalingConfig { backend_replicas }),
@@ -403,7 +472,8 @@ impl Child {
 /// Every child the MCPServer should have, in apply order. None when the server has
 /// no uid yet (it has not been stored, so nothing can be owned by it).
 pub fn desired_children(server: &MCPServer, settings: &ProxySettings) -> Option<Vec<Child>> {
-    let owner = server.controller_owner_ref(&())?;
+    // Foreground deletion of the MCPServer waits for its children, as the reference's do.
+    let owner = OwnerReference { block_owner_deletion: Some(true), ..server.controller_owner_ref(&())? };
     let base = Base { server, owner, settings, runconfig: runconfig(server, settings) };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
@@ -501,8 +571,14 @@ impl Base<'_> {
 
     fn runconfig_configmap(&self) -> ConfigMap {
         let text = serde_json::to_string_pretty(&self.runconfig).unwrap_or_default();
+        // The reference's RunConfig labels too, for whoever selects by them.
+        let extra = BTreeMap::from([
+            ("toolhive.stacklok.io/component".to_string(), "run-config".to_string()),
+            ("toolhive.stacklok.io/managed-by".to_string(), "toolhive-operator".to_string()),
+            ("toolhive.stacklok.io/mcp-server".to_string(), server_name(self.server).to_string()),
+        ]);
         ConfigMap {
-            metadata: self.plain_metadata(&names(self.server).runconfig),
+            metadata: self.metadata(&names(self.server).runconfig, &extra, &BTreeMap::new()),
             data: Some(BTreeMap::from([(RUNCONFIG_KEY.to_string(), text)])),
             ..Default::default()
         }
@@ -555,20 +631,35 @@ impl Base<'_> {
 
         let mut pod_annotations = pod_meta.annotations.clone();
         pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), hash_of(&self.runconfig));
+        // The runner learns which MCPServer generation it runs from its own pod.
+        if let Some(generation) = server.metadata.generation {
+            pod_annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
+        }
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
         }
         let mut pod_labels = labels(name);
         pod_labels.extend(pod_meta.labels.clone());
 
-        let mut args = vec!["run".to_string()];
-        if server.spec.pod_template_spec.is_some() {
-            // The same patch the RunConfig carries: the flag replaces it in the runner.
-            args.push(format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch));
-        }
-        args.push(server.spec.image.clone());
+        let args = vec!["run".to_string(), format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch), server.spec.image.clone()];
 
-        let mut env_vars = vec![env("XDG_CONFIG_HOME", "/tmp"), env("HOME", "/tmp")];
+        let mut env_vars = vec![
+            env("XDG_CONFIG_HOME", "/tmp"),
+            env("HOME", "/tmp"),
+            env("TOOLHIVE_RUNTIME", "kubernetes"),
+            env("UNSTRUCTURED_LOGS", "false"),
+        ];
+        env_vars.push(EnvVar {
+            name: "THV_MCPSERVER_GENERATION".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{GENERATION_ANNOTATION}']"),
+                    api_version: Some("v1".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
 
         let mut volumes = vec![Volume {
@@ -603,12 +694,21 @@ impl Base<'_> {
             });
         }
 
-        let health = |initial_delay_seconds: i32, period_seconds: i32| Probe {
-            http_get: Some(HTTPGetAction { path: Some("/health".into()), port: IntOrString::String("http".into()), ..Default::default() }),
-            initial_delay_seconds: Some(initial_delay_seconds),
-            period_seconds: Some(period_seconds),
-            ..Default::default()
-        };
+        // A slow first start (the runner creates the MCP server's StatefulSet and waits
+        // for it) gets 90 s from the startup probe before liveness counts.
+        let health =
+            |initial_delay_seconds: Option<i32>, period_seconds: i32, timeout_seconds: i32, failure_threshold: Option<i32>| Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/health".into()),
+                    port: IntOrString::String("http".into()),
+                    ..Default::default()
+                }),
+                initial_delay_seconds,
+                period_seconds: Some(period_seconds),
+                timeout_seconds: Some(timeout_seconds),
+                failure_threshold,
+                ..Default::default()
+            };
         let resources = &server.spec.resources;
         let container = Container {
             name: PROXY_CONTAINER.into(),
@@ -622,8 +722,9 @@ impl Base<'_> {
                 ..Default::default()
             }]),
             volume_mounts: Some(mounts),
-            readiness_probe: Some(health(5, 5)),
-            liveness_probe: Some(health(30, 10)),
+            startup_probe: Some(health(None, 5, 3, Some(18))),
+            readiness_probe: Some(health(Some(5), 5, 3, None)),
+            liveness_probe: Some(health(Some(30), 10, 5, None)),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
@@ -765,7 +866,25 @@ mod tests {
         assert_eq!(rc["container_labels"]["toolhive-basename"], "osv");
         assert_eq!(rc["container_labels"]["toolhive-transport"], "streamable-http");
         assert_eq!(rc["container_labels"]["toolhive-port"], "8081");
-        assert_eq!(rc["secrets"], json!(["s,target=token", "s2,target=T"]));
+        assert!(rc.get("secrets").is_none(), "the runner reads no Secret");
+        let chain: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(chain, ["bodylimit", "auth", "mcp-parser", "usagemetrics", "recovery"]);
+        let audited = server(json!({"image": "img", "audit": {"enabled": true}}));
+        let rc_audit = serde_json::to_value(runconfig(&audited, &ProxySettings::new("r"))).unwrap();
+        assert_eq!(rc_audit["middleware_configs"][1]["type"], "audit");
+        assert_eq!(
+            rc_audit["middleware_configs"][1]["parameters"]["config_data"],
+            json!({"detectApplicationErrors": true, "maxDataSize": 1024})
+        );
+        let patch = pod_template_patch(&s);
+        assert_eq!(
+            patch["spec"]["containers"],
+            json!([{"name": "mcp", "env": [
+                {"name": "token", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+                {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s2", "key": "k"}}}]}]),
+            "secrets reach the MCP container from secretKeyRef"
+        );
+        assert_eq!(rc["container_labels"].as_object().unwrap().len(), 5, "toolhive labels only: {}", rc["container_labels"]);
         assert_eq!(rc["permission_profile_name_or_path"], "network");
         assert_eq!(
             rc["permission_profile"],
@@ -788,20 +907,20 @@ mod tests {
         assert_eq!(rc["host"], "0.0.0.0");
         let elsewhere = ProxySettings { host: "127.0.0.1".into(), ..ProxySettings::new("r") };
         assert_eq!(runconfig(&s, &elsewhere).host, "127.0.0.1", "TOOLHIVE_PROXY_HOST reaches the runner");
-        let patch: Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
+        let patch = pod_template_patch(&s);
         assert_eq!(patch["spec"]["serviceAccountName"], "osv-sa");
     }
 
     #[test]
-    fn stdio_has_no_target_port_and_uses_custom_service_account() {
+    fn stdio_server_is_told_no_port_and_uses_custom_service_account() {
         let s = server(json!({"image": "img", "serviceAccount": "mine"}));
         let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
-        assert!(rc.get("target_port").is_none());
+        assert_eq!(rc["target_port"], 8080, "the runner's target, as the reference writes it");
         assert_eq!(rc["env_vars"], json!({"MCP_TRANSPORT": "stdio"}), "a stdio server listens on no port");
         assert_eq!(rc["proxy_mode"], "streamable-http");
         let kinds: Vec<_> = children(&s).iter().map(|c| (c.kind(), c.name().to_string())).collect();
         assert!(!kinds.contains(&("ServiceAccount", "osv-sa".to_string())));
-        let patch: Value = serde_json::from_str(rc["k8s_pod_template_patch"].as_str().unwrap()).unwrap();
+        let patch = pod_template_patch(&s);
         assert_eq!(patch["spec"]["serviceAccountName"], "mine");
     }
 
@@ -843,7 +962,11 @@ mod tests {
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["name"], "toolhive");
         assert_eq!(c["image"], "runner:1");
-        assert_eq!(c["args"], json!(["run", "ghcr.io/stackloklabs/osv-mcp/server"]));
+        let patch = r#"--k8s-pod-patch={"metadata":{},"spec":{"containers":[],"serviceAccountName":"osv-sa"}}"#;
+        assert_eq!(c["args"], json!(["run", patch, "ghcr.io/stackloklabs/osv-mcp/server"]));
+        let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert!(env.contains(&"TOOLHIVE_RUNTIME") && env.contains(&"THV_MCPSERVER_GENERATION"), "{env:?}");
+        assert_eq!(d["spec"]["template"]["metadata"]["annotations"][GENERATION_ANNOTATION], "3");
         assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/runconfig");
         assert_eq!(d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION], "2026-01-01T00:00:00Z");
         assert!(d["spec"].get("replicas").is_none(), "unset replicas leave scaling to others");
@@ -888,6 +1011,17 @@ mod tests {
         let b = children(&other);
         assert_ne!(a[0].hash(), b[0].hash());
         assert_eq!(a[0].hash(), children(&osv())[0].hash());
+    }
+
+    #[test]
+    fn secrets_join_the_mcp_container_of_a_pod_template() {
+        let s = server(json!({"image": "img", "secrets": [{"name": "s", "key": "k", "targetEnvName": "K"}],
+            "podTemplateSpec": {"spec": {"containers": [{"name": "mcp", "env": [{"name": "A", "value": "1"}]}]}}}));
+        let patch = pod_template_patch(&s);
+        let env: Vec<&str> =
+            patch["spec"]["containers"][0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(env, ["A", "K"]);
+        assert_eq!(patch["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
     #[test]

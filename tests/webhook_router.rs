@@ -137,7 +137,7 @@ async fn every_violation_is_reported_at_once() {
         "spec.targetPort: Forbidden: this field was removed; use spec.mcpPort",
         r#"spec.image: Forbidden: registry "quay.io""#,
         r#"spec.transport: Forbidden: transport "sse" is not allowed in namespace "team-a" (allowed: stdio, streamable-http)"#,
-        "spec.volumes: Forbidden: hostPath volumes are not allowed",
+        "spec.volumes: Forbidden: spec.volumes (host path mounts) is not supported by this operator release",
         "spec.resources.limits.cpu: Forbidden: 4 exceeds the namespace maximum of 1",
         "spec.resources.limits.memory: Forbidden: 1Gi exceeds the namespace maximum of 512Mi",
         "spec.podTemplateSpec.spec.hostNetwork: Forbidden",

@@ -87,7 +87,8 @@ pub struct Rules {
     /// Defaults and ceilings for the `mcp` container (spec.podTemplateSpec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_resources: Option<ResourcePolicy>,
-    /// Whether spec.volumes (hostPath mounts) are allowed. Default false.
+    /// No effect: spec.volumes (host path mounts) is refused in every namespace by this
+    /// release. Kept so policy files that set it still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_host_path_volumes: Option<bool>,
     /// Exceptions: pod features spec.podTemplateSpec may use. Default: none of them.

@@ -37,7 +37,6 @@ pub enum Rule {
     Transport,
     Quota,
     Resources,
-    HostPath,
     PodSecurity,
 }
 
@@ -55,7 +54,6 @@ impl Rule {
             Rule::Transport => "transport",
             Rule::Quota => "quota",
             Rule::Resources => "resources",
-            Rule::HostPath => "host-path",
             Rule::PodSecurity => "pod-security",
         }
     }
@@ -220,14 +218,6 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
     if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
         check_ceiling(resources, policy, "spec.resources", &mut out);
-    }
-    if !spec.volumes.is_empty() && !rules.allow_host_path_volumes.unwrap_or(false) {
-        out.push(Violation::new(
-            "spec.volumes",
-            FieldError::Forbidden,
-            Rule::HostPath,
-            format!("hostPath volumes are not allowed in namespace {namespace:?}"),
-        ));
     }
     if let Some(template) = &spec.pod_template_spec {
         if let Some(too_big) = size_violation(Some(template), "spec.podTemplateSpec", MAX_POD_TEMPLATE_BYTES) {

@@ -1,7 +1,8 @@
 //! Differential test against the reference: ToolHive's own operator (thv-operator
 //! v0.44.0, built from the Go module proxy by `scripts/reference.sh`) and this one
-//! run side by side on one control plane of their own, each watching its own
-//! namespace, and are fed the same MCPServers (`tests/fixtures/parity/corpus.yaml`).
+//! run side by side, each on a control plane of its own with its own CRDs (the
+//! reference's from its module source, this one's from the CRDs chart), and are fed
+//! the same MCPServers (`tests/fixtures/parity/corpus.yaml`).
 //! Every object each one creates in its namespace, and the RunConfig each writes, is
 //! compared after normalising what is expected to differ between any two runs
 //! (uids, resourceVersions, timestamps, managedFields, namespaces, this operator's
@@ -37,10 +38,14 @@ const APPLIED_HASH: &str = "toolhive.stacklok.dev/applied-hash";
 struct Case {
     name: String,
     spec: Value,
+    /// This operator refuses the spec (its CRD rule): the message names this.
+    #[serde(default)]
+    refused_here: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
 struct Known {
+    /// An object kind, `RunConfig`, or `*` for any.
     kind: String,
     /// `/`-separated path; `*` matches within one segment, `**` any rest.
     path: String,
@@ -64,10 +69,11 @@ struct Difference {
 #[test]
 fn every_child_object_and_runconfig_matches_the_reference_or_is_a_known_difference() {
     // Started on this thread, which outlives the children (they die with it).
-    let cp = controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false })
-        .expect("dedicated control plane");
+    let start = || controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false });
+    let ours = start().expect("control plane for this operator");
+    let reference = start().expect("control plane for the reference");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(scenario(&cp));
+    rt.block_on(scenario(&ours, &reference));
 }
 
 /// The reference operator as a child process, killed with the test.
@@ -89,35 +95,32 @@ fn reference_build() -> (PathBuf, PathBuf) {
     (lines.next().unwrap(), lines.next().unwrap())
 }
 
-async fn scenario(cp: &controlplane::ControlPlane) {
+async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::ControlPlane) {
     let admin = cp.client().await.unwrap();
+    let reference_admin = reference_cp.client().await.unwrap();
     let kc = cp.kubeconfig.clone();
+    let reference_kc = reference_cp.kubeconfig.clone();
     let work = tempdir("parity");
     let root = controlplane::repo_root();
     let (reference_bin, reference_crds) = reference_build();
 
-    // This operator's MCPServer CRD (the CRDs chart); the reference's CRDs for its
-    // other kinds, which its manager needs to start.
     let crds = root.join("deploy/charts/toolhive-operator-crds");
     run_ok("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds.to_str().unwrap(), "--wait"]);
-    for entry in std::fs::read_dir(&reference_crds).unwrap().flatten() {
-        let file = entry.path();
-        if !file.to_string_lossy().ends_with("_mcpservers.yaml") {
-            run_ok("kubectl", &kc, &["apply", "--server-side", "-f", file.to_str().unwrap()]);
-        }
-    }
+    run_ok("kubectl", &reference_kc, &["apply", "--server-side", "-f", reference_crds.to_str().unwrap()]);
+    run_ok("kubectl", &reference_kc, &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
     let ours_ns = cp.namespace(&admin, "parity-ours").await.unwrap();
-    let reference_ns = cp.namespace(&admin, "parity-reference").await.unwrap();
     let system_ns = cp.namespace(&admin, "parity-system").await.unwrap();
+    let reference_ns = reference_cp.namespace(&reference_admin, "parity-reference").await.unwrap();
+    let reference_system_ns = reference_cp.namespace(&reference_admin, "parity-system").await.unwrap();
 
     let log = std::fs::File::create(work.join("reference.log")).unwrap();
     let mut command = Command::new(&reference_bin);
     command
         .arg(format!("--metrics-bind-address=127.0.0.1:{}", controlplane::free_port().unwrap()))
         .arg(format!("--health-probe-bind-address=127.0.0.1:{}", controlplane::free_port().unwrap()))
-        .env("KUBECONFIG", &kc)
+        .env("KUBECONFIG", &reference_kc)
         .env("WATCH_NAMESPACE", &reference_ns)
-        .env("POD_NAMESPACE", &system_ns)
+        .env("POD_NAMESPACE", &reference_system_ns)
         .env("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -143,21 +146,30 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let corpus = std::fs::read_to_string(root.join("tests/fixtures/parity/corpus.yaml")).unwrap();
     let cases: Vec<Case> =
         serde_yaml::Deserializer::from_str(&corpus).map(|doc| serde::Deserialize::deserialize(doc).expect("corpus document")).collect();
+    let sides = [(&admin, &ours_ns), (&reference_admin, &reference_ns)];
     for case in &cases {
-        for ns in [&ours_ns, &reference_ns] {
+        for (client, ns) in sides {
             let server: MCPServer = serde_json::from_value(json!({
                 "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": case.name}, "spec": case.spec
             }))
             .unwrap();
-            Api::<MCPServer>::namespaced(admin.clone(), ns).create(&PostParams::default(), &server).await.unwrap();
+            let created = Api::<MCPServer>::namespaced(client.clone(), ns).create(&PostParams::default(), &server).await;
+            match (&case.refused_here, created) {
+                (Some(field), Err(e)) if ns == &ours_ns => assert!(e.to_string().contains(field.as_str()), "{}: {e}", case.name),
+                (Some(_), Ok(_)) if ns == &ours_ns => panic!("{} was accepted here; the corpus says it is refused", case.name),
+                (_, created) => {
+                    created.unwrap_or_else(|e| panic!("{} in {ns}: {e}", case.name));
+                }
+            }
         }
     }
     // Each operator has made a server's objects when its Deployment exists; the
     // reference writes it last.
     let reference_log = work.join("reference.log");
     for case in &cases {
-        for ns in [&ours_ns, &reference_ns] {
-            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+        let skip = usize::from(case.refused_here.is_some());
+        for (client, ns) in sides.iter().skip(skip) {
+            let deployments: Api<Deployment> = Api::namespaced((*client).clone(), ns);
             let what = format!("Deployment {} in {ns} (reference log: {})", case.name, reference_log.display());
             eventually_within(&what, &ours, Duration::from_secs(90), || async { deployments.get_opt(&case.name).await.ok()? }).await;
         }
@@ -166,7 +178,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
     let ours_objects = objects(&admin, &ours_ns, &names).await;
-    let reference_objects = objects(&admin, &reference_ns, &names).await;
+    let reference_objects = objects(&reference_admin, &reference_ns, &names).await;
     let mut differences = Vec::new();
     for key in ours_objects.keys().chain(reference_objects.keys()).collect::<std::collections::BTreeSet<_>>() {
         let (kind, server, _) = key;
@@ -182,7 +194,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let mut unexplained = Vec::new();
     for d in &differences {
         let matched = known.iter().enumerate().find(|(i, k)| {
-            k.kind == d.kind && (k.servers.is_empty() || k.servers.contains(&d.server)) && patterns[*i].is_match(&d.path)
+            (k.kind == "*" || k.kind == d.kind) && (k.servers.is_empty() || k.servers.contains(&d.server)) && patterns[*i].is_match(&d.path)
         });
         match matched {
             Some((i, _)) => used[i] = true,
@@ -262,6 +274,28 @@ fn normalise(mut value: Value, ns: &str) -> Value {
             if map.is_empty() {
                 let parent = annotations.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
                 value.pointer_mut(parent).and_then(Value::as_object_mut).map(|m| m.remove("annotations"));
+            }
+        }
+    }
+    // The runner's pod patch flag: compared as JSON, not as text.
+    if let Some(args) = value.pointer_mut("/spec/template/spec/containers/0/args").and_then(Value::as_array_mut) {
+        for arg in args {
+            let parsed = arg.as_str().and_then(|a| a.strip_prefix("--k8s-pod-patch=")).and_then(|p| serde_json::from_str::<Value>(p).ok());
+            if let Some(patch) = parsed {
+                *arg = json!({"--k8s-pod-patch": patch});
+            }
+        }
+    }
+    // Addresses the API server allocates.
+    if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    // RBAC verbs are a set.
+    if let Some(rules) = value.get_mut("rules").and_then(Value::as_array_mut) {
+        for rule in rules {
+            if let Some(verbs) = rule.get_mut("verbs").and_then(Value::as_array_mut) {
+                verbs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
             }
         }
     }
