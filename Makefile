@@ -10,11 +10,13 @@ export GOTOOLCHAIN := local
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
 ## and what the node needs: its Debian packages, kubelet, kube-proxy, kube-scheduler,
-## and the images it runs (scripts/images.sh).
+## the images it runs (scripts/images.sh), and ToolHive's own operator for the
+## differential test (scripts/reference.sh).
 tools:
 	@scripts/node-packages.sh
 	@scripts/tools.sh --node >/dev/null
 	@scripts/images.sh >/dev/null
+	@scripts/reference.sh >/dev/null
 
 ## Everything a fresh machine needs, then formatting, lints (benchmarks included) and
 ## every test (unit + integration). CI runs this.

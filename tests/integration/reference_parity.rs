@@ -192,14 +192,28 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
     let patterns: Vec<regex::Regex> = known.iter().map(|k| pattern(&k.path)).collect();
     let mut used = vec![false; known.len()];
     let mut unexplained = Vec::new();
+    // Per server: how many differences, and which known entries explain them.
+    let mut table: BTreeMap<&str, (usize, std::collections::BTreeSet<usize>)> =
+        cases.iter().map(|c| (c.name.as_str(), Default::default())).collect();
     for d in &differences {
         let matched = known.iter().enumerate().find(|(i, k)| {
             (k.kind == "*" || k.kind == d.kind) && (k.servers.is_empty() || k.servers.contains(&d.server)) && patterns[*i].is_match(&d.path)
         });
         match matched {
-            Some((i, _)) => used[i] = true,
+            Some((i, _)) => {
+                used[i] = true;
+                if let Some(row) = table.get_mut(d.server.as_str()) {
+                    row.0 += 1;
+                    row.1.insert(i + 1);
+                }
+            }
             None => unexplained.push(format!("{} of {} at {}: ours {} / reference {}", d.kind, d.server, d.path, d.ours, d.reference)),
         }
+    }
+    println!("| server | differences | known-differences.yaml entries (1-based) |\n|---|---|---|");
+    for (server, (count, entries)) in &table {
+        let list: Vec<String> = entries.iter().map(usize::to_string).collect();
+        println!("| {server} | {count} | {} |", if list.is_empty() { "identical".to_string() } else { list.join(", ") });
     }
     let stale: Vec<String> =
         known.iter().zip(&used).filter(|(_, used)| !**used).map(|(k, _)| format!("{} {} ({})", k.kind, k.path, k.reason)).collect();
