@@ -257,14 +257,17 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 
 /// The chain the runner puts every request through: a body limit, the audit log when
 /// asked for, authentication (anonymous: the fields that would configure it are
-/// refused by this release), MCP parsing, usage metrics, panic recovery.
+/// refused by this release), MCP parsing, panic recovery. Not the runner's usage
+/// metrics step, which reports usage to the runner's vendor: a platform's tenants'
+/// proxies do not phone home unless the platform says so (the reference adds it
+/// unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
 pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>) -> Vec<Middleware> {
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
         chain.push(step("audit", json!({"config_data": audit, "transport_type": server.spec.transport.as_str()})));
     }
-    chain.extend([step("auth", json!({})), step("mcp-parser", json!({})), step("usagemetrics", json!({})), step("recovery", Value::Null)]);
+    chain.extend([step("auth", json!({})), step("mcp-parser", json!({})), step("recovery", Value::Null)]);
     chain
 }
 
@@ -868,7 +871,7 @@ mod tests {
         assert_eq!(rc["container_labels"]["toolhive-port"], "8081");
         assert!(rc.get("secrets").is_none(), "the runner reads no Secret");
         let chain: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
-        assert_eq!(chain, ["bodylimit", "auth", "mcp-parser", "usagemetrics", "recovery"]);
+        assert_eq!(chain, ["bodylimit", "auth", "mcp-parser", "recovery"]);
         let audited = server(json!({"image": "img", "audit": {"enabled": true}}));
         let rc_audit = serde_json::to_value(runconfig(&audited, &ProxySettings::new("r"))).unwrap();
         assert_eq!(rc_audit["middleware_configs"][1]["type"], "audit");

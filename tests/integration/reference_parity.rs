@@ -122,6 +122,9 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         .env("WATCH_NAMESPACE", &reference_ns)
         .env("POD_NAMESPACE", &reference_system_ns)
         .env("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)
+        // Its usage-metrics middleware depends on its environment (off in CI, on
+        // elsewhere); this operator never adds it. Off, as the reference's own switch says.
+        .env("TOOLHIVE_USAGE_METRICS_ENABLED", "false")
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     {
