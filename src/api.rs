@@ -760,9 +760,18 @@ pub fn crd() -> CustomResourceDefinition {
             node["x-kubernetes-list-type"] = json!("map");
             node["x-kubernetes-list-map-keys"] = json!(["name"]);
         }
-        let status = &mut version["schema"]["openAPIV3Schema"]["properties"]["status"];
-        status["properties"]["conditions"]["x-kubernetes-list-type"] = json!("map");
-        status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = json!(["type"]);
+    }
+    with_deprecated_version(value)
+}
+
+/// Adds the deprecated v1alpha1 version, a copy of v1beta1 (one schema: the API server
+/// needs no conversion), and lists conditions by type for server-side apply.
+pub fn with_deprecated_version(mut value: Value) -> CustomResourceDefinition {
+    let version = &mut value["spec"]["versions"][0];
+    let conditions = &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    if conditions.is_object() {
+        conditions["x-kubernetes-list-type"] = json!("map");
+        conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
     }
     let mut deprecated = version.clone();
     deprecated["name"] = json!(DEPRECATED_VERSION);
@@ -775,9 +784,14 @@ pub fn crd() -> CustomResourceDefinition {
 
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";
 
-/// The CRD as committed in the CRDs chart: YAML, wrapped in the chart's install/keep switches.
+/// The MCPServer CRD as committed in the CRDs chart.
 pub fn crd_chart_template() -> String {
-    let mut value = serde_json::to_value(crd()).expect("crd serializes");
+    chart_template(crd())
+}
+
+/// A CRD as committed in the CRDs chart: YAML, wrapped in the chart's install/keep switches.
+pub fn chart_template(crd: CustomResourceDefinition) -> String {
+    let mut value = serde_json::to_value(crd).expect("crd serializes");
     value["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "toolhive-operator"});
     let body = serde_yaml::to_string(&value).expect("yaml");
     let body = body.replacen(
@@ -799,6 +813,9 @@ mod tests {
         let path = format!("{}/{CRD_CHART_FILE}", env!("CARGO_MANIFEST_DIR"));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(committed == crd_chart_template(), "{CRD_CHART_FILE} is stale: run `make crds` and commit the result");
+        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), crate::group::CRD_CHART_FILE);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == chart_template(crate::group::crd()), "{path} is stale: run `make crds` and commit the result");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase, RESTARTED_AT_ANNOTATION};
 use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
+use crate::group::{GroupRefState, MCPGroup};
 use crate::metrics::{CONTROLLER, Metrics};
 use crate::resources::{self, Child, MANAGED_SELECTOR, desired_children};
 use crate::status::{Observed, desired_status};
@@ -127,6 +128,8 @@ impl ChildStores {
 pub struct Context {
     pub shared: Arc<Shared>,
     stores: ChildStores,
+    /// MCPGroups in the scope, for the GroupRefValidated condition.
+    groups: Store<MCPGroup>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -138,7 +141,7 @@ fn edit_version(meta: &kube::core::ObjectMeta) -> String {
     }
 }
 
-fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+pub fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -201,7 +204,10 @@ where
 }
 
 /// Runs the controller for one scope until `shutdown` resolves.
-pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let client = shared.client.clone();
     let nsr = ns.as_deref();
     let m = &shared.metrics;
@@ -212,7 +218,6 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl s
     let (deployments, dep) = deployment_stream(&client, nsr, m);
     let (services, svc) = child_stream::<Service>(&client, nsr, m);
     let stores = ChildStores { configmaps, service_accounts, roles, role_bindings, deployments, services };
-    let ctx = Arc::new(Context { shared: shared.clone(), stores });
     let servers = scoped::<MCPServer>(&client, nsr);
     let scope_label = ns.clone().unwrap_or_else(|| "*".into());
     info!(scope = %scope_label, "starting MCPServer controller");
@@ -223,14 +228,30 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl s
         .modify(|s: &mut MCPServer| resources::slim_metadata(&mut s.metadata, &[RESTARTED_AT_ANNOTATION]))
         .reflect(server_writer)
         .touched_objects();
-    Controller::for_stream(server_stream, server_store)
+    // MCPGroups: cached for the servers' GroupRefValidated condition; a change to one
+    // reconciles the servers that name it (found in the server cache, not listed).
+    let (group_store, group_writer) = reflector::store::<MCPGroup>();
+    let group_stream = watcher(scoped::<MCPGroup>(&client, nsr), watcher::Config::default())
+        .default_backoff()
+        .modify(|g: &mut MCPGroup| resources::slim_metadata(&mut g.metadata, &[]))
+        .reflect(group_writer)
+        .touched_objects();
+    let members_of = server_store.clone();
+    let naming_servers = move |group: MCPGroup| {
+        let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+        crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
+    };
+    let ctx = Arc::new(Context { shared: shared.clone(), stores, groups: group_store });
+    let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
+    let servers_controller = Controller::for_stream(server_stream, server_store)
+        .watches_stream(group_stream, naming_servers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
         .owns_stream(rb)
         .owns_stream(dep)
         .owns_stream(svc)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(wait(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
             if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
@@ -238,20 +259,17 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: impl s
                 warn!(error = %e, "MCPServer watch failed; retrying");
             }
             futures::future::ready(())
-        })
-        .await;
+        });
+    futures::future::join(servers_controller, groups).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
 
 /// Runs every scope's controller (one per allowed namespace in namespace mode).
 pub async fn run(shared: Arc<Shared>, scope: &Scope, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     match scope {
-        Scope::Cluster => run_scope(shared, None, wait(shutdown)).await,
+        Scope::Cluster => run_scope(shared, None, shutdown).await,
         Scope::Namespaces(list) => {
-            futures::future::join_all(list.iter().map(|ns| run_scope(shared.clone(), Some(ns.clone()), wait(shutdown.clone())))).await;
+            futures::future::join_all(list.iter().map(|ns| run_scope(shared.clone(), Some(ns.clone()), shutdown.clone()))).await;
         }
     }
 }
@@ -349,7 +367,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let shared = &ctx.shared;
-    let mut observed = Observed::default();
+    let mut observed = Observed { group_ref: GroupRefState::of(server, &ctx.groups), ..Default::default() };
 
     if let Err(e) = server.spec.pod_template() {
         observed.pod_template_error = Some(e.to_string());

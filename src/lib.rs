@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod group;
 pub mod http;
 pub mod leader;
 pub mod logging;

@@ -9,6 +9,7 @@ use crate::resources::service_url;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_POD_TEMPLATE_VALID: &str = "PodTemplateValid";
+const GROUP_REF: &str = crate::group::CONDITION_GROUP_REF_VALIDATED;
 
 /// What the reconciler saw this round.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -23,6 +24,8 @@ pub struct Observed {
     /// Applying a child failed in a way the user can fix (message).
     pub apply_error: Option<String>,
     pub terminating: bool,
+    /// spec.groupRef: the group's name and where it stands.
+    pub group_ref: Option<(String, crate::group::GroupRefState)>,
 }
 
 pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCPServerStatus {
@@ -70,9 +73,13 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         server.metadata.generation,
         &now,
     ));
-    // Keep conditions other controllers or versions set, e.g. GroupRefValidated.
+    if let Some((group, state)) = &observed.group_ref {
+        let (status, reason, message) = state.condition(group);
+        conditions.push(condition(&previous.conditions, GROUP_REF, status, reason, &message, server.metadata.generation, &now));
+    }
+    // Keep conditions other controllers or versions set.
     for c in &previous.conditions {
-        if c.type_ != CONDITION_READY && c.type_ != CONDITION_POD_TEMPLATE_VALID {
+        if ![CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF].contains(&c.type_.as_str()) {
             conditions.push(c.clone());
         }
     }

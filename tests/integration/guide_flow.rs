@@ -17,7 +17,7 @@ use serde_json::json;
 use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
 
 use super::common::{
-    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, run, served_certificate,
+    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, run, run_ok, served_certificate,
     webhook_registration_lock, write_secret_volume,
 };
 use super::guide::{Guide, RUNNER_IMAGE, guide, server};
@@ -539,4 +539,61 @@ async fn a_namespace_enforcing_restricted_holds_pod_templates_to_restricted() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_there() {
+    use toolhive_operator::group::{GroupPhase, MCPGroup};
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let groups: Api<MCPGroup> = Api::namespaced(admin.clone(), &g.team);
+    let group: MCPGroup = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPGroup", "metadata": {"name": "tools"}, "spec": {"description": "shared tools"}
+    }))
+    .unwrap();
+    groups.create(&PostParams::default(), &group).await.unwrap();
+    for (name, group) in [("grouped-b", "tools"), ("grouped-a", "tools"), ("orphan", "absent")] {
+        create(g, &servers, &server(name, json!({"image": "ghcr.io/acme/tool", "groupRef": {"name": group}}))).await;
+    }
+    eventually("the group to list its two servers", &g.operator, || async {
+        let status = groups.get("tools").await.ok()?.status?;
+        (status.servers == ["grouped-a", "grouped-b"] && status.server_count == 2 && status.phase == Some(GroupPhase::Ready)).then_some(())
+    })
+    .await;
+    let group_condition = |name: &'static str| {
+        let servers = servers.clone();
+        async move {
+            let condition = servers.get(name).await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == "GroupRefValidated")?;
+            Some((condition.status, condition.reason))
+        }
+    };
+    eventually("grouped-a's group is valid", &g.operator, || async {
+        (group_condition("grouped-a").await? == ("True".to_string(), "GroupRefIsValid".to_string())).then_some(())
+    })
+    .await;
+    eventually("orphan's group is missing", &g.operator, || async {
+        (group_condition("orphan").await? == ("False".to_string(), "GroupRefNotFound".to_string())).then_some(())
+    })
+    .await;
+    let listed = run_ok("kubectl", &g.kubeconfig, &["-n", &g.team, "get", "mcpg", "tools"]);
+    assert!(listed.contains("SERVERS") && listed.contains("CHECKED") && listed.contains(" 2 ") && listed.contains("Ready"), "{listed}");
+
+    // A server that leaves is dropped from the list; the group's deletion reaches
+    // the servers that named it.
+    servers.delete("grouped-b", &DeleteParams::default()).await.unwrap();
+    eventually("the group to list the one server left", &g.operator, || async {
+        let status = groups.get("tools").await.ok()?.status?;
+        (status.servers == ["grouped-a"] && status.server_count == 1).then_some(())
+    })
+    .await;
+    groups.delete("tools", &DeleteParams::default()).await.unwrap();
+    eventually("grouped-a to say its group is gone", &g.operator, || async {
+        (group_condition("grouped-a").await? == ("False".to_string(), "GroupRefNotFound".to_string())).then_some(())
+    })
+    .await;
+    for name in ["grouped-a", "orphan"] {
+        servers.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 }

@@ -106,6 +106,14 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/status"]
   verbs: ["patch"]
+# MCPGroups: watched (servers' GroupRefValidated, the groups' member lists) and their
+# status applied.
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpgroups"]
+  verbs: ["list", "watch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpgroups/status"]
+  verbs: ["patch"]
 # The namespaces' pod-security.kubernetes.io/enforce label, for the webhook: watched
 # in cluster mode; in namespace mode each allowed namespace reads only itself.
 - apiGroups: [""]
