@@ -1,7 +1,7 @@
 //! MCPGroup: a named set of MCPServers in one namespace (`spec.groupRef`). Its
 //! status lists the servers that name it; an MCPServer's `GroupRefValidated`
 //! condition says whether the group it names exists and is Ready. The group changes
-//! nothing an MCPServer runs beyond the RunConfig's `group` name.
+//! nothing an MCPServer runs (the reference's RunConfig does not carry it either).
 
 use std::sync::Arc;
 

@@ -197,8 +197,6 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub endpoint_prefix: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_config: Option<AuditConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_config: Option<Value>,
@@ -364,7 +362,6 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
-        group: spec.group_ref.as_ref().map(|g| g.name.clone()),
         middleware_configs: middleware_configs(server, audit_config.as_ref()),
         audit_config,
         rate_limit_config: spec.rate_limiting.clone(),

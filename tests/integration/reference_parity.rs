@@ -29,7 +29,12 @@ use kube::{
 use serde_json::{Value, json};
 use toolhive_operator::api::MCPServer;
 
-use super::common::{Operator, eventually_within, run_ok, tempdir};
+use super::common::{Operator, eventually_within, run, run_ok, tempdir};
+
+fn run_ok_with_stdin(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) {
+    let (ok, _, err) = run("kubectl", kubeconfig, args, Some(stdin));
+    assert!(ok, "kubectl {args:?}: {err}");
+}
 
 const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
 const APPLIED_HASH: &str = "toolhive.stacklok.dev/applied-hash";
@@ -41,6 +46,9 @@ struct Case {
     /// This operator refuses the spec (its CRD rule): the message names this.
     #[serde(default)]
     refused_here: Option<String>,
+    /// Companion objects (e.g. an MCPGroup) created first on both sides.
+    #[serde(default)]
+    companions: Vec<Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -151,6 +159,11 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         serde_yaml::Deserializer::from_str(&corpus).map(|doc| serde::Deserialize::deserialize(doc).expect("corpus document")).collect();
     let sides = [(&admin, &ours_ns), (&reference_admin, &reference_ns)];
     for case in &cases {
+        for (kc, ns) in [(&kc, &ours_ns), (&reference_kc, &reference_ns)] {
+            for companion in &case.companions {
+                run_ok_with_stdin(kc, &["apply", "-n", ns, "-f", "-"], &companion.to_string());
+            }
+        }
         for (client, ns) in sides {
             let server: MCPServer = serde_json::from_value(json!({
                 "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": case.name}, "spec": case.spec
@@ -264,6 +277,14 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
             }
         };
     }
+    // Companion kinds, as the API serves them (either operator's schema).
+    let groups = kube::discovery::ApiResource::erase::<toolhive_operator::group::MCPGroup>(&());
+    for object in
+        Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &groups).list(&ListParams::default()).await.unwrap().items
+    {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        add("MCPGroup", &name, serde_json::to_value(&object).unwrap());
+    }
     collect!(ConfigMap);
     collect!(ServiceAccount);
     collect!(Role);
@@ -316,8 +337,18 @@ fn normalise(mut value: Value, ns: &str) -> Value {
             }
         }
     }
+    // A companion kind's status is what its controller computes: compared, less the
+    // condition's transition time.
+    let keeps_status = value.get("kind").and_then(Value::as_str) == Some("MCPGroup");
+    if let Some(conditions) = value.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+        for condition in conditions {
+            condition.as_object_mut().map(|c| c.remove("lastTransitionTime"));
+        }
+    }
     if let Some(object) = value.as_object_mut() {
-        object.remove("status");
+        if !keeps_status {
+            object.remove("status");
+        }
         // The RunConfig travels parsed, as its own kind.
         object.get_mut("data").and_then(Value::as_object_mut).map(|d| d.remove("runconfig.json"));
         if object.get("data").and_then(Value::as_object).is_some_and(|d| d.is_empty()) {
