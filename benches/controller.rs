@@ -153,7 +153,7 @@ async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, c
         .await;
     let writes = created.iter().flat_map(|s| {
         let ns = s.namespace().unwrap();
-        let children = desired_children(s, &toolhive_operator::resources::ProxySettings::new(RUNNER_IMAGE)).unwrap().into_iter().map({
+        let children = desired_children(s, &toolhive_operator::resources::ProxySettings::new(RUNNER_IMAGE), &Default::default()).unwrap().into_iter().map({
             let ns = ns.clone();
             move |child| {
                 let (resource, body) = child.dynamic();

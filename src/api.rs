@@ -391,7 +391,9 @@ pub struct MetadataOverrides {
 /// A reference by name to an object in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct NameRef {
-    /// Name of the referenced object in this namespace.
+    /// Name of the referenced object in this namespace (a name, never a path to
+    /// another namespace).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -698,7 +700,6 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
     Unsupported { field: "authServerRef", what: "the embedded authorization server", set_in: |s| s.auth_server_ref.is_some() },
     Unsupported { field: "authzConfig", what: "Cedar authorization", set_in: |s| s.authz_config.is_some() },
     Unsupported { field: "authzConfigRef", what: "Cedar authorization", set_in: |s| s.authz_config_ref.is_some() },
-    Unsupported { field: "toolConfigRef", what: "tool filtering", set_in: |s| s.tool_config_ref.is_some() },
     Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some() },
     Unsupported { field: "telemetryConfigRef", what: "telemetry", set_in: |s| s.telemetry_config_ref.is_some() },
     Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some() },
@@ -816,6 +817,9 @@ mod tests {
         let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), crate::group::CRD_CHART_FILE);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(committed == chart_template(crate::group::crd()), "{path} is stale: run `make crds` and commit the result");
+        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), crate::toolconfig::CRD_CHART_FILE);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == chart_template(crate::toolconfig::crd()), "{path} is stale: run `make crds` and commit the result");
     }
 
     #[test]

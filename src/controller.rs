@@ -130,6 +130,8 @@ pub struct Context {
     stores: ChildStores,
     /// MCPGroups in the scope, for the GroupRefValidated condition.
     groups: Store<MCPGroup>,
+    /// MCPToolConfigs in the scope, resolved into the RunConfig.
+    tool_configs: Store<crate::toolconfig::MCPToolConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -241,10 +243,24 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
         crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
     };
-    let ctx = Arc::new(Context { shared: shared.clone(), stores, groups: group_store });
+    // MCPToolConfigs: resolved into the RunConfig; an edit reconciles the servers
+    // that reference it (so the proxy rolls), found in the server cache.
+    let (tool_config_store, tool_config_writer) = reflector::store::<crate::toolconfig::MCPToolConfig>();
+    let tool_config_stream = watcher(scoped::<crate::toolconfig::MCPToolConfig>(&client, nsr), watcher::Config::default())
+        .default_backoff()
+        .modify(|c: &mut crate::toolconfig::MCPToolConfig| resources::slim_metadata(&mut c.metadata, &[]))
+        .reflect(tool_config_writer)
+        .touched_objects();
+    let referrers = server_store.clone();
+    let referencing_servers = move |config: crate::toolconfig::MCPToolConfig| {
+        crate::toolconfig::referencing(&referrers.state(), &config.namespace().unwrap_or_default(), &config.name_any())
+    };
+    let ctx = Arc::new(Context { shared: shared.clone(), stores, groups: group_store, tool_configs: tool_config_store });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
+    let tool_configs = crate::toolconfig::run(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
+        .watches_stream(tool_config_stream, referencing_servers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -260,7 +276,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    futures::future::join(servers_controller, groups).await;
+    futures::future::join3(servers_controller, groups, tool_configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
 
@@ -376,7 +392,17 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
 
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let children = desired_children(server, &shared.proxy).ok_or(Error::MissingField("metadata.uid"))?;
+    // References, from the caches: the proxy is stopped while one cannot be resolved.
+    let mut resolved = resources::Resolved::default();
+    match crate::toolconfig::resolve(server, &ctx.tool_configs) {
+        Some(Ok(tools)) => resolved.tools = Some(tools),
+        Some(Err(problem)) => {
+            resolved.unresolved = true;
+            observed.reference_error = Some(problem);
+        }
+        None => {}
+    }
+    let children = desired_children(server, &shared.proxy, &resolved).ok_or(Error::MissingField("metadata.uid"))?;
     let mut restored = Vec::new();
     for child in children {
         let key: ChildKey = (ns.clone(), child.kind(), child.name().to_string());

@@ -11,4 +11,5 @@ pub mod logging;
 pub mod metrics;
 pub mod resources;
 pub mod status;
+pub mod toolconfig;
 pub mod webhook;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::toolconfig::MCPToolConfigSpec;
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
 
 pub const RUNCONFIG_SCHEMA_VERSION: &str = "v0.1.0";
@@ -206,6 +207,11 @@ pub struct RunConfig {
     pub scaling_config: Option<ScalingConfig>,
     /// The proxy's request chain, in order (see [`middleware_configs`]).
     pub middleware_configs: Vec<Middleware>,
+    /// From the MCPToolConfig: the tools let through, and renamed ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_filter: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools_override: BTreeMap<String, ToolRename>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -242,6 +248,15 @@ fn builtin_profile(name: &str) -> Option<PermissionProfile> {
     })
 }
 
+/// A tool's new name and description, as the runner reads them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolRename {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
 /// One step of the proxy's request chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Middleware {
@@ -259,13 +274,21 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 /// metrics step, which reports usage to the runner's vendor: a platform's tenants'
 /// proxies do not phone home unless the platform says so (the reference adds it
 /// unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
-pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>) -> Vec<Middleware> {
+pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>, tools: Option<&MCPToolConfigSpec>) -> Vec<Middleware> {
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
         chain.push(step("audit", json!({"config_data": audit, "transport_type": server.spec.transport.as_str()})));
     }
-    chain.extend([step("auth", json!({})), step("mcp-parser", json!({})), step("recovery", Value::Null)]);
+    chain.push(step("auth", json!({})));
+    // Tool filtering: what tools/list shows, and what tools/call may reach.
+    if let Some(tools) = tools.filter(|t| !t.tools_filter.is_empty() || !t.tools_override.is_empty()) {
+        let overrides: BTreeMap<&str, Value> =
+            tools.tools_override.iter().map(|(k, o)| (k.as_str(), json!({"name": o.name, "description": o.description}))).collect();
+        let parameters = json!({"filter_tools": tools.tools_filter, "tools_override": overrides});
+        chain.extend([step("tool-filter", parameters.clone()), step("tool-call-filter", parameters)]);
+    }
+    chain.extend([step("mcp-parser", json!({})), step("recovery", Value::Null)]);
     chain
 }
 
@@ -306,7 +329,17 @@ impl ProxySettings {
 /// Where the proxy runner listens unless the operator is told otherwise.
 pub const DEFAULT_PROXY_HOST: &str = "0.0.0.0";
 
-pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
+/// What an MCPServer's references resolved to, for the builders.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resolved {
+    /// spec.toolConfigRef's MCPToolConfig, found and valid.
+    pub tools: Option<MCPToolConfigSpec>,
+    /// A reference could not be resolved: the proxy runs no replica, so it never
+    /// serves without what the reference configures.
+    pub unresolved: bool,
+}
+
+pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolved) -> RunConfig {
     let name = server_name(server);
     let spec = &server.spec;
     let permission_profile = spec.permission_profile.as_ref().map(|profile| match profile.profile_type {
@@ -362,7 +395,14 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings) -> RunConfig {
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
-        middleware_configs: middleware_configs(server, audit_config.as_ref()),
+        middleware_configs: middleware_configs(server, audit_config.as_ref(), resolved.tools.as_ref()),
+        tools_filter: resolved.tools.as_ref().map(|t| t.tools_filter.clone()).unwrap_or_default(),
+        tools_override: resolved
+            .tools
+            .iter()
+            .flat_map(|t| &t.tools_override)
+            .map(|(k, o)| (k.clone(), ToolRename { name: o.name.clone(), description: o.description.clone() }))
+            .collect(),
         audit_config,
         rate_limit_config: spec.rate_limiting.clone(),
         rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
@@ -471,10 +511,10 @@ impl Child {
 
 /// Every child the MCPServer should have, in apply order. None when the server has
 /// no uid yet (it has not been stored, so nothing can be owned by it).
-pub fn desired_children(server: &MCPServer, settings: &ProxySettings) -> Option<Vec<Child>> {
+pub fn desired_children(server: &MCPServer, settings: &ProxySettings, resolved: &Resolved) -> Option<Vec<Child>> {
     // Foreground deletion of the MCPServer waits for its children, as the reference's do.
     let owner = OwnerReference { block_owner_deletion: Some(true), ..server.controller_owner_ref(&())? };
-    let base = Base { server, owner, settings, runconfig: runconfig(server, settings) };
+    let base = Base { server, owner, settings, runconfig: runconfig(server, settings, resolved), unresolved: resolved.unresolved };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
         Child::ServiceAccount(base.proxy_service_account()),
@@ -496,6 +536,7 @@ struct Base<'a> {
     settings: &'a ProxySettings,
     /// Built once: the ConfigMap carries it, the Deployment its hash and pod patch.
     runconfig: RunConfig,
+    unresolved: bool,
 }
 
 fn server_name(server: &MCPServer) -> &str {
@@ -529,8 +570,8 @@ pub fn proxy_role_rules() -> Vec<PolicyRule> {
 /// The proxy's replicas: none at all while the spec asks for something this operator
 /// does not implement (an object stored before it was refused at admission), so it
 /// never serves without, say, the authentication it asked for.
-pub fn proxy_replicas(server: &MCPServer) -> Option<i32> {
-    if server.spec.unsupported_fields().is_empty() { server.spec.replicas } else { Some(0) }
+pub fn proxy_replicas(server: &MCPServer, unresolved: bool) -> Option<i32> {
+    if server.spec.unsupported_fields().is_empty() && !unresolved { server.spec.replicas } else { Some(0) }
 }
 
 fn quantities(list: &crate::api::ResourceList) -> Option<BTreeMap<String, Quantity>> {
@@ -744,7 +785,7 @@ impl Base<'_> {
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
-                replicas: proxy_replicas(server),
+                replicas: proxy_replicas(server, self.unresolved),
                 selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),
@@ -814,7 +855,7 @@ mod tests {
     }
 
     fn children(s: &MCPServer) -> Vec<Child> {
-        desired_children(s, &ProxySettings::new("runner:1")).unwrap()
+        desired_children(s, &ProxySettings::new("runner:1"), &Resolved::default()).unwrap()
     }
 
     /// The proxy Deployment as JSON, as it is applied.
@@ -853,7 +894,7 @@ mod tests {
             "args": ["--a"], "env": [{"name": "K", "value": "V"}],
             "secrets": [{"name": "s", "key": "token"}, {"name": "s2", "key": "k", "targetEnvName": "T"}],
             "permissionProfile": {"type": "builtin", "name": "network"}}));
-        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"), &Resolved::default())).unwrap();
         assert_eq!(rc["schema_version"], "v0.1.0");
         assert_eq!(rc["name"], "osv");
         assert_eq!(rc["image"], "img");
@@ -870,7 +911,7 @@ mod tests {
         let chain: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(chain, ["bodylimit", "auth", "mcp-parser", "recovery"]);
         let audited = server(json!({"image": "img", "audit": {"enabled": true}}));
-        let rc_audit = serde_json::to_value(runconfig(&audited, &ProxySettings::new("r"))).unwrap();
+        let rc_audit = serde_json::to_value(runconfig(&audited, &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert_eq!(rc_audit["middleware_configs"][1]["type"], "audit");
         assert_eq!(
             rc_audit["middleware_configs"][1]["parameters"]["config_data"],
@@ -892,21 +933,21 @@ mod tests {
         );
         let none = server(json!({"image": "img", "permissionProfile": {"type": "builtin", "name": "none"}}));
         assert_eq!(
-            serde_json::to_value(runconfig(&none, &ProxySettings::new("r"))).unwrap()["permission_profile"],
+            serde_json::to_value(runconfig(&none, &ProxySettings::new("r"), &Resolved::default())).unwrap()["permission_profile"],
             json!({"name": "none", "network": {"outbound": {}, "inbound": {}}})
         );
-        let unset = serde_json::to_value(runconfig(&server(json!({"image": "img"})), &ProxySettings::new("r"))).unwrap();
+        let unset = serde_json::to_value(runconfig(&server(json!({"image": "img"})), &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert_eq!(unset["permission_profile"]["name"], "network", "the runner's default, written out");
         let from_configmap =
             server(json!({"image": "img", "permissionProfile": {"type": "configmap", "name": "profiles", "key": "p.json"}}));
-        let rc_cm = serde_json::to_value(runconfig(&from_configmap, &ProxySettings::new("r"))).unwrap();
+        let rc_cm = serde_json::to_value(runconfig(&from_configmap, &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert!(rc_cm.get("permission_profile").is_none(), "read by the runner from its mount");
         assert_eq!(rc_cm["permission_profile_name_or_path"], "/etc/toolhive/profiles/p.json");
         assert_eq!(rc["proxy_mode"], "streamable-http");
         assert_eq!(rc["mcpserver_generation"], 3);
         assert_eq!(rc["host"], "0.0.0.0");
         let elsewhere = ProxySettings { host: "127.0.0.1".into(), ..ProxySettings::new("r") };
-        assert_eq!(runconfig(&s, &elsewhere).host, "127.0.0.1", "TOOLHIVE_PROXY_HOST reaches the runner");
+        assert_eq!(runconfig(&s, &elsewhere, &Resolved::default()).host, "127.0.0.1", "TOOLHIVE_PROXY_HOST reaches the runner");
         let patch = pod_template_patch(&s);
         assert_eq!(patch["spec"]["serviceAccountName"], "osv-sa");
     }
@@ -914,7 +955,7 @@ mod tests {
     #[test]
     fn stdio_server_is_told_no_port_and_uses_custom_service_account() {
         let s = server(json!({"image": "img", "serviceAccount": "mine"}));
-        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"))).unwrap();
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("runner:1"), &Resolved::default())).unwrap();
         assert_eq!(rc["target_port"], 8080, "the runner's target, as the reference writes it");
         assert_eq!(rc["env_vars"], json!({"MCP_TRANSPORT": "stdio"}), "a stdio server listens on no port");
         assert_eq!(rc["proxy_mode"], "streamable-http");
@@ -951,7 +992,7 @@ mod tests {
         }
         let mut unsaved = osv();
         unsaved.metadata.uid = None;
-        assert!(desired_children(&unsaved, &ProxySettings::new("r")).is_none(), "nothing can be owned by a server without a uid");
+        assert!(desired_children(&unsaved, &ProxySettings::new("r"), &Resolved::default()).is_none(), "nothing can be owned by a server without a uid");
     }
 
     #[test]
@@ -1037,7 +1078,7 @@ mod tests {
         let flag: Value = serde_json::from_str(args[1].as_str().unwrap().strip_prefix("--k8s-pod-patch=").unwrap()).unwrap();
         assert_eq!(flag["spec"]["serviceAccountName"], "osv-sa");
         assert_eq!(flag["spec"]["containers"][0]["name"], "mcp");
-        let rc = runconfig(&s, &ProxySettings::new("runner:1"));
+        let rc = runconfig(&s, &ProxySettings::new("runner:1"), &Resolved::default());
         assert_eq!(serde_json::from_str::<Value>(&rc.k8s_pod_template_patch).unwrap(), flag);
     }
 }

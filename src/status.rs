@@ -24,6 +24,8 @@ pub struct Observed {
     /// Applying a child failed in a way the user can fix (message).
     pub apply_error: Option<String>,
     pub terminating: bool,
+    /// A reference (spec.toolConfigRef) that cannot be resolved (message).
+    pub reference_error: Option<String>,
     /// spec.groupRef: the group's name and where it stands.
     pub group_ref: Option<(String, crate::group::GroupRefState)>,
 }
@@ -37,6 +39,8 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         (Phase::Failed, format!("{}; the proxy is scaled to 0", field.message()))
     } else if let Some(e) = &observed.pod_template_error {
         (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
+    } else if let Some(e) = &observed.reference_error {
+        (Phase::Failed, e.clone())
     } else if let Some(e) = &observed.apply_error {
         (Phase::Failed, e.clone())
     } else if let Some(e) = &observed.rollout_failure {

@@ -256,11 +256,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
             "spec.authServerRef: Forbidden".into(),
         ),
         (
-            "tool config not implemented",
-            json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "a"}}),
-            "spec.toolConfigRef: Forbidden".into(),
-        ),
-        (
             "webhook config not implemented",
             json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "a"}}),
             "spec.webhookConfigRef: Forbidden".into(),

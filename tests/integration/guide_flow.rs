@@ -419,6 +419,7 @@ async fn names_that_become_references_paths_or_runner_strings_must_be_kubernetes
         ("{image: ghcr.io/acme/tool, permissionProfile: {type: configmap, name: ../x}}", "spec.permissionProfile.name"),
         ("{image: ghcr.io/acme/tool, permissionProfile: {type: configmap, name: kube-system/x}}", "spec.permissionProfile.name"),
         ("{image: ghcr.io/acme/tool, serviceAccount: ../default}", "spec.serviceAccount"),
+        ("{image: ghcr.io/acme/tool, toolConfigRef: {name: kube-system/tools}}", "spec.toolConfigRef.name"),
         ("{image: ghcr.io/acme/tool, volumes: [{name: v, hostPath: '/a:/b', mountPath: /m}]}", "spec.volumes[0].hostPath"),
     ] {
         let (ok, _, err) = g.kubectl_apply(&Guide::manifest("named", &g.team, spec), &["--dry-run=server"]);
@@ -594,6 +595,84 @@ async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_the
     })
     .await;
     for name in ["grouped-a", "orphan"] {
+        servers.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it() {
+    use toolhive_operator::toolconfig::MCPToolConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPToolConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let config: MCPToolConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPToolConfig", "metadata": {"name": "filters"},
+        "spec": {"toolsFilter": ["read"], "toolsOverride": {"read": {"name": "fetch", "description": "Reads a page"}}}
+    }))
+    .unwrap();
+    configs.create(&PostParams::default(), &config).await.unwrap();
+    eventually("the tool config to be Valid", &g.operator, || async {
+        let status = configs.get("filters").await.ok()?.status?;
+        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
+    })
+    .await;
+    create(g, &servers, &server("filtered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "filters"}}))).await;
+    let runconfig = |name: &'static str| {
+        let configmaps = configmaps.clone();
+        async move {
+            let cm = configmaps.get_opt(&format!("{name}-runconfig")).await.ok()??;
+            serde_json::from_str::<serde_json::Value>(cm.data?.get("runconfig.json")?).ok()
+        }
+    };
+    let template_hash = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get_opt(name).await.ok()??;
+            let spec = d.spec?;
+            Some((spec.template.metadata?.annotations?.get("toolhive.stacklok.dev/runconfig-hash")?.clone(), spec.replicas))
+        }
+    };
+    let rc = eventually("the filter in the RunConfig", &g.operator, || async {
+        let rc = runconfig("filtered").await?;
+        (rc["tools_filter"] == json!(["read"])).then_some(rc)
+    })
+    .await;
+    assert_eq!(rc["tools_override"], json!({"read": {"name": "fetch", "description": "Reads a page"}}));
+    let steps: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(steps.contains(&"tool-filter") && steps.contains(&"tool-call-filter"), "{steps:?}");
+    let (first_hash, replicas) = eventually("the proxy", &g.operator, || template_hash("filtered")).await;
+    assert_ne!(replicas, Some(0), "a resolved filter lets the proxy run");
+
+    // An edit of the tool config rolls the proxy.
+    configs
+        .patch("filters", &PatchParams::default(), &Patch::Merge(json!({"spec": {"toolsFilter": ["read", "write"]}})))
+        .await
+        .unwrap();
+    eventually("the edit in the RunConfig and a new proxy template", &g.operator, || async {
+        let rc = runconfig("filtered").await?;
+        let (hash, _) = template_hash("filtered").await?;
+        (rc["tools_filter"] == json!(["read", "write"]) && hash != first_hash).then_some(())
+    })
+    .await;
+
+    // Without its tool config the server is Failed, says which, and its proxy stops:
+    // it never serves tools it asked to filter.
+    configs.delete("filters", &DeleteParams::default()).await.unwrap();
+    create(g, &servers, &server("unfiltered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "absent"}}))).await;
+    for (name, missing) in [("filtered", "filters"), ("unfiltered", "absent")] {
+        eventually(&format!("{name} Failed with its proxy stopped"), &g.operator, || async {
+            let status = servers.get(name).await.ok()?.status?;
+            let (_, replicas) = template_hash(name).await?;
+            let says = status.message.contains(&format!("MCPToolConfig {missing} not found"));
+            (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+        })
+        .await;
+    }
+    for name in ["filtered", "unfiltered"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
 }

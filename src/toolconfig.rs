@@ -1,0 +1,234 @@
+//! MCPToolConfig: which of an MCP server's tools the proxy lets through
+//! (`toolsFilter`) and under which names and descriptions (`toolsOverride`). An
+//! MCPServer names one with `spec.toolConfigRef` (same namespace). The resolved
+//! configuration goes into the server's RunConfig, so an edit rolls the proxy; a
+//! missing or invalid one stops the proxy (0 replicas) and fails the server: it
+//! never serves without the filter it asked for.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::MCPServer;
+
+/// Tool filtering and renaming for the MCPServers that reference it.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "toolhive.stacklok.dev",
+    version = "v1beta1",
+    kind = "MCPToolConfig",
+    plural = "mcptoolconfigs",
+    singular = "mcptoolconfig",
+    shortname = "tc",
+    shortname = "toolconfig",
+    category = "toolhive",
+    namespaced,
+    status = "MCPToolConfigStatus",
+    doc = "MCPToolConfig filters and renames the tools of the MCPServers that reference it (spec.toolConfigRef, same namespace).",
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type=='Valid')].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPToolConfigSpec {
+    /// Only these tools are listed and callable (all when empty). Names are the
+    /// server's own, before any override.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools_filter: Vec<String>,
+    /// Per tool (by the server's name for it): the name and description clients see.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools_override: BTreeMap<String, ToolOverride>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOverride {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Accepted for the API's sake; the proxy runner this release drives does not apply
+    /// annotation overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolAnnotations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPToolConfigStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// A digest of the spec: changes when the configuration does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config_hash: String,
+}
+
+pub const CONDITION_VALID: &str = "Valid";
+pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcptoolconfigs.yaml";
+
+pub fn crd() -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(MCPToolConfig::crd()).expect("crd serializes");
+    value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["toolsFilter"]["x-kubernetes-list-type"] =
+        json!("set");
+    crate::api::with_deprecated_version(value)
+}
+
+impl MCPToolConfigSpec {
+    /// What is wrong with it, if anything: an override must rename or redescribe.
+    pub fn problem(&self) -> Option<String> {
+        let empty: Vec<&str> =
+            self.tools_override.iter().filter(|(_, o)| o.name.is_empty() && o.description.is_empty()).map(|(k, _)| k.as_str()).collect();
+        (!empty.is_empty()).then(|| format!("spec.toolsOverride[{}]: set a name or a description", empty.join(", ")))
+    }
+}
+
+/// The status for this configuration; an unchanged one yields an identical status.
+pub fn desired_status(config: &MCPToolConfig, now: Time) -> MCPToolConfigStatus {
+    let previous = config.status.clone().unwrap_or_default();
+    let (status, reason, message) = match config.spec.problem() {
+        None => ("True", "ValidationSucceeded", "the tool configuration is valid".to_string()),
+        Some(problem) => ("False", "ValidationFailed", problem),
+    };
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_VALID && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(now);
+    MCPToolConfigStatus {
+        conditions: vec![Condition {
+            type_: CONDITION_VALID.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: config.metadata.generation,
+            last_transition_time: since,
+        }],
+        observed_generation: config.metadata.generation,
+        config_hash: crate::resources::hash_of(&config.spec),
+    }
+}
+
+/// `server`'s tool configuration from the cache: None without a reference, the spec
+/// when found and valid, otherwise why not (the message the user reads).
+pub fn resolve(server: &MCPServer, configs: &Store<MCPToolConfig>) -> Option<Result<MCPToolConfigSpec, String>> {
+    let name = &server.spec.tool_config_ref.as_ref()?.name;
+    let ns = server.namespace().unwrap_or_default();
+    Some(match configs.get(&ObjectRef::new(name).within(&ns)) {
+        None => Err(format!("spec.toolConfigRef: MCPToolConfig {name} not found in namespace {ns}; the proxy is stopped until it exists")),
+        Some(config) => match config.spec.problem() {
+            Some(problem) => Err(format!("spec.toolConfigRef: MCPToolConfig {name} is invalid ({problem}); the proxy is stopped")),
+            None => Ok(config.spec.clone()),
+        },
+    })
+}
+
+/// The servers in the cache that reference the tool config `name` in `ns`.
+pub fn referencing(servers: &[Arc<MCPServer>], ns: &str, name: &str) -> Vec<ObjectRef<MCPServer>> {
+    servers
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns) && s.spec.tool_config_ref.as_ref().is_some_and(|r| r.name == name))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ToolConfigError(#[from] kube::Error);
+
+/// Keeps every MCPToolConfig's status (Valid, configHash) current in `ns` (all
+/// namespaces when None).
+pub async fn run(client: Client, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let configs: Api<MCPToolConfig> = crate::controller::scoped(&client, ns.as_deref());
+    Controller::new(configs, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(client))
+        .for_each(|res| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
+                warn!(error = %e, "MCPToolConfig watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+async fn reconcile(config: Arc<MCPToolConfig>, client: Arc<Client>) -> Result<Action, ToolConfigError> {
+    let desired = desired_status(&config, Time(jiff::Timestamp::now()));
+    if config.status.as_ref() != Some(&desired) {
+        let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
+        let body = json!({"apiVersion": MCPToolConfig::api_version(&()), "kind": MCPToolConfig::kind(&()), "status": desired});
+        let api: Api<MCPToolConfig> = Api::namespaced((*client).clone(), &ns);
+        api.patch_status(&name, &PatchParams::apply(crate::config::FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+        info!(namespace = %ns, name = %name, hash = %desired.config_hash, "MCPToolConfig status written");
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(config: Arc<MCPToolConfig>, error: &ToolConfigError, _: Arc<Client>) -> Action {
+    warn!(namespace = ?config.namespace(), name = %config.name_any(), error = %error, "MCPToolConfig status not written; retrying");
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(spec: serde_json::Value) -> MCPToolConfig {
+        serde_json::from_value(json!({"metadata": {"name": "tc", "namespace": "a", "generation": 1}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn an_override_that_changes_nothing_is_invalid_and_says_which() {
+        let good = config(json!({"toolsFilter": ["a"], "toolsOverride": {"a": {"name": "b"}}}));
+        let t = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let status = desired_status(&good, t.clone());
+        assert_eq!((status.conditions[0].status.as_str(), status.config_hash.len()), ("True", 16));
+        let bad = config(json!({"toolsOverride": {"a": {}, "b": {"description": "d"}}}));
+        let status = desired_status(&bad, t);
+        assert_eq!(status.conditions[0].status, "False");
+        assert!(status.conditions[0].message.contains("toolsOverride[a]"), "{}", status.conditions[0].message);
+    }
+
+    #[test]
+    fn crd_is_the_references_shape() {
+        let crd = serde_json::to_value(crd()).unwrap();
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["tc", "toolconfig"]));
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["additionalPrinterColumns"][0]["name"], "Valid");
+        assert_eq!(v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["toolsFilter"]["x-kubernetes-list-type"], "set");
+        assert_eq!(crd["spec"]["versions"][1]["name"], "v1alpha1");
+    }
+}
