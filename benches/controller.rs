@@ -153,18 +153,21 @@ async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, c
         .await;
     let writes = created.iter().flat_map(|s| {
         let ns = s.namespace().unwrap();
-        let children = desired_children(s, &toolhive_operator::resources::ProxySettings::new(RUNNER_IMAGE), &Default::default()).unwrap().into_iter().map({
-            let ns = ns.clone();
-            move |child| {
-                let (resource, body) = child.dynamic();
-                let name = child.name().to_string();
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
-                async move {
-                    api.patch(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&body)).await.unwrap();
+        let children = desired_children(s, &toolhive_operator::resources::ProxySettings::new(RUNNER_IMAGE), &Default::default())
+            .unwrap()
+            .into_iter()
+            .map({
+                let ns = ns.clone();
+                move |child| {
+                    let (resource, body) = child.dynamic();
+                    let name = child.name().to_string();
+                    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+                    async move {
+                        api.patch(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&body)).await.unwrap();
+                    }
+                    .boxed()
                 }
-                .boxed()
-            }
-        });
+            });
         let status = desired_status(s, &Observed::default(), Time(jiff::Timestamp::now()));
         let body = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "status": status});
         let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns);

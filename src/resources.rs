@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::toolconfig::MCPToolConfigSpec;
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
+use crate::toolconfig::MCPToolConfigSpec;
 
 pub const RUNCONFIG_SCHEMA_VERSION: &str = "v0.1.0";
 pub const RUNCONFIG_KEY: &str = "runconfig.json";
@@ -936,7 +936,8 @@ mod tests {
             serde_json::to_value(runconfig(&none, &ProxySettings::new("r"), &Resolved::default())).unwrap()["permission_profile"],
             json!({"name": "none", "network": {"outbound": {}, "inbound": {}}})
         );
-        let unset = serde_json::to_value(runconfig(&server(json!({"image": "img"})), &ProxySettings::new("r"), &Resolved::default())).unwrap();
+        let unset =
+            serde_json::to_value(runconfig(&server(json!({"image": "img"})), &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert_eq!(unset["permission_profile"]["name"], "network", "the runner's default, written out");
         let from_configmap =
             server(json!({"image": "img", "permissionProfile": {"type": "configmap", "name": "profiles", "key": "p.json"}}));
@@ -992,7 +993,10 @@ mod tests {
         }
         let mut unsaved = osv();
         unsaved.metadata.uid = None;
-        assert!(desired_children(&unsaved, &ProxySettings::new("r"), &Resolved::default()).is_none(), "nothing can be owned by a server without a uid");
+        assert!(
+            desired_children(&unsaved, &ProxySettings::new("r"), &Resolved::default()).is_none(),
+            "nothing can be owned by a server without a uid"
+        );
     }
 
     #[test]

@@ -648,10 +648,7 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     assert_ne!(replicas, Some(0), "a resolved filter lets the proxy run");
 
     // An edit of the tool config rolls the proxy.
-    configs
-        .patch("filters", &PatchParams::default(), &Patch::Merge(json!({"spec": {"toolsFilter": ["read", "write"]}})))
-        .await
-        .unwrap();
+    configs.patch("filters", &PatchParams::default(), &Patch::Merge(json!({"spec": {"toolsFilter": ["read", "write"]}}))).await.unwrap();
     eventually("the edit in the RunConfig and a new proxy template", &g.operator, || async {
         let rc = runconfig("filtered").await?;
         let (hash, _) = template_hash("filtered").await?;
