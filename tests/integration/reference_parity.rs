@@ -278,12 +278,16 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
         };
     }
     // Companion kinds, as the API serves them (either operator's schema).
-    let groups = kube::discovery::ApiResource::erase::<toolhive_operator::group::MCPGroup>(&());
-    for object in
-        Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &groups).list(&ListParams::default()).await.unwrap().items
-    {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        add("MCPGroup", &name, serde_json::to_value(&object).unwrap());
+    let companions = [
+        kube::discovery::ApiResource::erase::<toolhive_operator::group::MCPGroup>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::toolconfig::MCPToolConfig>(&()),
+    ];
+    for resource in &companions {
+        let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);
+        for object in api.list(&ListParams::default()).await.unwrap().items {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            add(&resource.kind, &name, serde_json::to_value(&object).unwrap());
+        }
     }
     collect!(ConfigMap);
     collect!(ServiceAccount);
@@ -339,7 +343,7 @@ fn normalise(mut value: Value, ns: &str) -> Value {
     }
     // A companion kind's status is what its controller computes: compared, less the
     // condition's transition time.
-    let keeps_status = value.get("kind").and_then(Value::as_str) == Some("MCPGroup");
+    let keeps_status = matches!(value.get("kind").and_then(Value::as_str), Some("MCPGroup" | "MCPToolConfig"));
     if let Some(conditions) = value.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
         for condition in conditions {
             condition.as_object_mut().map(|c| c.remove("lastTransitionTime"));
