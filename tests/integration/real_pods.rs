@@ -267,9 +267,14 @@ async fn open_session(admin: &Client, ns: &str, name: &str, operator: &OperatorP
     operator
         .within(&format!("an MCP session with {name} at its status.url"), POD_LIMIT, || async {
             let (url, address) = controlplane::mcp::proxy_endpoint(admin, ns, name).await.ok()?;
-            let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
-            session.tools().await.ok()?;
-            Some(session)
+            // A proxy that accepts and never answers (one going away) must not hold
+            // the attempt: each is bounded, the next one tries again.
+            let attempt = async {
+                let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
+                session.tools().await.ok()?;
+                Some(session)
+            };
+            tokio::time::timeout(Duration::from_secs(20), attempt).await.ok()?
         })
         .await
 }
