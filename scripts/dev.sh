@@ -19,6 +19,19 @@ h() { HOME="$cp_dir" "$bin/helm" --kubeconfig "$kc" "$@"; }
 ns=toolhive-system
 team=team-demo
 
+# Applies a sample into $team. Right after the install the API server may not yet
+# give a new kind to the in-process defaults policy ("...not found. There can be a
+# delay"), or kube-proxy may not yet route the webhook Service: both are retried,
+# anything else is an error.
+apply_sample() {
+  for _ in $(seq 1 30); do
+    k apply -n "$team" -f "$root/config/samples/$1" 2>"$cp_dir/apply.err" && return 0
+    grep -q "not found. There can be a delay\|failed calling webhook" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
+    sleep 1
+  done
+  cat "$cp_dir/apply.err" >&2; exit 1
+}
+
 
 if [ -S "$cp_dir/containerd/containerd.sock" ]; then
   echo "==> building the operator image and importing it into the node"
@@ -35,13 +48,7 @@ if [ -S "$cp_dir/containerd/containerd.sock" ]; then
   k -n "$ns" get pods
 
   echo "==> applying config/samples/mcpserver-memory.yaml in $team"
-  for _ in $(seq 1 30); do
-    k apply -n "$team" -f "$root/config/samples/mcpserver-memory.yaml" 2>"$cp_dir/apply.err" && break
-    # Right after the install: the defaults policy may not know the new kind yet, or
-    # kube-proxy may not route the webhook Service yet. Anything else is an error.
-    grep -q "not found. There can be a delay\|failed calling webhook" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
-    sleep 1
-  done
+  apply_sample mcpserver-memory.yaml
   k -n "$team" wait mcpserver/memory --for=jsonpath='{.status.phase}'=Ready --timeout=5m >/dev/null
   k -n "$team" get mcpservers
   k -n "$team" get pods
@@ -101,13 +108,7 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/readyz >/dev/null && b
 curl -sf http://127.0.0.1:18081/readyz >/dev/null || { tail -20 "$cp_dir/operator.log"; exit 1; }
 
 echo "==> applying config/samples/mcpserver-osv.yaml in $team"
-# Right after a new CRD, the API server takes a few seconds to give its kind to the
-# in-process defaults policy, and answers 503 meanwhile: retry.
-for i in $(seq 1 30); do
-  k apply -n "$team" -f "$root/config/samples/mcpserver-osv.yaml" 2>"$cp_dir/apply.err" && break
-  grep -q "not found. There can be a delay" "$cp_dir/apply.err" || { cat "$cp_dir/apply.err" >&2; exit 1; }
-  sleep 1
-done
+apply_sample mcpserver-osv.yaml
 for _ in $(seq 1 50); do [ -n "$(k -n "$team" get mcpserver osv -o jsonpath='{.status.url}')" ] && break; sleep 0.2; done
 k -n "$team" get mcpservers
 k -n "$team" get deploy,svc,cm,sa,role,rolebinding -l toolhive-name=osv

@@ -677,11 +677,11 @@ pub struct Unsupported {
 }
 
 impl Unsupported {
-    /// The CRD rule that refuses it: an absent field, or an empty list.
-    pub fn rule(&self) -> String {
-        match self.field {
-            "volumes" => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
-            field => format!("!has(self.{field})"),
+    /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
+    pub fn rule(&self, schema: &Value) -> String {
+        match schema["type"].as_str() {
+            Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
+            _ => format!("!has(self.{})", self.field),
         }
     }
 
@@ -750,7 +750,7 @@ pub fn crd() -> CustomResourceDefinition {
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
         }
         for unsupported in UNSUPPORTED_FIELDS {
-            rules.push(json!({"rule": unsupported.rule(), "message": unsupported.message()}));
+            rules.push(json!({"rule": unsupported.rule(&spec["properties"][unsupported.field]), "message": unsupported.message()}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
         for path in LIST_MAPS_BY_NAME {

@@ -170,7 +170,7 @@ where
         + 'static,
 {
     let api = scoped::<PartialObjectMeta<K>>(client, ns);
-    slim_stream(api, metrics, K::plural(&()).to_string(), |child| {
+    slim_stream(api, metrics, K::plural(&()).to_string(), managed(), |child| {
         resources::slim_metadata(&mut child.metadata, &[resources::SPEC_HASH_ANNOTATION])
     })
 }
@@ -181,9 +181,35 @@ fn deployment_stream(
     ns: Option<&str>,
     metrics: &Metrics,
 ) -> (Store<Deployment>, impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static) {
-    slim_stream(scoped::<Deployment>(client, ns), metrics, "deployments".into(), |d| {
+    slim_stream(scoped::<Deployment>(client, ns), metrics, "deployments".into(), managed(), |d| {
         d.spec = None;
         resources::slim_metadata(&mut d.metadata, &[resources::SPEC_HASH_ANNOTATION]);
+    })
+}
+
+/// What the operator owns: its children carry `toolhive=true`.
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(MANAGED_SELECTOR)
+}
+
+/// A companion kind the MCPServers reference (MCPGroup, MCPToolConfig): every object
+/// in the scope, cached without managedFields or annotations.
+fn companion_stream<K>(
+    client: &Client,
+    ns: Option<&str>,
+    metrics: &Metrics,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    slim_stream(scoped::<K>(client, ns), metrics, K::plural(&()).to_string(), watcher::Config::default(), |o| {
+        resources::slim_metadata(o.meta_mut(), &[])
     })
 }
 
@@ -191,6 +217,7 @@ fn slim_stream<K>(
     api: Api<K>,
     metrics: &Metrics,
     plural: String,
+    config: watcher::Config,
     slim: impl FnMut(&mut K) + Send + 'static,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
@@ -198,7 +225,7 @@ where
 {
     let (reader, writer) = reflector::store::<K>();
     let restarts = metrics.watch_restarts.with_label_values(&[&plural]);
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR)).modify(slim))
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim))
         .inspect_err(move |_| restarts.inc())
         .default_backoff()
         .touched_objects();
@@ -232,12 +259,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         .touched_objects();
     // MCPGroups: cached for the servers' GroupRefValidated condition; a change to one
     // reconciles the servers that name it (found in the server cache, not listed).
-    let (group_store, group_writer) = reflector::store::<MCPGroup>();
-    let group_stream = watcher(scoped::<MCPGroup>(&client, nsr), watcher::Config::default())
-        .default_backoff()
-        .modify(|g: &mut MCPGroup| resources::slim_metadata(&mut g.metadata, &[]))
-        .reflect(group_writer)
-        .touched_objects();
+    let (group_store, group_stream) = companion_stream::<MCPGroup>(&client, nsr, m);
     let members_of = server_store.clone();
     let naming_servers = move |group: MCPGroup| {
         let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
@@ -245,12 +267,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     };
     // MCPToolConfigs: resolved into the RunConfig; an edit reconciles the servers
     // that reference it (so the proxy rolls), found in the server cache.
-    let (tool_config_store, tool_config_writer) = reflector::store::<crate::toolconfig::MCPToolConfig>();
-    let tool_config_stream = watcher(scoped::<crate::toolconfig::MCPToolConfig>(&client, nsr), watcher::Config::default())
-        .default_backoff()
-        .modify(|c: &mut crate::toolconfig::MCPToolConfig| resources::slim_metadata(&mut c.metadata, &[]))
-        .reflect(tool_config_writer)
-        .touched_objects();
+    let (tool_config_store, tool_config_stream) = companion_stream::<crate::toolconfig::MCPToolConfig>(&client, nsr, m);
     let referrers = server_store.clone();
     let referencing_servers = move |config: crate::toolconfig::MCPToolConfig| {
         crate::toolconfig::referencing(&referrers.state(), &config.namespace().unwrap_or_default(), &config.name_any())
@@ -565,15 +582,45 @@ async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &Obser
 }
 
 async fn patch_status(ctx: &Context, ns: &str, name: &str, status: &MCPServerStatus) -> Result<()> {
-    let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), ns);
-    let body = json!({
-        "apiVersion": MCPServer::api_version(&()),
-        "kind": MCPServer::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    apply_status::<MCPServer>(&ctx.shared.client, ns, name, status).await?;
     ctx.shared.metrics.status_writes.inc();
     Ok(())
+}
+
+/// Server-side applies `status` to the status of `name` in `ns`, as the operator's
+/// field manager (the MCPServer's and the companion kinds' alike).
+pub async fn apply_status<K>(client: &Client, ns: &str, name: &str, status: &impl serde::Serialize) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    Api::<K>::namespaced(client.clone(), ns).patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// Runs a companion kind's status controller to its end, logging the watch failures
+/// it retries.
+pub async fn drive<T, E>(
+    kind: &'static str,
+    results: impl Stream<Item = std::result::Result<T, kube::runtime::controller::Error<E, watcher::Error>>>,
+) where
+    E: std::error::Error + 'static,
+{
+    results
+        .for_each(|res| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
+                warn!(kind, error = %e, "watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// A companion kind's status write failed: logged with its category, tried again soon.
+pub fn retry_status_write<K: Resource<DynamicType = ()>, C>(object: Arc<K>, error: &Error, _: Arc<C>) -> Action {
+    warn!(kind = %K::kind(&()), namespace = ?object.namespace(), name = %object.name_any(),
+        category = error.category(), error = %error, "status not written; retrying");
+    Action::requeue(Duration::from_secs(5))
 }
 
 fn refresh_phase_gauge(shared: &Shared) {

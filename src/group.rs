@@ -5,12 +5,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
-    Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    Api, Client, CustomResource, CustomResourceExt, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -20,10 +18,11 @@ use kube::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::MCPServer;
+use crate::error::Error;
+use crate::status::condition;
 
 /// A named group of MCPServers in one namespace.
 #[allow(clippy::duplicated_attributes)]
@@ -110,29 +109,25 @@ pub fn members(servers: &[Arc<MCPServer>], ns: &str, group: &str) -> Vec<String>
     names
 }
 
-/// The group's status for these members; the condition keeps its transition time
-/// while its status holds, so an unchanged group yields an identical status.
+/// The group's status for these members; an unchanged group yields an identical status.
 pub fn desired_status(group: &MCPGroup, servers: Vec<String>, now: Time) -> MCPGroupStatus {
     let previous = group.status.clone().unwrap_or_default();
-    let since = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_SERVERS_CHECKED && c.status == "True")
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(now);
+    let generation = group.metadata.generation;
+    let checked = "the group's MCPServers were listed";
     MCPGroupStatus {
-        observed_generation: group.metadata.generation,
+        observed_generation: generation,
         phase: Some(GroupPhase::Ready),
         server_count: i32::try_from(servers.len()).unwrap_or(i32::MAX),
         servers,
-        conditions: vec![Condition {
-            type_: CONDITION_SERVERS_CHECKED.into(),
-            status: "True".into(),
-            reason: "ListMCPServersCheckSucceeded".into(),
-            message: "the group's MCPServers were listed".into(),
-            observed_generation: group.metadata.generation,
-            last_transition_time: since,
-        }],
+        conditions: vec![condition(
+            &previous.conditions,
+            CONDITION_SERVERS_CHECKED,
+            "True",
+            "ListMCPServersCheckSucceeded",
+            checked,
+            generation,
+            &now,
+        )],
         ..Default::default()
     }
 }
@@ -173,10 +168,6 @@ struct GroupContext {
     servers: Store<MCPServer>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct GroupError(#[from] kube::Error);
-
 /// Keeps every MCPGroup's status in `ns` (all namespaces when None) current: on a
 /// change to the group, or to an MCPServer that names it. `servers` is the MCPServer
 /// controller's cache; a server moved from one group to another is seen by the old
@@ -190,44 +181,32 @@ pub async fn run(
     let groups: Api<MCPGroup> = crate::controller::scoped(&client, ns.as_deref());
     let server_api: Api<MCPServer> = crate::controller::scoped(&client, ns.as_deref());
     let ctx = Arc::new(GroupContext { client, servers });
-    Controller::new(groups, watcher::Config::default())
+    let results = Controller::new(groups, watcher::Config::default())
         .watches(server_api, watcher::Config::default(), |s: MCPServer| {
             let ns = s.namespace()?;
             Some(ObjectRef::new(&s.spec.group_ref?.name).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
-                warn!(error = %e, "MCPGroup watch failed; retrying");
-            }
-            futures::future::ready(())
-        })
-        .await;
+        .run(reconcile, crate::controller::retry_status_write, ctx);
+    crate::controller::drive("MCPGroup", results).await;
 }
 
-async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, GroupError> {
+async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let ns = group.namespace().unwrap_or_default();
     let name = group.name_any();
     let servers = members(&ctx.servers.state(), &ns, &name);
     let desired = desired_status(&group, servers, Time(jiff::Timestamp::now()));
     if group.status.as_ref() != Some(&desired) {
-        let body = json!({"apiVersion": MCPGroup::api_version(&()), "kind": MCPGroup::kind(&()), "status": desired});
-        let api: Api<MCPGroup> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&name, &PatchParams::apply(crate::config::FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+        crate::controller::apply_status::<MCPGroup>(&ctx.client, &ns, &name, &desired).await?;
         info!(namespace = %ns, name = %name, servers = desired.server_count, "MCPGroup status written");
     }
     Ok(Action::requeue(std::time::Duration::from_secs(60)))
 }
 
-fn error_policy(group: Arc<MCPGroup>, error: &GroupError, _: Arc<GroupContext>) -> Action {
-    warn!(namespace = ?group.namespace(), name = %group.name_any(), error = %error, "MCPGroup status not written; retrying");
-    Action::requeue(std::time::Duration::from_secs(5))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn server(ns: &str, name: &str, group: Option<&str>) -> Arc<MCPServer> {
         let mut spec = json!({"image": "x"});

@@ -130,7 +130,9 @@ pub fn container_failure(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<Str
     })
 }
 
-fn condition(
+/// A condition that keeps its lastTransitionTime from `previous` while its status
+/// holds (so an unchanged world yields an identical status).
+pub fn condition(
     previous: &[Condition],
     type_: &str,
     status: &str,

@@ -7,12 +7,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
-    Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    Api, Client, CustomResource, CustomResourceExt, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -23,9 +21,11 @@ use kube::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::MCPServer;
+use crate::error::Error;
+use crate::status::condition;
 
 /// Tool filtering and renaming for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -118,26 +118,14 @@ impl MCPToolConfigSpec {
 /// The status for this configuration; an unchanged one yields an identical status.
 pub fn desired_status(config: &MCPToolConfig, now: Time) -> MCPToolConfigStatus {
     let previous = config.status.clone().unwrap_or_default();
+    let generation = config.metadata.generation;
     let (status, reason, message) = match config.spec.problem() {
         None => ("True", "ValidationSucceeded", "the tool configuration is valid".to_string()),
         Some(problem) => ("False", "ValidationFailed", problem),
     };
-    let since = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_VALID && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(now);
     MCPToolConfigStatus {
-        conditions: vec![Condition {
-            type_: CONDITION_VALID.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: config.metadata.generation,
-            last_transition_time: since,
-        }],
-        observed_generation: config.metadata.generation,
+        conditions: vec![condition(&previous.conditions, CONDITION_VALID, status, reason, &message, generation, &now)],
+        observed_generation: generation,
         config_hash: crate::resources::hash_of(&config.spec),
     }
 }
@@ -165,41 +153,26 @@ pub fn referencing(servers: &[Arc<MCPServer>], ns: &str, name: &str) -> Vec<Obje
         .collect()
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ToolConfigError(#[from] kube::Error);
-
 /// Keeps every MCPToolConfig's status (Valid, configHash) current in `ns` (all
 /// namespaces when None).
 pub async fn run(client: Client, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let configs: Api<MCPToolConfig> = crate::controller::scoped(&client, ns.as_deref());
-    Controller::new(configs, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(client))
-        .for_each(|res| {
-            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
-                warn!(error = %e, "MCPToolConfig watch failed; retrying");
-            }
-            futures::future::ready(())
-        })
-        .await;
+    let results = Controller::new(configs, watcher::Config::default()).graceful_shutdown_on(shutdown).run(
+        reconcile,
+        crate::controller::retry_status_write,
+        Arc::new(client),
+    );
+    crate::controller::drive("MCPToolConfig", results).await;
 }
 
-async fn reconcile(config: Arc<MCPToolConfig>, client: Arc<Client>) -> Result<Action, ToolConfigError> {
+async fn reconcile(config: Arc<MCPToolConfig>, client: Arc<Client>) -> Result<Action, Error> {
     let desired = desired_status(&config, Time(jiff::Timestamp::now()));
     if config.status.as_ref() != Some(&desired) {
         let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
-        let body = json!({"apiVersion": MCPToolConfig::api_version(&()), "kind": MCPToolConfig::kind(&()), "status": desired});
-        let api: Api<MCPToolConfig> = Api::namespaced((*client).clone(), &ns);
-        api.patch_status(&name, &PatchParams::apply(crate::config::FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+        crate::controller::apply_status::<MCPToolConfig>(&client, &ns, &name, &desired).await?;
         info!(namespace = %ns, name = %name, hash = %desired.config_hash, "MCPToolConfig status written");
     }
     Ok(Action::await_change())
-}
-
-fn error_policy(config: Arc<MCPToolConfig>, error: &ToolConfigError, _: Arc<Client>) -> Action {
-    warn!(namespace = ?config.namespace(), name = %config.name_any(), error = %error, "MCPToolConfig status not written; retrying");
-    Action::requeue(std::time::Duration::from_secs(5))
 }
 
 #[cfg(test)]

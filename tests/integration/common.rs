@@ -146,7 +146,6 @@ impl Operator {
 }
 
 fn launch(kubeconfig: &Path, at: &Endpoints, args: &[String], env: &[(String, String)]) -> Child {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhive-operator"));
     cmd.arg(format!("--metrics-bind-address=127.0.0.1:{}", at.metrics_port))
         .arg(format!("--health-probe-bind-address=127.0.0.1:{}", at.health_port))
@@ -161,13 +160,7 @@ fn launch(kubeconfig: &Path, at: &Endpoints, args: &[String], env: &[(String, St
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // Killed with the thread that started it, even when the test process dies.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    controlplane::die_with_spawning_thread(&mut cmd);
     cmd.spawn().unwrap()
 }
 
@@ -194,7 +187,17 @@ where
     eventually_within(what, op, Duration::from_secs(30), f).await
 }
 
-pub async fn eventually_within<T, F, Fut>(what: &str, op: &Endpoints, limit: Duration, mut f: F) -> T
+pub async fn eventually_within<T, F, Fut>(what: &str, op: &Endpoints, limit: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    wait_until(what, limit, f, || op.log_tail()).await
+}
+
+/// Polls `f` until it yields or `limit` passes; a timeout fails the test with what
+/// `operator_log` returns.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut f: F, operator_log: impl FnOnce() -> String) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -206,7 +209,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out waiting for {what}; operator log:\n{}", op.log_tail());
+    panic!("timed out waiting for {what}; operator log:\n{}", operator_log());
 }
 
 /// Writes a certificate pair the way the kubelet updates a Secret volume: files in a

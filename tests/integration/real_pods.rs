@@ -28,7 +28,7 @@ use kube::{
 use serde_json::json;
 use toolhive_operator::api::{MCPServer, Phase, RESTARTED_AT_ANNOTATION};
 
-use super::common::{run, run_ok, tempdir};
+use super::common::{run, run_ok, tempdir, wait_until};
 use super::guide::server;
 
 const RELEASE_NS: &str = "toolhive-system";
@@ -295,19 +295,12 @@ struct OperatorPod {
 }
 
 impl OperatorPod {
-    async fn within<T, F, Fut>(&self, what: &str, limit: Duration, mut f: F) -> T
+    async fn within<T, F, Fut>(&self, what: &str, limit: Duration, f: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Some(v) = f().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("timed out waiting for {what}; operator log:\n{}", operator_log(&self.kubeconfig));
+        wait_until(what, limit, f, || operator_log(&self.kubeconfig)).await
     }
 }
 

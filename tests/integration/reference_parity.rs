@@ -135,16 +135,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         .env("TOOLHIVE_USAGE_METRICS_ENABLED", "false")
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; the reference dies with this thread.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
+    controlplane::die_with_spawning_thread(&mut command);
     let _reference = Reference(command.spawn().unwrap());
     let ours = Operator::spawn(
         &kc,

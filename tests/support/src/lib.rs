@@ -90,6 +90,19 @@ pub struct ControlPlane {
     pub prometheus_port: Option<u16>,
 }
 
+/// Makes the child started by `cmd` receive SIGKILL when the thread that spawns it
+/// ends, so a panicking or killed test never leaves it behind (which is why
+/// `shared()` spawns from a thread that never ends).
+pub fn die_with_spawning_thread(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
@@ -383,14 +396,7 @@ current-context: local
     /// Starts `cmd` as `name`, logging to `log`, in its own process group.
     fn launch(&self, name: &str, cmd: &mut Command, log: fs::File) -> Result<()> {
         cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe; it ties the child's life to this process
-        // (to the spawning thread, which is why `shared()` spawns from a thread that never ends).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_spawning_thread(cmd);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         self.children.lock().unwrap().push((name.to_string(), child));
         Ok(())
