@@ -98,8 +98,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
         ],
         None,
     );
-    assert!(ok, "operator chart: {err}\n{}", operator_log(&kc));
-    let operator = &OperatorPod { kubeconfig: kc.clone() };
+    assert!(ok, "operator chart: {err}\n{}", pod_logs(&kc, &team));
+    let operator = &OperatorPod { kubeconfig: kc.clone(), team: team.clone() };
 
     let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &team);
     let streamable =
@@ -270,11 +270,21 @@ async fn open_session(admin: &Client, ns: &str, name: &str, operator: &OperatorP
             // A proxy that accepts and never answers (one going away) must not hold
             // the attempt: each is bounded, the next one tries again.
             let attempt = async {
-                let session = controlplane::mcp::Session::connect(&url, address).await.ok()?;
-                session.tools().await.ok()?;
-                Some(session)
+                let session = controlplane::mcp::Session::connect(&url, address).await?;
+                session.tools().await?;
+                Ok::<_, Box<dyn std::error::Error>>(session)
             };
-            tokio::time::timeout(Duration::from_secs(20), attempt).await.ok()?
+            match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+                Ok(Ok(session)) => Some(session),
+                Ok(Err(e)) => {
+                    eprintln!("MCP session with {name} at {url}: {e}");
+                    None
+                }
+                Err(_) => {
+                    eprintln!("MCP session with {name} at {url}: no answer in 20 s");
+                    None
+                }
+            }
         })
         .await
 }
@@ -289,9 +299,11 @@ fn pod_ready(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// The operator as the chart's pod: waits that fail show its log.
+/// The operator as the chart's pod: waits that fail show its log, and the logs of
+/// the team's pods (the proxy runners and the MCP servers they started).
 struct OperatorPod {
     kubeconfig: std::path::PathBuf,
+    team: String,
 }
 
 impl OperatorPod {
@@ -300,12 +312,18 @@ impl OperatorPod {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        wait_until(what, limit, f, || operator_log(&self.kubeconfig)).await
+        wait_until(what, limit, f, || pod_logs(&self.kubeconfig, &self.team)).await
     }
 }
 
-fn operator_log(kubeconfig: &std::path::Path) -> String {
+fn pod_logs(kubeconfig: &std::path::Path, team: &str) -> String {
     let (_, pods, _) = run("kubectl", kubeconfig, &["get", "pods", "-A", "-o", "wide"], None);
     let (_, log, err) = run("kubectl", kubeconfig, &["-n", RELEASE_NS, "logs", "deploy/toolhive-operator", "--tail=40"], None);
-    format!("{pods}\n{log}{err}")
+    let mut out = format!("{pods}\n{log}{err}");
+    let (_, names, _) = run("kubectl", kubeconfig, &["-n", team, "get", "pods", "-o", "name"], None);
+    for pod in names.lines() {
+        let (_, log, err) = run("kubectl", kubeconfig, &["-n", team, "logs", pod, "--all-containers", "--tail=30"], None);
+        out.push_str(&format!("\n--- {team}/{pod}\n{log}{err}"));
+    }
+    out
 }
