@@ -426,7 +426,9 @@ pub struct OidcConfigRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TelemetryConfigRef {
-    /// Name of the MCPTelemetryConfig in this namespace.
+    /// Name of the MCPTelemetryConfig in this namespace (a name, never a path to
+    /// another namespace).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
     pub name: String,
     /// Service name reported for this server; defaults to the MCPServer name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -701,7 +703,6 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
     Unsupported { field: "authzConfig", what: "Cedar authorization", set_in: |s| s.authz_config.is_some() },
     Unsupported { field: "authzConfigRef", what: "Cedar authorization", set_in: |s| s.authz_config_ref.is_some() },
     Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some() },
-    Unsupported { field: "telemetryConfigRef", what: "telemetry", set_in: |s| s.telemetry_config_ref.is_some() },
     Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some() },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
@@ -790,6 +791,16 @@ pub fn crd_chart_template() -> String {
     chart_template(crd())
 }
 
+/// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
+/// committed to.
+pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 3] {
+    [
+        (crate::group::CRD_CHART_FILE, crate::group::crd()),
+        (crate::toolconfig::CRD_CHART_FILE, crate::toolconfig::crd()),
+        (crate::telemetry::CRD_CHART_FILE, crate::telemetry::crd()),
+    ]
+}
+
 /// A CRD as committed in the CRDs chart: YAML, wrapped in the chart's install/keep switches.
 pub fn chart_template(crd: CustomResourceDefinition) -> String {
     let mut value = serde_json::to_value(crd).expect("crd serializes");
@@ -814,12 +825,11 @@ mod tests {
         let path = format!("{}/{CRD_CHART_FILE}", env!("CARGO_MANIFEST_DIR"));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(committed == crd_chart_template(), "{CRD_CHART_FILE} is stale: run `make crds` and commit the result");
-        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), crate::group::CRD_CHART_FILE);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == chart_template(crate::group::crd()), "{path} is stale: run `make crds` and commit the result");
-        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), crate::toolconfig::CRD_CHART_FILE);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == chart_template(crate::toolconfig::crd()), "{path} is stale: run `make crds` and commit the result");
+        for (file, crd) in companion_crds() {
+            let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(committed == chart_template(crd), "{path} is stale: run `make crds` and commit the result");
+        }
     }
 
     #[test]

@@ -36,7 +36,10 @@ use crate::error::{Error, Result};
 use crate::group::{GroupRefState, MCPGroup};
 use crate::metrics::{CONTROLLER, Metrics};
 use crate::resources::{self, Child, MANAGED_SELECTOR, desired_children};
+use crate::sharedconfig;
 use crate::status::{Observed, desired_status};
+use crate::telemetry::MCPTelemetryConfig;
+use crate::toolconfig::MCPToolConfig;
 
 /// State shared by every watch scope.
 pub struct Shared {
@@ -131,7 +134,9 @@ pub struct Context {
     /// MCPGroups in the scope, for the GroupRefValidated condition.
     groups: Store<MCPGroup>,
     /// MCPToolConfigs in the scope, resolved into the RunConfig.
-    tool_configs: Store<crate::toolconfig::MCPToolConfig>,
+    tool_configs: Store<MCPToolConfig>,
+    /// MCPTelemetryConfigs in the scope, resolved into the RunConfig and the proxy.
+    telemetry_configs: Store<MCPTelemetryConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -265,19 +270,29 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
         crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
     };
-    // MCPToolConfigs: resolved into the RunConfig; an edit reconciles the servers
-    // that reference it (so the proxy rolls), found in the server cache.
-    let (tool_config_store, tool_config_stream) = companion_stream::<crate::toolconfig::MCPToolConfig>(&client, nsr, m);
+    // Shared configurations (MCPToolConfig, MCPTelemetryConfig): resolved into the
+    // RunConfig; an edit reconciles the servers that reference it (so the proxy
+    // rolls), found in the server cache.
+    let (tool_config_store, tool_config_stream) = companion_stream::<MCPToolConfig>(&client, nsr, m);
+    let (telemetry_store, telemetry_stream) = companion_stream::<MCPTelemetryConfig>(&client, nsr, m);
     let referrers = server_store.clone();
-    let referencing_servers = move |config: crate::toolconfig::MCPToolConfig| {
-        crate::toolconfig::referencing(&referrers.state(), &config.namespace().unwrap_or_default(), &config.name_any())
-    };
-    let ctx = Arc::new(Context { shared: shared.clone(), stores, groups: group_store, tool_configs: tool_config_store });
+    let tool_config_referrers = move |config: MCPToolConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let referrers = server_store.clone();
+    let telemetry_referrers = move |config: MCPTelemetryConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let ctx = Arc::new(Context {
+        shared: shared.clone(),
+        stores,
+        groups: group_store,
+        tool_configs: tool_config_store,
+        telemetry_configs: telemetry_store,
+    });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
-    let tool_configs = crate::toolconfig::run(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let telemetry_configs = sharedconfig::run::<MCPTelemetryConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
-        .watches_stream(tool_config_stream, referencing_servers)
+        .watches_stream(tool_config_stream, tool_config_referrers)
+        .watches_stream(telemetry_stream, telemetry_referrers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -293,7 +308,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    futures::future::join3(servers_controller, groups, tool_configs).await;
+    futures::future::join4(servers_controller, groups, tool_configs, telemetry_configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
 
@@ -410,15 +425,14 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
     // References, from the caches: the proxy is stopped while one cannot be resolved.
-    let mut resolved = resources::Resolved::default();
-    match crate::toolconfig::resolve(server, &ctx.tool_configs) {
-        Some(Ok(tools)) => resolved.tools = Some(tools),
-        Some(Err(problem)) => {
-            resolved.unresolved = true;
-            observed.reference_error = Some(problem);
-        }
-        None => {}
-    }
+    let mut problems = Vec::new();
+    let mut resolved = resources::Resolved {
+        tools: sharedconfig::resolve(server, &ctx.tool_configs, &mut problems),
+        telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut problems),
+        unresolved: false,
+    };
+    resolved.unresolved = !problems.is_empty();
+    observed.reference_error = resolved.unresolved.then(|| problems.join("; "));
     let children = desired_children(server, &shared.proxy, &resolved).ok_or(Error::MissingField("metadata.uid"))?;
     let mut restored = Vec::new();
     for child in children {
@@ -601,7 +615,7 @@ where
 /// Runs a companion kind's status controller to its end, logging the watch failures
 /// it retries.
 pub async fn drive<T, E>(
-    kind: &'static str,
+    kind: &str,
     results: impl Stream<Item = std::result::Result<T, kube::runtime::controller::Error<E, watcher::Error>>>,
 ) where
     E: std::error::Error + 'static,

@@ -10,6 +10,8 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod resources;
+pub mod sharedconfig;
 pub mod status;
+pub mod telemetry;
 pub mod toolconfig;
 pub mod webhook;

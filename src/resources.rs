@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
+use crate::telemetry::{MCPTelemetryConfigSpec, RunnerTelemetry};
 use crate::toolconfig::MCPToolConfigSpec;
 
 pub const RUNCONFIG_SCHEMA_VERSION: &str = "v0.1.0";
@@ -212,6 +213,9 @@ pub struct RunConfig {
     pub tools_filter: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tools_override: BTreeMap<String, ToolRename>,
+    /// From the MCPTelemetryConfig.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry_config: Option<RunnerTelemetry>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -270,11 +274,16 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 
 /// The chain the runner puts every request through: a body limit, the audit log when
 /// asked for, authentication (anonymous: the fields that would configure it are
-/// refused by this release), MCP parsing, panic recovery. Not the runner's usage
+/// refused by this release), tool filtering, MCP parsing, telemetry, panic recovery. Not the runner's usage
 /// metrics step, which reports usage to the runner's vendor: a platform's tenants'
 /// proxies do not phone home unless the platform says so (the reference adds it
 /// unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
-pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>, tools: Option<&MCPToolConfigSpec>) -> Vec<Middleware> {
+pub fn middleware_configs(
+    server: &MCPServer,
+    audit: Option<&AuditConfig>,
+    tools: Option<&MCPToolConfigSpec>,
+    telemetry: Option<&RunnerTelemetry>,
+) -> Vec<Middleware> {
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
@@ -288,7 +297,13 @@ pub fn middleware_configs(server: &MCPServer, audit: Option<&AuditConfig>, tools
         let parameters = json!({"filter_tools": tools.tools_filter, "tools_override": overrides});
         chain.extend([step("tool-filter", parameters.clone()), step("tool-call-filter", parameters)]);
     }
-    chain.extend([step("mcp-parser", json!({})), step("recovery", Value::Null)]);
+    chain.push(step("mcp-parser", json!({})));
+    // After parsing: spans and metrics carry the MCP method and tool.
+    if let Some(telemetry) = telemetry {
+        let transport = server.spec.transport.as_str();
+        chain.push(step("telemetry", json!({"config": telemetry, "server_name": server_name(server), "transport": transport})));
+    }
+    chain.push(step("recovery", Value::Null));
     chain
 }
 
@@ -334,6 +349,8 @@ pub const DEFAULT_PROXY_HOST: &str = "0.0.0.0";
 pub struct Resolved {
     /// spec.toolConfigRef's MCPToolConfig, found and valid.
     pub tools: Option<MCPToolConfigSpec>,
+    /// spec.telemetryConfigRef's MCPTelemetryConfig, found and valid.
+    pub telemetry: Option<MCPTelemetryConfigSpec>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -374,6 +391,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         env_vars.insert("FASTMCP_PORT".into(), port.to_string());
     }
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
+    let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
     RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
@@ -395,7 +413,8 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
-        middleware_configs: middleware_configs(server, audit_config.as_ref(), resolved.tools.as_ref()),
+        middleware_configs: middleware_configs(server, audit_config.as_ref(), resolved.tools.as_ref(), telemetry_config.as_ref()),
+        telemetry_config,
         tools_filter: resolved.tools.as_ref().map(|t| t.tools_filter.clone()).unwrap_or_default(),
         tools_override: resolved
             .tools
@@ -514,7 +533,7 @@ impl Child {
 pub fn desired_children(server: &MCPServer, settings: &ProxySettings, resolved: &Resolved) -> Option<Vec<Child>> {
     // Foreground deletion of the MCPServer waits for its children, as the reference's do.
     let owner = OwnerReference { block_owner_deletion: Some(true), ..server.controller_owner_ref(&())? };
-    let base = Base { server, owner, settings, runconfig: runconfig(server, settings, resolved), unresolved: resolved.unresolved };
+    let base = Base { server, owner, settings, runconfig: runconfig(server, settings, resolved), resolved };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
         Child::ServiceAccount(base.proxy_service_account()),
@@ -536,7 +555,7 @@ struct Base<'a> {
     settings: &'a ProxySettings,
     /// Built once: the ConfigMap carries it, the Deployment its hash and pod patch.
     runconfig: RunConfig,
-    unresolved: bool,
+    resolved: &'a Resolved,
 }
 
 fn server_name(server: &MCPServer) -> &str {
@@ -684,12 +703,15 @@ impl Base<'_> {
 
         let args = vec!["run".to_string(), format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch), server.spec.image.clone()];
 
-        let mut env_vars = vec![
+        // Telemetry's first, where the reference puts them.
+        let telemetry = self.resolved.telemetry.as_ref();
+        let mut env_vars = telemetry.map(|t| crate::telemetry::proxy_env(server, t)).unwrap_or_default();
+        env_vars.extend([
             env("XDG_CONFIG_HOME", "/tmp"),
             env("HOME", "/tmp"),
             env("TOOLHIVE_RUNTIME", "kubernetes"),
             env("UNSTRUCTURED_LOGS", "false"),
-        ];
+        ]);
         env_vars.push(EnvVar {
             name: "THV_MCPSERVER_GENERATION".into(),
             value_from: Some(EnvVarSource {
@@ -733,6 +755,10 @@ impl Base<'_> {
                 read_only: Some(true),
                 ..Default::default()
             });
+        }
+        if let Some((volume, mount)) = telemetry.and_then(crate::telemetry::ca_bundle_volume) {
+            volumes.push(volume);
+            mounts.push(mount);
         }
 
         // A slow first start (the runner creates the MCP server's StatefulSet and waits
@@ -785,7 +811,7 @@ impl Base<'_> {
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
-                replicas: proxy_replicas(server, self.unresolved),
+                replicas: proxy_replicas(server, self.resolved.unresolved),
                 selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations: Some(pod_annotations), ..Default::default() }),

@@ -5,27 +5,16 @@
 //! missing or invalid one stops the proxy (0 replicas) and fails the server: it
 //! never serves without the filter it asked for.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{
-    Api, Client, CustomResource, CustomResourceExt, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Action,
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
-};
+use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::info;
 
 use crate::api::MCPServer;
-use crate::error::Error;
-use crate::status::condition;
+use crate::sharedconfig::{ConfigStatus, SharedConfig};
 
 /// Tool filtering and renaming for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -84,19 +73,10 @@ pub struct ToolAnnotations {
     pub open_world_hint: Option<bool>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MCPToolConfigStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// A digest of the spec: changes when the configuration does.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub config_hash: String,
-}
+/// The status every shared configuration kind keeps (Valid, observedGeneration,
+/// configHash).
+pub type MCPToolConfigStatus = ConfigStatus;
 
-pub const CONDITION_VALID: &str = "Valid";
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcptoolconfigs.yaml";
 
 pub fn crd() -> CustomResourceDefinition {
@@ -115,69 +95,28 @@ impl MCPToolConfigSpec {
     }
 }
 
-/// The status for this configuration; an unchanged one yields an identical status.
-pub fn desired_status(config: &MCPToolConfig, now: Time) -> MCPToolConfigStatus {
-    let previous = config.status.clone().unwrap_or_default();
-    let generation = config.metadata.generation;
-    let (status, reason, message) = match config.spec.problem() {
-        None => ("True", "ValidationSucceeded", "the tool configuration is valid".to_string()),
-        Some(problem) => ("False", "ValidationFailed", problem),
-    };
-    MCPToolConfigStatus {
-        conditions: vec![condition(&previous.conditions, CONDITION_VALID, status, reason, &message, generation, &now)],
-        observed_generation: generation,
-        config_hash: crate::resources::hash_of(&config.spec),
+impl SharedConfig for MCPToolConfig {
+    type Spec = MCPToolConfigSpec;
+    const REF_FIELD: &'static str = "spec.toolConfigRef";
+    fn referenced_by(server: &MCPServer) -> Option<&str> {
+        server.spec.tool_config_ref.as_ref().map(|r| r.name.as_str())
     }
-}
-
-/// `server`'s tool configuration from the cache: None without a reference, the spec
-/// when found and valid, otherwise why not (the message the user reads).
-pub fn resolve(server: &MCPServer, configs: &Store<MCPToolConfig>) -> Option<Result<MCPToolConfigSpec, String>> {
-    let name = &server.spec.tool_config_ref.as_ref()?.name;
-    let ns = server.namespace().unwrap_or_default();
-    Some(match configs.get(&ObjectRef::new(name).within(&ns)) {
-        None => Err(format!("spec.toolConfigRef: MCPToolConfig {name} not found in namespace {ns}; the proxy is stopped until it exists")),
-        Some(config) => match config.spec.problem() {
-            Some(problem) => Err(format!("spec.toolConfigRef: MCPToolConfig {name} is invalid ({problem}); the proxy is stopped")),
-            None => Ok(config.spec.clone()),
-        },
-    })
-}
-
-/// The servers in the cache that reference the tool config `name` in `ns`.
-pub fn referencing(servers: &[Arc<MCPServer>], ns: &str, name: &str) -> Vec<ObjectRef<MCPServer>> {
-    servers
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns) && s.spec.tool_config_ref.as_ref().is_some_and(|r| r.name == name))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
-        .collect()
-}
-
-/// Keeps every MCPToolConfig's status (Valid, configHash) current in `ns` (all
-/// namespaces when None).
-pub async fn run(client: Client, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let configs: Api<MCPToolConfig> = crate::controller::scoped(&client, ns.as_deref());
-    let results = Controller::new(configs, watcher::Config::default()).graceful_shutdown_on(shutdown).run(
-        reconcile,
-        crate::controller::retry_status_write,
-        Arc::new(client),
-    );
-    crate::controller::drive("MCPToolConfig", results).await;
-}
-
-async fn reconcile(config: Arc<MCPToolConfig>, client: Arc<Client>) -> Result<Action, Error> {
-    let desired = desired_status(&config, Time(jiff::Timestamp::now()));
-    if config.status.as_ref() != Some(&desired) {
-        let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
-        crate::controller::apply_status::<MCPToolConfig>(&client, &ns, &name, &desired).await?;
-        info!(namespace = %ns, name = %name, hash = %desired.config_hash, "MCPToolConfig status written");
+    fn spec(&self) -> &MCPToolConfigSpec {
+        &self.spec
     }
-    Ok(Action::await_change())
+    fn problem(&self) -> Option<String> {
+        self.spec.problem()
+    }
+    fn status(&self) -> Option<&ConfigStatus> {
+        self.status.as_ref()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sharedconfig::desired_status;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn config(spec: serde_json::Value) -> MCPToolConfig {
         serde_json::from_value(json!({"metadata": {"name": "tc", "namespace": "a", "generation": 1}, "spec": spec})).unwrap()

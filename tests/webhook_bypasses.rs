@@ -261,11 +261,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
             "spec.webhookConfigRef: Forbidden".into(),
         ),
         (
-            "telemetry not implemented",
-            json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": {"name": "a"}}),
-            "spec.telemetryConfigRef: Forbidden".into(),
-        ),
-        (
             "session storage not implemented",
             json!({"image": "ghcr.io/acme/tool", "sessionStorage": {"provider": "redis"}}),
             "spec.sessionStorage: Forbidden".into(),

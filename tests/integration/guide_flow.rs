@@ -621,21 +621,8 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     })
     .await;
     create(g, &servers, &server("filtered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "filters"}}))).await;
-    let runconfig = |name: &'static str| {
-        let configmaps = configmaps.clone();
-        async move {
-            let cm = configmaps.get_opt(&format!("{name}-runconfig")).await.ok()??;
-            serde_json::from_str::<serde_json::Value>(cm.data?.get("runconfig.json")?).ok()
-        }
-    };
-    let template_hash = |name: &'static str| {
-        let deployments = deployments.clone();
-        async move {
-            let d = deployments.get_opt(name).await.ok()??;
-            let spec = d.spec?;
-            Some((spec.template.metadata?.annotations?.get("toolhive.stacklok.dev/runconfig-hash")?.clone(), spec.replicas))
-        }
-    };
+    let runconfig = |name: &'static str| runconfig_of(&configmaps, name);
+    let template_hash = |name: &'static str| proxy_template(&deployments, name);
     let rc = eventually("the filter in the RunConfig", &g.operator, || async {
         let rc = runconfig("filtered").await?;
         (rc["tools_filter"] == json!(["read"])).then_some(rc)
@@ -672,4 +659,110 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     for name in ["filtered", "unfiltered"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
+}
+
+/// The RunConfig the operator wrote for `name`, parsed.
+async fn runconfig_of(configmaps: &Api<ConfigMap>, name: &str) -> Option<serde_json::Value> {
+    let cm = configmaps.get_opt(&format!("{name}-runconfig")).await.ok()??;
+    serde_json::from_str(cm.data?.get("runconfig.json")?).ok()
+}
+
+/// The proxy Deployment's pod-template RunConfig digest (it changes when the proxy
+/// rolls) and its replicas.
+async fn proxy_template(deployments: &Api<Deployment>, name: &str) -> Option<(String, Option<i32>)> {
+    let spec = deployments.get_opt(name).await.ok()??.spec?;
+    Some((spec.template.metadata?.annotations?.get("toolhive.stacklok.dev/runconfig-hash")?.clone(), spec.replicas))
+}
+
+#[tokio::test]
+async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_proxy_stops_without_it() {
+    use toolhive_operator::telemetry::MCPTelemetryConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPTelemetryConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let secret_value = "otel-token-never-copied";
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "otel-creds"}, "stringData": {"token": secret_value}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &g.team).create(&PostParams::default(), &secret).await.unwrap();
+    let config: MCPTelemetryConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPTelemetryConfig", "metadata": {"name": "otel"},
+        "spec": {"openTelemetry": {"enabled": true, "endpoint": "https://collector.obs:4317", "tracing": {"enabled": true},
+            "sensitiveHeaders": [{"name": "x-api-key", "secretKeyRef": {"name": "otel-creds", "key": "token"}}]}}
+    }))
+    .unwrap();
+    configs.create(&PostParams::default(), &config).await.unwrap();
+    let defaulted = eventually("the telemetry config to be Valid", &g.operator, || async {
+        let config = configs.get("otel").await.ok()?;
+        let status = config.status.as_ref()?;
+        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(config)
+    })
+    .await;
+    let otel = defaulted.spec.open_telemetry.unwrap();
+    assert_eq!((otel.use_legacy_attributes, otel.tracing.unwrap().sampling_rate.as_str()), (true, "0.05"), "the schema's defaults");
+
+    // Referenced: the RunConfig carries it, the proxy gets the header by reference.
+    let reference = json!({"name": "otel", "serviceName": "traced-svc"});
+    create(g, &servers, &server("traced", json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": reference}))).await;
+    let rc = eventually("the telemetry in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "traced").await?;
+        (rc["telemetry_config"]["endpoint"] == "collector.obs:4317").then_some(rc)
+    })
+    .await;
+    assert_eq!(rc["telemetry_config"]["serviceName"], "traced-svc");
+    assert_eq!(rc["telemetry_config"]["samplingRate"], "0.05");
+    let steps: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(steps.windows(2).any(|w| w == ["mcp-parser", "telemetry"]), "{steps:?}");
+    let (first_hash, replicas) = eventually("the proxy", &g.operator, || proxy_template(&deployments, "traced")).await;
+    assert_ne!(replicas, Some(0), "a resolved telemetry config lets the proxy run");
+    let proxy = deployments.get("traced").await.unwrap();
+    let env = proxy.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let header = env.iter().find(|e| e.name == "TOOLHIVE_OTEL_HEADER_X_API_KEY").expect("the sensitive header's variable");
+    let by_reference = header.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).map(|s| (s.name.as_str(), s.key.as_str()));
+    assert_eq!((header.value.as_deref(), by_reference), (None, Some(("otel-creds", "token"))));
+    for cm in configmaps.list(&kube::api::ListParams::default()).await.unwrap().items {
+        assert!(!serde_json::to_string(&cm.data).unwrap().contains(secret_value), "a Secret's value copied into {}", cm.name_any());
+    }
+
+    // An edit rolls the proxy.
+    let edit = json!({"spec": {"openTelemetry": {"tracing": {"enabled": true, "samplingRate": "0.5"}}}});
+    configs.patch("otel", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually("the edit in the RunConfig and a new proxy template", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "traced").await?;
+        let (hash, _) = proxy_template(&deployments, "traced").await?;
+        (rc["telemetry_config"]["samplingRate"] == "0.5" && hash != first_hash).then_some(())
+    })
+    .await;
+
+    // Made invalid (an endpoint with no signal to send to it): the config says why,
+    // the server is Failed and its proxy stops.
+    let invalid = json!({"spec": {"openTelemetry": {"tracing": {"enabled": false}}}});
+    configs.patch("otel", &PatchParams::default(), &Patch::Merge(invalid)).await.unwrap();
+    eventually("the invalid config to stop the proxy", &g.operator, || async {
+        let status = servers.get("traced").await.ok()?.status?;
+        let valid = configs.get("otel").await.ok()?.status?.conditions.first()?.status.clone();
+        let (_, replicas) = proxy_template(&deployments, "traced").await?;
+        let says = status.message.contains("MCPTelemetryConfig otel is invalid") && status.message.contains("enable tracing or metrics");
+        (status.phase == Some(Phase::Failed) && says && valid == "False" && replicas == Some(0)).then_some(())
+    })
+    .await;
+
+    // Deleted: the server says which object is missing.
+    configs.delete("otel", &DeleteParams::default()).await.unwrap();
+    eventually("traced Failed: its telemetry config not found", &g.operator, || async {
+        let status = servers.get("traced").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPTelemetryConfig otel not found")).then_some(())
+    })
+    .await;
+
+    // A reference is a name in the server's namespace, never a path to another.
+    let elsewhere = server("elsewhere", json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": {"name": "kube-system/otel"}}));
+    let refused = servers.create(&PostParams::default(), &elsewhere).await.expect_err("a path into another namespace");
+    assert!(refused.to_string().contains("spec.telemetryConfigRef.name"), "{refused}");
+    servers.delete("traced", &DeleteParams::default()).await.unwrap();
 }

@@ -196,7 +196,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
 
     let known: Vec<Known> =
         serde_yaml::from_str(&std::fs::read_to_string(root.join("tests/fixtures/parity/known-differences.yaml")).unwrap()).unwrap();
-    let patterns: Vec<regex::Regex> = known.iter().map(|k| pattern(&k.path)).collect();
+    let patterns: Vec<(regex::Regex, regex::Regex)> = known.iter().map(|k| (pattern(&k.kind), pattern(&k.path))).collect();
     let mut used = vec![false; known.len()];
     let mut unexplained = Vec::new();
     // Per server: how many differences, and which known entries explain them.
@@ -204,7 +204,8 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         cases.iter().map(|c| (c.name.as_str(), Default::default())).collect();
     for d in &differences {
         let matched = known.iter().enumerate().find(|(i, k)| {
-            (k.kind == "*" || k.kind == d.kind) && (k.servers.is_empty() || k.servers.contains(&d.server)) && patterns[*i].is_match(&d.path)
+            let (kind, path) = &patterns[*i];
+            kind.is_match(&d.kind) && (k.servers.is_empty() || k.servers.contains(&d.server)) && path.is_match(&d.path)
         });
         match matched {
             Some((i, _)) => {
@@ -272,6 +273,7 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
     let companions = [
         kube::discovery::ApiResource::erase::<toolhive_operator::group::MCPGroup>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::toolconfig::MCPToolConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::telemetry::MCPTelemetryConfig>(&()),
     ];
     for resource in &companions {
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);
@@ -334,7 +336,7 @@ fn normalise(mut value: Value, ns: &str) -> Value {
     }
     // A companion kind's status is what its controller computes: compared, less the
     // condition's transition time.
-    let keeps_status = matches!(value.get("kind").and_then(Value::as_str), Some("MCPGroup" | "MCPToolConfig"));
+    let keeps_status = matches!(value.get("kind").and_then(Value::as_str), Some("MCPGroup" | "MCPToolConfig" | "MCPTelemetryConfig"));
     if let Some(conditions) = value.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
         for condition in conditions {
             condition.as_object_mut().map(|c| c.remove("lastTransitionTime"));

@@ -114,12 +114,13 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpgroups/status"]
   verbs: ["patch"]
-# MCPToolConfigs: watched (resolved into the RunConfig) and their status applied.
+# MCPToolConfigs and MCPTelemetryConfigs: watched (resolved into the RunConfig) and
+# their status applied.
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs"]
+  resources: ["mcptoolconfigs", "mcptelemetryconfigs"]
   verbs: ["list", "watch"]
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs/status"]
+  resources: ["mcptoolconfigs/status", "mcptelemetryconfigs/status"]
   verbs: ["patch"]
 # The namespaces' pod-security.kubernetes.io/enforce label, for the webhook: watched
 # in cluster mode; in namespace mode each allowed namespace reads only itself.

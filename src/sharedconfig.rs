@@ -1,0 +1,132 @@
+//! What the configuration kinds an MCPServer references by name (MCPToolConfig,
+//! MCPTelemetryConfig) have in common: the same status (Valid, observedGeneration,
+//! configHash), kept by one status controller per kind and scope; resolution from
+//! the MCPServer controller's cache, same namespace only; and the mapping from a
+//! changed configuration to the servers that name it (found in the server cache,
+//! never by listing).
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tracing::info;
+
+use crate::api::MCPServer;
+use crate::error::Error;
+use crate::status::condition;
+
+/// The status every shared configuration kind keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// A digest of the spec: changes when the configuration does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config_hash: String,
+}
+
+pub const CONDITION_VALID: &str = "Valid";
+
+/// A configuration kind an MCPServer names in one of its `spec.*Ref` fields.
+pub trait SharedConfig:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Spec: Serialize + Clone;
+    /// The MCPServer field that names it, as users write it: `spec.toolConfigRef`.
+    const REF_FIELD: &'static str;
+    /// The name `server` gives in [`Self::REF_FIELD`], if any.
+    fn referenced_by(server: &MCPServer) -> Option<&str>;
+    fn spec(&self) -> &Self::Spec;
+    /// What is wrong with the spec (the user's message), if anything.
+    fn problem(&self) -> Option<String>;
+    fn status(&self) -> Option<&ConfigStatus>;
+}
+
+/// The status for this configuration; an unchanged one yields an identical status.
+pub fn desired_status<K: SharedConfig>(config: &K, now: Time) -> ConfigStatus {
+    let previous = config.status().cloned().unwrap_or_default();
+    let generation = config.meta().generation;
+    let kind = K::kind(&());
+    let (status, reason, message) = match config.problem() {
+        None => ("True", "ValidationSucceeded", format!("the {kind} is valid")),
+        Some(problem) => ("False", "ValidationFailed", problem),
+    };
+    ConfigStatus {
+        conditions: vec![condition(&previous.conditions, CONDITION_VALID, status, reason, &message, generation, &now)],
+        observed_generation: generation,
+        config_hash: crate::resources::hash_of(config.spec()),
+    }
+}
+
+/// `server`'s configuration of kind K from the cache: the spec when referenced, found
+/// and valid; None without a reference, or with a reference that cannot be resolved,
+/// which adds why to `problems` (the message the user reads).
+pub fn resolve<K: SharedConfig>(server: &MCPServer, configs: &Store<K>, problems: &mut Vec<String>) -> Option<K::Spec> {
+    let name = K::referenced_by(server)?;
+    let ns = server.namespace().unwrap_or_default();
+    let (field, kind) = (K::REF_FIELD, K::kind(&()));
+    let problem = match configs.get(&ObjectRef::new(name).within(&ns)) {
+        None => format!("{field}: {kind} {name} not found in namespace {ns}; the proxy is stopped until it exists"),
+        Some(config) => match config.problem() {
+            Some(problem) => format!("{field}: {kind} {name} is invalid ({problem}); the proxy is stopped"),
+            None => return Some(config.spec().clone()),
+        },
+    };
+    problems.push(problem);
+    None
+}
+
+/// The servers in the cache that reference `config`.
+pub fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> Vec<ObjectRef<MCPServer>> {
+    let (ns, name) = (config.namespace(), config.name_any());
+    servers
+        .iter()
+        .filter(|s| s.namespace() == ns && K::referenced_by(s) == Some(name.as_str()))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Keeps the status of every K in `ns` (all namespaces when None) current.
+pub async fn run<K: SharedConfig>(
+    client: Client,
+    ns: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let configs = crate::controller::scoped::<K>(&client, ns.as_deref());
+    let results = Controller::new(configs, watcher::Config::default()).graceful_shutdown_on(shutdown).run(
+        reconcile::<K>,
+        crate::controller::retry_status_write,
+        Arc::new(client),
+    );
+    crate::controller::drive(K::kind(&()).as_ref(), results).await;
+}
+
+async fn reconcile<K: SharedConfig>(config: Arc<K>, client: Arc<Client>) -> Result<Action, Error> {
+    let desired = desired_status(config.as_ref(), Time(jiff::Timestamp::now()));
+    if config.status() != Some(&desired) {
+        let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
+        crate::controller::apply_status::<K>(&client, &ns, &name, &desired).await?;
+        info!(kind = %K::kind(&()), namespace = %ns, name = %name, hash = %desired.config_hash, "status written");
+    }
+    Ok(Action::await_change())
+}
