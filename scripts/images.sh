@@ -5,7 +5,10 @@
 #   pause      the sandbox image: a static binary that sleeps until signalled
 #   coredns    cluster DNS (tests/tools/coredns: only the plugins the node uses)
 #   proxyrunner  ToolHive's proxy runner, the version the chart's toolhiveRunnerImage names
-#   mcp-memory the Go MCP SDK's memory server (streamable HTTP with -http, else stdio)
+#   mcp-memory the Go MCP SDK's memory server (streamable HTTP with -http)
+#   mcp-hello  the Go MCP SDK's hello server (stdio; unlike the memory server, it
+#              writes no JSON-RPC log to stderr, which the proxy runner reads as
+#              part of stdout: see README "stdio servers")
 # Each image is one layer with one static binary, run as UID 65532. Needs umoci and
 # skopeo (scripts/node-packages.sh installs them).
 #
@@ -52,11 +55,13 @@ bins="$out/bin"; mkdir -p "$bins"
 [ -x "$bins/coredns" ] || { log "building CoreDNS $COREDNS_VERSION"; go_build coredns . "$bins/coredns"; }
 [ -x "$bins/thv-proxyrunner" ] || { log "building thv-proxyrunner $RUNNER_VERSION (cold: several minutes)"; go_build mcp github.com/stacklok/toolhive/cmd/thv-proxyrunner "$bins/thv-proxyrunner"; }
 [ -x "$bins/mcp-memory" ] || { log "building the MCP SDK memory server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/memory "$bins/mcp-memory"; }
+[ -x "$bins/mcp-hello" ] || { log "building the MCP SDK hello server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/hello "$bins/mcp-hello"; }
 [ -x "$bins/pause" ] || { log "building pause"; go_build pause . "$bins/pause"; }
 
 image pause localhost/toolhive-node/pause:v1 "$bins/pause"
 image coredns localhost/toolhive-node/coredns:$COREDNS_VERSION "$bins/coredns"
 image proxyrunner ghcr.io/stacklok/toolhive/proxyrunner:$RUNNER_VERSION "$bins/thv-proxyrunner"
 image mcp-memory localhost/toolhive-node/mcp-memory:$MCP_SDK_VERSION "$bins/mcp-memory"
+image mcp-hello localhost/toolhive-node/mcp-hello:$MCP_SDK_VERSION "$bins/mcp-hello"
 log "images ready in $(( $(date +%s) - start ))s: $out"
 echo "$out"

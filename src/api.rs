@@ -409,10 +409,12 @@ pub struct GroupRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OidcConfigRef {
-    /// Name of the MCPOIDCConfig in this namespace.
+    /// Name of the MCPOIDCConfig in this namespace (a name, never a path to another
+    /// namespace).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
     pub name: String,
-    /// Expected token audience for this server.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// The audience a token must carry to reach this server.
+    #[schemars(length(min = 1))]
     pub audience: String,
     /// Scopes advertised for this server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -697,7 +699,6 @@ impl Unsupported {
 }
 
 pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
-    Unsupported { field: "oidcConfigRef", what: "OIDC authentication", set_in: |s| s.oidc_config_ref.is_some() },
     Unsupported { field: "externalAuthConfigRef", what: "external authentication", set_in: |s| s.external_auth_config_ref.is_some() },
     Unsupported { field: "authServerRef", what: "the embedded authorization server", set_in: |s| s.auth_server_ref.is_some() },
     Unsupported { field: "authzConfig", what: "Cedar authorization", set_in: |s| s.authz_config.is_some() },
@@ -793,8 +794,9 @@ pub fn crd_chart_template() -> String {
 
 /// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
 /// committed to.
-pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 3] {
+pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 4] {
     [
+        (crate::oidc::CRD_CHART_FILE, crate::oidc::crd()),
         (crate::group::CRD_CHART_FILE, crate::group::crd()),
         (crate::toolconfig::CRD_CHART_FILE, crate::toolconfig::crd()),
         (crate::telemetry::CRD_CHART_FILE, crate::telemetry::crd()),

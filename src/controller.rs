@@ -35,6 +35,7 @@ use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
 use crate::group::{GroupRefState, MCPGroup};
 use crate::metrics::{CONTROLLER, Metrics};
+use crate::oidc::MCPOIDCConfig;
 use crate::resources::{self, Child, MANAGED_SELECTOR, desired_children};
 use crate::sharedconfig;
 use crate::status::{Observed, desired_status};
@@ -137,6 +138,8 @@ pub struct Context {
     tool_configs: Store<MCPToolConfig>,
     /// MCPTelemetryConfigs in the scope, resolved into the RunConfig and the proxy.
     telemetry_configs: Store<MCPTelemetryConfig>,
+    /// MCPOIDCConfigs in the scope, resolved into the RunConfig and the proxy.
+    oidc_configs: Store<MCPOIDCConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -279,20 +282,26 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let tool_config_referrers = move |config: MCPToolConfig| sharedconfig::referencing(&referrers.state(), &config);
     let referrers = server_store.clone();
     let telemetry_referrers = move |config: MCPTelemetryConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let (oidc_store, oidc_stream) = companion_stream::<MCPOIDCConfig>(&client, nsr, m);
+    let referrers = server_store.clone();
+    let oidc_referrers = move |config: MCPOIDCConfig| sharedconfig::referencing(&referrers.state(), &config);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,
         groups: group_store,
         tool_configs: tool_config_store,
         telemetry_configs: telemetry_store,
+        oidc_configs: oidc_store,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
     let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let telemetry_configs = sharedconfig::run::<MCPTelemetryConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let oidc_configs = sharedconfig::run::<MCPOIDCConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
         .watches_stream(tool_config_stream, tool_config_referrers)
         .watches_stream(telemetry_stream, telemetry_referrers)
+        .watches_stream(oidc_stream, oidc_referrers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -308,7 +317,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    futures::future::join4(servers_controller, groups, tool_configs, telemetry_configs).await;
+    futures::future::join5(servers_controller, groups, tool_configs, telemetry_configs, oidc_configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
 
@@ -429,6 +438,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let mut resolved = resources::Resolved {
         tools: sharedconfig::resolve(server, &ctx.tool_configs, &mut problems),
         telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut problems),
+        oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut problems),
         unresolved: false,
     };
     resolved.unresolved = !problems.is_empty();

@@ -9,6 +9,7 @@ pub mod http;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod oidc;
 pub mod resources;
 pub mod sharedconfig;
 pub mod status;

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
+use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
 use crate::telemetry::{MCPTelemetryConfigSpec, RunnerTelemetry};
 use crate::toolconfig::MCPToolConfigSpec;
 
@@ -83,10 +84,16 @@ pub fn labels(name: &str) -> BTreeMap<String, String> {
 /// Selector for everything the operator owns (used by its child watches).
 pub const MANAGED_SELECTOR: &str = "toolhive=true";
 
-pub fn service_url(server: &MCPServer) -> String {
+/// The proxy Service's address inside the cluster: `http://<service>.<ns>.svc.cluster.local:<port>`.
+pub fn service_base_url(server: &MCPServer) -> String {
     let name = server.metadata.name.as_deref().unwrap_or_default();
     let ns = server.metadata.namespace.as_deref().unwrap_or_default();
-    let base = format!("http://mcp-{name}-proxy.{ns}.svc.cluster.local:{}", server.proxy_port());
+    format!("http://mcp-{name}-proxy.{ns}.svc.cluster.local:{}", server.proxy_port())
+}
+
+pub fn service_url(server: &MCPServer) -> String {
+    let name = server.metadata.name.as_deref().unwrap_or_default();
+    let base = service_base_url(server);
     match effective_proxy_mode(server) {
         ProxyMode::StreamableHttp => format!("{base}/mcp"),
         ProxyMode::Sse => format!("{base}/sse#{name}"),
@@ -216,6 +223,14 @@ pub struct RunConfig {
     /// From the MCPTelemetryConfig.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry_config: Option<RunnerTelemetry>,
+    /// From the MCPOIDCConfig: how the proxy checks each request's token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_config: Option<TokenValidation>,
+    /// The CA bundle and token file the runner uses to reach the OIDC provider.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub thv_ca_bundle: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub jwks_auth_token_file: String,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -281,6 +296,7 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 pub fn middleware_configs(
     server: &MCPServer,
     audit: Option<&AuditConfig>,
+    oidc: Option<&TokenValidation>,
     tools: Option<&MCPToolConfigSpec>,
     telemetry: Option<&RunnerTelemetry>,
 ) -> Vec<Middleware> {
@@ -289,7 +305,9 @@ pub fn middleware_configs(
     if let Some(audit) = audit {
         chain.push(step("audit", json!({"config_data": audit, "transport_type": server.spec.transport.as_str()})));
     }
-    chain.push(step("auth", json!({})));
+    // Without an MCPOIDCConfig the proxy authenticates no one (every request is let
+    // through as a local user): the reference's default.
+    chain.push(step("auth", oidc.map(|o| json!({"oidc_config": o})).unwrap_or_else(|| json!({}))));
     // Tool filtering: what tools/list shows, and what tools/call may reach.
     if let Some(tools) = tools.filter(|t| !t.tools_filter.is_empty() || !t.tools_override.is_empty()) {
         let overrides: BTreeMap<&str, Value> =
@@ -351,6 +369,8 @@ pub struct Resolved {
     pub tools: Option<MCPToolConfigSpec>,
     /// spec.telemetryConfigRef's MCPTelemetryConfig, found and valid.
     pub telemetry: Option<MCPTelemetryConfigSpec>,
+    /// spec.oidcConfigRef's MCPOIDCConfig, found and valid.
+    pub oidc: Option<MCPOIDCConfigSpec>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -392,6 +412,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
     }
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
+    let oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
     RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
@@ -413,8 +434,17 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
-        middleware_configs: middleware_configs(server, audit_config.as_ref(), resolved.tools.as_ref(), telemetry_config.as_ref()),
+        middleware_configs: middleware_configs(
+            server,
+            audit_config.as_ref(),
+            oidc_config.as_ref(),
+            resolved.tools.as_ref(),
+            telemetry_config.as_ref(),
+        ),
         telemetry_config,
+        thv_ca_bundle: oidc_config.as_ref().map(|o| o.ca_cert_path.clone()).unwrap_or_default(),
+        jwks_auth_token_file: oidc_config.as_ref().map(|o| o.auth_token_file.clone()).unwrap_or_default(),
+        oidc_config,
         tools_filter: resolved.tools.as_ref().map(|t| t.tools_filter.clone()).unwrap_or_default(),
         tools_override: resolved
             .tools
@@ -712,6 +742,7 @@ impl Base<'_> {
             env("TOOLHIVE_RUNTIME", "kubernetes"),
             env("UNSTRUCTURED_LOGS", "false"),
         ]);
+        env_vars.extend(self.resolved.oidc.as_ref().and_then(crate::oidc::proxy_env));
         env_vars.push(EnvVar {
             name: "THV_MCPSERVER_GENERATION".into(),
             value_from: Some(EnvVarSource {
@@ -756,7 +787,8 @@ impl Base<'_> {
                 ..Default::default()
             });
         }
-        if let Some((volume, mount)) = telemetry.and_then(crate::telemetry::ca_bundle_volume) {
+        let oidc_bundle = self.resolved.oidc.as_ref().and_then(crate::oidc::ca_bundle_volume);
+        for (volume, mount) in oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)) {
             volumes.push(volume);
             mounts.push(mount);
         }
@@ -1046,8 +1078,8 @@ mod tests {
 
     #[test]
     fn a_spec_asking_for_what_is_not_implemented_gets_no_serving_proxy() {
-        let s = server(json!({"image": "img", "replicas": 2, "oidcConfigRef": {"name": "corp-oidc"}}));
-        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["oidcConfigRef"]);
+        let s = server(json!({"image": "img", "replicas": 2, "externalAuthConfigRef": {"name": "corp-auth"}}));
+        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["externalAuthConfigRef"]);
         assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without the authentication it asked for");
         let status = crate::status::desired_status(
             &s,
@@ -1055,7 +1087,7 @@ mod tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
         assert_eq!(status.phase, Some(crate::api::Phase::Failed));
-        assert!(status.message.starts_with("spec.oidcConfigRef (OIDC authentication) is not supported"), "{}", status.message);
+        assert!(status.message.starts_with("spec.externalAuthConfigRef (external authentication) is not supported"), "{}", status.message);
         assert_eq!(deployment(&server(json!({"image": "img", "replicas": 2})))["spec"]["replicas"], 2);
     }
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Client, Resource, ResourceExt,
@@ -52,6 +53,9 @@ pub trait SharedConfig:
     + 'static
 {
     type Spec: Serialize + Clone;
+    /// The reasons of the Valid condition, true and false (the reference's, per kind).
+    const VALID_REASON: &'static str = "ValidationSucceeded";
+    const INVALID_REASON: &'static str = "ValidationFailed";
     /// The MCPServer field that names it, as users write it: `spec.toolConfigRef`.
     const REF_FIELD: &'static str;
     /// The name `server` gives in [`Self::REF_FIELD`], if any.
@@ -68,8 +72,8 @@ pub fn desired_status<K: SharedConfig>(config: &K, now: Time) -> ConfigStatus {
     let generation = config.meta().generation;
     let kind = K::kind(&());
     let (status, reason, message) = match config.problem() {
-        None => ("True", "ValidationSucceeded", format!("the {kind} is valid")),
-        Some(problem) => ("False", "ValidationFailed", problem),
+        None => ("True", K::VALID_REASON, format!("the {kind} is valid")),
+        Some(problem) => ("False", K::INVALID_REASON, problem),
     };
     ConfigStatus {
         conditions: vec![condition(&previous.conditions, CONDITION_VALID, status, reason, &message, generation, &now)],
@@ -129,4 +133,79 @@ async fn reconcile<K: SharedConfig>(config: Arc<K>, client: Arc<Client>) -> Resu
         info!(kind = %K::kind(&()), namespace = %ns, name = %name, hash = %desired.config_hash, "status written");
     }
     Ok(Action::await_change())
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ConfigMapKeyRef {
+    #[serde(default)]
+    pub name: String,
+    /// The key holding the bundle; `ca.crt` when empty.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// Where a kind mounts a CA bundle ConfigMap in the proxy: `<dir>/<configmap>/<key>`,
+/// in a volume named `<volume_prefix><configmap>`.
+pub struct CaBundleMount {
+    pub dir: &'static str,
+    pub volume_prefix: &'static str,
+}
+
+/// The key a CA bundle is read from when none is given.
+const CA_BUNDLE_DEFAULT_KEY: &str = "ca.crt";
+
+impl CaBundleMount {
+    fn config_map<'a>(&self, bundle: &'a CaBundleRef) -> Option<(&'a str, &'a str)> {
+        let r = bundle.config_map_ref.as_ref()?;
+        Some((&r.name, if r.key.is_empty() { CA_BUNDLE_DEFAULT_KEY } else { &r.key }))
+    }
+
+    /// What is wrong with `bundle` (at `path`), if anything.
+    pub fn problem(&self, bundle: &CaBundleRef, path: &str) -> Option<String> {
+        let limit = 63 - self.volume_prefix.len();
+        match &bundle.config_map_ref {
+            None => Some(format!("{path}.configMapRef: name the ConfigMap")),
+            Some(r) if r.name.is_empty() => Some(format!("{path}.configMapRef.name: name the ConfigMap")),
+            Some(r) if r.name.len() > limit => Some(format!("{path}.configMapRef.name: at most {limit} characters (it names a volume)")),
+            Some(_) => None,
+        }
+    }
+
+    /// The bundle's path in the proxy.
+    pub fn file(&self, bundle: &CaBundleRef) -> Option<String> {
+        let (name, key) = self.config_map(bundle)?;
+        Some(format!("{}/{name}/{key}", self.dir))
+    }
+
+    /// The volume and mount that put the bundle at [`Self::file`].
+    pub fn volume(&self, bundle: &CaBundleRef) -> Option<(Volume, VolumeMount)> {
+        let (name, key) = self.config_map(bundle)?;
+        let volume_name = format!("{}{name}", self.volume_prefix);
+        let volume = Volume {
+            name: volume_name.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.to_string(),
+                items: Some(vec![KeyToPath { key: key.to_string(), path: key.to_string(), ..Default::default() }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mount =
+            VolumeMount { name: volume_name, mount_path: format!("{}/{name}", self.dir), read_only: Some(true), ..Default::default() };
+        Some((volume, mount))
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{ConfigStatus, SharedConfig};
+use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef, SharedConfig};
 
 /// OTLP export and Prometheus metrics for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -121,34 +121,9 @@ pub struct SensitiveHeader {
     pub secret_key_ref: SecretKeyRef,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CaBundleRef {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map_ref: Option<ConfigMapKeyRef>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct ConfigMapKeyRef {
-    #[serde(default)]
-    pub name: String,
-    /// The key holding the bundle; `ca.crt` when empty.
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub optional: Option<bool>,
-}
-
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcptelemetryconfigs.yaml";
-/// Where a CA bundle ConfigMap is mounted in the proxy, one directory per ConfigMap.
-const CA_BUNDLE_DIR: &str = "/config/certs/otel";
-const CA_BUNDLE_VOLUME_PREFIX: &str = "otel-ca-bundle-";
-const CA_BUNDLE_DEFAULT_KEY: &str = "ca.crt";
+/// Where the CA bundle is mounted in the proxy: `<dir>/<configmap>/<key>`.
+const CA_BUNDLE: CaBundleMount = CaBundleMount { dir: "/config/certs/otel", volume_prefix: "otel-ca-bundle-" };
 
 pub fn crd() -> CustomResourceDefinition {
     let mut value = serde_json::to_value(MCPTelemetryConfig::crd()).expect("crd serializes");
@@ -184,21 +159,11 @@ impl MCPTelemetryConfigSpec {
         if otel.insecure {
             return Some("spec.openTelemetry.caBundleRef: a CA bundle means TLS; remove it or set insecure to false".into());
         }
-        let limit = 63 - CA_BUNDLE_VOLUME_PREFIX.len();
-        match &bundle.config_map_ref {
-            None => Some("spec.openTelemetry.caBundleRef.configMapRef: name the ConfigMap".into()),
-            Some(r) if r.name.is_empty() => Some("spec.openTelemetry.caBundleRef.configMapRef.name: name the ConfigMap".into()),
-            Some(r) if r.name.len() > limit => {
-                Some(format!("spec.openTelemetry.caBundleRef.configMapRef.name: at most {limit} characters (it names a volume)"))
-            }
-            Some(_) => None,
-        }
+        CA_BUNDLE.problem(bundle, "spec.openTelemetry.caBundleRef")
     }
 
-    /// The CA bundle's ConfigMap and key, when there is one.
-    fn ca_bundle(&self) -> Option<(&str, &str)> {
-        let r = self.open_telemetry.as_ref()?.ca_bundle_ref.as_ref()?.config_map_ref.as_ref()?;
-        Some((&r.name, if r.key.is_empty() { CA_BUNDLE_DEFAULT_KEY } else { &r.key }))
+    fn ca_bundle(&self) -> Option<&CaBundleRef> {
+        self.open_telemetry.as_ref()?.ca_bundle_ref.as_ref()
     }
 }
 
@@ -282,9 +247,7 @@ pub fn runner_telemetry(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> Ru
             }
         }
     }
-    if let Some((name, key)) = spec.ca_bundle() {
-        out.ca_cert_path = format!("{CA_BUNDLE_DIR}/{name}/{key}");
-    }
+    out.ca_cert_path = spec.ca_bundle().and_then(|b| CA_BUNDLE.file(b)).unwrap_or_default();
     out
 }
 
@@ -315,20 +278,7 @@ pub fn proxy_env(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> Vec<EnvVa
 
 /// The CA bundle's volume and mount in the proxy, when there is one.
 pub fn ca_bundle_volume(spec: &MCPTelemetryConfigSpec) -> Option<(Volume, VolumeMount)> {
-    let (name, key) = spec.ca_bundle()?;
-    let volume_name = format!("{CA_BUNDLE_VOLUME_PREFIX}{name}");
-    let volume = Volume {
-        name: volume_name.clone(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name.to_string(),
-            items: Some(vec![KeyToPath { key: key.to_string(), path: key.to_string(), ..Default::default() }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mount =
-        VolumeMount { name: volume_name, mount_path: format!("{CA_BUNDLE_DIR}/{name}"), read_only: Some(true), ..Default::default() };
-    Some((volume, mount))
+    CA_BUNDLE.volume(spec.ca_bundle()?)
 }
 
 #[cfg(test)]

@@ -231,11 +231,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
         // Fields this operator does not implement: refused, never accepted and ignored.
         (
-            "oidc not implemented",
-            json!({"image": "ghcr.io/acme/tool", "oidcConfigRef": {"name": "corp"}}),
-            "spec.oidcConfigRef: Forbidden: spec.oidcConfigRef (OIDC authentication) is not supported".into(),
-        ),
-        (
             "authz not implemented",
             json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}),
             "spec.authzConfig: Forbidden".into(),

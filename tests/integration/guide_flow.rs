@@ -506,12 +506,12 @@ async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_r
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
     // Refused by the CRD's own rule, so also with no webhook registered at all.
-    let manifest = Guide::manifest("needs-oidc", &g.team, "{image: ghcr.io/acme/tool, oidcConfigRef: {name: corp-oidc}}");
+    let manifest = Guide::manifest("needs-auth", &g.team, "{image: ghcr.io/acme/tool, externalAuthConfigRef: {name: corp-auth}}");
     let (ok, _, err) = g.kubectl_apply(&manifest, &[]);
     assert!(!ok, "refused");
-    assert!(err.contains("spec.oidcConfigRef (OIDC authentication) is not supported by this operator release"), "{err}");
-    assert!(g.servers(&admin, &g.team).get_opt("needs-oidc").await.unwrap().is_none());
-    assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-oidc").await.unwrap().is_none(), "no proxy at all");
+    assert!(err.contains("spec.externalAuthConfigRef (external authentication) is not supported by this operator release"), "{err}");
+    assert!(g.servers(&admin, &g.team).get_opt("needs-auth").await.unwrap().is_none());
+    assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-auth").await.unwrap().is_none(), "no proxy at all");
 }
 
 #[tokio::test]
@@ -659,6 +659,81 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     for name in ["filtered", "unfiltered"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_never_serves() {
+    use toolhive_operator::oidc::MCPOIDCConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPOIDCConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let oidc = |name: &str, spec: serde_json::Value| -> MCPOIDCConfig {
+        serde_json::from_value(
+            json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig", "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap()
+    };
+
+    // A server naming an MCPOIDCConfig that does not exist: its proxy Deployment is
+    // created with 0 replicas (generation 1: never scaled down from serving).
+    create(
+        g,
+        &servers,
+        &server("guarded", json!({"image": "ghcr.io/acme/tool", "oidcConfigRef": {"name": "corp", "audience": "guarded"}})),
+    )
+    .await;
+    eventually("guarded Failed, its proxy never serving", &g.operator, || async {
+        let status = servers.get("guarded").await.ok()?.status?;
+        let proxy = deployments.get_opt("guarded").await.ok()??;
+        let never_served = proxy.metadata.generation == Some(1) && proxy.spec?.replicas == Some(0);
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPOIDCConfig corp not found") && never_served).then_some(())
+    })
+    .await;
+
+    // The config appears: the proxy checks tokens of the cluster's service accounts for
+    // the server's audience, and runs.
+    configs
+        .create(&PostParams::default(), &oidc("corp", json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {}})))
+        .await
+        .unwrap();
+    let rc = eventually("the token check in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "guarded").await?;
+        let (_, replicas) = proxy_template(&deployments, "guarded").await?;
+        (rc["oidc_config"]["Audience"] == "guarded" && replicas != Some(0)).then_some(rc)
+    })
+    .await;
+    assert_eq!(rc["oidc_config"]["Issuer"], "https://kubernetes.default.svc");
+    let auth = rc["middleware_configs"].as_array().unwrap().iter().find(|m| m["type"] == "auth").unwrap();
+    assert_eq!(auth["parameters"]["oidc_config"], rc["oidc_config"], "the auth step checks what the RunConfig says");
+    assert_eq!(rc["jwks_auth_token_file"], "/var/run/secrets/kubernetes.io/serviceaccount/token");
+    let valid = configs.get("corp").await.unwrap().status.unwrap().conditions[0].clone();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("True", "ConfigValid"));
+
+    // Edited to an inline provider over plain HTTP: invalid, so the proxy stops again.
+    let plain_http = json!({"spec": {"type": "inline", "kubernetesServiceAccount": null, "inline": {"issuer": "http://idp.example.com"}}});
+    configs.patch("corp", &PatchParams::default(), &Patch::Merge(plain_http)).await.unwrap();
+    eventually("an insecure issuer to stop the proxy", &g.operator, || async {
+        let status = servers.get("guarded").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "guarded").await?;
+        let says = status.message.contains("MCPOIDCConfig corp is invalid") && status.message.contains("plain HTTP");
+        (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+    })
+    .await;
+
+    // What the proxy would not enforce is refused by the schema, with the reason.
+    let unenforced = oidc("per-account", json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {"serviceAccount": "ci"}}));
+    let refused = configs.create(&PostParams::default(), &unenforced).await.expect_err("serviceAccount is not enforced");
+    assert!(refused.to_string().contains("not enforced by this operator release"), "{refused}");
+    // An audience is required: a token for any audience must not pass.
+    let no_audience = Guide::manifest("open", &g.team, "{image: ghcr.io/acme/tool, oidcConfigRef: {name: corp}}");
+    let (ok, _, err) = g.kubectl_apply(&no_audience, &[]);
+    assert!(!ok && err.contains("spec.oidcConfigRef.audience: Required value"), "{err}");
+    configs.delete("corp", &DeleteParams::default()).await.unwrap();
+    servers.delete("guarded", &DeleteParams::default()).await.unwrap();
 }
 
 /// The RunConfig the operator wrote for `name`, parsed.

@@ -33,6 +33,9 @@ use super::guide::server;
 
 const RELEASE_NS: &str = "toolhive-system";
 const MEMORY_IMAGE: &str = "localhost/toolhive-node/mcp-memory:v1.8.0";
+/// A stdio server that writes nothing but JSON-RPC to stdout and nothing to stderr
+/// (the runner reads both as one stream).
+const HELLO_IMAGE: &str = "localhost/toolhive-node/mcp-hello:v1.8.0";
 /// Pods start in seconds here, but a loaded 2-core CI machine runs the other
 /// integration tests beside this one.
 const POD_LIMIT: Duration = Duration::from_secs(240);
@@ -147,11 +150,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(services.get_opt("mcp-memory").await.unwrap().is_some() && services.get_opt("mcp-memory-headless").await.unwrap().is_some());
 
     // A stdio server: the runner attaches to its container.
-    create(&servers, &server("memory-stdio", json!({"image": MEMORY_IMAGE, "transport": "stdio"}))).await;
-    ready(&servers, operator, "memory-stdio").await;
-    let stdio = open_session(&admin, &team, "memory-stdio", operator).await;
-    let graph = controlplane::mcp::text(&stdio.call("read_graph", json!({})).await.unwrap());
-    assert!(!graph.contains("toolhive-operator"), "a separate server with its own memory: {graph}");
+    create(&servers, &server("hello-stdio", json!({"image": HELLO_IMAGE, "transport": "stdio"}))).await;
+    ready(&servers, operator, "hello-stdio").await;
+    let stdio = open_session(&admin, &team, "hello-stdio", operator).await;
+    let greeting = controlplane::mcp::text(&stdio.call("greet", json!({"name": "toolhive-operator"})).await.unwrap());
+    assert!(greeting.contains("Hi toolhive-operator"), "the stdio server's own answer: {greeting}");
     stdio.close().await.unwrap();
 
     // The restarted-at annotation rolls the proxy: a new runner pod, ready again.
