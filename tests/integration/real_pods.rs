@@ -157,6 +157,49 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(greeting.contains("Hi toolhive-operator"), "the stdio server's own answer: {greeting}");
     stdio.close().await.unwrap();
 
+    // Authentication: with an MCPOIDCConfig for the cluster's service account tokens,
+    // the proxy turns away a client without a token or with one for another audience,
+    // and serves one whose token names the server.
+    let oidc: toolhive_operator::oidc::MCPOIDCConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig", "metadata": {"name": "cluster-tokens"},
+        "spec": {"type": "kubernetesServiceAccount",
+            "kubernetesServiceAccount": {"issuer": "https://kubernetes.default.svc.cluster.local"}},
+    }))
+    .unwrap();
+    Api::<toolhive_operator::oidc::MCPOIDCConfig>::namespaced(admin.clone(), &team).create(&PostParams::default(), &oidc).await.unwrap();
+    let guarded = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
+        "oidcConfigRef": {"name": "cluster-tokens", "audience": "guarded-memory"}});
+    create(&servers, &server("guarded", guarded)).await;
+    ready(&servers, operator, "guarded").await;
+    let (url, address) = controlplane::mcp::proxy_endpoint(&admin, &team, "guarded").await.unwrap();
+    let token_for = |audience: &'static str| {
+        let admin = admin.clone();
+        let team = team.clone();
+        async move {
+            let request: k8s_openapi::api::authentication::v1::TokenRequest =
+                serde_json::from_value(json!({"spec": {"audiences": [audience], "expirationSeconds": 600}})).unwrap();
+            let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin, &team);
+            accounts
+                .create_token_request("default", &PostParams::default(), &request)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .token
+                .expect("a token")
+        }
+    };
+    let other_audience = token_for("someone-else").await;
+    for (who, token) in [("no token", None), ("a token for another audience", Some(other_audience.as_str()))] {
+        let refused = controlplane::mcp::Session::connect_as(&url, address, token).await.err().map(|e| format!("{e:#}"));
+        let unauthorized = refused.as_deref().is_some_and(|e| e.contains("Auth required"));
+        assert!(unauthorized, "{who}: the proxy must answer 401 (the client says \"Auth required\"), got {refused:?}");
+    }
+    let token = token_for("guarded-memory").await;
+    let authenticated = open_session_as(&admin, &team, "guarded", operator, Some(&token)).await;
+    assert!(authenticated.tools().await.unwrap().iter().any(|t| t.name == "read_graph"));
+    authenticated.close().await.unwrap();
+
     // The restarted-at annotation rolls the proxy: a new runner pod, ready again.
     let before = runner_pod.uid().unwrap();
     let restart = json!({"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: "2026-11-30T00:00:00Z"}}});
@@ -220,7 +263,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             all.iter().any(|s| s["metric"]["phase"] == "Failed" && s["value"][1] == "1").then_some(all)
         })
         .await;
-    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "2"), "{phases:?}");
+    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "3"), "{phases:?}");
 
     // Deleting the MCPServer removes the runner's StatefulSet and Services, and
     // garbage collection the operator's children.
@@ -267,13 +310,18 @@ async fn ready(servers: &Api<MCPServer>, operator: &OperatorPod, name: &str) {
 /// An MCP session through the proxy at the server's `status.url`. Right after a
 /// roll the old proxy pod may still be behind the Service: retried.
 async fn open_session(admin: &Client, ns: &str, name: &str, operator: &OperatorPod) -> controlplane::mcp::Session {
+    open_session_as(admin, ns, name, operator, None).await
+}
+
+/// As [`open_session`], with a bearer token.
+async fn open_session_as(admin: &Client, ns: &str, name: &str, operator: &OperatorPod, token: Option<&str>) -> controlplane::mcp::Session {
     operator
         .within(&format!("an MCP session with {name} at its status.url"), POD_LIMIT, || async {
             let (url, address) = controlplane::mcp::proxy_endpoint(admin, ns, name).await.ok()?;
             // A proxy that accepts and never answers (one going away) must not hold
             // the attempt: each is bounded, the next one tries again.
             let attempt = async {
-                let session = controlplane::mcp::Session::connect(&url, address).await?;
+                let session = controlplane::mcp::Session::connect_as(&url, address, token).await?;
                 session.tools().await?;
                 Ok::<_, Box<dyn std::error::Error>>(session)
             };

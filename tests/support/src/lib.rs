@@ -135,7 +135,8 @@ impl ControlPlane {
         let address = if opts.node { node::GATEWAY } else { Ipv4Addr::LOCALHOST };
         let ca = Authority::new("toolhive-local-ca")?;
         let serving = ca.serving(
-            &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            // The service account issuer's host too, so pods can discover its keys.
+            &["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
             &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(address)],
         )?;
         let admin = ca.client("toolhive-admin", &["system:masters"])?;

@@ -24,12 +24,21 @@ impl Session {
     /// Opens a session (initialize + initialized) with the server at `url`, its
     /// host name resolved to `address`.
     pub async fn connect(url: &str, address: IpAddr) -> Result<Self> {
+        Self::connect_as(url, address, None).await
+    }
+
+    /// As [`Session::connect`], sending `token` (if any) as a bearer token.
+    pub async fn connect_as(url: &str, address: IpAddr, token: Option<&str>) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let parsed = reqwest::Url::parse(url).with_context(|| format!("status.url {url:?}"))?;
         let host = parsed.host_str().context("status.url has no host")?.to_string();
         let port = parsed.port_or_known_default().context("status.url has no port")?;
         let http = reqwest::Client::builder().resolve(&host, SocketAddr::new(address, port)).build()?;
-        let transport = StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url.to_string()));
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+        if let Some(token) = token {
+            config = config.auth_header(token);
+        }
+        let transport = StreamableHttpClientTransport::with_client(http, config);
         let client = ().serve(transport).await.with_context(|| format!("MCP initialize at {url}"))?;
         Ok(Session { client })
     }
