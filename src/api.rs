@@ -676,16 +676,26 @@ pub struct Unsupported {
     pub field: &'static str,
     /// What it would have configured.
     pub what: &'static str,
-    /// Whether a spec sets it.
+    /// Whether a spec sets it (in a form this operator does not implement).
     pub set_in: fn(&MCPServerSpec) -> bool,
+    /// For a field only some of whose forms are implemented: which.
+    pub allowed: Option<AllowedForm>,
+}
+
+/// The implemented forms of a field, said twice over the same JSON: as a CEL condition
+/// on `self.<field>` (the CRD rule) and as a test of the field's value (the webhook).
+pub struct AllowedForm {
+    pub cel: &'static str,
+    pub json: fn(&Value) -> bool,
 }
 
 impl Unsupported {
     /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
     pub fn rule(&self, schema: &Value) -> String {
-        match schema["type"].as_str() {
-            Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
-            _ => format!("!has(self.{})", self.field),
+        match (&self.allowed, schema["type"].as_str()) {
+            (Some(allowed), _) => format!("!has(self.{}) || {}", self.field, allowed.cel),
+            (None, Some("array")) => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
+            (None, _) => format!("!has(self.{})", self.field),
         }
     }
 
@@ -699,15 +709,31 @@ impl Unsupported {
 }
 
 pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
-    Unsupported { field: "externalAuthConfigRef", what: "external authentication", set_in: |s| s.external_auth_config_ref.is_some() },
-    Unsupported { field: "authServerRef", what: "the embedded authorization server", set_in: |s| s.auth_server_ref.is_some() },
-    Unsupported { field: "authzConfig", what: "Cedar authorization", set_in: |s| s.authz_config.is_some() },
-    Unsupported { field: "authzConfigRef", what: "Cedar authorization", set_in: |s| s.authz_config_ref.is_some() },
-    Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some() },
-    Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some() },
+    Unsupported {
+        field: "externalAuthConfigRef",
+        what: "external authentication",
+        set_in: |s| s.external_auth_config_ref.is_some(),
+        allowed: None,
+    },
+    Unsupported {
+        field: "authServerRef",
+        what: "the embedded authorization server",
+        set_in: |s| s.auth_server_ref.is_some(),
+        allowed: None,
+    },
+    // Policies given inline, or in an MCPAuthzConfig, are carried out; read from a
+    // ConfigMap they are not (the operator would have to read tenants' ConfigMaps).
+    Unsupported {
+        field: "authzConfig",
+        what: "authorization policies read from a ConfigMap; give them inline (type inline) or in an MCPAuthzConfig",
+        set_in: |s| s.authz_config.as_ref().is_some_and(|a| a.config_type != AuthzConfigType::Inline),
+        allowed: Some(AllowedForm { cel: "self.authzConfig.type == 'inline'", json: |v| v["type"] == "inline" }),
+    },
+    Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some(), allowed: None },
+    Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some(), allowed: None },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
-    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
+    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty(), allowed: None },
 ];
 
 impl MCPServerSpec {
@@ -794,8 +820,9 @@ pub fn crd_chart_template() -> String {
 
 /// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
 /// committed to.
-pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 4] {
+pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 5] {
     [
+        (crate::authz::CRD_CHART_FILE, crate::authz::crd()),
         (crate::oidc::CRD_CHART_FILE, crate::oidc::crd()),
         (crate::group::CRD_CHART_FILE, crate::group::crd()),
         (crate::toolconfig::CRD_CHART_FILE, crate::toolconfig::crd()),

@@ -31,6 +31,7 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase, RESTARTED_AT_ANNOTATION};
+use crate::authz::MCPAuthzConfig;
 use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
 use crate::group::{GroupRefState, MCPGroup};
@@ -140,6 +141,8 @@ pub struct Context {
     telemetry_configs: Store<MCPTelemetryConfig>,
     /// MCPOIDCConfigs in the scope, resolved into the RunConfig and the proxy.
     oidc_configs: Store<MCPOIDCConfig>,
+    /// MCPAuthzConfigs in the scope, resolved into the RunConfig.
+    authz_configs: Store<MCPAuthzConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -285,6 +288,9 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let (oidc_store, oidc_stream) = companion_stream::<MCPOIDCConfig>(&client, nsr, m);
     let referrers = server_store.clone();
     let oidc_referrers = move |config: MCPOIDCConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let (authz_store, authz_stream) = companion_stream::<MCPAuthzConfig>(&client, nsr, m);
+    let referrers = server_store.clone();
+    let authz_referrers = move |config: MCPAuthzConfig| sharedconfig::referencing(&referrers.state(), &config);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,
@@ -292,16 +298,19 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         tool_configs: tool_config_store,
         telemetry_configs: telemetry_store,
         oidc_configs: oidc_store,
+        authz_configs: authz_store,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
     let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let telemetry_configs = sharedconfig::run::<MCPTelemetryConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let oidc_configs = sharedconfig::run::<MCPOIDCConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let authz_configs = sharedconfig::run::<MCPAuthzConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
         .watches_stream(tool_config_stream, tool_config_referrers)
         .watches_stream(telemetry_stream, telemetry_referrers)
         .watches_stream(oidc_stream, oidc_referrers)
+        .watches_stream(authz_stream, authz_referrers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -317,7 +326,8 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    futures::future::join5(servers_controller, groups, tool_configs, telemetry_configs, oidc_configs).await;
+    let configs = futures::future::join4(tool_configs, telemetry_configs, oidc_configs, authz_configs);
+    futures::future::join3(servers_controller, groups, configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
 
@@ -439,6 +449,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         tools: sharedconfig::resolve(server, &ctx.tool_configs, &mut problems),
         telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut problems),
         oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut problems),
+        authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut problems),
         unresolved: false,
     };
     resolved.unresolved = !problems.is_empty();

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
+use crate::authz::MCPAuthzConfigSpec;
 use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
 use crate::telemetry::{MCPTelemetryConfigSpec, RunnerTelemetry};
 use crate::toolconfig::MCPToolConfigSpec;
@@ -231,6 +232,9 @@ pub struct RunConfig {
     pub thv_ca_bundle: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub jwks_auth_token_file: String,
+    /// The authorizer (inline policies or the MCPAuthzConfig), as the runner reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_config: Option<Value>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -293,13 +297,16 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 /// metrics step, which reports usage to the runner's vendor: a platform's tenants'
 /// proxies do not phone home unless the platform says so (the reference adds it
 /// unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
-pub fn middleware_configs(
-    server: &MCPServer,
-    audit: Option<&AuditConfig>,
-    oidc: Option<&TokenValidation>,
-    tools: Option<&MCPToolConfigSpec>,
-    telemetry: Option<&RunnerTelemetry>,
-) -> Vec<Middleware> {
+/// What the request chain is built from, besides the server.
+pub struct Chain<'a> {
+    pub audit: Option<&'a AuditConfig>,
+    pub oidc: Option<&'a TokenValidation>,
+    pub tools: Option<&'a MCPToolConfigSpec>,
+    pub telemetry: Option<&'a RunnerTelemetry>,
+    pub authz: Option<&'a Value>,
+}
+
+pub fn middleware_configs(server: &MCPServer, Chain { audit, oidc, tools, telemetry, authz }: Chain) -> Vec<Middleware> {
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
@@ -320,6 +327,10 @@ pub fn middleware_configs(
     if let Some(telemetry) = telemetry {
         let transport = server.spec.transport.as_str();
         chain.push(step("telemetry", json!({"config": telemetry, "server_name": server_name(server), "transport": transport})));
+    }
+    // Last before recovery: decisions see the authenticated caller and the parsed call.
+    if let Some(authz) = authz {
+        chain.push(step("authorization", json!({"config_data": authz})));
     }
     chain.push(step("recovery", Value::Null));
     chain
@@ -371,6 +382,8 @@ pub struct Resolved {
     pub telemetry: Option<MCPTelemetryConfigSpec>,
     /// spec.oidcConfigRef's MCPOIDCConfig, found and valid.
     pub oidc: Option<MCPOIDCConfigSpec>,
+    /// spec.authzConfigRef's MCPAuthzConfig, found and valid.
+    pub authz: Option<MCPAuthzConfigSpec>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -413,6 +426,11 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
     let oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
+    let authz_config = match (&spec.authz_config, &resolved.authz) {
+        (Some(inline), _) => crate::authz::from_inline(inline),
+        (None, Some(shared)) => Some(crate::authz::from_shared(shared)),
+        (None, None) => None,
+    };
     RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
@@ -436,11 +454,15 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         endpoint_prefix: spec.endpoint_prefix.clone(),
         middleware_configs: middleware_configs(
             server,
-            audit_config.as_ref(),
-            oidc_config.as_ref(),
-            resolved.tools.as_ref(),
-            telemetry_config.as_ref(),
+            Chain {
+                audit: audit_config.as_ref(),
+                oidc: oidc_config.as_ref(),
+                tools: resolved.tools.as_ref(),
+                telemetry: telemetry_config.as_ref(),
+                authz: authz_config.as_ref(),
+            },
         ),
+        authz_config,
         telemetry_config,
         thv_ca_bundle: oidc_config.as_ref().map(|o| o.ca_cert_path.clone()).unwrap_or_default(),
         jwks_auth_token_file: oidc_config.as_ref().map(|o| o.auth_token_file.clone()).unwrap_or_default(),

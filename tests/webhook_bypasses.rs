@@ -231,14 +231,9 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
         // Fields this operator does not implement: refused, never accepted and ignored.
         (
-            "authz not implemented",
-            json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}),
+            "authz policies from a ConfigMap not implemented",
+            json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "configMap", "configMap": {"name": "policies"}}}),
             "spec.authzConfig: Forbidden".into(),
-        ),
-        (
-            "authz ref not implemented",
-            json!({"image": "ghcr.io/acme/tool", "authzConfigRef": {"name": "a"}}),
-            "spec.authzConfigRef: Forbidden".into(),
         ),
         (
             "external auth not implemented",

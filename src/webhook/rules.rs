@@ -182,7 +182,8 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         }
     }
     for unsupported in crate::api::UNSUPPORTED_FIELDS {
-        if fields.contains_key(unsupported.field) {
+        let value = fields.get(unsupported.field);
+        if value.is_some_and(|v| !unsupported.allowed.as_ref().is_some_and(|a| (a.json)(v))) {
             out.push(Violation::new(
                 format!("spec.{}", unsupported.field),
                 FieldError::Forbidden,

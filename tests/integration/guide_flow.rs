@@ -736,6 +736,80 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
     servers.delete("guarded", &DeleteParams::default()).await.unwrap();
 }
 
+#[tokio::test]
+async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_stops_without_them() {
+    use toolhive_operator::authz::MCPAuthzConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPAuthzConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let authz_step = |rc: &serde_json::Value| {
+        let steps = rc["middleware_configs"].as_array().cloned().unwrap_or_default();
+        steps.into_iter().find(|m| m["type"] == "authorization").map(|m| m["parameters"]["config_data"].clone())
+    };
+
+    // Inline Cedar policies.
+    let call_search = r#"permit(principal, action == Action::"call_tool", resource == Tool::"search");"#;
+    let inline = json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "inline", "inline": {"policies": [call_search]}}});
+    create(g, &servers, &server("policed", inline)).await;
+    let rc = eventually("the inline policies in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "policed").await?;
+        authz_step(&rc).is_some().then_some(rc)
+    })
+    .await;
+    assert_eq!(rc["authz_config"]["cedar"]["policies"], json!([call_search]));
+    assert_eq!(authz_step(&rc), Some(rc["authz_config"].clone()), "the authz step decides with what the RunConfig says");
+
+    // A shared MCPAuthzConfig: resolved, and an edit rolls the proxy.
+    let shared: MCPAuthzConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPAuthzConfig", "metadata": {"name": "team-policies"},
+        "spec": {"type": "cedarv1", "config": {"policies": [call_search], "entities_json": "[]"}}
+    }))
+    .unwrap();
+    configs.create(&PostParams::default(), &shared).await.unwrap();
+    create(g, &servers, &server("shared-policed", json!({"image": "ghcr.io/acme/tool", "authzConfigRef": {"name": "team-policies"}})))
+        .await;
+    let (first_hash, replicas) = eventually("the shared policies in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "shared-policed").await?;
+        (rc["authz_config"]["cedar"]["policies"] == json!([call_search])).then_some(())?;
+        proxy_template(&deployments, "shared-policed").await
+    })
+    .await;
+    assert_ne!(replicas, Some(0));
+    let call_any = r#"permit(principal, action == Action::"call_tool", resource);"#;
+    let edit = json!({"spec": {"config": {"policies": [call_any]}}});
+    configs.patch("team-policies", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually("the edit in the RunConfig and a new proxy template", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "shared-policed").await?;
+        let (hash, _) = proxy_template(&deployments, "shared-policed").await?;
+        (rc["authz_config"]["cedar"]["policies"] == json!([call_any]) && hash != first_hash).then_some(())
+    })
+    .await;
+
+    // No policies left: invalid, the server is Failed and its proxy stops.
+    configs.patch("team-policies", &PatchParams::default(), &Patch::Merge(json!({"spec": {"config": {"policies": []}}}))).await.unwrap();
+    eventually("shared-policed Failed with its proxy stopped", &g.operator, || async {
+        let status = servers.get("shared-policed").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "shared-policed").await?;
+        let says = status.message.contains("MCPAuthzConfig team-policies is invalid") && status.message.contains("spec.config.policies");
+        (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+    })
+    .await;
+
+    // Policies read from a ConfigMap are not carried out: refused, with what to do.
+    let from_configmap =
+        Guide::manifest("cm-policed", &g.team, "{image: ghcr.io/acme/tool, authzConfig: {type: configMap, configMap: {name: p}}}");
+    let (ok, _, err) = g.kubectl_apply(&from_configmap, &[]);
+    assert!(!ok && err.contains("give them inline (type inline) or in an MCPAuthzConfig"), "{err}");
+    configs.delete("team-policies", &DeleteParams::default()).await.unwrap();
+    for name in ["policed", "shared-policed"] {
+        servers.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
 /// The RunConfig the operator wrote for `name`, parsed.
 async fn runconfig_of(configmaps: &Api<ConfigMap>, name: &str) -> Option<serde_json::Value> {
     let cm = configmaps.get_opt(&format!("{name}-runconfig")).await.ok()??;

@@ -167,8 +167,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     }))
     .unwrap();
     Api::<toolhive_operator::oidc::MCPOIDCConfig>::namespaced(admin.clone(), &team).create(&PostParams::default(), &oidc).await.unwrap();
+    // And a Cedar policy: the caller may read the graph, nothing else.
+    let read_only = r#"permit(principal, action == Action::"call_tool", resource == Tool::"read_graph");"#;
     let guarded = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
-        "oidcConfigRef": {"name": "cluster-tokens", "audience": "guarded-memory"}});
+        "oidcConfigRef": {"name": "cluster-tokens", "audience": "guarded-memory"},
+        "authzConfig": {"type": "inline", "inline": {"policies": [read_only]}}});
     create(&servers, &server("guarded", guarded)).await;
     ready(&servers, operator, "guarded").await;
     let (url, address) = controlplane::mcp::proxy_endpoint(&admin, &team, "guarded").await.unwrap();
@@ -197,7 +200,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     }
     let token = token_for("guarded-memory").await;
     let authenticated = open_session_as(&admin, &team, "guarded", operator, Some(&token)).await;
-    assert!(authenticated.tools().await.unwrap().iter().any(|t| t.name == "read_graph"));
+    let visible: Vec<String> = authenticated.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(visible, ["read_graph"], "the list shows only what the policy lets the caller call");
+    assert!(authenticated.call("read_graph", json!({})).await.is_ok(), "permitted");
+    let denied = authenticated.call("create_entities", json!({"entities": []})).await;
+    assert!(denied.is_err(), "not permitted by the policy: {denied:?}");
     authenticated.close().await.unwrap();
 
     // The restarted-at annotation rolls the proxy: a new runner pod, ready again.

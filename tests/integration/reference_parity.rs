@@ -275,6 +275,7 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
         kube::discovery::ApiResource::erase::<toolhive_operator::toolconfig::MCPToolConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::telemetry::MCPTelemetryConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::oidc::MCPOIDCConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::authz::MCPAuthzConfig>(&()),
     ];
     for resource in &companions {
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);
@@ -337,8 +338,10 @@ fn normalise(mut value: Value, ns: &str) -> Value {
     }
     // A companion kind's status is what its controller computes: compared, less the
     // condition's transition time.
-    let keeps_status =
-        matches!(value.get("kind").and_then(Value::as_str), Some("MCPGroup" | "MCPToolConfig" | "MCPTelemetryConfig" | "MCPOIDCConfig"));
+    let keeps_status = matches!(
+        value.get("kind").and_then(Value::as_str),
+        Some("MCPGroup" | "MCPToolConfig" | "MCPTelemetryConfig" | "MCPOIDCConfig" | "MCPAuthzConfig")
+    );
     if let Some(conditions) = value.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
         for condition in conditions {
             condition.as_object_mut().map(|c| c.remove("lastTransitionTime"));
