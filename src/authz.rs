@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::api::{AuthzConfig, AuthzConfigType, MCPServer};
-use crate::sharedconfig::{ConfigStatus, SharedConfig};
+use crate::sharedconfig::{ConfigStatus, RefCondition, SharedConfig};
 
 /// An authorizer for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -89,6 +89,12 @@ impl SharedConfig for MCPAuthzConfig {
     const VALID_REASON: &'static str = "ConfigValid";
     const INVALID_REASON: &'static str = "ConfigInvalid";
     const REF_FIELD: &'static str = "spec.authzConfigRef";
+    const REF_CONDITION: RefCondition = RefCondition {
+        type_: "AuthzConfigRefValidated",
+        valid: "AuthzConfigRefValid",
+        not_found: "AuthzConfigRefNotFound",
+        invalid: "AuthzConfigRefNotValid",
+    };
     fn referenced_by(server: &MCPServer) -> Option<&str> {
         server.spec.authz_config_ref.as_ref().map(|r| r.name.as_str())
     }

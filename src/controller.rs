@@ -444,16 +444,16 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
     // References, from the caches: the proxy is stopped while one cannot be resolved.
-    let mut problems = Vec::new();
+    let mut references = sharedconfig::References::default();
     let mut resolved = resources::Resolved {
-        tools: sharedconfig::resolve(server, &ctx.tool_configs, &mut problems),
-        telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut problems),
-        oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut problems),
-        authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut problems),
+        tools: sharedconfig::resolve(server, &ctx.tool_configs, &mut references),
+        telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut references),
+        oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut references),
+        authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut references),
         unresolved: false,
     };
-    resolved.unresolved = !problems.is_empty();
-    observed.reference_error = resolved.unresolved.then(|| problems.join("; "));
+    resolved.unresolved = !references.problems.is_empty();
+    observed.references = references;
     let children = desired_children(server, &shared.proxy, &resolved).ok_or(Error::MissingField("metadata.uid"))?;
     let mut restored = Vec::new();
     for child in children {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
 
 /// Token validation for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -190,6 +190,12 @@ impl SharedConfig for MCPOIDCConfig {
     const VALID_REASON: &'static str = "ConfigValid";
     const INVALID_REASON: &'static str = "ConfigInvalid";
     const REF_FIELD: &'static str = "spec.oidcConfigRef";
+    const REF_CONDITION: RefCondition = RefCondition {
+        type_: "OIDCConfigRefValidated",
+        valid: "OIDCConfigRefValid",
+        not_found: "OIDCConfigRefNotFound",
+        invalid: "OIDCConfigRefNotValid",
+    };
     fn referenced_by(server: &MCPServer) -> Option<&str> {
         server.spec.oidc_config_ref.as_ref().map(|r| r.name.as_str())
     }

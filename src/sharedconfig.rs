@@ -58,6 +58,9 @@ pub trait SharedConfig:
     const INVALID_REASON: &'static str = "ValidationFailed";
     /// The MCPServer field that names it, as users write it: `spec.toolConfigRef`.
     const REF_FIELD: &'static str;
+    /// The MCPServer condition about the reference: its type, and its reasons when the
+    /// object is valid, missing, invalid.
+    const REF_CONDITION: RefCondition;
     /// The name `server` gives in [`Self::REF_FIELD`], if any.
     fn referenced_by(server: &MCPServer) -> Option<&str>;
     fn spec(&self) -> &Self::Spec;
@@ -82,21 +85,52 @@ pub fn desired_status<K: SharedConfig>(config: &K, now: Time) -> ConfigStatus {
     }
 }
 
+/// An MCPServer condition about one of its references.
+pub struct RefCondition {
+    pub type_: &'static str,
+    pub valid: &'static str,
+    pub not_found: &'static str,
+    pub invalid: &'static str,
+}
+
+/// The condition types of every reference condition (a server that drops a reference
+/// drops its condition).
+pub const REF_CONDITION_TYPES: &[&str] = &[
+    <crate::toolconfig::MCPToolConfig as SharedConfig>::REF_CONDITION.type_,
+    <crate::telemetry::MCPTelemetryConfig as SharedConfig>::REF_CONDITION.type_,
+    <crate::oidc::MCPOIDCConfig as SharedConfig>::REF_CONDITION.type_,
+    <crate::authz::MCPAuthzConfig as SharedConfig>::REF_CONDITION.type_,
+];
+
+/// What an MCPServer's references came to: a condition each, and why any failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct References {
+    /// (type, status, reason, message) of each reference's condition.
+    pub conditions: Vec<(&'static str, &'static str, &'static str, String)>,
+    /// The messages of the references that could not be resolved.
+    pub problems: Vec<String>,
+}
+
 /// `server`'s configuration of kind K from the cache: the spec when referenced, found
-/// and valid; None without a reference, or with a reference that cannot be resolved,
-/// which adds why to `problems` (the message the user reads).
-pub fn resolve<K: SharedConfig>(server: &MCPServer, configs: &Store<K>, problems: &mut Vec<String>) -> Option<K::Spec> {
+/// and valid; None without a reference, or with one that cannot be resolved. Either
+/// way a referenced object adds its condition to `out`, and a failed one why (the
+/// message the user reads).
+pub fn resolve<K: SharedConfig>(server: &MCPServer, configs: &Store<K>, out: &mut References) -> Option<K::Spec> {
     let name = K::referenced_by(server)?;
     let ns = server.namespace().unwrap_or_default();
-    let (field, kind) = (K::REF_FIELD, K::kind(&()));
-    let problem = match configs.get(&ObjectRef::new(name).within(&ns)) {
-        None => format!("{field}: {kind} {name} not found in namespace {ns}; the proxy is stopped until it exists"),
+    let (field, kind, condition) = (K::REF_FIELD, K::kind(&()), K::REF_CONDITION);
+    let (reason, problem) = match configs.get(&ObjectRef::new(name).within(&ns)) {
+        None => (condition.not_found, format!("{field}: {kind} {name} not found in namespace {ns}; the proxy is stopped until it exists")),
         Some(config) => match config.problem() {
-            Some(problem) => format!("{field}: {kind} {name} is invalid ({problem}); the proxy is stopped"),
-            None => return Some(config.spec().clone()),
+            Some(problem) => (condition.invalid, format!("{field}: {kind} {name} is invalid ({problem}); the proxy is stopped")),
+            None => {
+                out.conditions.push((condition.type_, "True", condition.valid, format!("{kind} {name} is valid")));
+                return Some(config.spec().clone());
+            }
         },
     };
-    problems.push(problem);
+    out.conditions.push((condition.type_, "False", reason, problem.clone()));
+    out.problems.push(problem);
     None
 }
 

@@ -24,8 +24,8 @@ pub struct Observed {
     /// Applying a child failed in a way the user can fix (message).
     pub apply_error: Option<String>,
     pub terminating: bool,
-    /// A reference (spec.toolConfigRef) that cannot be resolved (message).
-    pub reference_error: Option<String>,
+    /// What the references to configuration kinds came to (spec.toolConfigRef, ...).
+    pub references: crate::sharedconfig::References,
     /// spec.groupRef: the group's name and where it stands.
     pub group_ref: Option<(String, crate::group::GroupRefState)>,
 }
@@ -39,8 +39,8 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         (Phase::Failed, format!("{}; the proxy is scaled to 0", field.message()))
     } else if let Some(e) = &observed.pod_template_error {
         (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
-    } else if let Some(e) = &observed.reference_error {
-        (Phase::Failed, e.clone())
+    } else if !observed.references.problems.is_empty() {
+        (Phase::Failed, observed.references.problems.join("; "))
     } else if let Some(e) = &observed.apply_error {
         (Phase::Failed, e.clone())
     } else if let Some(e) = &observed.rollout_failure {
@@ -81,9 +81,16 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         let (status, reason, message) = state.condition(group);
         conditions.push(condition(&previous.conditions, GROUP_REF, status, reason, &message, server.metadata.generation, &now));
     }
+    for (type_, status, reason, message) in &observed.references.conditions {
+        conditions.push(condition(&previous.conditions, type_, status, reason, message, server.metadata.generation, &now));
+    }
     // Keep conditions other controllers or versions set.
+    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF]
+        .into_iter()
+        .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied());
+    let ours: Vec<&str> = ours.collect();
     for c in &previous.conditions {
-        if ![CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF].contains(&c.type_.as_str()) {
+        if !ours.contains(&c.type_.as_str()) {
             conditions.push(c.clone());
         }
     }
@@ -172,6 +179,27 @@ mod tests {
 
     fn t(s: &str) -> Time {
         Time(s.parse().unwrap())
+    }
+
+    #[test]
+    fn each_reference_has_a_condition_and_one_that_fails_fails_the_server() {
+        use crate::sharedconfig::{References, resolve};
+        use crate::toolconfig::MCPToolConfig;
+        let s = server(json!({"image": "i", "toolConfigRef": {"name": "filters"}}));
+        let (store, _) = kube::runtime::reflector::store::<MCPToolConfig>();
+        let mut references = References::default();
+        assert_eq!(resolve(&s, &store, &mut references), None);
+        let observed = Observed { ready_replicas: 1, references, ..Default::default() };
+        let status = desired_status(&s, &observed, t("2026-01-01T00:00:00Z"));
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert!(status.message.contains("MCPToolConfig filters not found in namespace ns"), "{}", status.message);
+        let c = status.conditions.iter().find(|c| c.type_ == "ToolConfigRefValidated").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ToolConfigRefNotFound"));
+        // Without the reference, its condition goes too.
+        let dropped = MCPServer { status: Some(status), ..server(json!({"image": "i"})) };
+        let status = desired_status(&dropped, &Observed { ready_replicas: 1, ..Default::default() }, t("2026-01-01T00:00:00Z"));
+        assert!(!status.conditions.iter().any(|c| c.type_ == "ToolConfigRefValidated"));
+        assert_eq!(status.phase, Some(Phase::Ready));
     }
 
     #[test]

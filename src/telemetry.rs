@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
 
 /// OTLP export and Prometheus metrics for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -170,6 +170,12 @@ impl MCPTelemetryConfigSpec {
 impl SharedConfig for MCPTelemetryConfig {
     type Spec = MCPTelemetryConfigSpec;
     const REF_FIELD: &'static str = "spec.telemetryConfigRef";
+    const REF_CONDITION: RefCondition = RefCondition {
+        type_: "TelemetryConfigRefValidated",
+        valid: "TelemetryConfigRefValid",
+        not_found: "TelemetryConfigRefNotFound",
+        invalid: "TelemetryConfigRefInvalid",
+    };
     fn referenced_by(server: &MCPServer) -> Option<&str> {
         server.spec.telemetry_config_ref.as_ref().map(|r| r.name.as_str())
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{ConfigStatus, SharedConfig};
+use crate::sharedconfig::{ConfigStatus, RefCondition, SharedConfig};
 
 /// Tool filtering and renaming for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -98,6 +98,12 @@ impl MCPToolConfigSpec {
 impl SharedConfig for MCPToolConfig {
     type Spec = MCPToolConfigSpec;
     const REF_FIELD: &'static str = "spec.toolConfigRef";
+    const REF_CONDITION: RefCondition = RefCondition {
+        type_: "ToolConfigRefValidated",
+        valid: "ToolConfigRefValid",
+        not_found: "ToolConfigRefNotFound",
+        invalid: "ToolConfigRefNotValid",
+    };
     fn referenced_by(server: &MCPServer) -> Option<&str> {
         server.spec.tool_config_ref.as_ref().map(|r| r.name.as_str())
     }

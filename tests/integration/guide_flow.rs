@@ -690,7 +690,9 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
         let status = servers.get("guarded").await.ok()?.status?;
         let proxy = deployments.get_opt("guarded").await.ok()??;
         let never_served = proxy.metadata.generation == Some(1) && proxy.spec?.replicas == Some(0);
-        (status.phase == Some(Phase::Failed) && status.message.contains("MCPOIDCConfig corp not found") && never_served).then_some(())
+        let condition = status.conditions.iter().find(|c| c.type_ == "OIDCConfigRefValidated")?;
+        let says = condition.reason == "OIDCConfigRefNotFound" && status.message.contains("MCPOIDCConfig corp not found");
+        (status.phase == Some(Phase::Failed) && says && never_served).then_some(())
     })
     .await;
 
@@ -725,6 +727,14 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
     .await;
 
     // What the proxy would not enforce is refused by the schema, with the reason.
+    // Deleted: the server says which object is missing.
+    configs.delete("corp", &DeleteParams::default()).await.unwrap();
+    eventually("guarded Failed: its OIDC config not found", &g.operator, || async {
+        let status = servers.get("guarded").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPOIDCConfig corp not found")).then_some(())
+    })
+    .await;
+
     let unenforced = oidc("per-account", json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {"serviceAccount": "ci"}}));
     let refused = configs.create(&PostParams::default(), &unenforced).await.expect_err("serviceAccount is not enforced");
     assert!(refused.to_string().contains("not enforced by this operator release"), "{refused}");
@@ -732,7 +742,6 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
     let no_audience = Guide::manifest("open", &g.team, "{image: ghcr.io/acme/tool, oidcConfigRef: {name: corp}}");
     let (ok, _, err) = g.kubectl_apply(&no_audience, &[]);
     assert!(!ok && err.contains("spec.oidcConfigRef.audience: Required value"), "{err}");
-    configs.delete("corp", &DeleteParams::default()).await.unwrap();
     servers.delete("guarded", &DeleteParams::default()).await.unwrap();
 }
 
@@ -795,7 +804,14 @@ async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_s
         let status = servers.get("shared-policed").await.ok()?.status?;
         let (_, replicas) = proxy_template(&deployments, "shared-policed").await?;
         let says = status.message.contains("MCPAuthzConfig team-policies is invalid") && status.message.contains("spec.config.policies");
-        (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+        let condition = status.conditions.iter().find(|c| c.type_ == "AuthzConfigRefValidated")?;
+        (status.phase == Some(Phase::Failed) && says && condition.reason == "AuthzConfigRefNotValid" && replicas == Some(0)).then_some(())
+    })
+    .await;
+    configs.delete("team-policies", &DeleteParams::default()).await.unwrap();
+    eventually("shared-policed Failed: its MCPAuthzConfig not found", &g.operator, || async {
+        let status = servers.get("shared-policed").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPAuthzConfig team-policies not found")).then_some(())
     })
     .await;
 
@@ -804,7 +820,6 @@ async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_s
         Guide::manifest("cm-policed", &g.team, "{image: ghcr.io/acme/tool, authzConfig: {type: configMap, configMap: {name: p}}}");
     let (ok, _, err) = g.kubectl_apply(&from_configmap, &[]);
     assert!(!ok && err.contains("give them inline (type inline) or in an MCPAuthzConfig"), "{err}");
-    configs.delete("team-policies", &DeleteParams::default()).await.unwrap();
     for name in ["policed", "shared-policed"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
