@@ -729,7 +729,6 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
         set_in: |s| s.authz_config.as_ref().is_some_and(|a| a.config_type != AuthzConfigType::Inline),
         allowed: Some(AllowedForm { cel: "self.authzConfig.type == 'inline'", json: |v| v["type"] == "inline" }),
     },
-    Unsupported { field: "webhookConfigRef", what: "webhook middleware", set_in: |s| s.webhook_config_ref.is_some(), allowed: None },
     Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some(), allowed: None },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
@@ -796,19 +795,24 @@ pub fn crd() -> CustomResourceDefinition {
 /// Adds the deprecated v1alpha1 version, a copy of v1beta1 (one schema: the API server
 /// needs no conversion), and lists conditions by type for server-side apply.
 pub fn with_deprecated_version(mut value: Value) -> CustomResourceDefinition {
-    let version = &mut value["spec"]["versions"][0];
-    let conditions = &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
-    if conditions.is_object() {
-        conditions["x-kubernetes-list-type"] = json!("map");
-        conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
-    }
-    let mut deprecated = version.clone();
+    value = conditions_by_type(value);
+    let mut deprecated = value["spec"]["versions"][0].clone();
     deprecated["name"] = json!(DEPRECATED_VERSION);
     deprecated["storage"] = json!(false);
     deprecated["deprecated"] = json!(true);
     deprecated["deprecationWarning"] = json!(DEPRECATION_WARNING);
     value["spec"]["versions"].as_array_mut().expect("versions").push(deprecated);
     serde_json::from_value(value).expect("crd deserializes")
+}
+
+/// Lists a CRD's status conditions by type, for server-side apply.
+pub fn conditions_by_type(mut value: Value) -> Value {
+    let conditions = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    if conditions.is_object() {
+        conditions["x-kubernetes-list-type"] = json!("map");
+        conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
+    }
+    value
 }
 
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";
@@ -820,8 +824,9 @@ pub fn crd_chart_template() -> String {
 
 /// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
 /// committed to.
-pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 5] {
+pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 6] {
     [
+        (crate::webhookconfig::CRD_CHART_FILE, crate::webhookconfig::crd()),
         (crate::authz::CRD_CHART_FILE, crate::authz::crd()),
         (crate::oidc::CRD_CHART_FILE, crate::oidc::crd()),
         (crate::group::CRD_CHART_FILE, crate::group::crd()),

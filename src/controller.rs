@@ -42,6 +42,7 @@ use crate::sharedconfig;
 use crate::status::{Observed, desired_status};
 use crate::telemetry::MCPTelemetryConfig;
 use crate::toolconfig::MCPToolConfig;
+use crate::webhookconfig::MCPWebhookConfig;
 
 /// State shared by every watch scope.
 pub struct Shared {
@@ -143,6 +144,8 @@ pub struct Context {
     oidc_configs: Store<MCPOIDCConfig>,
     /// MCPAuthzConfigs in the scope, resolved into the RunConfig.
     authz_configs: Store<MCPAuthzConfig>,
+    /// MCPWebhookConfigs in the scope, resolved into the RunConfig and the proxy.
+    webhook_configs: Store<MCPWebhookConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -291,6 +294,9 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let (authz_store, authz_stream) = companion_stream::<MCPAuthzConfig>(&client, nsr, m);
     let referrers = server_store.clone();
     let authz_referrers = move |config: MCPAuthzConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let (webhook_store, webhook_stream) = companion_stream::<MCPWebhookConfig>(&client, nsr, m);
+    let referrers = server_store.clone();
+    let webhook_referrers = move |config: MCPWebhookConfig| sharedconfig::referencing(&referrers.state(), &config);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,
@@ -299,18 +305,21 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         telemetry_configs: telemetry_store,
         oidc_configs: oidc_store,
         authz_configs: authz_store,
+        webhook_configs: webhook_store,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
     let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let telemetry_configs = sharedconfig::run::<MCPTelemetryConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let oidc_configs = sharedconfig::run::<MCPOIDCConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let authz_configs = sharedconfig::run::<MCPAuthzConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let webhook_configs = sharedconfig::run::<MCPWebhookConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
         .watches_stream(tool_config_stream, tool_config_referrers)
         .watches_stream(telemetry_stream, telemetry_referrers)
         .watches_stream(oidc_stream, oidc_referrers)
         .watches_stream(authz_stream, authz_referrers)
+        .watches_stream(webhook_stream, webhook_referrers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -326,7 +335,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    let configs = futures::future::join4(tool_configs, telemetry_configs, oidc_configs, authz_configs);
+    let configs = futures::future::join5(tool_configs, telemetry_configs, oidc_configs, authz_configs, webhook_configs);
     futures::future::join3(servers_controller, groups, configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
@@ -450,6 +459,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         telemetry: sharedconfig::resolve(server, &ctx.telemetry_configs, &mut references),
         oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut references),
         authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut references),
+        webhooks: sharedconfig::resolve(server, &ctx.webhook_configs, &mut references),
         unresolved: false,
     };
     resolved.unresolved = !references.problems.is_empty();

@@ -17,3 +17,4 @@ pub mod status;
 pub mod telemetry;
 pub mod toolconfig;
 pub mod webhook;
+pub mod webhookconfig;

@@ -27,6 +27,7 @@ use crate::authz::MCPAuthzConfigSpec;
 use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
 use crate::telemetry::{MCPTelemetryConfigSpec, RunnerTelemetry};
 use crate::toolconfig::MCPToolConfigSpec;
+use crate::webhookconfig::{MCPWebhookConfigSpec, RunnerWebhook};
 
 pub const RUNCONFIG_SCHEMA_VERSION: &str = "v0.1.0";
 pub const RUNCONFIG_KEY: &str = "runconfig.json";
@@ -235,6 +236,11 @@ pub struct RunConfig {
     /// The authorizer (inline policies or the MCPAuthzConfig), as the runner reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_config: Option<Value>,
+    /// From the MCPWebhookConfig.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validating_webhooks: Vec<RunnerWebhook>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mutating_webhooks: Vec<RunnerWebhook>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -303,10 +309,13 @@ pub struct Chain<'a> {
     pub oidc: Option<&'a TokenValidation>,
     pub tools: Option<&'a MCPToolConfigSpec>,
     pub telemetry: Option<&'a RunnerTelemetry>,
+    pub validating_webhooks: &'a [RunnerWebhook],
+    pub mutating_webhooks: &'a [RunnerWebhook],
     pub authz: Option<&'a Value>,
 }
 
-pub fn middleware_configs(server: &MCPServer, Chain { audit, oidc, tools, telemetry, authz }: Chain) -> Vec<Middleware> {
+pub fn middleware_configs(server: &MCPServer, chain_of: Chain) -> Vec<Middleware> {
+    let Chain { audit, oidc, tools, telemetry, validating_webhooks, mutating_webhooks, authz } = chain_of;
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
@@ -327,6 +336,14 @@ pub fn middleware_configs(server: &MCPServer, Chain { audit, oidc, tools, teleme
     if let Some(telemetry) = telemetry {
         let transport = server.spec.transport.as_str();
         chain.push(step("telemetry", json!({"config": telemetry, "server_name": server_name(server), "transport": transport})));
+    }
+    // Webhooks: the mutating ones change the request, then the validating ones judge
+    // what will be sent.
+    for (kind, webhooks) in [("mutating-webhook", mutating_webhooks), ("validating-webhook", validating_webhooks)] {
+        if !webhooks.is_empty() {
+            let transport = server.spec.transport.as_str();
+            chain.push(step(kind, json!({"webhooks": webhooks, "server_name": server_name(server), "transport": transport})));
+        }
     }
     // Last before recovery: decisions see the authenticated caller and the parsed call.
     if let Some(authz) = authz {
@@ -384,6 +401,8 @@ pub struct Resolved {
     pub oidc: Option<MCPOIDCConfigSpec>,
     /// spec.authzConfigRef's MCPAuthzConfig, found and valid.
     pub authz: Option<MCPAuthzConfigSpec>,
+    /// spec.webhookConfigRef's MCPWebhookConfig, found and valid.
+    pub webhooks: Option<MCPWebhookConfigSpec>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -426,6 +445,8 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
     let oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
+    let (validating_webhooks, mutating_webhooks) =
+        resolved.webhooks.as_ref().map(crate::webhookconfig::runner_webhooks).unwrap_or_default();
     let authz_config = match (&spec.authz_config, &resolved.authz) {
         (Some(inline), _) => crate::authz::from_inline(inline),
         (None, Some(shared)) => Some(crate::authz::from_shared(shared)),
@@ -459,9 +480,13 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
                 oidc: oidc_config.as_ref(),
                 tools: resolved.tools.as_ref(),
                 telemetry: telemetry_config.as_ref(),
+                validating_webhooks: &validating_webhooks,
+                mutating_webhooks: &mutating_webhooks,
                 authz: authz_config.as_ref(),
             },
         ),
+        validating_webhooks,
+        mutating_webhooks,
         authz_config,
         telemetry_config,
         thv_ca_bundle: oidc_config.as_ref().map(|o| o.ca_cert_path.clone()).unwrap_or_default(),
@@ -810,7 +835,9 @@ impl Base<'_> {
             });
         }
         let oidc_bundle = self.resolved.oidc.as_ref().and_then(crate::oidc::ca_bundle_volume);
-        for (volume, mount) in oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)) {
+        let webhook_secrets = self.resolved.webhooks.iter().flat_map(crate::webhookconfig::secret_volumes);
+        let extra = oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)).chain(webhook_secrets);
+        for (volume, mount) in extra {
             volumes.push(volume);
             mounts.push(mount);
         }

@@ -100,6 +100,7 @@ pub const REF_CONDITION_TYPES: &[&str] = &[
     <crate::telemetry::MCPTelemetryConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::oidc::MCPOIDCConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::authz::MCPAuthzConfig as SharedConfig>::REF_CONDITION.type_,
+    <crate::webhookconfig::MCPWebhookConfig as SharedConfig>::REF_CONDITION.type_,
 ];
 
 /// What an MCPServer's references came to: a condition each, and why any failed.

@@ -246,11 +246,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
             "spec.authServerRef: Forbidden".into(),
         ),
         (
-            "webhook config not implemented",
-            json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "a"}}),
-            "spec.webhookConfigRef: Forbidden".into(),
-        ),
-        (
             "session storage not implemented",
             json!({"image": "ghcr.io/acme/tool", "sessionStorage": {"provider": "redis"}}),
             "spec.sessionStorage: Forbidden".into(),

@@ -825,6 +825,74 @@ async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_s
     }
 }
 
+#[tokio::test]
+async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops_without_them() {
+    use toolhive_operator::webhookconfig::MCPWebhookConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPWebhookConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let hooks: MCPWebhookConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1alpha1", "kind": "MCPWebhookConfig", "metadata": {"name": "hooks"},
+        "spec": {"validating": [{"name": "policy", "url": "https://policy.security.svc/check", "timeout": "5s",
+            "hmacSecretRef": {"name": "hook-keys", "key": "policy"}}]}
+    }))
+    .unwrap();
+    configs.create(&PostParams::default(), &hooks).await.unwrap();
+    eventually("the webhook config to be Valid", &g.operator, || async {
+        let status = configs.get("hooks").await.ok()?.status?;
+        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
+    })
+    .await;
+    create(g, &servers, &server("hooked", json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "hooks"}}))).await;
+    let rc = eventually("the webhook in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "hooked").await?;
+        (rc["validating_webhooks"][0]["name"] == "policy").then_some(rc)
+    })
+    .await;
+    assert_eq!(rc["validating_webhooks"][0]["timeout"], 5_000_000_000u64, "nanoseconds, as the runner reads a duration");
+    let steps: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(steps.contains(&"validating-webhook"), "{steps:?}");
+    // The HMAC key: a Secret volume, mounted where the RunConfig says, never read by the operator.
+    let key_path = rc["validating_webhooks"][0]["hmac_secret_ref"].as_str().unwrap().to_string();
+    let (first_hash, _) = eventually("the proxy", &g.operator, || proxy_template(&deployments, "hooked")).await;
+    let pod = deployments.get("hooked").await.unwrap().spec.unwrap().template.spec.unwrap();
+    let mount =
+        pod.containers[0].volume_mounts.iter().flatten().find(|m| m.mount_path == key_path).expect("mounted where the runner reads it");
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+    assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("hook-keys"));
+
+    // An edit rolls the proxy; plain HTTP makes it invalid and stops the proxy.
+    let edit = json!({"spec": {"validating": [{"name": "policy", "url": "https://policy.security.svc/v2", "hmacSecretRef": {"name": "hook-keys", "key": "policy"}}]}});
+    configs.patch("hooks", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually("the edit in the RunConfig and a new proxy template", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "hooked").await?;
+        let (hash, _) = proxy_template(&deployments, "hooked").await?;
+        (rc["validating_webhooks"][0]["url"] == "https://policy.security.svc/v2" && hash != first_hash).then_some(())
+    })
+    .await;
+    let plain = json!({"spec": {"validating": [{"name": "policy", "url": "http://policy.security.svc/check"}]}});
+    configs.patch("hooks", &PatchParams::default(), &Patch::Merge(plain)).await.unwrap();
+    eventually("an http webhook to stop the proxy", &g.operator, || async {
+        let status = servers.get("hooked").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "hooked").await?;
+        let condition = status.conditions.iter().find(|c| c.type_ == "WebhookConfigRefValidated")?;
+        let says = status.message.contains("MCPWebhookConfig hooks is invalid") && status.message.contains("use https");
+        (status.phase == Some(Phase::Failed) && says && condition.status == "False" && replicas == Some(0)).then_some(())
+    })
+    .await;
+    configs.delete("hooks", &DeleteParams::default()).await.unwrap();
+    eventually("hooked Failed: its webhook config not found", &g.operator, || async {
+        let status = servers.get("hooked").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPWebhookConfig hooks not found")).then_some(())
+    })
+    .await;
+    servers.delete("hooked", &DeleteParams::default()).await.unwrap();
+}
+
 /// The RunConfig the operator wrote for `name`, parsed.
 async fn runconfig_of(configmaps: &Api<ConfigMap>, name: &str) -> Option<serde_json::Value> {
     let cm = configmaps.get_opt(&format!("{name}-runconfig")).await.ok()??;

@@ -276,6 +276,7 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
         kube::discovery::ApiResource::erase::<toolhive_operator::telemetry::MCPTelemetryConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::oidc::MCPOIDCConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::authz::MCPAuthzConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::webhookconfig::MCPWebhookConfig>(&()),
     ];
     for resource in &companions {
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);
@@ -338,10 +339,7 @@ fn normalise(mut value: Value, ns: &str) -> Value {
     }
     // A companion kind's status is what its controller computes: compared, less the
     // condition's transition time.
-    let keeps_status = matches!(
-        value.get("kind").and_then(Value::as_str),
-        Some("MCPGroup" | "MCPToolConfig" | "MCPTelemetryConfig" | "MCPOIDCConfig" | "MCPAuthzConfig")
-    );
+    let keeps_status = value.get("kind").and_then(Value::as_str).is_some_and(|kind| kind.starts_with("MCP") && kind != "MCPServer");
     if let Some(conditions) = value.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
         for condition in conditions {
             condition.as_object_mut().map(|c| c.remove("lastTransitionTime"));

@@ -114,13 +114,13 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpgroups/status"]
   verbs: ["patch"]
-# The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization):
-# watched (resolved into the RunConfig) and their status applied.
+# The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
+# webhooks): watched (resolved into the RunConfig) and their status applied.
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs", "mcptelemetryconfigs", "mcpoidcconfigs", "mcpauthzconfigs"]
+  resources: ["mcptoolconfigs", "mcptelemetryconfigs", "mcpoidcconfigs", "mcpauthzconfigs", "mcpwebhookconfigs"]
   verbs: ["list", "watch"]
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs/status", "mcptelemetryconfigs/status", "mcpoidcconfigs/status", "mcpauthzconfigs/status"]
+  resources: ["mcptoolconfigs/status", "mcptelemetryconfigs/status", "mcpoidcconfigs/status", "mcpauthzconfigs/status", "mcpwebhookconfigs/status"]
   verbs: ["patch"]
 # The namespaces' pod-security.kubernetes.io/enforce label, for the webhook: watched
 # in cluster mode; in namespace mode each allowed namespace reads only itself.
