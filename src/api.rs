@@ -710,12 +710,6 @@ impl Unsupported {
 
 pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
     Unsupported {
-        field: "externalAuthConfigRef",
-        what: "external authentication",
-        set_in: |s| s.external_auth_config_ref.is_some(),
-        allowed: None,
-    },
-    Unsupported {
         field: "authServerRef",
         what: "the embedded authorization server",
         set_in: |s| s.auth_server_ref.is_some(),
@@ -824,8 +818,9 @@ pub fn crd_chart_template() -> String {
 
 /// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
 /// committed to.
-pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 6] {
+pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 7] {
     [
+        (crate::externalauth::CRD_CHART_FILE, crate::externalauth::crd()),
         (crate::webhookconfig::CRD_CHART_FILE, crate::webhookconfig::crd()),
         (crate::authz::CRD_CHART_FILE, crate::authz::crd()),
         (crate::oidc::CRD_CHART_FILE, crate::oidc::crd()),

@@ -34,6 +34,7 @@ use crate::api::{FINALIZER, MCPServer, MCPServerStatus, Phase, RESTARTED_AT_ANNO
 use crate::authz::MCPAuthzConfig;
 use crate::config::{FIELD_MANAGER, Scope};
 use crate::error::{Error, Result};
+use crate::externalauth::MCPExternalAuthConfig;
 use crate::group::{GroupRefState, MCPGroup};
 use crate::metrics::{CONTROLLER, Metrics};
 use crate::oidc::MCPOIDCConfig;
@@ -146,6 +147,8 @@ pub struct Context {
     authz_configs: Store<MCPAuthzConfig>,
     /// MCPWebhookConfigs in the scope, resolved into the RunConfig and the proxy.
     webhook_configs: Store<MCPWebhookConfig>,
+    /// MCPExternalAuthConfigs in the scope, resolved into the RunConfig and the proxy.
+    external_auth_configs: Store<MCPExternalAuthConfig>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -297,6 +300,9 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let (webhook_store, webhook_stream) = companion_stream::<MCPWebhookConfig>(&client, nsr, m);
     let referrers = server_store.clone();
     let webhook_referrers = move |config: MCPWebhookConfig| sharedconfig::referencing(&referrers.state(), &config);
+    let (external_auth_store, external_auth_stream) = companion_stream::<MCPExternalAuthConfig>(&client, nsr, m);
+    let referrers = server_store.clone();
+    let external_auth_referrers = move |config: MCPExternalAuthConfig| sharedconfig::referencing(&referrers.state(), &config);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,
@@ -306,6 +312,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         oidc_configs: oidc_store,
         authz_configs: authz_store,
         webhook_configs: webhook_store,
+        external_auth_configs: external_auth_store,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
     let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
@@ -313,6 +320,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let oidc_configs = sharedconfig::run::<MCPOIDCConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let authz_configs = sharedconfig::run::<MCPAuthzConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let webhook_configs = sharedconfig::run::<MCPWebhookConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
+    let external_auth_configs = sharedconfig::run::<MCPExternalAuthConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
     let servers_controller = Controller::for_stream(server_stream, server_store)
         .watches_stream(group_stream, naming_servers)
         .watches_stream(tool_config_stream, tool_config_referrers)
@@ -320,6 +328,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         .watches_stream(oidc_stream, oidc_referrers)
         .watches_stream(authz_stream, authz_referrers)
         .watches_stream(webhook_stream, webhook_referrers)
+        .watches_stream(external_auth_stream, external_auth_referrers)
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -335,7 +344,10 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    let configs = futures::future::join5(tool_configs, telemetry_configs, oidc_configs, authz_configs, webhook_configs);
+    let configs = futures::future::join(
+        futures::future::join3(tool_configs, telemetry_configs, oidc_configs),
+        futures::future::join3(authz_configs, webhook_configs, external_auth_configs),
+    );
     futures::future::join3(servers_controller, groups, configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }
@@ -460,6 +472,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         oidc: sharedconfig::resolve(server, &ctx.oidc_configs, &mut references),
         authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut references),
         webhooks: sharedconfig::resolve(server, &ctx.webhook_configs, &mut references),
+        external_auth: sharedconfig::resolve(server, &ctx.external_auth_configs, &mut references),
         unresolved: false,
     };
     resolved.unresolved = !references.problems.is_empty();

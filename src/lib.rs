@@ -5,6 +5,7 @@ pub mod authz;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod externalauth;
 pub mod group;
 pub mod http;
 pub mod leader;

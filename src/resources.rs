@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
 use crate::authz::MCPAuthzConfigSpec;
+use crate::externalauth::{MCPExternalAuthConfigSpec, RunnerTokenExchange};
 use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
 use crate::telemetry::{MCPTelemetryConfigSpec, RunnerTelemetry};
 use crate::toolconfig::MCPToolConfigSpec;
@@ -241,6 +242,9 @@ pub struct RunConfig {
     pub validating_webhooks: Vec<RunnerWebhook>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mutating_webhooks: Vec<RunnerWebhook>,
+    /// From the MCPExternalAuthConfig: the caller's token exchanged for the backend's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_exchange_config: Option<RunnerTokenExchange>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -307,6 +311,7 @@ const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 pub struct Chain<'a> {
     pub audit: Option<&'a AuditConfig>,
     pub oidc: Option<&'a TokenValidation>,
+    pub token_exchange: Option<&'a RunnerTokenExchange>,
     pub tools: Option<&'a MCPToolConfigSpec>,
     pub telemetry: Option<&'a RunnerTelemetry>,
     pub validating_webhooks: &'a [RunnerWebhook],
@@ -315,7 +320,7 @@ pub struct Chain<'a> {
 }
 
 pub fn middleware_configs(server: &MCPServer, chain_of: Chain) -> Vec<Middleware> {
-    let Chain { audit, oidc, tools, telemetry, validating_webhooks, mutating_webhooks, authz } = chain_of;
+    let Chain { audit, oidc, token_exchange, tools, telemetry, validating_webhooks, mutating_webhooks, authz } = chain_of;
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
     if let Some(audit) = audit {
@@ -324,6 +329,10 @@ pub fn middleware_configs(server: &MCPServer, chain_of: Chain) -> Vec<Middleware
     // Without an MCPOIDCConfig the proxy authenticates no one (every request is let
     // through as a local user): the reference's default.
     chain.push(step("auth", oidc.map(|o| json!({"oidc_config": o})).unwrap_or_else(|| json!({}))));
+    // Right after authentication: the caller's token is what gets exchanged.
+    if let Some(exchange) = token_exchange {
+        chain.push(step("tokenexchange", json!({"token_exchange_config": exchange})));
+    }
     // Tool filtering: what tools/list shows, and what tools/call may reach.
     if let Some(tools) = tools.filter(|t| !t.tools_filter.is_empty() || !t.tools_override.is_empty()) {
         let overrides: BTreeMap<&str, Value> =
@@ -403,6 +412,8 @@ pub struct Resolved {
     pub authz: Option<MCPAuthzConfigSpec>,
     /// spec.webhookConfigRef's MCPWebhookConfig, found and valid.
     pub webhooks: Option<MCPWebhookConfigSpec>,
+    /// spec.externalAuthConfigRef's MCPExternalAuthConfig, found and valid.
+    pub external_auth: Option<MCPExternalAuthConfigSpec>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -445,6 +456,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
     let oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
+    let token_exchange_config = resolved.external_auth.as_ref().and_then(crate::externalauth::token_exchange);
     let (validating_webhooks, mutating_webhooks) =
         resolved.webhooks.as_ref().map(crate::webhookconfig::runner_webhooks).unwrap_or_default();
     let authz_config = match (&spec.authz_config, &resolved.authz) {
@@ -478,6 +490,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
             Chain {
                 audit: audit_config.as_ref(),
                 oidc: oidc_config.as_ref(),
+                token_exchange: token_exchange_config.as_ref(),
                 tools: resolved.tools.as_ref(),
                 telemetry: telemetry_config.as_ref(),
                 validating_webhooks: &validating_webhooks,
@@ -487,6 +500,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         ),
         validating_webhooks,
         mutating_webhooks,
+        token_exchange_config,
         authz_config,
         telemetry_config,
         thv_ca_bundle: oidc_config.as_ref().map(|o| o.ca_cert_path.clone()).unwrap_or_default(),
@@ -790,6 +804,7 @@ impl Base<'_> {
             env("UNSTRUCTURED_LOGS", "false"),
         ]);
         env_vars.extend(self.resolved.oidc.as_ref().and_then(crate::oidc::proxy_env));
+        env_vars.extend(self.resolved.external_auth.as_ref().and_then(crate::externalauth::proxy_env));
         env_vars.push(EnvVar {
             name: "THV_MCPSERVER_GENERATION".into(),
             value_from: Some(EnvVarSource {
@@ -1127,8 +1142,8 @@ mod tests {
 
     #[test]
     fn a_spec_asking_for_what_is_not_implemented_gets_no_serving_proxy() {
-        let s = server(json!({"image": "img", "replicas": 2, "externalAuthConfigRef": {"name": "corp-auth"}}));
-        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["externalAuthConfigRef"]);
+        let s = server(json!({"image": "img", "replicas": 2, "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "corp-auth"}}));
+        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["authServerRef"]);
         assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without the authentication it asked for");
         let status = crate::status::desired_status(
             &s,
@@ -1136,7 +1151,11 @@ mod tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
         assert_eq!(status.phase, Some(crate::api::Phase::Failed));
-        assert!(status.message.starts_with("spec.externalAuthConfigRef (external authentication) is not supported"), "{}", status.message);
+        assert!(
+            status.message.starts_with("spec.authServerRef (the embedded authorization server) is not supported"),
+            "{}",
+            status.message
+        );
         assert_eq!(deployment(&server(json!({"image": "img", "replicas": 2})))["spec"]["replicas"], 2);
     }
 

@@ -101,6 +101,7 @@ pub const REF_CONDITION_TYPES: &[&str] = &[
     <crate::oidc::MCPOIDCConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::authz::MCPAuthzConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::webhookconfig::MCPWebhookConfig as SharedConfig>::REF_CONDITION.type_,
+    <crate::externalauth::MCPExternalAuthConfig as SharedConfig>::REF_CONDITION.type_,
 ];
 
 /// What an MCPServer's references came to: a condition each, and why any failed.

@@ -236,11 +236,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
             "spec.authzConfig: Forbidden".into(),
         ),
         (
-            "external auth not implemented",
-            json!({"image": "ghcr.io/acme/tool", "externalAuthConfigRef": {"name": "a"}}),
-            "spec.externalAuthConfigRef: Forbidden".into(),
-        ),
-        (
             "auth server not implemented",
             json!({"image": "ghcr.io/acme/tool", "authServerRef": {"name": "a"}}),
             "spec.authServerRef: Forbidden".into(),

@@ -506,10 +506,11 @@ async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_r
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
     // Refused by the CRD's own rule, so also with no webhook registered at all.
-    let manifest = Guide::manifest("needs-auth", &g.team, "{image: ghcr.io/acme/tool, externalAuthConfigRef: {name: corp-auth}}");
+    let manifest =
+        Guide::manifest("needs-auth", &g.team, "{image: ghcr.io/acme/tool, authServerRef: {kind: MCPExternalAuthConfig, name: corp-auth}}");
     let (ok, _, err) = g.kubectl_apply(&manifest, &[]);
     assert!(!ok, "refused");
-    assert!(err.contains("spec.externalAuthConfigRef (external authentication) is not supported by this operator release"), "{err}");
+    assert!(err.contains("spec.authServerRef (the embedded authorization server) is not supported by this operator release"), "{err}");
     assert!(g.servers(&admin, &g.team).get_opt("needs-auth").await.unwrap().is_none());
     assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-auth").await.unwrap().is_none(), "no proxy at all");
 }
@@ -891,6 +892,60 @@ async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops
     })
     .await;
     servers.delete("hooked", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_exchange_reaches_the_proxy_and_auth_types_not_carried_out_stop_it() {
+    use toolhive_operator::externalauth::MCPExternalAuthConfig;
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let configs: Api<MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let exchange: MCPExternalAuthConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig", "metadata": {"name": "exchange"},
+        "spec": {"type": "tokenExchange", "tokenExchange": {"tokenUrl": "https://idp.example.com/token", "audience": "backend",
+            "clientId": "proxy", "clientSecretRef": {"name": "exchange-client", "key": "secret"}}}
+    }))
+    .unwrap();
+    configs.create(&PostParams::default(), &exchange).await.unwrap();
+    create(g, &servers, &server("exchanging", json!({"image": "ghcr.io/acme/tool", "externalAuthConfigRef": {"name": "exchange"}}))).await;
+    let rc = eventually("the token exchange in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "exchanging").await?;
+        (rc["token_exchange_config"]["audience"] == "backend").then_some(rc)
+    })
+    .await;
+    let steps: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(steps.windows(2).any(|w| w == ["auth", "tokenexchange"]), "{steps:?}");
+    eventually("the client secret by reference on the proxy", &g.operator, || async {
+        let pod = deployments.get_opt("exchanging").await.ok()??.spec?.template.spec?;
+        let env = pod.containers.first()?.env.clone()?;
+        let secret = env.iter().find(|e| e.name == "TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET")?.value_from.clone()?.secret_key_ref?;
+        (secret.name == "exchange-client").then_some(())
+    })
+    .await;
+
+    // Changed to a type this release does not carry out: the proxy stops, saying why.
+    let aws = json!({"spec": {"type": "awsSts", "tokenExchange": null, "awsSts": {"region": "eu-west-1"}}});
+    configs.patch("exchange", &PatchParams::default(), &Patch::Merge(aws)).await.unwrap();
+    eventually("an awsSts config to stop the proxy", &g.operator, || async {
+        let status = servers.get("exchanging").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "exchanging").await?;
+        let condition = status.conditions.iter().find(|c| c.type_ == "ExternalAuthConfigRefValidated")?;
+        let says = status.message.contains("awsSts is not supported by this operator release");
+        (status.phase == Some(Phase::Failed) && says && condition.reason == "ExternalAuthConfigRefNotValid" && replicas == Some(0))
+            .then_some(())
+    })
+    .await;
+    configs.delete("exchange", &DeleteParams::default()).await.unwrap();
+    eventually("exchanging Failed: its MCPExternalAuthConfig not found", &g.operator, || async {
+        let status = servers.get("exchanging").await.ok()?.status?;
+        (status.phase == Some(Phase::Failed) && status.message.contains("MCPExternalAuthConfig exchange not found")).then_some(())
+    })
+    .await;
+    servers.delete("exchanging", &DeleteParams::default()).await.unwrap();
 }
 
 /// The RunConfig the operator wrote for `name`, parsed.

@@ -277,6 +277,7 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
         kube::discovery::ApiResource::erase::<toolhive_operator::oidc::MCPOIDCConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::authz::MCPAuthzConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::webhookconfig::MCPWebhookConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::externalauth::MCPExternalAuthConfig>(&()),
     ];
     for resource in &companions {
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);

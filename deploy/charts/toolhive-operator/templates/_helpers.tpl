@@ -115,12 +115,13 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
   resources: ["mcpgroups/status"]
   verbs: ["patch"]
 # The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
-# webhooks): watched (resolved into the RunConfig) and their status applied.
+# webhooks, external auth): watched (resolved into the RunConfig) and their status
+# applied.
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs", "mcptelemetryconfigs", "mcpoidcconfigs", "mcpauthzconfigs", "mcpwebhookconfigs"]
+  resources: ["mcptoolconfigs", "mcptelemetryconfigs", "mcpoidcconfigs", "mcpauthzconfigs", "mcpwebhookconfigs", "mcpexternalauthconfigs"]
   verbs: ["list", "watch"]
 - apiGroups: ["toolhive.stacklok.dev"]
-  resources: ["mcptoolconfigs/status", "mcptelemetryconfigs/status", "mcpoidcconfigs/status", "mcpauthzconfigs/status", "mcpwebhookconfigs/status"]
+  resources: ["mcptoolconfigs/status", "mcptelemetryconfigs/status", "mcpoidcconfigs/status", "mcpauthzconfigs/status", "mcpwebhookconfigs/status", "mcpexternalauthconfigs/status"]
   verbs: ["patch"]
 # The namespaces' pod-security.kubernetes.io/enforce label, for the webhook: watched
 # in cluster mode; in namespace mode each allowed namespace reads only itself.
