@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{AuthzConfig, AuthzConfigType, MCPServer};
-use crate::sharedconfig::{ConfigStatus, RefCondition, SharedConfig};
+use crate::api::{AuthzConfig, AuthzConfigType};
+use crate::sharedconfig::ConfigStatus;
 
 /// An authorizer for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -84,30 +84,14 @@ impl MCPAuthzConfigSpec {
     }
 }
 
-impl SharedConfig for MCPAuthzConfig {
-    type Spec = MCPAuthzConfigSpec;
-    const VALID_REASON: &'static str = "ConfigValid";
-    const INVALID_REASON: &'static str = "ConfigInvalid";
-    const REF_FIELD: &'static str = "spec.authzConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "AuthzConfigRefValidated",
-        valid: "AuthzConfigRefValid",
-        not_found: "AuthzConfigRefNotFound",
-        invalid: "AuthzConfigRefNotValid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.authz_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPAuthzConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPAuthzConfig {
+    spec: MCPAuthzConfigSpec,
+    field: "spec.authzConfigRef",
+    server_field: authz_config_ref,
+    condition: "AuthzConfig",
+    invalid: "RefNotValid",
+    reasons: ("ConfigValid", "ConfigInvalid"),
+});
 
 /// The runner's authorization configuration from a shared MCPAuthzConfig.
 pub fn from_shared(spec: &MCPAuthzConfigSpec) -> Value {

@@ -5,15 +5,14 @@
 //! `unauthenticated`; the other types are stored, for compatibility, but are invalid
 //! here, so a server naming one never runs without what it asked for.
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::MCPServer;
-use crate::sharedconfig::{ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{ConfigStatus, SecretKeyRef};
 
 /// Authentication to the backend for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -160,28 +159,13 @@ impl MCPExternalAuthConfigSpec {
     }
 }
 
-impl SharedConfig for MCPExternalAuthConfig {
-    type Spec = MCPExternalAuthConfigSpec;
-    const REF_FIELD: &'static str = "spec.externalAuthConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "ExternalAuthConfigRefValidated",
-        valid: "ExternalAuthConfigRefValid",
-        not_found: "ExternalAuthConfigRefNotFound",
-        invalid: "ExternalAuthConfigRefNotValid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.external_auth_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPExternalAuthConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPExternalAuthConfig {
+    spec: MCPExternalAuthConfigSpec,
+    field: "spec.externalAuthConfigRef",
+    server_field: external_auth_config_ref,
+    condition: "ExternalAuthConfig",
+    invalid: "RefNotValid",
+});
 
 /// The token exchange as the proxy runner reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,14 +203,7 @@ pub fn token_exchange(spec: &MCPExternalAuthConfigSpec) -> Option<RunnerTokenExc
 /// The proxy's environment: the token exchange client secret, by reference.
 pub fn proxy_env(spec: &MCPExternalAuthConfigSpec) -> Option<EnvVar> {
     let secret = spec.token_exchange.as_ref()?.client_secret_ref.as_ref()?;
-    Some(EnvVar {
-        name: "TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.name.clone(), key: secret.key.clone(), ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    Some(crate::sharedconfig::secret_env("TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET", secret))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! ConfigMap. A missing or invalid one stops the proxy: a server that asked for
 //! authentication never serves without it.
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef};
 
 /// Token validation for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -185,30 +185,14 @@ impl MCPOIDCConfigSpec {
     }
 }
 
-impl SharedConfig for MCPOIDCConfig {
-    type Spec = MCPOIDCConfigSpec;
-    const VALID_REASON: &'static str = "ConfigValid";
-    const INVALID_REASON: &'static str = "ConfigInvalid";
-    const REF_FIELD: &'static str = "spec.oidcConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "OIDCConfigRefValidated",
-        valid: "OIDCConfigRefValid",
-        not_found: "OIDCConfigRefNotFound",
-        invalid: "OIDCConfigRefNotValid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.oidc_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPOIDCConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPOIDCConfig {
+    spec: MCPOIDCConfigSpec,
+    field: "spec.oidcConfigRef",
+    server_field: oidc_config_ref,
+    condition: "OIDCConfig",
+    invalid: "RefNotValid",
+    reasons: ("ConfigValid", "ConfigInvalid"),
+});
 
 /// The token validation the proxy runner reads (its field names, every field written).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -287,14 +271,7 @@ pub fn token_validation(server: &MCPServer, spec: &MCPOIDCConfigSpec) -> Option<
 /// The proxy's environment: the client secret, by reference to its Secret.
 pub fn proxy_env(spec: &MCPOIDCConfigSpec) -> Option<EnvVar> {
     let secret = spec.inline.as_ref()?.client_secret_ref.as_ref()?;
-    Some(EnvVar {
-        name: "TOOLHIVE_OIDC_CLIENT_SECRET".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.name.clone(), key: secret.key.clone(), ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    Some(crate::sharedconfig::secret_env("TOOLHIVE_OIDC_CLIENT_SECRET", secret))
 }
 
 /// The CA bundle's volume and mount in the proxy, when there is one.

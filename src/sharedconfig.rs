@@ -69,6 +69,61 @@ pub trait SharedConfig:
     fn status(&self) -> Option<&ConfigStatus>;
 }
 
+/// Implements [`SharedConfig`] for a kind whose spec has `problem()`: the MCPServer
+/// field that names it (as users write it, and the Rust field holding a `name`), and
+/// its condition on the MCPServer: `<prefix>RefValidated`, reasons `<prefix>RefValid`,
+/// `<prefix>RefNotFound` and `<prefix><invalid>`; `reasons` overrides the kind's own
+/// Valid condition reasons.
+macro_rules! shared_config {
+    ($kind:ty {
+        spec: $spec:ty,
+        field: $field:literal,
+        server_field: $server_field:ident,
+        condition: $prefix:literal,
+        invalid: $invalid:literal
+        $(, reasons: ($valid:literal, $failed:literal))? $(,)?
+    }) => {
+        impl $crate::sharedconfig::SharedConfig for $kind {
+            type Spec = $spec;
+            $(const VALID_REASON: &'static str = $valid;
+            const INVALID_REASON: &'static str = $failed;)?
+            const REF_FIELD: &'static str = $field;
+            const REF_CONDITION: $crate::sharedconfig::RefCondition = $crate::sharedconfig::RefCondition {
+                type_: concat!($prefix, "RefValidated"),
+                valid: concat!($prefix, "RefValid"),
+                not_found: concat!($prefix, "RefNotFound"),
+                invalid: concat!($prefix, $invalid),
+            };
+            fn referenced_by(server: &$crate::api::MCPServer) -> Option<&str> {
+                server.spec.$server_field.as_ref().map(|r| r.name.as_str())
+            }
+            fn spec(&self) -> &$spec {
+                &self.spec
+            }
+            fn problem(&self) -> Option<String> {
+                self.spec.problem()
+            }
+            fn status(&self) -> Option<&$crate::sharedconfig::ConfigStatus> {
+                self.status.as_ref()
+            }
+        }
+    };
+}
+pub(crate) use shared_config;
+
+/// An environment variable read from a Secret's key (the operator never reads it).
+pub fn secret_env(name: impl Into<String>, secret: &SecretKeyRef) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.name.clone(), key: secret.key.clone(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The status for this configuration; an unchanged one yields an identical status.
 pub fn desired_status<K: SharedConfig>(config: &K, now: Time) -> ConfigStatus {
     let previous = config.status().cloned().unwrap_or_default();

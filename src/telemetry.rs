@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef};
 
 /// OTLP export and Prometheus metrics for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -167,28 +167,13 @@ impl MCPTelemetryConfigSpec {
     }
 }
 
-impl SharedConfig for MCPTelemetryConfig {
-    type Spec = MCPTelemetryConfigSpec;
-    const REF_FIELD: &'static str = "spec.telemetryConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "TelemetryConfigRefValidated",
-        valid: "TelemetryConfigRefValid",
-        not_found: "TelemetryConfigRefNotFound",
-        invalid: "TelemetryConfigRefInvalid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.telemetry_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPTelemetryConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPTelemetryConfig {
+    spec: MCPTelemetryConfigSpec,
+    field: "spec.telemetryConfigRef",
+    server_field: telemetry_config_ref,
+    condition: "TelemetryConfig",
+    invalid: "RefInvalid",
+});
 
 /// The telemetry settings the proxy runner reads from its RunConfig.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -267,17 +252,8 @@ pub fn proxy_env(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> Vec<EnvVa
         ..Default::default()
     }];
     let headers = spec.open_telemetry.iter().flat_map(|o| o.sensitive_headers.iter());
-    env.extend(headers.map(|h| EnvVar {
-        name: format!("TOOLHIVE_OTEL_HEADER_{}", h.name.replace('-', "_").to_uppercase()),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: h.secret_key_ref.name.clone(),
-                key: h.secret_key_ref.key.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+    env.extend(headers.map(|h| {
+        crate::sharedconfig::secret_env(format!("TOOLHIVE_OTEL_HEADER_{}", h.name.replace('-', "_").to_uppercase()), &h.secret_key_ref)
     }));
     env
 }

@@ -13,8 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::MCPServer;
-use crate::sharedconfig::{ConfigStatus, RefCondition, SharedConfig};
+use crate::sharedconfig::ConfigStatus;
 
 /// Tool filtering and renaming for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -95,28 +94,13 @@ impl MCPToolConfigSpec {
     }
 }
 
-impl SharedConfig for MCPToolConfig {
-    type Spec = MCPToolConfigSpec;
-    const REF_FIELD: &'static str = "spec.toolConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "ToolConfigRefValidated",
-        valid: "ToolConfigRefValid",
-        not_found: "ToolConfigRefNotFound",
-        invalid: "ToolConfigRefNotValid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.tool_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPToolConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPToolConfig {
+    spec: MCPToolConfigSpec,
+    field: "spec.toolConfigRef",
+    server_field: tool_config_ref,
+    condition: "ToolConfig",
+    invalid: "RefNotValid",
+});
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::MCPServer;
-use crate::sharedconfig::{ConfigStatus, RefCondition, SecretKeyRef, SharedConfig};
+use crate::sharedconfig::{ConfigStatus, SecretKeyRef};
 
 /// Webhooks for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -174,28 +173,13 @@ impl MCPWebhookConfigSpec {
     }
 }
 
-impl SharedConfig for MCPWebhookConfig {
-    type Spec = MCPWebhookConfigSpec;
-    const REF_FIELD: &'static str = "spec.webhookConfigRef";
-    const REF_CONDITION: RefCondition = RefCondition {
-        type_: "WebhookConfigRefValidated",
-        valid: "WebhookConfigRefValid",
-        not_found: "WebhookConfigRefNotFound",
-        invalid: "WebhookConfigRefNotValid",
-    };
-    fn referenced_by(server: &MCPServer) -> Option<&str> {
-        server.spec.webhook_config_ref.as_ref().map(|r| r.name.as_str())
-    }
-    fn spec(&self) -> &MCPWebhookConfigSpec {
-        &self.spec
-    }
-    fn problem(&self) -> Option<String> {
-        self.spec.problem()
-    }
-    fn status(&self) -> Option<&ConfigStatus> {
-        self.status.as_ref()
-    }
-}
+crate::sharedconfig::shared_config!(MCPWebhookConfig {
+    spec: MCPWebhookConfigSpec,
+    field: "spec.webhookConfigRef",
+    server_field: webhook_config_ref,
+    condition: "WebhookConfig",
+    invalid: "RefNotValid",
+});
 
 /// FNV-1a (32 bit) of the text the reference hashes a string as, in hex: the same
 /// paths and volume names for the same webhook and Secret.
