@@ -6,7 +6,7 @@ NODE ?= 1
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
-.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission static clean
+.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission bench-pods static clean
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
 ## and what the node needs: its Debian packages, kubelet, kube-proxy, kube-scheduler,
@@ -76,6 +76,10 @@ bench-webhook:
 	$(CARGO) bench --locked --bench webhook
 
 ## Creates through a real kube-apiserver: no admission, ValidatingAdmissionPolicy, the operator's webhooks.
+## MCPServer pod start latency (create -> Ready) on the node `make dev` runs.
+bench-pods:
+	scripts/bench-pod-start.sh 20
+
 bench-admission: tools
 	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench admission
 

@@ -118,28 +118,36 @@ impl ServerCache {
             Scope::Cluster => vec![Api::all(client.clone())],
             Scope::Namespaces(list) => list.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
         };
-        let views = apis
-            .into_iter()
-            .map(|api| {
-                let view = Arc::new(RwLock::new(NamespaceCounts::default()));
-                let writer = view.clone();
-                let restarts = metrics.watch_restarts.with_label_values(&["mcpservers-webhook"]);
-                tokio::spawn(async move {
-                    watcher(api, watcher::Config::default())
-                        .default_backoff()
-                        .for_each(|event| {
-                            match event {
-                                Ok(e) => writer.write().apply(e),
-                                Err(_) => restarts.inc(),
-                            }
-                            futures::future::ready(())
-                        })
-                        .await
-                });
-                view
-            })
-            .collect();
-        Arc::new(Self { views, pending: Mutex::default() })
+        let views = apis.iter().map(|_| Arc::new(RwLock::new(NamespaceCounts::default()))).collect();
+        let cache = Arc::new(Self { views, pending: Mutex::default() });
+        for (index, api) in apis.into_iter().enumerate() {
+            let cache = cache.clone();
+            let restarts = metrics.watch_restarts.with_label_values(&["mcpservers-webhook"]);
+            tokio::spawn(async move {
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .for_each(|event| {
+                        match event {
+                            Ok(e) => cache.observe(index, e),
+                            Err(_) => restarts.inc(),
+                        }
+                        futures::future::ready(())
+                    })
+                    .await
+            });
+        }
+        cache
+    }
+
+    /// Folds a watch event into view `index`. A server the watch shows is counted from
+    /// then on by the view, so its reservation ends here — not at the next admission,
+    /// by which time a short-lived server may be gone and its place would stay taken.
+    fn observe(&self, index: usize, event: watcher::Event<PartialObjectMeta<MCPServer>>) {
+        if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event {
+            let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+            self.pending.lock().remove(&key);
+        }
+        self.views[index].write().apply(event);
     }
 
     pub async fn wait_synced(&self) {
@@ -216,6 +224,11 @@ mod tests {
         let first_admitted = cache.pending.lock().keys().next().unwrap().1.clone();
         view.write().apply(watcher::Event::Apply(server("a", &first_admitted)));
         assert_eq!(cache.held("a"), 5);
+        // A server created and deleted before the next admission gives its place back.
+        let short_lived = cache.pending.lock().keys().find(|(_, n)| *n != first_admitted).unwrap().1.clone();
+        cache.observe(0, watcher::Event::Apply(server("a", &short_lived)));
+        cache.observe(0, watcher::Event::Delete(server("a", &short_lived)));
+        assert_eq!(cache.held("a"), 4);
         // A place taken by a create that never arrived is given back after a while.
         cache.pending.lock().values_mut().for_each(|at| *at = at.checked_sub(RESERVATION_TTL).unwrap_or(*at));
         assert_eq!(cache.held("a"), 2);

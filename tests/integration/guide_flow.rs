@@ -455,6 +455,27 @@ async fn the_quota_holds_under_forty_parallel_creates() {
     assert!(refusals.iter().all(|e| e.contains("the most it may hold is 5")), "{:?}", refusals.first());
     let stored = servers.list_metadata(&Default::default()).await.unwrap().items.len();
     assert_eq!(stored, 5);
+
+    // Places come back as servers go — also the place of a server created and deleted
+    // before the next admission (its reservation must not outlive it).
+    let gone = |what: &'static str| {
+        let servers = servers.clone();
+        eventually(what, &g.operator, move || {
+            let servers = servers.clone();
+            async move { servers.list_metadata(&Default::default()).await.ok()?.items.is_empty().then_some(()) }
+        })
+    };
+    servers.delete_collection(&DeleteParams::default(), &Default::default()).await.unwrap();
+    gone("the race team's servers gone").await;
+    for i in 0..3 {
+        servers.create(&PostParams::default(), &server(&format!("brief{i}"), json!({"image": "ghcr.io/acme/tool"}))).await.unwrap();
+        servers.delete(&format!("brief{i}"), &DeleteParams::default()).await.unwrap();
+        gone("a brief server gone").await;
+    }
+    for i in 0..5 {
+        let created = servers.create(&PostParams::default(), &server(&format!("again{i}"), json!({"image": "ghcr.io/acme/tool"}))).await;
+        assert!(created.is_ok(), "five places free again: {created:?}");
+    }
 }
 
 #[tokio::test]
