@@ -301,61 +301,49 @@ pub struct Middleware {
 /// The largest request body the proxy accepts (the runner's bodylimit step).
 const MAX_REQUEST_BODY_BYTES: u64 = 8 << 20;
 
-/// The chain the runner puts every request through: a body limit, the audit log when
-/// asked for, authentication (anonymous: the fields that would configure it are
-/// refused by this release), tool filtering, MCP parsing, telemetry, panic recovery. Not the runner's usage
-/// metrics step, which reports usage to the runner's vendor: a platform's tenants'
-/// proxies do not phone home unless the platform says so (the reference adds it
-/// unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
-/// What the request chain is built from, besides the server.
-pub struct Chain<'a> {
-    pub audit: Option<&'a AuditConfig>,
-    pub oidc: Option<&'a TokenValidation>,
-    pub token_exchange: Option<&'a RunnerTokenExchange>,
-    pub tools: Option<&'a MCPToolConfigSpec>,
-    pub telemetry: Option<&'a RunnerTelemetry>,
-    pub validating_webhooks: &'a [RunnerWebhook],
-    pub mutating_webhooks: &'a [RunnerWebhook],
-    pub authz: Option<&'a Value>,
-}
-
-pub fn middleware_configs(server: &MCPServer, chain_of: Chain) -> Vec<Middleware> {
-    let Chain { audit, oidc, token_exchange, tools, telemetry, validating_webhooks, mutating_webhooks, authz } = chain_of;
+/// The chain the runner puts every request through, in the reference's order: a body
+/// limit, the audit log when asked for, authentication (anonymous without an
+/// MCPOIDCConfig), token exchange, tool filtering, MCP parsing, telemetry, webhooks,
+/// authorization, panic recovery. Derived from the RunConfig's own fields, as the
+/// runner derives it, so the chain always does what the RunConfig says. Not the
+/// runner's usage-metrics step, which reports usage to the runner's vendor: a
+/// platform's tenants' proxies do not phone home unless the platform says so (the
+/// reference adds it unless TOOLHIVE_USAGE_METRICS_ENABLED=false or it runs in CI).
+pub fn middleware_configs(rc: &RunConfig) -> Vec<Middleware> {
     let step = |kind, parameters| Middleware { kind, parameters };
     let mut chain = vec![step("bodylimit", json!({"max_bytes": MAX_REQUEST_BODY_BYTES}))];
-    if let Some(audit) = audit {
-        chain.push(step("audit", json!({"config_data": audit, "transport_type": server.spec.transport.as_str()})));
+    if let Some(audit) = &rc.audit_config {
+        chain.push(step("audit", json!({"config_data": audit, "transport_type": rc.transport})));
     }
     // Without an MCPOIDCConfig the proxy authenticates no one (every request is let
     // through as a local user): the reference's default.
-    chain.push(step("auth", oidc.map(|o| json!({"oidc_config": o})).unwrap_or_else(|| json!({}))));
+    chain.push(step("auth", rc.oidc_config.as_ref().map(|o| json!({"oidc_config": o})).unwrap_or_else(|| json!({}))));
     // Right after authentication: the caller's token is what gets exchanged.
-    if let Some(exchange) = token_exchange {
+    if let Some(exchange) = &rc.token_exchange_config {
         chain.push(step("tokenexchange", json!({"token_exchange_config": exchange})));
     }
     // Tool filtering: what tools/list shows, and what tools/call may reach.
-    if let Some(tools) = tools.filter(|t| !t.tools_filter.is_empty() || !t.tools_override.is_empty()) {
+    if !rc.tools_filter.is_empty() || !rc.tools_override.is_empty() {
+        // Both keys of every override, empty ones too (the RunConfig's own field omits them).
         let overrides: BTreeMap<&str, Value> =
-            tools.tools_override.iter().map(|(k, o)| (k.as_str(), json!({"name": o.name, "description": o.description}))).collect();
-        let parameters = json!({"filter_tools": tools.tools_filter, "tools_override": overrides});
+            rc.tools_override.iter().map(|(k, o)| (k.as_str(), json!({"name": o.name, "description": o.description}))).collect();
+        let parameters = json!({"filter_tools": rc.tools_filter, "tools_override": overrides});
         chain.extend([step("tool-filter", parameters.clone()), step("tool-call-filter", parameters)]);
     }
     chain.push(step("mcp-parser", json!({})));
     // After parsing: spans and metrics carry the MCP method and tool.
-    if let Some(telemetry) = telemetry {
-        let transport = server.spec.transport.as_str();
-        chain.push(step("telemetry", json!({"config": telemetry, "server_name": server_name(server), "transport": transport})));
+    if let Some(telemetry) = &rc.telemetry_config {
+        chain.push(step("telemetry", json!({"config": telemetry, "server_name": rc.name, "transport": rc.transport})));
     }
     // Webhooks: the mutating ones change the request, then the validating ones judge
     // what will be sent.
-    for (kind, webhooks) in [("mutating-webhook", mutating_webhooks), ("validating-webhook", validating_webhooks)] {
+    for (kind, webhooks) in [("mutating-webhook", &rc.mutating_webhooks), ("validating-webhook", &rc.validating_webhooks)] {
         if !webhooks.is_empty() {
-            let transport = server.spec.transport.as_str();
-            chain.push(step(kind, json!({"webhooks": webhooks, "server_name": server_name(server), "transport": transport})));
+            chain.push(step(kind, json!({"webhooks": webhooks, "server_name": rc.name, "transport": rc.transport})));
         }
     }
     // Last before recovery: decisions see the authenticated caller and the parsed call.
-    if let Some(authz) = authz {
+    if let Some(authz) = &rc.authz_config {
         chain.push(step("authorization", json!({"config_data": authz})));
     }
     chain.push(step("recovery", Value::Null));
@@ -464,7 +452,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         (None, Some(shared)) => Some(crate::authz::from_shared(shared)),
         (None, None) => None,
     };
-    RunConfig {
+    let mut rc = RunConfig {
         schema_version: RUNCONFIG_SCHEMA_VERSION,
         name: name.to_string(),
         // MCPServer names are DNS labels: safe as they are for the runner's names.
@@ -485,19 +473,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         permission_profile: resolved_profile,
         trust_proxy_headers: spec.trust_proxy_headers,
         endpoint_prefix: spec.endpoint_prefix.clone(),
-        middleware_configs: middleware_configs(
-            server,
-            Chain {
-                audit: audit_config.as_ref(),
-                oidc: oidc_config.as_ref(),
-                token_exchange: token_exchange_config.as_ref(),
-                tools: resolved.tools.as_ref(),
-                telemetry: telemetry_config.as_ref(),
-                validating_webhooks: &validating_webhooks,
-                mutating_webhooks: &mutating_webhooks,
-                authz: authz_config.as_ref(),
-            },
-        ),
+        middleware_configs: Vec::new(),
         validating_webhooks,
         mutating_webhooks,
         token_exchange_config,
@@ -517,7 +493,9 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         rate_limit_config: spec.rate_limiting.clone(),
         rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
         scaling_config: spec.backend_replicas.map(|backend_replicas| ScalingConfig { backend_replicas }),
-    }
+    };
+    rc.middleware_configs = middleware_configs(&rc);
+    rc
 }
 
 fn profile_key(profile: &crate::api::PermissionProfileRef) -> String {
