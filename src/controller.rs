@@ -209,7 +209,7 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(MANAGED_SELECTOR)
 }
 
-/// A companion kind the MCPServers reference (MCPGroup, MCPToolConfig): every object
+/// A companion kind the MCPServers reference (MCPGroup, the configuration kinds): every object
 /// in the scope, cached without managedFields or annotations.
 fn companion_stream<K>(
     client: &Client,
@@ -282,27 +282,15 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
         crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
     };
-    // Shared configurations (MCPToolConfig, MCPTelemetryConfig): resolved into the
-    // RunConfig; an edit reconciles the servers that reference it (so the proxy
-    // rolls), found in the server cache.
-    let (tool_config_store, tool_config_stream) = companion_stream::<MCPToolConfig>(&client, nsr, m);
-    let (telemetry_store, telemetry_stream) = companion_stream::<MCPTelemetryConfig>(&client, nsr, m);
-    let referrers = server_store.clone();
-    let tool_config_referrers = move |config: MCPToolConfig| sharedconfig::referencing(&referrers.state(), &config);
-    let referrers = server_store.clone();
-    let telemetry_referrers = move |config: MCPTelemetryConfig| sharedconfig::referencing(&referrers.state(), &config);
-    let (oidc_store, oidc_stream) = companion_stream::<MCPOIDCConfig>(&client, nsr, m);
-    let referrers = server_store.clone();
-    let oidc_referrers = move |config: MCPOIDCConfig| sharedconfig::referencing(&referrers.state(), &config);
-    let (authz_store, authz_stream) = companion_stream::<MCPAuthzConfig>(&client, nsr, m);
-    let referrers = server_store.clone();
-    let authz_referrers = move |config: MCPAuthzConfig| sharedconfig::referencing(&referrers.state(), &config);
-    let (webhook_store, webhook_stream) = companion_stream::<MCPWebhookConfig>(&client, nsr, m);
-    let referrers = server_store.clone();
-    let webhook_referrers = move |config: MCPWebhookConfig| sharedconfig::referencing(&referrers.state(), &config);
-    let (external_auth_store, external_auth_stream) = companion_stream::<MCPExternalAuthConfig>(&client, nsr, m);
-    let referrers = server_store.clone();
-    let external_auth_referrers = move |config: MCPExternalAuthConfig| sharedconfig::referencing(&referrers.state(), &config);
+    // The configuration kinds (tool, telemetry, OIDC, authorization, webhooks,
+    // external auth): resolved into the RunConfig; a change reconciles the servers
+    // that reference it (so the proxy rolls), found in the server cache.
+    let (tool_config_store, tool_config_changes) = companion_stream::<MCPToolConfig>(&client, nsr, m);
+    let (telemetry_store, telemetry_changes) = companion_stream::<MCPTelemetryConfig>(&client, nsr, m);
+    let (oidc_store, oidc_changes) = companion_stream::<MCPOIDCConfig>(&client, nsr, m);
+    let (authz_store, authz_changes) = companion_stream::<MCPAuthzConfig>(&client, nsr, m);
+    let (webhook_store, webhook_changes) = companion_stream::<MCPWebhookConfig>(&client, nsr, m);
+    let (external_auth_store, external_auth_changes) = companion_stream::<MCPExternalAuthConfig>(&client, nsr, m);
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,
@@ -315,20 +303,16 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         external_auth_configs: external_auth_store,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
-    let tool_configs = sharedconfig::run::<MCPToolConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let telemetry_configs = sharedconfig::run::<MCPTelemetryConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let oidc_configs = sharedconfig::run::<MCPOIDCConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let authz_configs = sharedconfig::run::<MCPAuthzConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let webhook_configs = sharedconfig::run::<MCPWebhookConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let external_auth_configs = sharedconfig::run::<MCPExternalAuthConfig>(client.clone(), ns.clone(), wait(shutdown.clone()));
-    let servers_controller = Controller::for_stream(server_stream, server_store)
+    let configs_shutdown = shutdown.clone();
+    let configs = sharedconfig::run_all(client.clone(), ns.clone(), move || wait(configs_shutdown.clone()));
+    let servers_controller = Controller::for_stream(server_stream, server_store.clone())
         .watches_stream(group_stream, naming_servers)
-        .watches_stream(tool_config_stream, tool_config_referrers)
-        .watches_stream(telemetry_stream, telemetry_referrers)
-        .watches_stream(oidc_stream, oidc_referrers)
-        .watches_stream(authz_stream, authz_referrers)
-        .watches_stream(webhook_stream, webhook_referrers)
-        .watches_stream(external_auth_stream, external_auth_referrers)
+        .watches_stream(tool_config_changes, sharedconfig::referrers(server_store.clone()))
+        .watches_stream(telemetry_changes, sharedconfig::referrers(server_store.clone()))
+        .watches_stream(oidc_changes, sharedconfig::referrers(server_store.clone()))
+        .watches_stream(authz_changes, sharedconfig::referrers(server_store.clone()))
+        .watches_stream(webhook_changes, sharedconfig::referrers(server_store.clone()))
+        .watches_stream(external_auth_changes, sharedconfig::referrers(server_store.clone()))
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -344,10 +328,6 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
             }
             futures::future::ready(())
         });
-    let configs = futures::future::join(
-        futures::future::join3(tool_configs, telemetry_configs, oidc_configs),
-        futures::future::join3(authz_configs, webhook_configs, external_auth_configs),
-    );
     futures::future::join3(servers_controller, groups, configs).await;
     info!(scope = %scope_label, "MCPServer controller stopped");
 }

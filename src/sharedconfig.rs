@@ -192,7 +192,7 @@ pub fn resolve<K: SharedConfig>(server: &MCPServer, configs: &Store<K>, out: &mu
 }
 
 /// The servers in the cache that reference `config`.
-pub fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> Vec<ObjectRef<MCPServer>> {
+fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> Vec<ObjectRef<MCPServer>> {
     let (ns, name) = (config.namespace(), config.name_any());
     servers
         .iter()
@@ -201,12 +201,40 @@ pub fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> V
         .collect()
 }
 
+/// The mapper for the MCPServer controller: a changed K to the servers in the cache
+/// that reference it.
+pub fn referrers<K: SharedConfig>(servers: Store<MCPServer>) -> impl Fn(K) -> Vec<ObjectRef<MCPServer>> + Send + Sync + 'static {
+    move |config| referencing(&servers.state(), &config)
+}
+
+/// Runs the status controller of every configuration kind in `ns` (all namespaces
+/// when None) until each one's `shutdown()` resolves.
+pub async fn run_all<F>(client: Client, ns: Option<String>, shutdown: impl Fn() -> F)
+where
+    F: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    use crate::{
+        authz::MCPAuthzConfig, externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig, telemetry::MCPTelemetryConfig,
+        toolconfig::MCPToolConfig, webhookconfig::MCPWebhookConfig,
+    };
+    let (c, n) = (&client, &ns);
+    futures::future::join(
+        futures::future::join3(
+            run::<MCPToolConfig>(c.clone(), n.clone(), shutdown()),
+            run::<MCPTelemetryConfig>(c.clone(), n.clone(), shutdown()),
+            run::<MCPOIDCConfig>(c.clone(), n.clone(), shutdown()),
+        ),
+        futures::future::join3(
+            run::<MCPAuthzConfig>(c.clone(), n.clone(), shutdown()),
+            run::<MCPWebhookConfig>(c.clone(), n.clone(), shutdown()),
+            run::<MCPExternalAuthConfig>(c.clone(), n.clone(), shutdown()),
+        ),
+    )
+    .await;
+}
+
 /// Keeps the status of every K in `ns` (all namespaces when None) current.
-pub async fn run<K: SharedConfig>(
-    client: Client,
-    ns: Option<String>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+async fn run<K: SharedConfig>(client: Client, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let configs = crate::controller::scoped::<K>(&client, ns.as_deref());
     let results = Controller::new(configs, watcher::Config::default()).graceful_shutdown_on(shutdown).run(
         reconcile::<K>,
