@@ -170,6 +170,29 @@ where
     }
 }
 
+/// A namespaced kind the operator watches into a cache of its own.
+pub trait Cached:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A metadata watch of one child kind (label `toolhive=true`), feeding a store and
 /// yielding every touched object so its owner is reconciled.
 fn child_stream<K>(
@@ -178,13 +201,7 @@ fn child_stream<K>(
     metrics: &Metrics,
 ) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
 {
     let api = scoped::<PartialObjectMeta<K>>(client, ns);
     slim_stream(api, metrics, K::plural(&()).to_string(), managed(), |child| {
@@ -217,13 +234,7 @@ fn companion_stream<K>(
     metrics: &Metrics,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
 {
     slim_stream(scoped::<K>(client, ns), metrics, K::plural(&()).to_string(), watcher::Config::default(), |o| {
         resources::slim_metadata(o.meta_mut(), &[])

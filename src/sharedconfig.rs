@@ -10,7 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
-    Client, Resource, ResourceExt,
+    Client, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
@@ -19,7 +19,7 @@ use kube::{
     },
 };
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::api::MCPServer;
@@ -42,16 +42,7 @@ pub struct ConfigStatus {
 pub const CONDITION_VALID: &str = "Valid";
 
 /// A configuration kind an MCPServer names in one of its `spec.*Ref` fields.
-pub trait SharedConfig:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
+pub trait SharedConfig: crate::controller::Cached + Serialize {
     type Spec: Serialize + Clone;
     /// The reasons of the Valid condition, true and false (the reference's, per kind).
     const VALID_REASON: &'static str = "ValidationSucceeded";
