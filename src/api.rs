@@ -184,10 +184,9 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_storage: Option<SessionStorageConfig>,
 
-    /// Rate limits enforced by the proxy; requires redis session storage.
+    /// Rate limits the proxy enforces on tool calls; requires redis session storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserve_unknown_object")]
-    pub rate_limiting: Option<Value>,
+    pub rate_limiting: Option<crate::ratelimit::RateLimitConfig>,
 }
 
 /// The proxy port when the spec names none (the CRD's default).
@@ -528,9 +527,11 @@ pub struct AuditConfig {
     pub enabled: bool,
 }
 
-/// Session storage for horizontally scaled proxies.
+/// Session storage for horizontally scaled proxies: with `redis`, every proxy replica
+/// finds every session (and rate limits are counted there).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.provider == 'redis' ? has(self.address) : true", "message": "address is required"}]))]
 pub struct SessionStorageConfig {
     /// memory or redis.
     pub provider: SessionStorageProvider,
@@ -723,7 +724,6 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
         set_in: |s| s.authz_config.as_ref().is_some_and(|a| a.config_type != AuthzConfigType::Inline),
         allowed: Some(AllowedForm { cel: "self.authzConfig.type == 'inline'", json: |v| v["type"] == "inline" }),
     },
-    Unsupported { field: "sessionStorage", what: "shared session storage", set_in: |s| s.session_storage.is_some(), allowed: None },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
     Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty(), allowed: None },
@@ -752,6 +752,15 @@ const SPEC_RULES: &[(&str, &str)] = &[
     (
         "!has(self.rateLimiting) || (has(self.sessionStorage) && self.sessionStorage.provider == 'redis')",
         "rateLimiting requires sessionStorage with provider 'redis'",
+    ),
+    // Per-caller buckets without an authenticated caller would count nobody.
+    (
+        "!(has(self.rateLimiting) && has(self.rateLimiting.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
+        "rateLimiting.perUser requires authentication (oidcConfigRef or externalAuthConfigRef)",
+    ),
+    (
+        "!has(self.rateLimiting) || !has(self.rateLimiting.tools) || self.rateLimiting.tools.all(t, !has(t.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
+        "per-tool perUser rate limiting requires authentication (oidcConfigRef or externalAuthConfigRef)",
     ),
 ];
 

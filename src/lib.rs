@@ -12,6 +12,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
+pub mod ratelimit;
 pub mod resources;
 pub mod sharedconfig;
 pub mod status;

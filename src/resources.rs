@@ -22,7 +22,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::{MCPServer, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
+use crate::api::{
+    MCPServer, MCPServerSpec, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, SessionStorageProvider, Transport,
+};
 use crate::authz::MCPAuthzConfigSpec;
 use crate::externalauth::{MCPExternalAuthConfigSpec, RunnerTokenExchange};
 use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
@@ -211,7 +213,7 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_config: Option<AuditConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit_config: Option<Value>,
+    pub rate_limit_config: Option<crate::ratelimit::RateLimitConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,6 +337,18 @@ pub fn middleware_configs(rc: &RunConfig) -> Vec<Middleware> {
     if let Some(telemetry) = &rc.telemetry_config {
         chain.push(step("telemetry", json!({"config": telemetry, "server_name": rc.name, "transport": rc.transport})));
     }
+    // After parsing (the tool's name) and telemetry (its span notes the refusal).
+    if let Some(limits) = &rc.rate_limit_config {
+        let redis = rc.scaling_config.as_ref().and_then(|s| s.session_redis.as_ref());
+        let mut parameters = json!({"namespace": rc.rate_limit_namespace, "server_name": rc.name, "config": limits});
+        if let Some(redis) = redis {
+            parameters["redis_addr"] = json!(redis.address);
+            if redis.db != 0 {
+                parameters["redis_db"] = json!(redis.db);
+            }
+        }
+        chain.push(step("ratelimit", parameters));
+    }
     // Webhooks: the mutating ones change the request, then the validating ones judge
     // what will be sent.
     for (kind, webhooks) in [("mutating-webhook", &rc.mutating_webhooks), ("validating-webhook", &rc.validating_webhooks)] {
@@ -366,7 +380,38 @@ impl Default for AuditConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScalingConfig {
-    pub backend_replicas: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_replicas: Option<i32>,
+    /// Where the proxies keep sessions (and count rate limits); the password reaches
+    /// the proxy as THV_SESSION_REDIS_PASSWORD, never through the RunConfig.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_redis: Option<SessionRedis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRedis {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub db: i32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_prefix: String,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// The Redis password, by reference to its Secret, as the runner reads it.
+fn redis_password_env(spec: &MCPServerSpec) -> Option<EnvVar> {
+    let storage = spec.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)?;
+    Some(crate::sharedconfig::secret_env("THV_SESSION_REDIS_PASSWORD", storage.password_ref.as_ref()?))
+}
+
+/// The Redis the spec's session storage names, if it names one.
+fn session_redis(spec: &MCPServerSpec) -> Option<SessionRedis> {
+    let storage = spec.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)?;
+    Some(SessionRedis { address: storage.address.clone(), db: storage.db, key_prefix: storage.key_prefix.clone() })
 }
 
 /// What every proxy gets from the operator's own settings.
@@ -490,9 +535,12 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
             .map(|(k, o)| (k.clone(), ToolRename { name: o.name.clone(), description: o.description.clone() }))
             .collect(),
         audit_config,
-        rate_limit_config: spec.rate_limiting.clone(),
+        rate_limit_config: spec.rate_limiting.as_ref().map(crate::ratelimit::RateLimitConfig::for_runner),
         rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
-        scaling_config: spec.backend_replicas.map(|backend_replicas| ScalingConfig { backend_replicas }),
+        scaling_config: match (spec.backend_replicas, session_redis(spec)) {
+            (None, None) => None,
+            (backend_replicas, session_redis) => Some(ScalingConfig { backend_replicas, session_redis }),
+        },
     };
     rc.middleware_configs = middleware_configs(&rc);
     rc
@@ -795,6 +843,11 @@ impl Base<'_> {
             ..Default::default()
         });
         env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
+        // After the overrides, and in their place: the password comes from its Secret.
+        if let Some(password) = redis_password_env(&server.spec) {
+            env_vars.retain(|e| e.name != password.name);
+            env_vars.push(password);
+        }
 
         let mut volumes = vec![Volume {
             name: "runconfig".into(),
@@ -1051,6 +1104,42 @@ mod tests {
         assert_eq!(runconfig(&s, &elsewhere, &Resolved::default()).host, "127.0.0.1", "TOOLHIVE_PROXY_HOST reaches the runner");
         let patch = pod_template_patch(&s);
         assert_eq!(patch["spec"]["serviceAccountName"], "osv-sa");
+    }
+
+    #[test]
+    fn redis_sessions_and_rate_limits_reach_the_runner_and_the_password_only_by_reference() {
+        let s = server(json!({"image": "img", "transport": "streamable-http", "backendReplicas": 2,
+            "sessionStorage": {"provider": "redis", "address": "redis.team-a:6379", "db": 2, "keyPrefix": "thv:",
+                               "passwordRef": {"name": "redis", "key": "password"}},
+            "rateLimiting": {"shared": {"maxTokens": 100, "refillPeriod": "60s"},
+                             "tools": [{"name": "search", "shared": {"maxTokens": 5, "refillPeriod": "10s"}}]},
+            "resourceOverrides": {"proxyDeployment": {"env": [{"name": "THV_SESSION_REDIS_PASSWORD", "value": "plain"}]}}}));
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("r"), &Resolved::default())).unwrap();
+        assert_eq!(
+            rc["scaling_config"],
+            json!({"backend_replicas": 2, "session_redis": {"address": "redis.team-a:6379", "db": 2, "key_prefix": "thv:"}})
+        );
+        assert_eq!(rc["rate_limit_config"]["shared"]["refillPeriod"], "1m0s", "as Go prints it");
+        assert_eq!(rc["rate_limit_namespace"], "team-a");
+        let chain = rc["middleware_configs"].as_array().unwrap();
+        let kinds: Vec<&str> = chain.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["bodylimit", "auth", "mcp-parser", "ratelimit", "recovery"]);
+        assert_eq!(
+            chain[3]["parameters"],
+            json!({"namespace": "team-a", "server_name": "osv", "config": rc["rate_limit_config"],
+                   "redis_addr": "redis.team-a:6379", "redis_db": 2})
+        );
+        assert!(!rc.to_string().contains("password"), "no password in the RunConfig: {rc}");
+        let env = &deployment(&s)["spec"]["template"]["spec"]["containers"][0]["env"];
+        let passwords: Vec<&Value> = env.as_array().unwrap().iter().filter(|e| e["name"] == "THV_SESSION_REDIS_PASSWORD").collect();
+        assert_eq!(
+            passwords,
+            [&json!({"name": "THV_SESSION_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "password"}}})],
+            "from the Secret, and in place of a plain override"
+        );
+        let memory = server(json!({"image": "img", "sessionStorage": {"provider": "memory"}}));
+        let rc_memory = serde_json::to_value(runconfig(&memory, &ProxySettings::new("r"), &Resolved::default())).unwrap();
+        assert!(rc_memory.get("scaling_config").is_none(), "in-memory sessions need nothing from the runner: {rc_memory}");
     }
 
     #[test]

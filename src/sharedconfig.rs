@@ -22,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+pub use crate::api::SecretKeyRef;
 use crate::api::MCPServer;
 use crate::error::Error;
 use crate::status::condition;
@@ -243,12 +244,6 @@ async fn reconcile<K: SharedConfig>(config: Arc<K>, client: Arc<Client>) -> Resu
         info!(kind = %K::kind(&()), namespace = %ns, name = %name, hash = %desired.config_hash, "status written");
     }
     Ok(Action::await_change())
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -240,10 +240,12 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
             json!({"image": "ghcr.io/acme/tool", "authServerRef": {"name": "a"}}),
             "spec.authServerRef: Forbidden".into(),
         ),
+        // A refill period the runner could not read would keep the proxy from starting.
         (
-            "session storage not implemented",
-            json!({"image": "ghcr.io/acme/tool", "sessionStorage": {"provider": "redis"}}),
-            "spec.sessionStorage: Forbidden".into(),
+            "rate limit refill period that is not a duration",
+            json!({"image": "ghcr.io/acme/tool", "sessionStorage": {"provider": "redis", "address": "redis:6379"},
+                   "rateLimiting": {"tools": [{"name": "t", "shared": {"maxTokens": 1, "refillPeriod": "1 day"}}]}}),
+            "spec.rateLimiting.tools[0].shared.refillPeriod: Invalid value".into(),
         ),
     ];
     // The baseline Pod Security Standard (the default level), every control.

@@ -148,6 +148,8 @@ pub struct ReviewedSpec {
     pub pod_template_spec: Option<Value>,
     #[serde(default)]
     pub service_account: Option<String>,
+    #[serde(default)]
+    pub rate_limiting: Option<crate::ratelimit::RateLimitConfig>,
 }
 
 /// Reads `value` as `T`, reporting a type error at its field path under `base`.
@@ -217,6 +219,9 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         ));
     }
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
+    for (path, problem) in spec.rate_limiting.iter().flat_map(|r| r.problems()) {
+        out.push(Violation::new(format!("spec.rateLimiting.{path}"), FieldError::Invalid, Rule::Spec, problem));
+    }
     if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
         check_ceiling(resources, policy, "spec.resources", &mut out);
     }

@@ -207,6 +207,34 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(denied.is_err(), "not permitted by the policy: {denied:?}");
     authenticated.close().await.unwrap();
 
+    // Sessions in Redis, and rate limits counted there: a Redis on the node's host
+    // (the pods reach it through the bridge), with a password the proxy reads from a
+    // Secret. The runner cannot start without reaching it, so Ready proves the password.
+    let redis = HostRedis::start(&work);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis"}, "stringData": {"password": redis.password}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &team).create(&PostParams::default(), &secret).await.unwrap();
+    let limited = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
+        "sessionStorage": {"provider": "redis", "address": redis.address, "keyPrefix": "pods-team:limited:",
+                           "passwordRef": {"name": "redis", "key": "password"}},
+        "rateLimiting": {"tools": [{"name": "read_graph", "shared": {"maxTokens": 2, "refillPeriod": "1h"}}]}});
+    create(&servers, &server("limited", limited)).await;
+    ready(&servers, operator, "limited").await;
+    let counted = open_session(&admin, &team, "limited", operator).await;
+    let sessions = redis.keys("pods-team:limited:*");
+    assert!(!sessions.is_empty(), "the proxy keeps its sessions in Redis under the key prefix");
+    for call in 1..=2 {
+        let answer = counted.call("read_graph", json!({})).await;
+        assert!(answer.is_ok(), "call {call} of 2 allowed: {answer:?}");
+    }
+    let refused = counted.call("read_graph", json!({})).await.err().map(|e| format!("{e:#}"));
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("HTTP 429")),
+        "the third read_graph within the hour is over the limit (429 Too Many Requests): {refused:?}"
+    );
+    assert!(counted.call("create_entities", json!({"entities": []})).await.is_ok(), "other tools are not limited");
+    counted.close().await.unwrap();
+
     // The restarted-at annotation rolls the proxy: a new runner pod, ready again.
     let before = runner_pod.uid().unwrap();
     let restart = json!({"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: "2026-11-30T00:00:00Z"}}});
@@ -270,7 +298,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             all.iter().any(|s| s["metric"]["phase"] == "Failed" && s["value"][1] == "1").then_some(all)
         })
         .await;
-    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "3"), "{phases:?}");
+    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "4"), "{phases:?}");
 
     // Deleting the MCPServer removes the runner's StatefulSet and Services, and
     // garbage collection the operator's children.
@@ -384,4 +412,51 @@ fn pod_logs(kubeconfig: &std::path::Path, team: &str) -> String {
         out.push_str(&format!("\n--- {team}/{pod}\n{log}{err}"));
     }
     out
+}
+
+/// A Redis on the host, listening on the node's bridge address only, with a
+/// password; stopped when dropped.
+struct HostRedis {
+    child: std::process::Child,
+    address: String,
+    password: String,
+}
+
+impl HostRedis {
+    fn start(work: &std::path::Path) -> Self {
+        let gateway = controlplane::node::GATEWAY;
+        let port = std::net::TcpListener::bind((gateway, 0)).unwrap().local_addr().unwrap().port();
+        let password = format!("pw-{}", std::process::id());
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", &gateway.to_string(), "--port", &port.to_string(), "--requirepass", &password])
+            .args(["--save", "", "--appendonly", "no", "--dir", work.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/node-packages.sh installs it)");
+        let redis = Self { child, address: format!("{gateway}:{port}"), password };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect((gateway, port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not listen on {}", redis.address);
+    }
+
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let (host, port) = self.address.split_once(':').unwrap();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "--no-auth-warning", "-a", &self.password, "--raw", "keys", pattern])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    }
+}
+
+impl Drop for HostRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
