@@ -456,6 +456,16 @@ pub enum AuthServerKind {
 /// Authorization policy: from a ConfigMap or inline Cedar policies.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type == 'configMap' ? has(self.configMap) : !has(self.configMap)",
+     "message": "configMap must be set when type is 'configMap', and must not be set otherwise"},
+    {"rule": "self.type == 'inline' ? has(self.inline) : !has(self.inline)",
+     "message": "inline must be set when type is 'inline', and must not be set otherwise"},
+    // The proxy reads a ConfigMap's policies as they are: the operator never reads
+    // them, so it cannot lay these over them.
+    {"rule": "self.type != 'configMap' || (!has(self.groupClaimName) && !has(self.roleClaimName) && !has(self.groupEntityType))",
+     "message": "with type configMap, set groupClaimName, roleClaimName and groupEntityType in the ConfigMap's Cedar configuration (group_claim_name, role_claim_name, group_entity_type)"}
+]))]
 pub struct AuthzConfig {
     /// configMap or inline.
     #[serde(default, rename = "type")]
@@ -679,24 +689,14 @@ pub struct Unsupported {
     pub what: &'static str,
     /// Whether a spec sets it (in a form this operator does not implement).
     pub set_in: fn(&MCPServerSpec) -> bool,
-    /// For a field only some of whose forms are implemented: which.
-    pub allowed: Option<AllowedForm>,
-}
-
-/// The implemented forms of a field, said twice over the same JSON: as a CEL condition
-/// on `self.<field>` (the CRD rule) and as a test of the field's value (the webhook).
-pub struct AllowedForm {
-    pub cel: &'static str,
-    pub json: fn(&Value) -> bool,
 }
 
 impl Unsupported {
     /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
     pub fn rule(&self, schema: &Value) -> String {
-        match (&self.allowed, schema["type"].as_str()) {
-            (Some(allowed), _) => format!("!has(self.{}) || {}", self.field, allowed.cel),
-            (None, Some("array")) => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
-            (None, _) => format!("!has(self.{})", self.field),
+        match schema["type"].as_str() {
+            Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
+            _ => format!("!has(self.{})", self.field),
         }
     }
 
@@ -714,19 +714,10 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
         field: "authServerRef",
         what: "the embedded authorization server",
         set_in: |s| s.auth_server_ref.is_some(),
-        allowed: None,
-    },
-    // Policies given inline, or in an MCPAuthzConfig, are carried out; read from a
-    // ConfigMap they are not (the operator would have to read tenants' ConfigMaps).
-    Unsupported {
-        field: "authzConfig",
-        what: "authorization policies read from a ConfigMap; give them inline (type inline) or in an MCPAuthzConfig",
-        set_in: |s| s.authz_config.as_ref().is_some_and(|a| a.config_type != AuthzConfigType::Inline),
-        allowed: Some(AllowedForm { cel: "self.authzConfig.type == 'inline'", json: |v| v["type"] == "inline" }),
     },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
-    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty(), allowed: None },
+    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
 ];
 
 impl MCPServerSpec {

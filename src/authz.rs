@@ -2,9 +2,11 @@
 //! external decision point over HTTP). An MCPServer gives it inline
 //! (`spec.authzConfig`, type inline) or names a shared MCPAuthzConfig
 //! (`spec.authzConfigRef`, same namespace). Either way the proxy runner gets the
-//! authorizer's configuration in the RunConfig's `authz_config` and an `authz` step;
-//! a missing or invalid MCPAuthzConfig stops the proxy, so a server that asked for
-//! authorization never serves without it.
+//! authorizer's configuration in the RunConfig's `authz_config` and an `authorization`
+//! step; a missing or invalid MCPAuthzConfig stops the proxy, so a server that asked
+//! for authorization never serves without it. Policies in a ConfigMap
+//! (`spec.authzConfig`, type configMap) are mounted into the runner, which reads them
+//! from the file; the operator only watches the ConfigMap's metadata.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
@@ -12,8 +14,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{AuthzConfig, AuthzConfigType};
-use crate::sharedconfig::ConfigStatus;
+use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::{AuthzConfig, AuthzConfigType, MCPServer};
+use crate::sharedconfig::{ConfigStatus, References};
 
 /// An authorizer for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -99,8 +106,8 @@ pub fn from_shared(spec: &MCPAuthzConfigSpec) -> Value {
     json!({"version": FORMAT_VERSION, "type": spec.authorizer, key: spec.config})
 }
 
-/// The runner's authorization configuration from `spec.authzConfig` (type inline:
-/// Cedar policies); None for any other type, which is refused at admission.
+/// The runner's authorization configuration from `spec.authzConfig` of type inline
+/// (Cedar policies); None for type configMap, which the runner reads from its mount.
 pub fn from_inline(config: &AuthzConfig) -> Option<Value> {
     let inline = config.inline.as_ref().filter(|_| config.config_type == AuthzConfigType::Inline)?;
     let mut cedar = json!({"policies": inline.policies, "entities_json": inline.entities_json});
@@ -151,4 +158,57 @@ mod tests {
         let from_configmap: AuthzConfig = serde_json::from_value(json!({"type": "configMap", "configMap": {"name": "p"}})).unwrap();
         assert_eq!(from_inline(&from_configmap), None);
     }
+}
+
+/// Where the proxy runner reads policies given in a ConfigMap (`spec.authzConfig`,
+/// type configMap): the ConfigMap's key mounted as this file. The operator never
+/// reads the ConfigMap; it only sees that it exists and when it changes.
+pub const POLICY_FILE_DIR: &str = "/etc/toolhive/authz";
+pub const POLICY_FILE: &str = "/etc/toolhive/authz/authz.json";
+const POLICY_VOLUME: &str = "authz-config";
+
+/// The ConfigMap `server`'s policies are read from, if it names one.
+pub fn policy_configmap(server: &MCPServer) -> Option<&crate::api::ConfigMapKeyRef> {
+    let config = server.spec.authz_config.as_ref().filter(|c| c.config_type == AuthzConfigType::ConfigMap)?;
+    config.config_map.as_ref()
+}
+
+/// The resourceVersion of `server`'s policy ConfigMap from the cache of ConfigMap
+/// metadata (it rolls the proxy when the ConfigMap changes); None without one. A
+/// missing one stops the proxy, as a missing MCPAuthzConfig does: the runner could
+/// not start without its policies.
+pub fn policy_version(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigMap>>, out: &mut References) -> Option<String> {
+    let name = &policy_configmap(server)?.name;
+    let ns = server.namespace().unwrap_or_default();
+    match configmaps.get(&ObjectRef::new(name).within(&ns)) {
+        Some(configmap) => Some(configmap.resource_version().unwrap_or_default()),
+        None => {
+            out.problems.push(format!(
+                "spec.authzConfig.configMap: ConfigMap {name} not found in namespace {ns}; the proxy is stopped until it exists"
+            ));
+            None
+        }
+    }
+}
+
+/// The mapper for the MCPServer controller: a changed ConfigMap to the servers in
+/// the cache whose policies it holds.
+pub fn policy_readers(servers: Store<MCPServer>) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<MCPServer>> + Send + Sync {
+    move |configmap| {
+        let (ns, name) = (configmap.namespace(), configmap.name_any());
+        let state = servers.state();
+        let readers = state.iter().filter(|s| s.namespace() == ns && policy_configmap(s).is_some_and(|c| c.name == name));
+        readers.map(|s| ObjectRef::from_obj(s.as_ref())).collect()
+    }
+}
+
+/// The policy ConfigMap's key, mounted where the runner reads it (the reference's
+/// volume, name and path).
+pub fn policy_volume(config_map: &crate::api::ConfigMapKeyRef) -> (Volume, VolumeMount) {
+    let items = vec![KeyToPath { key: config_map.key.clone(), path: "authz.json".into(), mode: None }];
+    let source = ConfigMapVolumeSource { name: config_map.name.clone(), items: Some(items), ..Default::default() };
+    let volume = Volume { name: POLICY_VOLUME.into(), config_map: Some(source), ..Default::default() };
+    let mount =
+        VolumeMount { name: POLICY_VOLUME.into(), mount_path: POLICY_FILE_DIR.into(), read_only: Some(true), ..Default::default() };
+    (volume, mount)
 }

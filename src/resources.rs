@@ -44,6 +44,9 @@ pub const SPEC_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/applied-hash";
 pub const RUNCONFIG_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/runconfig-hash";
 /// The MCPServer generation on the proxy pod, read by the runner (THV_MCPSERVER_GENERATION).
 pub const GENERATION_ANNOTATION: &str = "toolhive.stacklok.dev/mcpserver-generation";
+/// Pod-template annotation carrying the policy ConfigMap's resourceVersion (the runner
+/// reads the policies once, at start): an edit of the policies rolls the proxy.
+pub const AUTHZ_POLICY_VERSION_ANNOTATION: &str = "toolhive.stacklok.dev/authz-policy-version";
 
 /// Names of the objects the operator creates for an MCPServer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +242,10 @@ pub struct RunConfig {
     /// The authorizer (inline policies or the MCPAuthzConfig), as the runner reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_config: Option<Value>,
+    /// Policies the runner reads from a file: a ConfigMap mounted (spec.authzConfig
+    /// of type configMap).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub authz_config_path: String,
     /// From the MCPWebhookConfig.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub validating_webhooks: Vec<RunnerWebhook>,
@@ -359,6 +366,8 @@ pub fn middleware_configs(rc: &RunConfig) -> Vec<Middleware> {
     // Last before recovery: decisions see the authenticated caller and the parsed call.
     if let Some(authz) = &rc.authz_config {
         chain.push(step("authorization", json!({"config_data": authz})));
+    } else if !rc.authz_config_path.is_empty() {
+        chain.push(step("authorization", json!({"config_path": rc.authz_config_path})));
     }
     chain.push(step("recovery", Value::Null));
     chain
@@ -447,6 +456,9 @@ pub struct Resolved {
     pub webhooks: Option<MCPWebhookConfigSpec>,
     /// spec.externalAuthConfigRef's MCPExternalAuthConfig, found and valid.
     pub external_auth: Option<MCPExternalAuthConfigSpec>,
+    /// The resourceVersion of spec.authzConfig's policy ConfigMap (type configMap):
+    /// in the proxy's pod template, so an edit of the policies rolls it.
+    pub authz_policy_version: Option<String>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -523,6 +535,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         mutating_webhooks,
         token_exchange_config,
         authz_config,
+        authz_config_path: crate::authz::policy_configmap(server).map(|_| crate::authz::POLICY_FILE.to_string()).unwrap_or_default(),
         telemetry_config,
         thv_ca_bundle: oidc_config.as_ref().map(|o| o.ca_cert_path.clone()).unwrap_or_default(),
         jwks_auth_token_file: oidc_config.as_ref().map(|o| o.auth_token_file.clone()).unwrap_or_default(),
@@ -812,6 +825,9 @@ impl Base<'_> {
         if let Some(generation) = server.metadata.generation {
             pod_annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
         }
+        if let Some(version) = &self.resolved.authz_policy_version {
+            pod_annotations.insert(AUTHZ_POLICY_VERSION_ANNOTATION.into(), version.clone());
+        }
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
         }
@@ -882,7 +898,12 @@ impl Base<'_> {
         }
         let oidc_bundle = self.resolved.oidc.as_ref().and_then(crate::oidc::ca_bundle_volume);
         let webhook_secrets = self.resolved.webhooks.iter().flat_map(crate::webhookconfig::secret_volumes);
-        let extra = oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)).chain(webhook_secrets);
+        let policies = crate::authz::policy_configmap(server).map(crate::authz::policy_volume);
+        let extra = oidc_bundle
+            .into_iter()
+            .chain(telemetry.and_then(crate::telemetry::ca_bundle_volume))
+            .chain(webhook_secrets)
+            .chain(policies);
         for (volume, mount) in extra {
             volumes.push(volume);
             mounts.push(mount);
@@ -1140,6 +1161,30 @@ mod tests {
         let memory = server(json!({"image": "img", "sessionStorage": {"provider": "memory"}}));
         let rc_memory = serde_json::to_value(runconfig(&memory, &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert!(rc_memory.get("scaling_config").is_none(), "in-memory sessions need nothing from the runner: {rc_memory}");
+    }
+
+    #[test]
+    fn policies_in_a_configmap_are_mounted_for_the_runner_and_their_edits_roll_the_proxy() {
+        let s = server(json!({"image": "img", "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "cedar.json"}}}));
+        let resolved = Resolved { authz_policy_version: Some("41".into()), ..Default::default() };
+        let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("r"), &resolved)).unwrap();
+        assert!(rc.get("authz_config").is_none(), "the operator never reads the policies: {rc}");
+        assert_eq!(rc["authz_config_path"], "/etc/toolhive/authz/authz.json");
+        let chain = rc["middleware_configs"].as_array().unwrap();
+        let step = chain.iter().find(|m| m["type"] == "authorization").expect("an authorization step");
+        assert_eq!(step["parameters"], json!({"config_path": "/etc/toolhive/authz/authz.json"}));
+        let d = desired_children(&s, &ProxySettings::new("r"), &resolved).unwrap();
+        let d = d.into_iter().find_map(|c| if let Child::Deployment(d) = c { Some(d) } else { None }).unwrap();
+        let d = serde_json::to_value(d).unwrap();
+        let pod = &d["spec"]["template"];
+        assert_eq!(pod["metadata"]["annotations"][AUTHZ_POLICY_VERSION_ANNOTATION], "41");
+        let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "authz-config").unwrap();
+        assert_eq!(volume["configMap"], json!({"name": "policies", "items": [{"key": "cedar.json", "path": "authz.json"}]}));
+        let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
+        assert!(mounts.contains(&json!({"name": "authz-config", "mountPath": "/etc/toolhive/authz", "readOnly": true})), "{mounts:?}");
+        let inline = server(json!({"image": "img", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}));
+        let rc_inline = serde_json::to_value(runconfig(&inline, &ProxySettings::new("r"), &Resolved::default())).unwrap();
+        assert!(rc_inline.get("authz_config_path").is_none() && rc_inline["authz_config"]["cedar"]["policies"][0].is_string());
     }
 
     #[test]

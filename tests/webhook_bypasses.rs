@@ -231,11 +231,6 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
         // Fields this operator does not implement: refused, never accepted and ignored.
         (
-            "authz policies from a ConfigMap not implemented",
-            json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "configMap", "configMap": {"name": "policies"}}}),
-            "spec.authzConfig: Forbidden".into(),
-        ),
-        (
             "auth server not implemented",
             json!({"image": "ghcr.io/acme/tool", "authServerRef": {"name": "a"}}),
             "spec.authServerRef: Forbidden".into(),

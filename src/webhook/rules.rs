@@ -185,7 +185,8 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     }
     for unsupported in crate::api::UNSUPPORTED_FIELDS {
         let value = fields.get(unsupported.field);
-        if value.is_some_and(|v| !unsupported.allowed.as_ref().is_some_and(|a| (a.json)(v))) {
+        // As the CRD rule: an empty list sets nothing.
+        if value.is_some_and(|v| v.as_array().is_none_or(|list| !list.is_empty())) {
             out.push(Violation::new(
                 format!("spec.{}", unsupported.field),
                 FieldError::Forbidden,

@@ -768,7 +768,7 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
 }
 
 #[tokio::test]
-async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_stops_without_them() {
+async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the_proxy_stops_without_them() {
     use toolhive_operator::authz::MCPAuthzConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
@@ -837,11 +837,55 @@ async fn authorization_policies_reach_the_proxy_inline_or_shared_and_the_proxy_s
     })
     .await;
 
-    // Policies read from a ConfigMap are not carried out: refused, with what to do.
-    let from_configmap =
-        Guide::manifest("cm-policed", &g.team, "{image: ghcr.io/acme/tool, authzConfig: {type: configMap, configMap: {name: p}}}");
-    let (ok, _, err) = g.kubectl_apply(&from_configmap, &[]);
-    assert!(!ok && err.contains("give them inline (type inline) or in an MCPAuthzConfig"), "{err}");
+    // Policies in a ConfigMap: mounted for the runner, which reads the file; the
+    // operator sees only that the ConfigMap exists and when it changes. Missing: the
+    // server is Failed and its proxy never starts.
+    let cm_server = json!({"image": "ghcr.io/acme/tool", "authzConfig": {"type": "configMap", "configMap": {"name": "team-cedar"}}});
+    create(g, &servers, &server("cm-policed", cm_server)).await;
+    eventually("cm-policed Failed: its policy ConfigMap not found, no proxy replica", &g.operator, || async {
+        let status = servers.get("cm-policed").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "cm-policed").await?;
+        let says = status.message.contains("spec.authzConfig.configMap: ConfigMap team-cedar not found");
+        (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+    })
+    .await;
+    let policy_file = |policies: &str| {
+        let file = json!({"version": "1.0", "type": "cedarv1", "cedar": {"policies": [policies], "entities_json": "[]"}});
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": "team-cedar"}, "data": {"authz.json": file.to_string()}})).unwrap()
+    };
+    configmaps.create(&PostParams::default(), &policy_file(call_search)).await.unwrap();
+    let policy_version = |d: Deployment| {
+        let template = d.spec?.template;
+        let version = template.metadata?.annotations?.get("toolhive.stacklok.dev/authz-policy-version")?.clone();
+        let volumes = template.spec?.volumes?;
+        let mounted = volumes.iter().any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "team-cedar"));
+        mounted.then_some(version)
+    };
+    let first_version = eventually("cm-policed's proxy with the ConfigMap mounted, serving", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "cm-policed").await?;
+        let step = rc["middleware_configs"].as_array()?.iter().find(|m| m["type"] == "authorization")?.clone();
+        (step["parameters"]["config_path"] == rc["authz_config_path"] && rc.get("authz_config").is_none()).then_some(())?;
+        let deployment = deployments.get_opt("cm-policed").await.ok()??;
+        (deployment.spec.as_ref()?.replicas != Some(0)).then_some(())?;
+        policy_version(deployment)
+    })
+    .await;
+    configmaps.replace("team-cedar", &PostParams::default(), &policy_file(call_any)).await.unwrap();
+    eventually("an edit of the policies rolls cm-policed's proxy", &g.operator, || async {
+        let version = policy_version(deployments.get_opt("cm-policed").await.ok()??)?;
+        (version != first_version).then_some(())
+    })
+    .await;
+    // Claim settings cannot be laid over policies the operator never reads: refused.
+    let overridden = Guide::manifest(
+        "cm-claims",
+        &g.team,
+        "{image: ghcr.io/acme/tool, authzConfig: {type: configMap, configMap: {name: team-cedar}, groupClaimName: groups}}",
+    );
+    let (ok, _, err) = g.kubectl_apply(&overridden, &[]);
+    assert!(!ok && err.contains("set groupClaimName, roleClaimName and groupEntityType in the ConfigMap"), "{err}");
+    configmaps.delete("team-cedar", &DeleteParams::default()).await.unwrap();
+    servers.delete("cm-policed", &DeleteParams::default()).await.unwrap();
     for name in ["policed", "shared-policed"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
