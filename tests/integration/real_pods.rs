@@ -206,6 +206,25 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let denied = authenticated.call("create_entities", json!({"entities": []})).await;
     assert!(denied.is_err(), "not permitted by the policy: {denied:?}");
     authenticated.close().await.unwrap();
+    // The same policy from a ConfigMap: mounted, and read by the runner from the file.
+    let policy = json!({"version": "1.0", "type": "cedarv1", "cedar": {"policies": [read_only], "entities_json": "[]"}});
+    let policy_map: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "read-only"}, "data": {"authz.json": policy.to_string()}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &team)
+        .create(&PostParams::default(), &policy_map)
+        .await
+        .unwrap();
+    let mounted = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
+        "oidcConfigRef": {"name": "cluster-tokens", "audience": "mounted-memory"},
+        "authzConfig": {"type": "configMap", "configMap": {"name": "read-only"}}});
+    create(&servers, &server("mounted", mounted)).await;
+    ready(&servers, operator, "mounted").await;
+    let token = token_for("mounted-memory").await;
+    let from_file = open_session_as(&admin, &team, "mounted", operator, Some(&token)).await;
+    let visible: Vec<String> = from_file.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(visible, ["read_graph"], "the policies the runner read from the mounted ConfigMap");
+    assert!(from_file.call("create_entities", json!({"entities": []})).await.is_err(), "not permitted by the mounted policy");
+    from_file.close().await.unwrap();
 
     // Sessions in Redis, and rate limits counted there: a Redis on the node's host
     // (the pods reach it through the bridge), with a password the proxy reads from a
@@ -298,7 +317,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             all.iter().any(|s| s["metric"]["phase"] == "Failed" && s["value"][1] == "1").then_some(all)
         })
         .await;
-    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "4"), "{phases:?}");
+    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "5"), "{phases:?}");
 
     // Deleting the MCPServer removes the runner's StatefulSet and Services, and
     // garbage collection the operator's children.
