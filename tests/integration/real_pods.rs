@@ -8,7 +8,9 @@
 //! (thv-proxyrunner v0.44.0), the runner starts a real MCP server (the Go MCP SDK's
 //! memory server) as a StatefulSet, and an MCP client calls its tools through the
 //! proxy at `status.url`. Then: the runner works with exactly the Role the operator
-//! grants it, a stdio server works too, the restarted-at annotation and a spec edit
+//! grants it, a stdio server works too, OIDC tokens and Cedar policies (inline and
+//! from a mounted ConfigMap) are enforced, sessions live in a Redis on the host and
+//! a rate limit answers 429, the restarted-at annotation and a spec edit
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
 //! the reason, and deleting the MCPServer removes what the runner created.
 //!
