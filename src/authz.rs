@@ -208,7 +208,6 @@ pub fn policy_volume(config_map: &crate::api::ConfigMapKeyRef) -> (Volume, Volum
     let items = vec![KeyToPath { key: config_map.key.clone(), path: "authz.json".into(), mode: None }];
     let source = ConfigMapVolumeSource { name: config_map.name.clone(), items: Some(items), ..Default::default() };
     let volume = Volume { name: POLICY_VOLUME.into(), config_map: Some(source), ..Default::default() };
-    let mount =
-        VolumeMount { name: POLICY_VOLUME.into(), mount_path: POLICY_FILE_DIR.into(), read_only: Some(true), ..Default::default() };
+    let mount = VolumeMount { name: POLICY_VOLUME.into(), mount_path: POLICY_FILE_DIR.into(), read_only: Some(true), ..Default::default() };
     (volume, mount)
 }

@@ -307,13 +307,10 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     // ConfigMaps holding authorization policies (spec.authzConfig, type configMap):
     // metadata only, every one in the scope, as the servers may name any. The
     // operator learns that one exists and when it changes, never what it holds.
-    let (policy_configmaps, policy_changes) = slim_stream(
-        scoped::<PartialObjectMeta<ConfigMap>>(&client, nsr),
-        m,
-        "configmaps".into(),
-        watcher::Config::default(),
-        |c| resources::slim_metadata(&mut c.metadata, &[]),
-    );
+    let (policy_configmaps, policy_changes) =
+        slim_stream(scoped::<PartialObjectMeta<ConfigMap>>(&client, nsr), m, "configmaps".into(), watcher::Config::default(), |c| {
+            resources::slim_metadata(&mut c.metadata, &[])
+        });
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         stores,

@@ -899,11 +899,8 @@ impl Base<'_> {
         let oidc_bundle = self.resolved.oidc.as_ref().and_then(crate::oidc::ca_bundle_volume);
         let webhook_secrets = self.resolved.webhooks.iter().flat_map(crate::webhookconfig::secret_volumes);
         let policies = crate::authz::policy_configmap(server).map(crate::authz::policy_volume);
-        let extra = oidc_bundle
-            .into_iter()
-            .chain(telemetry.and_then(crate::telemetry::ca_bundle_volume))
-            .chain(webhook_secrets)
-            .chain(policies);
+        let extra =
+            oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)).chain(webhook_secrets).chain(policies);
         for (volume, mount) in extra {
             volumes.push(volume);
             mounts.push(mount);
@@ -1165,7 +1162,8 @@ mod tests {
 
     #[test]
     fn policies_in_a_configmap_are_mounted_for_the_runner_and_their_edits_roll_the_proxy() {
-        let s = server(json!({"image": "img", "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "cedar.json"}}}));
+        let s =
+            server(json!({"image": "img", "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "cedar.json"}}}));
         let resolved = Resolved { authz_policy_version: Some("41".into()), ..Default::default() };
         let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("r"), &resolved)).unwrap();
         assert!(rc.get("authz_config").is_none(), "the operator never reads the policies: {rc}");
@@ -1182,7 +1180,9 @@ mod tests {
         assert_eq!(volume["configMap"], json!({"name": "policies", "items": [{"key": "cedar.json", "path": "authz.json"}]}));
         let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
         assert!(mounts.contains(&json!({"name": "authz-config", "mountPath": "/etc/toolhive/authz", "readOnly": true})), "{mounts:?}");
-        let inline = server(json!({"image": "img", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}));
+        let inline = server(
+            json!({"image": "img", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}),
+        );
         let rc_inline = serde_json::to_value(runconfig(&inline, &ProxySettings::new("r"), &Resolved::default())).unwrap();
         assert!(rc_inline.get("authz_config_path").is_none() && rc_inline["authz_config"]["cedar"]["policies"][0].is_string());
     }

@@ -22,8 +22,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-pub use crate::api::SecretKeyRef;
 use crate::api::MCPServer;
+pub use crate::api::SecretKeyRef;
 use crate::error::Error;
 use crate::status::condition;
 

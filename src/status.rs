@@ -9,6 +9,24 @@ use crate::resources::service_url;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_POD_TEMPLATE_VALID: &str = "PodTemplateValid";
+/// True while several proxy replicas keep their sessions each in its own memory.
+pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
+
+/// Advice, never a failure: with more than one proxy replica and no Redis, a client
+/// whose requests reach another replica loses its session (the proxy Service's
+/// ClientIP affinity, the default, keeps most clients on one replica).
+fn session_storage_warning(server: &MCPServer) -> (&'static str, &'static str, &'static str) {
+    let redis = server.spec.session_storage.as_ref().is_some_and(|s| s.provider == crate::api::SessionStorageProvider::Redis);
+    match (server.spec.replicas.is_some_and(|r| r > 1), redis) {
+        (true, false) => (
+            "True",
+            "SessionStorageMissingForReplicas",
+            "several proxy replicas keep sessions in their own memory: set spec.sessionStorage (provider redis) to share them",
+        ),
+        (true, true) => ("False", "SessionStorageConfigured", "the proxy replicas share sessions in Redis"),
+        (false, _) => ("False", "SessionStorageWarningNotApplicable", "one proxy replica: no sessions to share"),
+    }
+}
 const GROUP_REF: &str = crate::group::CONDITION_GROUP_REF_VALIDATED;
 
 /// What the reconciler saw this round.
@@ -81,11 +99,21 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         let (status, reason, message) = state.condition(group);
         conditions.push(condition(&previous.conditions, GROUP_REF, status, reason, &message, server.metadata.generation, &now));
     }
+    let (storage_status, storage_reason, storage_message) = session_storage_warning(server);
+    conditions.push(condition(
+        &previous.conditions,
+        SESSION_STORAGE_WARNING,
+        storage_status,
+        storage_reason,
+        storage_message,
+        server.metadata.generation,
+        &now,
+    ));
     for (type_, status, reason, message) in &observed.references.conditions {
         conditions.push(condition(&previous.conditions, type_, status, reason, message, server.metadata.generation, &now));
     }
     // Keep conditions other controllers or versions set.
-    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF]
+    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING]
         .into_iter()
         .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied());
     let ours: Vec<&str> = ours.collect();
@@ -232,6 +260,23 @@ mod tests {
         let ready = desired_status(&s, &Observed { ready_replicas: 1, ..Default::default() }, t("2026-01-03T00:00:00Z"));
         assert_eq!(ready.conditions[0].last_transition_time, t("2026-01-03T00:00:00Z"));
         assert_eq!(ready.conditions[1].last_transition_time, t("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn several_replicas_without_redis_are_warned_about_and_the_server_still_runs() {
+        let now = t("2026-01-01T00:00:00Z");
+        let warning = |spec: serde_json::Value| {
+            let status = desired_status(&server(spec), &Observed { ready_replicas: 1, ..Default::default() }, now.clone());
+            let c = status.conditions.iter().find(|c| c.type_ == SESSION_STORAGE_WARNING).cloned().unwrap();
+            (status.phase, c.status, c.reason)
+        };
+        assert_eq!(
+            warning(json!({"image": "i", "replicas": 3})),
+            (Some(Phase::Ready), "True".into(), "SessionStorageMissingForReplicas".into())
+        );
+        let redis = json!({"image": "i", "replicas": 3, "sessionStorage": {"provider": "redis", "address": "r:6379"}});
+        assert_eq!(warning(redis), (Some(Phase::Ready), "False".into(), "SessionStorageConfigured".into()));
+        assert_eq!(warning(json!({"image": "i"})), (Some(Phase::Ready), "False".into(), "SessionStorageWarningNotApplicable".into()));
     }
 
     #[test]

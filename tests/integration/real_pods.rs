@@ -233,7 +233,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     // Secret. The runner cannot start without reaching it, so Ready proves the password.
     let redis = HostRedis::start(&work);
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "redis"}, "stringData": {"password": redis.password}})).unwrap();
+        "metadata": {"name": "redis"}, "stringData": {"password": redis.password}}))
+    .unwrap();
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &team).create(&PostParams::default(), &secret).await.unwrap();
     let limited = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
         "sessionStorage": {"provider": "redis", "address": redis.address, "keyPrefix": "pods-team:limited:",
