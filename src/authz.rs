@@ -123,43 +123,6 @@ pub fn from_inline(config: &AuthzConfig) -> Option<Value> {
     Some(json!({"version": FORMAT_VERSION, "type": CEDAR, "cedar": cedar}))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(value: Value) -> MCPAuthzConfigSpec {
-        serde_json::from_value(value).unwrap()
-    }
-
-    #[test]
-    fn a_shared_config_names_a_known_authorizer_with_its_settings() {
-        let cedar =
-            spec(json!({"type": "cedarv1", "config": {"policies": ["permit(principal, action, resource);"], "entities_json": "[]"}}));
-        assert_eq!(cedar.problem(), None);
-        assert_eq!(from_shared(&cedar)["cedar"]["policies"][0], "permit(principal, action, resource);");
-        assert_eq!((from_shared(&cedar)["version"].as_str(), from_shared(&cedar)["type"].as_str()), (Some("1.0"), Some("cedarv1")));
-        let http = spec(json!({"type": "httpv1", "config": {"http": {"url": "https://pdp"}}}));
-        assert_eq!((http.problem(), from_shared(&http)["pdp"]["http"]["url"].as_str()), (None, Some("https://pdp")));
-        assert!(spec(json!({"type": "opa", "config": {"x": 1}})).problem().unwrap().contains("cedarv1, httpv1"));
-        assert!(spec(json!({"type": "cedarv1", "config": {}})).problem().unwrap().contains("spec.config"));
-        assert!(spec(json!({"type": "cedarv1", "config": {"policies": []}})).problem().unwrap().contains("spec.config.policies"));
-    }
-
-    #[test]
-    fn inline_policies_become_a_cedar_authorizer_with_their_claim_mapping() {
-        let config: AuthzConfig = serde_json::from_value(json!({"type": "inline", "groupClaimName": "groups",
-            "inline": {"policies": ["permit(principal, action == Action::\"call_tool\", resource);"]}}))
-        .unwrap();
-        let out = from_inline(&config).unwrap();
-        assert_eq!(
-            out["cedar"],
-            json!({"policies": ["permit(principal, action == Action::\"call_tool\", resource);"], "entities_json": "[]", "group_claim_name": "groups"})
-        );
-        let from_configmap: AuthzConfig = serde_json::from_value(json!({"type": "configMap", "configMap": {"name": "p"}})).unwrap();
-        assert_eq!(from_inline(&from_configmap), None);
-    }
-}
-
 /// Where the proxy runner reads policies given in a ConfigMap (`spec.authzConfig`,
 /// type configMap): the ConfigMap's key mounted as this file. The operator never
 /// reads the ConfigMap; it only sees that it exists and when it changes.
@@ -210,4 +173,41 @@ pub fn policy_volume(config_map: &crate::api::ConfigMapKeyRef) -> (Volume, Volum
     let volume = Volume { name: POLICY_VOLUME.into(), config_map: Some(source), ..Default::default() };
     let mount = VolumeMount { name: POLICY_VOLUME.into(), mount_path: POLICY_FILE_DIR.into(), read_only: Some(true), ..Default::default() };
     (volume, mount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(value: Value) -> MCPAuthzConfigSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_shared_config_names_a_known_authorizer_with_its_settings() {
+        let cedar =
+            spec(json!({"type": "cedarv1", "config": {"policies": ["permit(principal, action, resource);"], "entities_json": "[]"}}));
+        assert_eq!(cedar.problem(), None);
+        assert_eq!(from_shared(&cedar)["cedar"]["policies"][0], "permit(principal, action, resource);");
+        assert_eq!((from_shared(&cedar)["version"].as_str(), from_shared(&cedar)["type"].as_str()), (Some("1.0"), Some("cedarv1")));
+        let http = spec(json!({"type": "httpv1", "config": {"http": {"url": "https://pdp"}}}));
+        assert_eq!((http.problem(), from_shared(&http)["pdp"]["http"]["url"].as_str()), (None, Some("https://pdp")));
+        assert!(spec(json!({"type": "opa", "config": {"x": 1}})).problem().unwrap().contains("cedarv1, httpv1"));
+        assert!(spec(json!({"type": "cedarv1", "config": {}})).problem().unwrap().contains("spec.config"));
+        assert!(spec(json!({"type": "cedarv1", "config": {"policies": []}})).problem().unwrap().contains("spec.config.policies"));
+    }
+
+    #[test]
+    fn inline_policies_become_a_cedar_authorizer_with_their_claim_mapping() {
+        let config: AuthzConfig = serde_json::from_value(json!({"type": "inline", "groupClaimName": "groups",
+            "inline": {"policies": ["permit(principal, action == Action::\"call_tool\", resource);"]}}))
+        .unwrap();
+        let out = from_inline(&config).unwrap();
+        assert_eq!(
+            out["cedar"],
+            json!({"policies": ["permit(principal, action == Action::\"call_tool\", resource);"], "entities_json": "[]", "group_claim_name": "groups"})
+        );
+        let from_configmap: AuthzConfig = serde_json::from_value(json!({"type": "configMap", "configMap": {"name": "p"}})).unwrap();
+        assert_eq!(from_inline(&from_configmap), None);
+    }
 }

@@ -117,8 +117,8 @@ pub fn go_duration(d: std::time::Duration) -> String {
     }
     if nanos < 1_000_000_000 {
         let (unit, scale) = match nanos {
-            ..1_000 => ("ns", 1),
-            ..1_000_000 => ("µs", 1_000),
+            0..1_000 => ("ns", 1),
+            1_000..1_000_000 => ("µs", 1_000),
             _ => ("ms", 1_000_000),
         };
         return format!("{}{unit}", decimal(nanos, scale));
