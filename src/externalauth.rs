@@ -151,9 +151,15 @@ impl MCPExternalAuthConfigSpec {
                 ),
                 Some(_) => None,
             },
-            ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken => Some(format!(
+            // What the runner only does for a remote MCP server (it signs or authenticates
+            // requests to a URL); an MCPServer's own container has none.
+            ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken | ExternalAuthType::AwsSts => Some(format!(
                 "spec.type: {type_name} authenticates a proxy to a remote MCP server, which this operator release does not run; an MCPServer would ignore it"
             )),
+            ExternalAuthType::UpstreamInject | ExternalAuthType::Xaa => Some(format!(
+                "spec.type: {type_name} is carried out by a virtual MCP server, which this operator release does not run; an MCPServer would ignore it"
+            )),
+            ExternalAuthType::Obo => Some("spec.type: obo needs an enterprise build of the proxy runner".into()),
             _ => Some(format!("spec.type: {type_name} is not supported by this operator release")),
         }
     }
@@ -230,7 +236,9 @@ mod tests {
         assert_eq!(spec(json!({"type": "unauthenticated"})).problem(), None);
         let header = spec(json!({"type": "headerInjection", "headerInjection": {"headerName": "X-Key"}}));
         assert!(header.problem().unwrap().contains("remote MCP server"));
-        assert!(spec(json!({"type": "awsSts", "awsSts": {}})).problem().unwrap().contains("awsSts is not supported"));
+        assert!(spec(json!({"type": "awsSts", "awsSts": {}})).problem().unwrap().contains("awsSts authenticates a proxy to a remote"));
+        assert!(spec(json!({"type": "xaa", "xaa": {}})).problem().unwrap().contains("virtual MCP server"));
+        assert!(spec(json!({"type": "embeddedAuthServer", "embeddedAuthServer": {}})).problem().unwrap().contains("not supported"));
         let upstream =
             spec(json!({"type": "tokenExchange", "tokenExchange": {"tokenUrl": "u", "audience": "a", "subjectProviderName": "github"}}));
         assert!(upstream.problem().unwrap().contains("subjectProviderName"));

@@ -999,7 +999,7 @@ async fn a_token_exchange_reaches_the_proxy_and_auth_types_not_carried_out_stop_
         let status = servers.get("exchanging").await.ok()?.status?;
         let (_, replicas) = proxy_template(&deployments, "exchanging").await?;
         let condition = status.conditions.iter().find(|c| c.type_ == "ExternalAuthConfigRefValidated")?;
-        let says = status.message.contains("awsSts is not supported by this operator release");
+        let says = status.message.contains("awsSts authenticates a proxy to a remote MCP server");
         (status.phase == Some(Phase::Failed) && says && condition.reason == "ExternalAuthConfigRefNotValid" && replicas == Some(0))
             .then_some(())
     })
