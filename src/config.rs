@@ -59,6 +59,9 @@ pub struct Args {
     /// Address every proxy runner listens on (its RunConfig `host`).
     #[arg(long, env = "TOOLHIVE_PROXY_HOST", default_value = crate::resources::DEFAULT_PROXY_HOST)]
     pub proxy_host: String,
+    /// Redis (host:port) for the sessions of MCPServers that name no session storage.
+    #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_ADDR")]
+    pub default_redis_addr: Option<String>,
     /// Text logs instead of JSON.
     #[arg(long, env = "UNSTRUCTURED_LOGS", default_value_t = false, action = clap::ArgAction::Set)]
     pub unstructured_logs: bool,

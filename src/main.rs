@@ -116,7 +116,11 @@ async fn main() {
     let shared = Arc::new(controller::Shared::new(
         client.clone(),
         metrics.clone(),
-        toolhive_operator::resources::ProxySettings { runner_image: args.runner_image.clone(), host: args.proxy_host.clone() },
+        toolhive_operator::resources::ProxySettings {
+            runner_image: args.runner_image.clone(),
+            host: args.proxy_host.clone(),
+            default_redis: args.default_redis_addr.clone().filter(|a| !a.is_empty()),
+        },
         identity,
         args.max_concurrent_reconciles,
     ));

@@ -417,10 +417,18 @@ fn redis_password_env(spec: &MCPServerSpec) -> Option<EnvVar> {
     Some(crate::sharedconfig::secret_env("THV_SESSION_REDIS_PASSWORD", storage.password_ref.as_ref()?))
 }
 
-/// The Redis the spec's session storage names, if it names one.
-fn session_redis(spec: &MCPServerSpec) -> Option<SessionRedis> {
-    let storage = spec.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)?;
-    Some(SessionRedis { address: storage.address.clone(), db: storage.db, key_prefix: storage.key_prefix.clone() })
+/// The Redis the proxies keep sessions in: the one the spec names, else (for a spec
+/// that names no session storage at all) the platform's default, if any.
+fn session_redis(spec: &MCPServerSpec, settings: &ProxySettings) -> Option<SessionRedis> {
+    let Some(storage) = &spec.session_storage else {
+        let address = settings.default_redis.clone()?;
+        return Some(SessionRedis { address, db: 0, key_prefix: String::new() });
+    };
+    (storage.provider == SessionStorageProvider::Redis).then(|| SessionRedis {
+        address: storage.address.clone(),
+        db: storage.db,
+        key_prefix: storage.key_prefix.clone(),
+    })
 }
 
 /// What every proxy gets from the operator's own settings.
@@ -430,11 +438,14 @@ pub struct ProxySettings {
     pub runner_image: String,
     /// Address the runner listens on (the RunConfig's `host`).
     pub host: String,
+    /// The platform's Redis (host:port) for the sessions of servers that name no
+    /// session storage of their own.
+    pub default_redis: Option<String>,
 }
 
 impl ProxySettings {
     pub fn new(runner_image: impl Into<String>) -> Self {
-        Self { runner_image: runner_image.into(), host: DEFAULT_PROXY_HOST.into() }
+        Self { runner_image: runner_image.into(), host: DEFAULT_PROXY_HOST.into(), default_redis: None }
     }
 }
 
@@ -550,7 +561,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         audit_config,
         rate_limit_config: spec.rate_limiting.as_ref().map(crate::ratelimit::RateLimitConfig::for_runner),
         rate_limit_namespace: spec.rate_limiting.as_ref().and(server.metadata.namespace.clone()),
-        scaling_config: match (spec.backend_replicas, session_redis(spec)) {
+        scaling_config: match (spec.backend_replicas, session_redis(spec, settings)) {
             (None, None) => None,
             (backend_replicas, session_redis) => Some(ScalingConfig { backend_replicas, session_redis }),
         },
@@ -1155,9 +1166,14 @@ mod tests {
             [&json!({"name": "THV_SESSION_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "password"}}})],
             "from the Secret, and in place of a plain override"
         );
+        let platform = ProxySettings { default_redis: Some("redis.platform:6379".into()), ..ProxySettings::new("r") };
         let memory = server(json!({"image": "img", "sessionStorage": {"provider": "memory"}}));
-        let rc_memory = serde_json::to_value(runconfig(&memory, &ProxySettings::new("r"), &Resolved::default())).unwrap();
-        assert!(rc_memory.get("scaling_config").is_none(), "in-memory sessions need nothing from the runner: {rc_memory}");
+        let rc_memory = serde_json::to_value(runconfig(&memory, &platform, &Resolved::default())).unwrap();
+        assert!(rc_memory.get("scaling_config").is_none(), "memory sessions, as asked, even with a platform Redis: {rc_memory}");
+        let unset = serde_json::to_value(runconfig(&server(json!({"image": "img"})), &platform, &Resolved::default())).unwrap();
+        assert_eq!(unset["scaling_config"], json!({"session_redis": {"address": "redis.platform:6379"}}), "the platform's default");
+        let own = serde_json::to_value(runconfig(&s, &platform, &Resolved::default())).unwrap();
+        assert_eq!(own["scaling_config"]["session_redis"]["address"], "redis.team-a:6379", "the server's own Redis first");
     }
 
     #[test]

@@ -113,8 +113,14 @@ fn a_values_file_for_the_go_chart_renders_in_both_modes() {
         );
         assert!(out.contains("resources:\n    - configmaps"), "leader-election rules as given");
         assert!(out.contains("seccompProfile:\n              type: RuntimeDefault"), "container seccompProfile");
+        assert!(out.contains("name: TOOLHIVE_DEFAULT_REDIS_ADDR\n              value: \"redis.cache.svc:6379\""), "defaultRedis");
         assert_eq!(out.contains("kind: ClusterRoleBinding"), set.is_empty(), "{set:?}");
     }
+    // The umbrella chart's Redis when defaultRedis names none; none at all: no default.
+    let (ok, out, err) = template(&values, &["operator.defaultRedis.addr=", "global.redis.host=valkey.shared"]);
+    assert!(ok && out.contains("name: TOOLHIVE_DEFAULT_REDIS_ADDR\n              value: \"valkey.shared:6379\""), "{err}");
+    let (ok, out, err) = template(&values, &["operator.defaultRedis.addr="]);
+    assert!(ok && !out.contains("TOOLHIVE_DEFAULT_REDIS_ADDR"), "{err}");
     // Typos of this chart's own keys are still refused.
     for typo in ["operator.replicas=2", "webhook.failurPolicy=Ignore", "operator.port.metrics=1"] {
         let (ok, _, err) = template(&values, &[typo]);
