@@ -480,8 +480,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     };
     // A spec the admission webhook would have refused (written while it was down, or
     // before it was installed) stops the proxy too: the runner could not start with it.
-    let rate_limit_problems = server.spec.rate_limiting.iter().flat_map(|r| r.problems());
-    references.problems.extend(rate_limit_problems.map(|(path, problem)| format!("spec.rateLimiting.{path}: {problem}")));
+    references.problems.extend(crate::ratelimit::invalid(&server.spec).map(|(_, problem)| problem));
     resolved.unresolved = !references.problems.is_empty();
     observed.references = references;
     let children = desired_children(server, &shared.proxy, &resolved).ok_or(Error::MissingField("metadata.uid"))?;

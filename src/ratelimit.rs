@@ -99,6 +99,20 @@ impl RateLimitConfig {
     }
 }
 
+/// Why `spec.rateLimiting` cannot be carried out, as (condition reason, message); None
+/// when it can or is not set. Admission refuses both cases; a server stored anyway
+/// (the webhook down, or before this release) has its proxy stopped rather than run
+/// with limits that would not hold.
+pub fn invalid(spec: &crate::api::MCPServerSpec) -> Option<(&'static str, String)> {
+    let limits = spec.rate_limiting.as_ref()?;
+    if limits.per_user() && spec.oidc_config_ref.is_none() && spec.external_auth_config_ref.is_none() {
+        let message = "spec.rateLimiting: perUser limits need authenticated callers; set oidcConfigRef or externalAuthConfigRef";
+        return Some(("PerUserRequiresAuth", message.into()));
+    }
+    let (path, problem) = limits.problems().into_iter().next()?;
+    Some(("InvalidRefillPeriod", format!("spec.rateLimiting.{path}: {problem}")))
+}
+
 /// A refill period: a Go duration above zero.
 fn refill_period(text: &str) -> Result<std::time::Duration, String> {
     match text.parse::<kube::core::Duration>() {

@@ -12,6 +12,17 @@ pub const CONDITION_POD_TEMPLATE_VALID: &str = "PodTemplateValid";
 /// True while several proxy replicas keep their sessions each in its own memory.
 pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
 
+/// Whether spec.rateLimiting can be carried out (the reference's condition).
+pub const RATE_LIMIT_CONFIG_VALID: &str = "RateLimitConfigValid";
+
+fn rate_limit_validity(server: &MCPServer) -> (&'static str, &'static str, String) {
+    match (&server.spec.rate_limiting, crate::ratelimit::invalid(&server.spec)) {
+        (None, _) => ("True", "RateLimitNotApplicable", "no rate limits".into()),
+        (Some(_), Some((reason, message))) => ("False", reason, message),
+        (Some(_), None) => ("True", "RateLimitConfigValid", "the proxy enforces these rate limits".into()),
+    }
+}
+
 /// Advice, never a failure: with more than one proxy replica and no Redis, a client
 /// whose requests reach another replica loses its session (the proxy Service's
 /// ClientIP affinity, the default, keeps most clients on one replica).
@@ -109,11 +120,21 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         server.metadata.generation,
         &now,
     ));
+    let (limits_status, limits_reason, limits_message) = rate_limit_validity(server);
+    conditions.push(condition(
+        &previous.conditions,
+        RATE_LIMIT_CONFIG_VALID,
+        limits_status,
+        limits_reason,
+        &limits_message,
+        server.metadata.generation,
+        &now,
+    ));
     for (type_, status, reason, message) in &observed.references.conditions {
         conditions.push(condition(&previous.conditions, type_, status, reason, message, server.metadata.generation, &now));
     }
     // Keep conditions other controllers or versions set.
-    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING]
+    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID]
         .into_iter()
         .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied());
     let ours: Vec<&str> = ours.collect();
@@ -277,6 +298,24 @@ mod tests {
         let redis = json!({"image": "i", "replicas": 3, "sessionStorage": {"provider": "redis", "address": "r:6379"}});
         assert_eq!(warning(redis), (Some(Phase::Ready), "False".into(), "SessionStorageConfigured".into()));
         assert_eq!(warning(json!({"image": "i"})), (Some(Phase::Ready), "False".into(), "SessionStorageWarningNotApplicable".into()));
+    }
+
+    #[test]
+    fn rate_limits_say_whether_they_can_be_carried_out() {
+        let now = t("2026-01-01T00:00:00Z");
+        let validity = |spec: serde_json::Value| {
+            let status = desired_status(&server(spec), &Observed::default(), now.clone());
+            let c = status.conditions.iter().find(|c| c.type_ == RATE_LIMIT_CONFIG_VALID).cloned().unwrap();
+            (c.status, c.reason)
+        };
+        let redis = json!({"provider": "redis", "address": "r:6379"});
+        assert_eq!(validity(json!({"image": "i"})), ("True".into(), "RateLimitNotApplicable".into()));
+        let shared = json!({"image": "i", "sessionStorage": redis, "rateLimiting": {"shared": {"maxTokens": 5, "refillPeriod": "1m"}}});
+        assert_eq!(validity(shared), ("True".into(), "RateLimitConfigValid".into()));
+        let per_user = json!({"image": "i", "sessionStorage": redis, "rateLimiting": {"perUser": {"maxTokens": 5, "refillPeriod": "1m"}}});
+        assert_eq!(validity(per_user), ("False".into(), "PerUserRequiresAuth".into()));
+        let bad = json!({"image": "i", "sessionStorage": redis, "rateLimiting": {"shared": {"maxTokens": 5, "refillPeriod": "soon"}}});
+        assert_eq!(validity(bad), ("False".into(), "InvalidRefillPeriod".into()));
     }
 
     #[test]

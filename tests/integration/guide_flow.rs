@@ -510,6 +510,10 @@ async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_pat
         ),
         ("{image: 'ghcr.io/acme/x:-latest'}", "spec.image: Invalid value".to_string()),
         ("{image: ghcr.io/acme/tool, serviceAccount: other-proxy-runner}", "spec.serviceAccount: Forbidden".to_string()),
+        (
+            "{image: ghcr.io/acme/tool, sessionStorage: {provider: redis, address: 'r:6379'}, rateLimiting: {shared: {maxTokens: 1, refillPeriod: 'every day'}}}",
+            "spec.rateLimiting.shared.refillPeriod: Invalid value".to_string(),
+        ),
     ] {
         let manifest = Guide::manifest("bypass", &g.team, spec);
         let err = eventually("the webhook to refuse", &g.operator, || async {
@@ -534,6 +538,14 @@ async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_r
     assert!(err.contains("spec.authServerRef (the embedded authorization server) is not supported by this operator release"), "{err}");
     assert!(g.servers(&admin, &g.team).get_opt("needs-auth").await.unwrap().is_none());
     assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-auth").await.unwrap().is_none(), "no proxy at all");
+    // Per-caller rate limits without authenticated callers would count nobody.
+    let manifest = Guide::manifest(
+        "per-user",
+        &g.team,
+        "{image: ghcr.io/acme/tool, sessionStorage: {provider: redis, address: 'r:6379'}, rateLimiting: {perUser: {maxTokens: 1, refillPeriod: 1m}}}",
+    );
+    let (ok, _, err) = g.kubectl_apply(&manifest, &[]);
+    assert!(!ok && err.contains("rateLimiting.perUser requires authentication"), "{err}");
 }
 
 #[tokio::test]
