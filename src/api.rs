@@ -710,7 +710,6 @@ impl Unsupported {
 }
 
 pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
-    Unsupported { field: "authServerRef", what: "the embedded authorization server", set_in: |s| s.auth_server_ref.is_some() },
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
     Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },

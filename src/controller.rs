@@ -476,8 +476,13 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         webhooks: sharedconfig::resolve(server, &ctx.webhook_configs, &mut references),
         external_auth: sharedconfig::resolve(server, &ctx.external_auth_configs, &mut references),
         authz_policy_version: crate::authz::policy_version(server, &ctx.policy_configmaps, &mut references),
+        auth_server: None,
         unresolved: false,
     };
+    resolved.auth_server = crate::authserver::resolve(server, &ctx.external_auth_configs, resolved.external_auth.as_ref(), &mut references);
+    if let Some(conflict) = resolved.auth_server.as_ref().and_then(|a| crate::authserver::conflict(server, a, &resolved)) {
+        references.problems.push(conflict);
+    }
     // A spec the admission webhook would have refused (written while it was down, or
     // before it was installed) stops the proxy too: the runner could not start with it.
     references.problems.extend(crate::ratelimit::invalid(&server.spec).map(|(_, problem)| problem));

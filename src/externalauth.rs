@@ -160,7 +160,7 @@ impl MCPExternalAuthConfigSpec {
                 "spec.type: {type_name} is carried out by a virtual MCP server, which this operator release does not run; an MCPServer would ignore it"
             )),
             ExternalAuthType::Obo => Some("spec.type: obo needs an enterprise build of the proxy runner".into()),
-            _ => Some(format!("spec.type: {type_name} is not supported by this operator release")),
+            ExternalAuthType::EmbeddedAuthServer => crate::authserver::parse(self.embedded_auth_server.as_ref()).err(),
         }
     }
 }
@@ -171,6 +171,7 @@ crate::sharedconfig::shared_config!(MCPExternalAuthConfig {
     server_field: external_auth_config_ref,
     condition: "ExternalAuthConfig",
     invalid: "RefNotValid",
+    also: auth_server_ref,
 });
 
 /// The token exchange as the proxy runner reads it.
@@ -238,7 +239,9 @@ mod tests {
         assert!(header.problem().unwrap().contains("remote MCP server"));
         assert!(spec(json!({"type": "awsSts", "awsSts": {}})).problem().unwrap().contains("awsSts authenticates a proxy to a remote"));
         assert!(spec(json!({"type": "xaa", "xaa": {}})).problem().unwrap().contains("virtual MCP server"));
-        assert!(spec(json!({"type": "embeddedAuthServer", "embeddedAuthServer": {}})).problem().unwrap().contains("not supported"));
+        assert!(
+            spec(json!({"type": "embeddedAuthServer", "embeddedAuthServer": {}})).problem().unwrap().contains("spec.embeddedAuthServer")
+        );
         let upstream =
             spec(json!({"type": "tokenExchange", "tokenExchange": {"tokenUrl": "u", "audience": "a", "subjectProviderName": "github"}}));
         assert!(upstream.problem().unwrap().contains("subjectProviderName"));

@@ -1,6 +1,7 @@
 //! toolhive-operator: reconciles `MCPServer` objects into the ToolHive proxy runner
 //! and guards them with a tenancy admission webhook.
 pub mod api;
+pub mod authserver;
 pub mod authz;
 pub mod config;
 pub mod controller;

@@ -254,6 +254,9 @@ pub struct RunConfig {
     /// From the MCPExternalAuthConfig: the caller's token exchanged for the backend's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_exchange_config: Option<RunnerTokenExchange>,
+    /// The authorization server the runner runs for its clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_auth_server_config: Option<crate::authserver::RunnerAuthServer>,
 }
 
 /// A resolved permission profile as the runner reads it.
@@ -327,7 +330,17 @@ pub fn middleware_configs(rc: &RunConfig) -> Vec<Middleware> {
     // Without an MCPOIDCConfig the proxy authenticates no one (every request is let
     // through as a local user): the reference's default.
     chain.push(step("auth", rc.oidc_config.as_ref().map(|o| json!({"oidc_config": o})).unwrap_or_else(|| json!({}))));
-    // Right after authentication: the caller's token is what gets exchanged.
+    // Right after authentication, with the embedded authorization server: the caller's
+    // token (one it issued) swapped for the upstream provider's, or, when that is not
+    // wanted, the caller's credentials dropped before the MCP server.
+    if let Some(server) = &rc.embedded_auth_server_config {
+        if server.disable_upstream_token_injection {
+            chain.push(step("strip-auth", json!({})));
+        } else {
+            chain.push(step("upstreamswap", json!({"config": {"provider_name": crate::authserver::provider_name(server)}})));
+        }
+    }
+    // Then the token exchange: the caller's token is what gets exchanged.
     if let Some(exchange) = &rc.token_exchange_config {
         chain.push(step("tokenexchange", json!({"token_exchange_config": exchange})));
     }
@@ -467,6 +480,9 @@ pub struct Resolved {
     pub webhooks: Option<MCPWebhookConfigSpec>,
     /// spec.externalAuthConfigRef's MCPExternalAuthConfig, found and valid.
     pub external_auth: Option<MCPExternalAuthConfigSpec>,
+    /// The embedded authorization server (spec.authServerRef, or an
+    /// externalAuthConfigRef of that type), found and valid.
+    pub auth_server: Option<crate::authserver::EmbeddedAuthServer>,
     /// The resourceVersion of spec.authzConfig's policy ConfigMap (type configMap):
     /// in the proxy's pod template, so an edit of the policies rolls it.
     pub authz_policy_version: Option<String>,
@@ -511,7 +527,13 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
     }
     let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
     let telemetry_config = resolved.telemetry.as_ref().map(|t| crate::telemetry::runner_telemetry(server, t));
-    let oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
+    let mut oidc_config = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o));
+    let embedded_auth_server_config = resolved.auth_server.as_ref().zip(oidc_config.as_mut()).map(|(config, validation)| {
+        let runner = crate::authserver::runner_config(config, &validation.resource_url, validation.scopes.as_deref().unwrap_or_default());
+        // The scopes the proxy advertises: those the server offers.
+        validation.scopes.get_or_insert_with(|| crate::authserver::DEFAULT_SCOPES.map(String::from).to_vec());
+        runner
+    });
     let token_exchange_config = resolved.external_auth.as_ref().and_then(crate::externalauth::token_exchange);
     let (validating_webhooks, mutating_webhooks) =
         resolved.webhooks.as_ref().map(crate::webhookconfig::runner_webhooks).unwrap_or_default();
@@ -545,6 +567,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         validating_webhooks,
         mutating_webhooks,
         token_exchange_config,
+        embedded_auth_server_config,
         authz_config,
         authz_config_path: crate::authz::policy_configmap(server).map(|_| crate::authz::POLICY_FILE.to_string()).unwrap_or_default(),
         telemetry_config,
@@ -858,6 +881,7 @@ impl Base<'_> {
         ]);
         env_vars.extend(self.resolved.oidc.as_ref().and_then(crate::oidc::proxy_env));
         env_vars.extend(self.resolved.external_auth.as_ref().and_then(crate::externalauth::proxy_env));
+        env_vars.extend(self.resolved.auth_server.iter().flat_map(crate::authserver::proxy_env));
         env_vars.push(EnvVar {
             name: "THV_MCPSERVER_GENERATION".into(),
             value_from: Some(EnvVarSource {
@@ -910,8 +934,13 @@ impl Base<'_> {
         let oidc_bundle = self.resolved.oidc.as_ref().and_then(crate::oidc::ca_bundle_volume);
         let webhook_secrets = self.resolved.webhooks.iter().flat_map(crate::webhookconfig::secret_volumes);
         let policies = crate::authz::policy_configmap(server).map(crate::authz::policy_volume);
-        let extra =
-            oidc_bundle.into_iter().chain(telemetry.and_then(crate::telemetry::ca_bundle_volume)).chain(webhook_secrets).chain(policies);
+        let auth_server_keys = self.resolved.auth_server.iter().flat_map(crate::authserver::secret_volumes);
+        let extra = oidc_bundle
+            .into_iter()
+            .chain(telemetry.and_then(crate::telemetry::ca_bundle_volume))
+            .chain(webhook_secrets)
+            .chain(policies)
+            .chain(auth_server_keys);
         for (volume, mount) in extra {
             volumes.push(volume);
             mounts.push(mount);
@@ -1270,20 +1299,17 @@ mod tests {
 
     #[test]
     fn a_spec_asking_for_what_is_not_implemented_gets_no_serving_proxy() {
-        let s = server(json!({"image": "img", "replicas": 2, "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "corp-auth"}}));
-        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["authServerRef"]);
-        assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without the authentication it asked for");
+        let volumes = json!([{"name": "data", "hostPath": "/srv", "mountPath": "/data"}]);
+        let s = server(json!({"image": "img", "replicas": 2, "volumes": volumes}));
+        assert_eq!(s.spec.unsupported_fields().iter().map(|u| u.field).collect::<Vec<_>>(), vec!["volumes"]);
+        assert_eq!(deployment(&s)["spec"]["replicas"], 0, "never serves without what it asked for");
         let status = crate::status::desired_status(
             &s,
             &Default::default(),
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
         assert_eq!(status.phase, Some(crate::api::Phase::Failed));
-        assert!(
-            status.message.starts_with("spec.authServerRef (the embedded authorization server) is not supported"),
-            "{}",
-            status.message
-        );
+        assert!(status.message.starts_with("spec.volumes (host path mounts) is not supported"), "{}", status.message);
         assert_eq!(deployment(&server(json!({"image": "img", "replicas": 2})))["spec"]["replicas"], 2);
     }
 

@@ -55,6 +55,11 @@ pub trait SharedConfig: crate::controller::Cached + Serialize {
     const REF_CONDITION: RefCondition;
     /// The name `server` gives in [`Self::REF_FIELD`], if any.
     fn referenced_by(server: &MCPServer) -> Option<&str>;
+    /// The name another field of `server` gives, if the kind has one (an
+    /// MCPExternalAuthConfig is also named by `spec.authServerRef`).
+    fn also_referenced_by(_server: &MCPServer) -> Option<&str> {
+        None
+    }
     fn spec(&self) -> &Self::Spec;
     /// What is wrong with the spec (the user's message), if anything.
     fn problem(&self) -> Option<String>;
@@ -73,7 +78,8 @@ macro_rules! shared_config {
         server_field: $server_field:ident,
         condition: $prefix:literal,
         invalid: $invalid:literal
-        $(, reasons: ($valid:literal, $failed:literal))? $(,)?
+        $(, reasons: ($valid:literal, $failed:literal))?
+        $(, also: $also_field:ident)? $(,)?
     }) => {
         impl $crate::sharedconfig::SharedConfig for $kind {
             type Spec = $spec;
@@ -89,6 +95,9 @@ macro_rules! shared_config {
             fn referenced_by(server: &$crate::api::MCPServer) -> Option<&str> {
                 server.spec.$server_field.as_ref().map(|r| r.name.as_str())
             }
+            $(fn also_referenced_by(server: &$crate::api::MCPServer) -> Option<&str> {
+                server.spec.$also_field.as_ref().map(|r| r.name.as_str())
+            })?
             fn spec(&self) -> &$spec {
                 &self.spec
             }
@@ -149,6 +158,7 @@ pub const REF_CONDITION_TYPES: &[&str] = &[
     <crate::authz::MCPAuthzConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::webhookconfig::MCPWebhookConfig as SharedConfig>::REF_CONDITION.type_,
     <crate::externalauth::MCPExternalAuthConfig as SharedConfig>::REF_CONDITION.type_,
+    crate::authserver::REF_CONDITION,
 ];
 
 /// What an MCPServer's references came to: a condition each, and why any failed.
@@ -188,7 +198,7 @@ fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> Vec<O
     let (ns, name) = (config.namespace(), config.name_any());
     servers
         .iter()
-        .filter(|s| s.namespace() == ns && K::referenced_by(s) == Some(name.as_str()))
+        .filter(|s| s.namespace() == ns && [K::referenced_by(s), K::also_referenced_by(s)].contains(&Some(name.as_str())))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
 }

@@ -231,9 +231,9 @@ fn attempts() -> Vec<(&'static str, Value, String)> {
         ("removed port", json!({"image": "ghcr.io/acme/tool", "port": 1}), "spec.port: Forbidden".into()),
         // Fields this operator does not implement: refused, never accepted and ignored.
         (
-            "auth server not implemented",
-            json!({"image": "ghcr.io/acme/tool", "authServerRef": {"name": "a"}}),
-            "spec.authServerRef: Forbidden".into(),
+            "host path volumes not carried out",
+            json!({"image": "ghcr.io/acme/tool", "volumes": [{"name": "root", "hostPath": "/", "mountPath": "/host"}]}),
+            "spec.volumes: Forbidden".into(),
         ),
         // A refill period the runner could not read would keep the proxy from starting.
         (

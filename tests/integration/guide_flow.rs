@@ -526,18 +526,95 @@ async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_pat
 }
 
 #[tokio::test]
-async fn a_server_asking_for_authentication_the_operator_does_not_implement_is_refused() {
+async fn an_embedded_authorization_server_reaches_the_proxy_and_one_it_cannot_run_stops_it() {
+    use toolhive_operator::{externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig};
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
-    // Refused by the CRD's own rule, so also with no webhook registered at all.
-    let manifest =
-        Guide::manifest("needs-auth", &g.team, "{image: ghcr.io/acme/tool, authServerRef: {kind: MCPExternalAuthConfig, name: corp-auth}}");
-    let (ok, _, err) = g.kubectl_apply(&manifest, &[]);
-    assert!(!ok, "refused");
-    assert!(err.contains("spec.authServerRef (the embedded authorization server) is not supported by this operator release"), "{err}");
-    assert!(g.servers(&admin, &g.team).get_opt("needs-auth").await.unwrap().is_none());
-    assert!(Api::<Deployment>::namespaced(admin.clone(), &g.team).get_opt("needs-auth").await.unwrap().is_none(), "no proxy at all");
+    let servers = g.servers(&admin, &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let logins: Api<MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &g.team);
+    let oidc: MCPOIDCConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig", "metadata": {"name": "own-tokens"},
+        "spec": {"type": "inline", "inline": {"issuer": "https://tools.example.com", "jwksUrl": "https://tools.example.com/.well-known/jwks.json"}}
+    }))
+    .unwrap();
+    Api::<MCPOIDCConfig>::namespaced(admin.clone(), &g.team).create(&PostParams::default(), &oidc).await.unwrap();
+    let login: MCPExternalAuthConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig", "metadata": {"name": "login"},
+        "spec": {"type": "embeddedAuthServer", "embeddedAuthServer": {"issuer": "https://tools.example.com",
+            "signingKeySecretRefs": [{"name": "login-keys", "key": "signing.pem"}],
+            "upstreamProviders": [{"name": "corp", "type": "oauth2", "oauth2Config": {
+                "authorizationEndpoint": "https://login.example.com/authorize", "tokenEndpoint": "https://login.example.com/token",
+                "clientId": "tools", "clientSecretRef": {"name": "login-keys", "key": "client-secret"}}}]}}
+    }))
+    .unwrap();
+    logins.create(&PostParams::default(), &login).await.unwrap();
+    let resource = "https://tools.example.com/mcp";
+    let spec = |audience: &str, login: &str| {
+        json!({"image": "ghcr.io/acme/tool", "transport": "streamable-http",
+            "oidcConfigRef": {"name": "own-tokens", "audience": audience, "resourceUrl": resource},
+            "authServerRef": {"kind": "MCPExternalAuthConfig", "name": login}})
+    };
+    create(g, &servers, &server("logged-in", spec(resource, "login"))).await;
+    let rc = eventually("the embedded authorization server in the RunConfig", &g.operator, || async {
+        let rc = runconfig_of(&configmaps, "logged-in").await?;
+        rc.get("embedded_auth_server_config").is_some().then_some(rc)
+    })
+    .await;
+    let embedded = &rc["embedded_auth_server_config"];
+    assert_eq!((&embedded["issuer"], &embedded["allowed_audiences"]), (&json!("https://tools.example.com"), &json!([resource])));
+    assert_eq!(embedded["upstreams"][0]["oauth2_config"]["redirect_uri"], "https://tools.example.com/mcp/oauth/callback");
+    let steps: Vec<&str> = rc["middleware_configs"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(&steps[..3], ["bodylimit", "auth", "upstreamswap"], "the upstream's token replaces the caller's after auth");
+    let pod = eventually("the signing key mounted and the client secret referenced", &g.operator, || async {
+        let pod = deployments.get_opt("logged-in").await.ok()??.spec?.template.spec?;
+        let container = pod.containers.first()?;
+        let secret_env = container.env.iter().flatten().any(|e| e.name == "TOOLHIVE_UPSTREAM_CLIENT_SECRET_CORP");
+        let mounted = container.volume_mounts.iter().flatten().any(|m| m.mount_path == "/etc/toolhive/authserver/keys/key-0.pem");
+        (secret_env && mounted).then_some(pod)
+    })
+    .await;
+    assert!(pod.volumes.iter().flatten().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("login-keys")));
+    let condition = servers.get("logged-in").await.unwrap().status.unwrap().conditions;
+    assert!(condition.iter().any(|c| c.type_ == "AuthServerRefValidated" && c.status == "True"), "{condition:?}");
+
+    // What this release does not carry out: invalid, named, and the proxy stops.
+    let delegated = json!({"spec": {"embeddedAuthServer": {"delegateClients": [{"clientId": "ci"}]}}});
+    logins.patch("login", &PatchParams::default(), &Patch::Merge(delegated)).await.unwrap();
+    eventually("logged-in Failed with its proxy stopped: delegateClients", &g.operator, || async {
+        let status = servers.get("logged-in").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "logged-in").await?;
+        let condition = status.conditions.iter().find(|c| c.type_ == "AuthServerRefValidated")?;
+        let says = status.message.contains("delegateClients");
+        (status.phase == Some(Phase::Failed) && says && condition.reason == "AuthServerRefInvalidConfig" && replicas == Some(0))
+            .then_some(())
+    })
+    .await;
+    let fixed = json!({"spec": {"embeddedAuthServer": {"delegateClients": null}}});
+    logins.patch("login", &PatchParams::default(), &Patch::Merge(fixed)).await.unwrap();
+    eventually("logged-in serving again once the configuration is fixed", &g.operator, || async {
+        let (_, replicas) = proxy_template(&deployments, "logged-in").await?;
+        (replicas != Some(0)).then_some(())
+    })
+    .await;
+    // A missing one, and tokens for another audience than the resource: never served.
+    for (name, audience, login, says) in [
+        ("login-missing", resource, "nobody", "MCPExternalAuthConfig nobody not found"),
+        ("login-audience", "tools", "login", "audience must equal the resource URL"),
+    ] {
+        create(g, &servers, &server(name, spec(audience, login))).await;
+        eventually(&format!("{name} Failed, its proxy at 0 replicas"), &g.operator, || async {
+            let status = servers.get(name).await.ok()?.status?;
+            let (_, replicas) = proxy_template(&deployments, name).await?;
+            (status.phase == Some(Phase::Failed) && status.message.contains(says) && replicas == Some(0)).then_some(())
+        })
+        .await;
+    }
+    for name in ["logged-in", "login-missing", "login-audience"] {
+        servers.delete(name, &DeleteParams::default()).await.unwrap();
+    }
     // Per-caller rate limits without authenticated callers would count nobody.
     let manifest = Guide::manifest(
         "per-user",

@@ -46,6 +46,9 @@ struct Case {
     /// This operator refuses the spec (its CRD rule): the message names this.
     #[serde(default)]
     refused_here: Option<String>,
+    /// The reference cannot run the spec: its log says this (it then makes no objects).
+    #[serde(default)]
+    reference_fails: Option<String>,
     /// Companion objects (e.g. an MCPGroup) created first on both sides.
     #[serde(default)]
     companions: Vec<Value>,
@@ -175,10 +178,19 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
     let reference_log = work.join("reference.log");
     for case in &cases {
         let skip = usize::from(case.refused_here.is_some());
-        for (client, ns) in sides.iter().skip(skip) {
+        let take = if case.reference_fails.is_some() { 1 } else { sides.len() };
+        for (client, ns) in sides.iter().take(take).skip(skip) {
             let deployments: Api<Deployment> = Api::namespaced((*client).clone(), ns);
             let what = format!("Deployment {} in {ns} (reference log: {})", case.name, reference_log.display());
             eventually_within(&what, &ours, Duration::from_secs(90), || async { deployments.get_opt(&case.name).await.ok()? }).await;
+        }
+        if let Some(failure) = &case.reference_fails {
+            let what = format!("the reference to fail on {} with {failure:?} (log: {})", case.name, reference_log.display());
+            eventually_within(&what, &ours, Duration::from_secs(90), || async {
+                let log = std::fs::read_to_string(&reference_log).ok()?;
+                log.lines().any(|l| l.contains(&format!("MCPServer.name={}", case.name)) && l.contains(failure.as_str())).then_some(())
+            })
+            .await;
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
