@@ -25,6 +25,9 @@ use crate::sharedconfig::{References, SecretKeyRef};
 
 const KEYS_DIR: &str = "/etc/toolhive/authserver/keys";
 const HMAC_DIR: &str = "/etc/toolhive/authserver/hmac";
+/// The group the proxy pod's volumes belong to when it mounts the server's keys (the
+/// reference's, too).
+pub const KEYS_GROUP: i64 = 1000;
 /// The scopes the proxy advertises when the server's oidcConfigRef names none.
 pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 

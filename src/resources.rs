@@ -1007,6 +1007,10 @@ impl Base<'_> {
                         security_context: Some(PodSecurityContext {
                             run_as_non_root: Some(true),
                             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                            // The authorization server's keys are mounted owner-read-only;
+                            // the runner, whatever user its image runs as, reads them as a
+                            // member of this group (kubelet gives the group read access).
+                            fs_group: self.resolved.auth_server.as_ref().map(|_| crate::authserver::KEYS_GROUP),
                             ..Default::default()
                         }),
                         image_pull_secrets: self.image_pull_secrets(),

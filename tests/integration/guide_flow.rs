@@ -577,8 +577,12 @@ async fn an_embedded_authorization_server_reaches_the_proxy_and_one_it_cannot_ru
     })
     .await;
     assert!(pod.volumes.iter().flatten().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("login-keys")));
-    let condition = servers.get("logged-in").await.unwrap().status.unwrap().conditions;
-    assert!(condition.iter().any(|c| c.type_ == "AuthServerRefValidated" && c.status == "True"), "{condition:?}");
+    assert_eq!(pod.security_context.and_then(|c| c.fs_group), Some(1000), "the owner-only keys readable by the runner's group");
+    eventually("logged-in's AuthServerRefValidated condition True", &g.operator, || async {
+        let status = servers.get("logged-in").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "AuthServerRefValidated" && c.status == "True").then_some(())
+    })
+    .await;
 
     // What this release does not carry out: invalid, named, and the proxy stops.
     let delegated = json!({"spec": {"embeddedAuthServer": {"delegateClients": [{"clientId": "ci"}]}}});

@@ -228,6 +228,70 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(from_file.call("create_entities", json!({"entities": []})).await.is_err(), "not permitted by the mounted policy");
     from_file.close().await.unwrap();
 
+    // The embedded authorization server: the runner itself is the OAuth 2.0 server its
+    // clients log in to (federating to an upstream provider), with its signing and
+    // HMAC keys mounted from a Secret. Ready proves the runner read them; its metadata,
+    // keys, client registration and the redirect to the upstream prove the rest.
+    let base = format!("http://mcp-login-proxy.{team}.svc.cluster.local:8080");
+    let resource = format!("{base}/mcp");
+    let signing = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let keys: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({"metadata": {"name": "login-keys"},
+        "stringData": {"signing.pem": signing, "hmac": "h".repeat(48), "client-secret": "upstream-secret"}}))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &team).create(&PostParams::default(), &keys).await.unwrap();
+    for object in [
+        json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig", "metadata": {"name": "login-tokens"},
+            "spec": {"type": "inline", "inline": {"issuer": base, "insecureAllowHTTP": true}}}),
+        json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig", "metadata": {"name": "login"},
+            "spec": {"type": "embeddedAuthServer", "embeddedAuthServer": {"issuer": base, "insecureAllowHTTP": true,
+                "signingKeySecretRefs": [{"name": "login-keys", "key": "signing.pem"}],
+                "hmacSecretRefs": [{"name": "login-keys", "key": "hmac"}],
+                "upstreamProviders": [{"name": "corp", "type": "oauth2", "oauth2Config": {
+                    "authorizationEndpoint": "https://login.example.com/authorize", "tokenEndpoint": "https://login.example.com/token",
+                    "clientId": "tools", "clientSecretRef": {"name": "login-keys", "key": "client-secret"}}}]}}}),
+    ] {
+        let (ok, _, err) = run("kubectl", &kc, &["apply", "-n", &team, "-f", "-"], Some(&object.to_string()));
+        assert!(ok, "{err}");
+    }
+    let login = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],
+        "oidcConfigRef": {"name": "login-tokens", "audience": resource, "resourceUrl": resource},
+        "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "login"}});
+    create(&servers, &server("login", login)).await;
+    ready(&servers, operator, "login").await;
+    let (login_url, login_address) = controlplane::mcp::proxy_endpoint(&admin, &team, "login").await.unwrap();
+    let get = |path: String| async move { controlplane::mcp::http("GET", &path, login_address, None).await.unwrap() };
+    let (status, _, body) = get(format!("{base}/.well-known/oauth-authorization-server")).await;
+    let metadata: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!((status, metadata["issuer"].as_str()), (200, Some(base.as_str())), "{body}");
+    let (_, _, jwks) = get(metadata["jwks_uri"].as_str().unwrap().to_string()).await;
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap_or_default();
+    assert_eq!(jwks["keys"][0]["kty"], "EC", "the mounted signing key is published: {jwks}");
+    let refused = controlplane::mcp::Session::connect_as(&login_url, login_address, None).await.err().map(|e| format!("{e:#}"));
+    assert!(refused.as_deref().is_some_and(|e| e.contains("Auth required")), "no token, no session: {refused:?}");
+    // A client registers itself, and its login is sent on to the upstream provider.
+    let registration = json!({"redirect_uris": ["http://127.0.0.1:33418/callback"], "client_name": "real-pods",
+        "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"], "response_types": ["code"]});
+    let registration_url = metadata["registration_endpoint"].as_str().unwrap();
+    let (status, _, body) =
+        controlplane::mcp::http("POST", registration_url, login_address, Some(&registration.to_string())).await.unwrap();
+    let client: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert!((200..300).contains(&status) && client["client_id"].is_string(), "registration: {status} {body}");
+    let authorize = format!(
+        "{}?response_type=code&client_id={}&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2Fcallback&state=real-pods-login-state\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&scope=openid",
+        metadata["authorization_endpoint"].as_str().unwrap(),
+        client["client_id"].as_str().unwrap()
+    );
+    let (status, location, body) = get(authorize).await;
+    let location = location.unwrap_or_default();
+    assert!(
+        (300..400).contains(&status)
+            && location.starts_with("https://login.example.com/authorize?")
+            && location.contains("client_id=tools")
+            && location.contains(&format!("redirect_uri={}", urlencode(&format!("{resource}/oauth/callback")))),
+        "the login goes on to the upstream provider: {status} {location} {body}"
+    );
+
     // Sessions in Redis, and rate limits counted there: a Redis on the node's host
     // (the pods reach it through the bridge), with a password the proxy reads from a
     // Secret. The runner cannot start without reaching it, so Ready proves the password.
@@ -320,7 +384,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             all.iter().any(|s| s["metric"]["phase"] == "Failed" && s["value"][1] == "1").then_some(all)
         })
         .await;
-    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "5"), "{phases:?}");
+    assert!(phases.iter().any(|s| s["metric"]["phase"] == "Ready" && s["value"][1] == "6"), "{phases:?}");
 
     // Deleting the MCPServer removes the runner's StatefulSet and Services, and
     // garbage collection the operator's children.
@@ -481,4 +545,14 @@ impl Drop for HostRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `text` percent-encoded as a query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -72,6 +72,26 @@ pub fn text(result: &CallToolResult) -> String {
     texts.chain(result.structured_content.iter().map(|v| v.to_string())).collect::<Vec<_>>().join("\n")
 }
 
+/// A plain HTTP request (redirects not followed) to `url`, its host resolved to
+/// `address`: status, Location header, body.
+pub async fn http(method: &str, url: &str, address: IpAddr, body: Option<&str>) -> Result<(u16, Option<String>, String)> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url:?}"))?;
+    let host = parsed.host_str().context("no host")?.to_string();
+    let port = parsed.port_or_known_default().context("no port")?;
+    let http = reqwest::Client::builder()
+        .resolve(&host, SocketAddr::new(address, port))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()?;
+    let mut request = http.request(method.parse()?, parsed);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_string());
+    }
+    let response = request.send().await?;
+    let location = response.headers().get("location").and_then(|l| l.to_str().ok()).map(String::from);
+    Ok((response.status().as_u16(), location, response.text().await?))
+}
+
 /// `status.url` of an MCPServer and its proxy Service's ClusterIP (the Service is
 /// the URL's first host label, in the server's namespace).
 pub async fn proxy_endpoint(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, IpAddr)> {
