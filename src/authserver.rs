@@ -234,21 +234,30 @@ pub fn runner_config(config: &EmbeddedAuthServer, resource_url: &str, scopes: &[
         .upstream_providers
         .iter()
         .map(|u| {
-            let secret_env = |r: &Option<SecretKeyRef>| r.as_ref().map(|_| client_secret_env(&u.name)).unwrap_or_default();
+            // What both kinds of upstream say of the client the server is to them.
+            let client =
+                |id: &str, secret: &Option<SecretKeyRef>, redirect_uri: &str, scopes: &[String], params: &BTreeMap<String, String>| {
+                    let secret_env = secret.as_ref().map(|_| client_secret_env(&u.name)).unwrap_or_default();
+                    serde_json::json!({"client_id": id, "client_secret_env_var": secret_env, "redirect_uri": redirect(redirect_uri),
+                    "scopes": scopes, "additional_authorization_params": params})
+                };
+            let with = |mut fields: Value, more: Value| {
+                if let (Some(f), Some(m)) = (fields.as_object_mut(), more.as_object()) {
+                    f.extend(m.clone());
+                }
+                strip_empty(fields)
+            };
             let oidc = u.oidc_config.as_ref().map(|o| {
-                strip_empty(serde_json::json!({
-                    "issuer_url": o.issuer_url, "client_id": o.client_id, "client_secret_env_var": secret_env(&o.client_secret_ref),
-                    "redirect_uri": redirect(&o.redirect_uri), "scopes": o.scopes,
-                    "additional_authorization_params": o.additional_authorization_params, "subject_claim": o.subject_claim,
-                }))
+                let fields = client(&o.client_id, &o.client_secret_ref, &o.redirect_uri, &o.scopes, &o.additional_authorization_params);
+                with(fields, serde_json::json!({"issuer_url": o.issuer_url, "subject_claim": o.subject_claim}))
             });
             let oauth2 = u.oauth2_config.as_ref().map(|o| {
-                strip_empty(serde_json::json!({
-                    "authorization_endpoint": o.authorization_endpoint, "token_endpoint": o.token_endpoint, "client_id": o.client_id,
-                    "client_secret_env_var": secret_env(&o.client_secret_ref), "redirect_uri": redirect(&o.redirect_uri),
-                    "scopes": o.scopes, "additional_authorization_params": o.additional_authorization_params,
-                    "allow_private_ips": o.allow_private_ips, "insecure_allow_http": o.insecure_allow_http,
-                }))
+                let fields = client(&o.client_id, &o.client_secret_ref, &o.redirect_uri, &o.scopes, &o.additional_authorization_params);
+                with(
+                    fields,
+                    serde_json::json!({"authorization_endpoint": o.authorization_endpoint, "token_endpoint": o.token_endpoint,
+                    "allow_private_ips": o.allow_private_ips, "insecure_allow_http": o.insecure_allow_http}),
+                )
             });
             RunnerUpstream { name: u.name.clone(), kind: u.kind.clone(), oidc_config: oidc, oauth2_config: oauth2 }
         })
