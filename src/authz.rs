@@ -14,13 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
 
 use crate::api::{AuthzConfig, AuthzConfigType, MCPServer};
-use crate::sharedconfig::{ConfigStatus, References};
+use crate::sharedconfig::ConfigStatus;
 
 /// An authorizer for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -134,35 +131,6 @@ const POLICY_VOLUME: &str = "authz-config";
 pub fn policy_configmap(server: &MCPServer) -> Option<&crate::api::ConfigMapKeyRef> {
     let config = server.spec.authz_config.as_ref().filter(|c| c.config_type == AuthzConfigType::ConfigMap)?;
     config.config_map.as_ref()
-}
-
-/// The resourceVersion of `server`'s policy ConfigMap from the cache of ConfigMap
-/// metadata (it rolls the proxy when the ConfigMap changes); None without one. A
-/// missing one stops the proxy, as a missing MCPAuthzConfig does: the runner could
-/// not start without its policies.
-pub fn policy_version(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigMap>>, out: &mut References) -> Option<String> {
-    let name = &policy_configmap(server)?.name;
-    let ns = server.namespace().unwrap_or_default();
-    match configmaps.get(&ObjectRef::new(name).within(&ns)) {
-        Some(configmap) => Some(configmap.resource_version().unwrap_or_default()),
-        None => {
-            out.problems.push(format!(
-                "spec.authzConfig.configMap: ConfigMap {name} not found in namespace {ns}; the proxy is stopped until it exists"
-            ));
-            None
-        }
-    }
-}
-
-/// The mapper for the MCPServer controller: a changed ConfigMap to the servers in
-/// the cache whose policies it holds.
-pub fn policy_readers(servers: Store<MCPServer>) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<MCPServer>> + Send + Sync {
-    move |configmap| {
-        let (ns, name) = (configmap.namespace(), configmap.name_any());
-        let state = servers.state();
-        let readers = state.iter().filter(|s| s.namespace() == ns && policy_configmap(s).is_some_and(|c| c.name == name));
-        readers.map(|s| ObjectRef::from_obj(s.as_ref())).collect()
-    }
 }
 
 /// The policy ConfigMap's key, mounted where the runner reads it (the reference's

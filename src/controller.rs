@@ -149,8 +149,9 @@ pub struct Context {
     webhook_configs: Store<MCPWebhookConfig>,
     /// MCPExternalAuthConfigs in the scope, resolved into the RunConfig and the proxy.
     external_auth_configs: Store<MCPExternalAuthConfig>,
-    /// Metadata of every ConfigMap in the scope: policy ConfigMaps exist, and their versions.
-    policy_configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Metadata of every ConfigMap in the scope: whether the ConfigMaps servers name
+    /// exist, and their versions.
+    named_configmaps: Store<PartialObjectMeta<ConfigMap>>,
 }
 
 /// The version that changes when someone else edits a child: generation where the
@@ -304,10 +305,10 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
     let (authz_store, authz_changes) = companion_stream::<MCPAuthzConfig>(&client, nsr, m);
     let (webhook_store, webhook_changes) = companion_stream::<MCPWebhookConfig>(&client, nsr, m);
     let (external_auth_store, external_auth_changes) = companion_stream::<MCPExternalAuthConfig>(&client, nsr, m);
-    // ConfigMaps holding authorization policies (spec.authzConfig, type configMap):
-    // metadata only, every one in the scope, as the servers may name any. The
-    // operator learns that one exists and when it changes, never what it holds.
-    let (policy_configmaps, policy_changes) =
+    // ConfigMaps the servers name for their proxies (authorization policies, permission
+    // profiles): metadata only, every one in the scope, as the servers may name any.
+    // The operator learns that one exists and when it changes, never what it holds.
+    let (named_configmaps, named_configmap_changes) =
         slim_stream(scoped::<PartialObjectMeta<ConfigMap>>(&client, nsr), m, "configmaps".into(), watcher::Config::default(), |c| {
             resources::slim_metadata(&mut c.metadata, &[])
         });
@@ -321,7 +322,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         authz_configs: authz_store,
         webhook_configs: webhook_store,
         external_auth_configs: external_auth_store,
-        policy_configmaps,
+        named_configmaps,
     });
     let groups = crate::group::run(client.clone(), ns.clone(), server_store.clone(), wait(shutdown.clone()));
     let configs_shutdown = shutdown.clone();
@@ -334,7 +335,7 @@ pub async fn run_scope(shared: Arc<Shared>, ns: Option<String>, shutdown: tokio:
         .watches_stream(authz_changes, sharedconfig::referrers(server_store.clone()))
         .watches_stream(webhook_changes, sharedconfig::referrers(server_store.clone()))
         .watches_stream(external_auth_changes, sharedconfig::referrers(server_store.clone()))
-        .watches_stream(policy_changes, crate::authz::policy_readers(server_store.clone()))
+        .watches_stream(named_configmap_changes, crate::configmaps::readers(server_store.clone()))
         .owns_stream(cm)
         .owns_stream(sa)
         .owns_stream(role)
@@ -475,7 +476,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         authz: sharedconfig::resolve(server, &ctx.authz_configs, &mut references),
         webhooks: sharedconfig::resolve(server, &ctx.webhook_configs, &mut references),
         external_auth: sharedconfig::resolve(server, &ctx.external_auth_configs, &mut references),
-        authz_policy_version: crate::authz::policy_version(server, &ctx.policy_configmaps, &mut references),
+        configmap_versions: crate::configmaps::versions(server, &ctx.named_configmaps, &mut references),
         auth_server: None,
         unresolved: false,
     };

@@ -4,6 +4,7 @@ pub mod api;
 pub mod authserver;
 pub mod authz;
 pub mod config;
+pub mod configmaps;
 pub mod controller;
 pub mod error;
 pub mod externalauth;

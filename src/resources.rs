@@ -44,9 +44,6 @@ pub const SPEC_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/applied-hash";
 pub const RUNCONFIG_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/runconfig-hash";
 /// The MCPServer generation on the proxy pod, read by the runner (THV_MCPSERVER_GENERATION).
 pub const GENERATION_ANNOTATION: &str = "toolhive.stacklok.dev/mcpserver-generation";
-/// Pod-template annotation carrying the policy ConfigMap's resourceVersion (the runner
-/// reads the policies once, at start): an edit of the policies rolls the proxy.
-pub const AUTHZ_POLICY_VERSION_ANNOTATION: &str = "toolhive.stacklok.dev/authz-policy-version";
 
 /// Names of the objects the operator creates for an MCPServer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,9 +480,9 @@ pub struct Resolved {
     /// The embedded authorization server (spec.authServerRef, or an
     /// externalAuthConfigRef of that type), found and valid.
     pub auth_server: Option<crate::authserver::EmbeddedAuthServer>,
-    /// The resourceVersion of spec.authzConfig's policy ConfigMap (type configMap):
-    /// in the proxy's pod template, so an edit of the policies rolls it.
-    pub authz_policy_version: Option<String>,
+    /// The resourceVersions of the ConfigMaps the server names for its proxy (policies,
+    /// permission profile): in the pod template, so an edit of one rolls the proxy.
+    pub configmap_versions: Option<String>,
     /// A reference could not be resolved: the proxy runs no replica, so it never
     /// serves without what the reference configures.
     pub unresolved: bool,
@@ -859,8 +856,8 @@ impl Base<'_> {
         if let Some(generation) = server.metadata.generation {
             pod_annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
         }
-        if let Some(version) = &self.resolved.authz_policy_version {
-            pod_annotations.insert(AUTHZ_POLICY_VERSION_ANNOTATION.into(), version.clone());
+        if let Some(versions) = &self.resolved.configmap_versions {
+            pod_annotations.insert(crate::configmaps::VERSIONS_ANNOTATION.into(), versions.clone());
         }
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
@@ -1213,7 +1210,7 @@ mod tests {
     fn policies_in_a_configmap_are_mounted_for_the_runner_and_their_edits_roll_the_proxy() {
         let s =
             server(json!({"image": "img", "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "cedar.json"}}}));
-        let resolved = Resolved { authz_policy_version: Some("41".into()), ..Default::default() };
+        let resolved = Resolved { configmap_versions: Some("policies=41".into()), ..Default::default() };
         let rc = serde_json::to_value(runconfig(&s, &ProxySettings::new("r"), &resolved)).unwrap();
         assert!(rc.get("authz_config").is_none(), "the operator never reads the policies: {rc}");
         assert_eq!(rc["authz_config_path"], "/etc/toolhive/authz/authz.json");
@@ -1224,7 +1221,7 @@ mod tests {
         let d = d.into_iter().find_map(|c| if let Child::Deployment(d) = c { Some(d) } else { None }).unwrap();
         let d = serde_json::to_value(d).unwrap();
         let pod = &d["spec"]["template"];
-        assert_eq!(pod["metadata"]["annotations"][AUTHZ_POLICY_VERSION_ANNOTATION], "41");
+        assert_eq!(pod["metadata"]["annotations"][crate::configmaps::VERSIONS_ANNOTATION], "policies=41");
         let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "authz-config").unwrap();
         assert_eq!(volume["configMap"], json!({"name": "policies", "items": [{"key": "cedar.json", "path": "authz.json"}]}));
         let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();

@@ -949,7 +949,7 @@ async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the
     configmaps.create(&PostParams::default(), &policy_file(call_search)).await.unwrap();
     let policy_version = |d: Deployment| {
         let template = d.spec?.template;
-        let version = template.metadata?.annotations?.get("toolhive.stacklok.dev/authz-policy-version")?.clone();
+        let version = template.metadata?.annotations?.get("toolhive.stacklok.dev/configmap-versions")?.clone();
         let volumes = template.spec?.volumes?;
         let mounted = volumes.iter().any(|v| v.config_map.as_ref().is_some_and(|c| c.name == "team-cedar"));
         mounted.then_some(version)
@@ -982,6 +982,46 @@ async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the
     for name in ["policed", "shared-policed"] {
         servers.delete(name, &DeleteParams::default()).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_permission_profile_from_a_configmap_must_exist_and_an_edit_rolls_the_proxy() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &g.team);
+    let spec = json!({"image": "ghcr.io/acme/tool", "permissionProfile": {"type": "configmap", "name": "egress", "key": "profile.json"}});
+    create(g, &servers, &server("profiled", spec)).await;
+    eventually("profiled Failed: its profile ConfigMap not found, no proxy replica", &g.operator, || async {
+        let status = servers.get("profiled").await.ok()?.status?;
+        let (_, replicas) = proxy_template(&deployments, "profiled").await?;
+        let says = status.message.contains("spec.permissionProfile: ConfigMap egress not found");
+        (status.phase == Some(Phase::Failed) && says && replicas == Some(0)).then_some(())
+    })
+    .await;
+    let profile = |hosts: &[&str]| {
+        let text = json!({"network": {"outbound": {"allow_host": hosts, "allow_port": [443]}}}).to_string();
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": "egress"}, "data": {"profile.json": text}})).unwrap()
+    };
+    configmaps.create(&PostParams::default(), &profile(&["api.example.com"])).await.unwrap();
+    let versions = |d: Deployment| d.spec?.template.metadata?.annotations?.get("toolhive.stacklok.dev/configmap-versions").cloned();
+    let first = eventually("profiled's proxy serving with the profile's version in its template", &g.operator, || async {
+        let deployment = deployments.get_opt("profiled").await.ok()??;
+        (deployment.spec.as_ref()?.replicas != Some(0)).then_some(())?;
+        versions(deployment)
+    })
+    .await;
+    assert!(first.starts_with("egress="), "{first}");
+    configmaps.replace("egress", &PostParams::default(), &profile(&["api.example.com", "pypi.org"])).await.unwrap();
+    eventually("an edit of the profile rolls the proxy", &g.operator, || async {
+        let now = versions(deployments.get_opt("profiled").await.ok()??)?;
+        (now != first).then_some(())
+    })
+    .await;
+    servers.delete("profiled", &DeleteParams::default()).await.unwrap();
+    configmaps.delete("egress", &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]

@@ -1,0 +1,51 @@
+//! ConfigMaps a server names for its proxy to read (authorization policies, a
+//! permission profile): mounted into the runner, never read by the operator. It
+//! watches their metadata only, so a missing one stops the proxy (the runner could
+//! not start without it) and an edit rolls it (the runner reads them once, at start).
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::{MCPServer, PermissionProfileType};
+use crate::sharedconfig::References;
+
+/// Pod-template annotation carrying the named ConfigMaps' resourceVersions: an edit
+/// of one rolls the proxy.
+pub const VERSIONS_ANNOTATION: &str = "toolhive.stacklok.dev/configmap-versions";
+
+/// The ConfigMaps `server` names for its proxy, with the field that names each.
+pub fn named(server: &MCPServer) -> Vec<(&'static str, &str)> {
+    let policies = crate::authz::policy_configmap(server).map(|c| ("spec.authzConfig.configMap", c.name.as_str()));
+    let profile = server.spec.permission_profile.as_ref().filter(|p| p.profile_type == PermissionProfileType::ConfigMap);
+    let profile = profile.map(|p| ("spec.permissionProfile", p.name.as_str()));
+    policies.into_iter().chain(profile).collect()
+}
+
+/// `name=resourceVersion` of each ConfigMap `server` names, from the cache of
+/// ConfigMap metadata; None when it names none. A missing one adds its problem to `out`.
+pub fn versions(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigMap>>, out: &mut References) -> Option<String> {
+    let ns = server.namespace().unwrap_or_default();
+    let mut versions = Vec::new();
+    for (field, name) in named(server) {
+        match configmaps.get(&ObjectRef::new(name).within(&ns)) {
+            Some(configmap) => versions.push(format!("{name}={}", configmap.resource_version().unwrap_or_default())),
+            None => {
+                out.problems.push(format!("{field}: ConfigMap {name} not found in namespace {ns}; the proxy is stopped until it exists"))
+            }
+        }
+    }
+    (!versions.is_empty()).then(|| versions.join(","))
+}
+
+/// The mapper for the MCPServer controller: a changed ConfigMap to the servers in
+/// the cache that name it.
+pub fn readers(servers: Store<MCPServer>) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<MCPServer>> + Send + Sync {
+    move |configmap| {
+        let (ns, name) = (configmap.namespace(), configmap.name_any());
+        let state = servers.state();
+        let readers = state.iter().filter(|s| s.namespace() == ns && named(s).iter().any(|(_, n)| *n == name));
+        readers.map(|s| ObjectRef::from_obj(s.as_ref())).collect()
+    }
+}
