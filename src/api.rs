@@ -720,6 +720,11 @@ impl MCPServerSpec {
     pub fn unsupported_fields(&self) -> Vec<&'static Unsupported> {
         UNSUPPORTED_FIELDS.iter().filter(|u| (u.set_in)(self)).collect()
     }
+
+    /// The spec's session storage when it is Redis.
+    pub fn redis_sessions(&self) -> Option<&SessionStorageConfig> {
+        self.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)
+    }
 }
 
 /// The schema a removed field keeps, typed as it was so CEL can see it.

@@ -22,9 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::{
-    MCPServer, MCPServerSpec, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, SessionStorageProvider, Transport,
-};
+use crate::api::{MCPServer, MCPServerSpec, PermissionProfileType, ProxyMode, RESTARTED_AT_ANNOTATION, SessionAffinity, Transport};
 use crate::authz::MCPAuthzConfigSpec;
 use crate::externalauth::{MCPExternalAuthConfigSpec, RunnerTokenExchange};
 use crate::oidc::{MCPOIDCConfigSpec, TokenValidation};
@@ -423,22 +421,18 @@ fn is_zero(n: &i32) -> bool {
 
 /// The Redis password, by reference to its Secret, as the runner reads it.
 fn redis_password_env(spec: &MCPServerSpec) -> Option<EnvVar> {
-    let storage = spec.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)?;
-    Some(crate::sharedconfig::secret_env("THV_SESSION_REDIS_PASSWORD", storage.password_ref.as_ref()?))
+    Some(crate::sharedconfig::secret_env("THV_SESSION_REDIS_PASSWORD", spec.redis_sessions()?.password_ref.as_ref()?))
 }
 
 /// The Redis the proxies keep sessions in: the one the spec names, else (for a spec
 /// that names no session storage at all) the platform's default, if any.
 fn session_redis(spec: &MCPServerSpec, settings: &ProxySettings) -> Option<SessionRedis> {
-    let Some(storage) = &spec.session_storage else {
+    if spec.session_storage.is_none() {
         let address = settings.default_redis.clone()?;
         return Some(SessionRedis { address, db: 0, key_prefix: String::new() });
-    };
-    (storage.provider == SessionStorageProvider::Redis).then(|| SessionRedis {
-        address: storage.address.clone(),
-        db: storage.db,
-        key_prefix: storage.key_prefix.clone(),
-    })
+    }
+    let storage = spec.redis_sessions()?;
+    Some(SessionRedis { address: storage.address.clone(), db: storage.db, key_prefix: storage.key_prefix.clone() })
 }
 
 /// What every proxy gets from the operator's own settings.

@@ -27,8 +27,7 @@ fn rate_limit_validity(server: &MCPServer) -> (&'static str, &'static str, Strin
 /// whose requests reach another replica loses its session (the proxy Service's
 /// ClientIP affinity, the default, keeps most clients on one replica).
 fn session_storage_warning(server: &MCPServer) -> (&'static str, &'static str, &'static str) {
-    let redis = server.spec.session_storage.as_ref().is_some_and(|s| s.provider == crate::api::SessionStorageProvider::Redis);
-    match (server.spec.replicas.is_some_and(|r| r > 1), redis) {
+    match (server.spec.replicas.is_some_and(|r| r > 1), server.spec.redis_sessions().is_some()) {
         (true, false) => (
             "True",
             "SessionStorageMissingForReplicas",
