@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use kube::{Api, Client, ResourceExt, api::PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use toolhive_operator::{api::MCPServer, config::Scope, metrics::Metrics, webhook};
+use toolhive_operator::{api::MCPServer, config::Scope, runtime::metrics::Metrics, webhook};
 
 /// The tenancy policy every configuration enforces.
 const POLICY: &str = r#"

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use toolhive_operator::{config::Scope, metrics::Metrics, webhook};
+use toolhive_operator::{config::Scope, runtime::metrics::Metrics, webhook};
 
 const POLICY: &str = r##"
 contact: "#platform"
@@ -89,7 +89,7 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The operator's own log set-up (its per-request spans cost what they cost in
     // the process), written nowhere.
-    toolhive_operator::logging::init(false, std::io::sink);
+    toolhive_operator::runtime::logging::init(false, std::io::sink);
     let seconds = env_u64("BENCH_SECONDS", 5);
     let connections = env_u64("BENCH_CONNECTIONS", 16) as usize;
     let ca = controlplane::Authority::new("bench-ca").unwrap();

@@ -41,7 +41,9 @@ pub fn versions(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigM
 
 /// The mapper for the MCPServer controller: a changed ConfigMap to the servers in
 /// the cache that name it.
-pub fn readers(servers: Store<MCPServer>) -> impl Fn(PartialObjectMeta<ConfigMap>) -> Vec<ObjectRef<MCPServer>> + Send + Sync {
+pub fn readers(
+    servers: Store<MCPServer>,
+) -> impl Fn(std::sync::Arc<PartialObjectMeta<ConfigMap>>) -> Vec<ObjectRef<MCPServer>> + Send + Sync {
     move |configmap| {
         let (ns, name) = (configmap.namespace(), configmap.name_any());
         let state = servers.state();

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
-    Api, Client, CustomResource, CustomResourceExt, ResourceExt,
+    Client, CustomResource, CustomResourceExt, ResourceExt,
     runtime::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use schemars::JsonSchema;
@@ -22,6 +21,7 @@ use tracing::info;
 
 use crate::api::MCPServer;
 use crate::error::Error;
+use crate::runtime::cache::Cache;
 use crate::status::condition;
 
 /// A named group of MCPServers in one namespace.
@@ -168,27 +168,24 @@ struct GroupContext {
     servers: Store<MCPServer>,
 }
 
-/// Keeps every MCPGroup's status in `ns` (all namespaces when None) current: on a
-/// change to the group, or to an MCPServer that names it. `servers` is the MCPServer
-/// controller's cache; a server moved from one group to another is seen by the old
-/// group on its next periodic look.
+/// Keeps every MCPGroup's status in one scope current: on a change to the group, or
+/// to an MCPServer that names it (both from the scope's caches). A server moved from
+/// one group to another is seen by the old group on its next periodic look.
 pub async fn run(
     client: Client,
-    ns: Option<String>,
-    servers: Store<MCPServer>,
+    groups: Cache<MCPGroup>,
+    servers: Cache<MCPServer>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let groups: Api<MCPGroup> = crate::controller::scoped(&client, ns.as_deref());
-    let server_api: Api<MCPServer> = crate::controller::scoped(&client, ns.as_deref());
-    let ctx = Arc::new(GroupContext { client, servers });
-    let results = Controller::new(groups, watcher::Config::default())
-        .watches(server_api, watcher::Config::default(), |s: MCPServer| {
+    let ctx = Arc::new(GroupContext { client, servers: servers.store().clone() });
+    let results = Controller::for_shared_stream(groups.everything_then_changes(), groups.store().clone())
+        .watches_shared_stream(servers.changes(), |s: Arc<MCPServer>| {
             let ns = s.namespace()?;
-            Some(ObjectRef::new(&s.spec.group_ref?.name).within(&ns))
+            Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, crate::controller::retry_status_write, ctx);
-    crate::controller::drive("MCPGroup", results).await;
+        .run(reconcile, crate::runtime::status::retry_status_write, ctx);
+    crate::runtime::status::drive("MCPGroup", results).await;
 }
 
 async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
@@ -197,7 +194,7 @@ async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Actio
     let servers = members(&ctx.servers.state(), &ns, &name);
     let desired = desired_status(&group, servers, Time(jiff::Timestamp::now()));
     if group.status.as_ref() != Some(&desired) {
-        crate::controller::apply_status::<MCPGroup>(&ctx.client, &ns, &name, &desired).await?;
+        crate::runtime::status::apply_status::<MCPGroup>(&ctx.client, &ns, &name, &desired).await?;
         info!(namespace = %ns, name = %name, servers = desired.server_count, "MCPGroup status written");
     }
     Ok(Action::requeue(std::time::Duration::from_secs(60)))

@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 use toolhive_operator::{
     api::MCPServer,
     config::{Args, LEADER_LEASE_NAME, Scope, parse_bind},
-    controller, http, leader, logging,
-    metrics::Metrics,
+    controller,
+    runtime::{http, leader, logging, metrics::Metrics},
     webhook,
 };
 
@@ -43,6 +43,13 @@ async fn main() {
     }
 
     let metrics = Metrics::default();
+    // One watch per kind per scope, for the life of the process, on every replica: the
+    // webhook reads them, and a replica that comes to lead starts on warm caches.
+    let caches = controller::Caches::start(&client, &scope, &metrics);
+    metrics
+        .registry
+        .register(Box::new(controller::ServerPhases::new(caches.servers().iter().map(|c| c.store().clone()).collect())))
+        .unwrap_or_else(|e| fail(format!("cannot register the MCPServer gauge: {e}")));
     let readiness = Arc::new(http::Readiness::default());
     spawn_server("health", health_addr, http::health_router(readiness.clone()));
     spawn_server("metrics", metrics_addr, http::metrics_router(metrics.clone()));
@@ -79,7 +86,7 @@ async fn main() {
                 tokio::spawn(certs.clone().watch(args.webhook_cert_dir.clone(), Duration::from_secs(10), metrics.clone()));
             }
         }
-        let cache = webhook::ServerCache::start(&client, &scope, &metrics);
+        let cache = webhook::ServerCache::over(caches.servers());
         let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone())
             .with_namespace_levels(webhook::namespaces::NamespaceLevels::start(&client, &scope));
         if let Some(path) = args.tenancy_policy.clone() {
@@ -154,7 +161,7 @@ async fn main() {
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = controller::run(shared.clone(), &scope, stop_rx);
+        let run = controller::run(shared.clone(), &caches, stop_rx);
         tokio::pin!(run);
         tokio::select! {
             _ = &mut run => warn!("the controller stopped on its own; standing for election again"),
@@ -162,6 +169,16 @@ async fn main() {
                 info!("shutting down");
                 let _ = stop_tx.send(true);
                 let _ = tokio::time::timeout(Duration::from_secs(10), &mut run).await;
+                // Writing has stopped: hand the lease over now rather than make the next
+                // leader wait it out (a rolling update then takes seconds, not a lease).
+                if let Some(election) = election {
+                    election.abort();
+                    match leader::release(client.clone(), &settings).await {
+                        Ok(true) => info!(lease = LEADER_LEASE_NAME, "lease released"),
+                        Ok(false) => {}
+                        Err(e) => warn!(lease = LEADER_LEASE_NAME, error = %e, "could not release the lease; the next leader waits for it to expire"),
+                    }
+                }
                 return;
             }
             _ = leading.wait_for(|l| !*l) => {

@@ -86,6 +86,8 @@ pub fn labels(name: &str) -> BTreeMap<String, String> {
 
 /// Selector for everything the operator owns (used by its child watches).
 pub const MANAGED_SELECTOR: &str = "toolhive=true";
+/// The label naming the MCPServer an object (or pod) belongs to.
+pub const NAME_LABEL: &str = "toolhive-name";
 
 /// The proxy Service's address inside the cluster: `http://<service>.<ns>.svc.cluster.local:<port>`.
 pub fn service_base_url(server: &MCPServer) -> String {

@@ -15,7 +15,6 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use schemars::JsonSchema;
@@ -25,6 +24,7 @@ use tracing::info;
 use crate::api::MCPServer;
 pub use crate::api::SecretKeyRef;
 use crate::error::Error;
+use crate::runtime::cache::Cache;
 use crate::status::condition;
 
 /// The status every shared configuration kind keeps.
@@ -43,7 +43,7 @@ pub struct ConfigStatus {
 pub const CONDITION_VALID: &str = "Valid";
 
 /// A configuration kind an MCPServer names in one of its `spec.*Ref` fields.
-pub trait SharedConfig: crate::controller::Cached + Serialize {
+pub trait SharedConfig: crate::runtime::cache::Cached + Serialize {
     type Spec: Serialize + Clone;
     /// The reasons of the Valid condition, true and false (the reference's, per kind).
     const VALID_REASON: &'static str = "ValidationSucceeded";
@@ -205,52 +205,28 @@ fn referencing<K: SharedConfig>(servers: &[Arc<MCPServer>], config: &K) -> Vec<O
 
 /// The mapper for the MCPServer controller: a changed K to the servers in the cache
 /// that reference it.
-pub fn referrers<K: SharedConfig>(servers: Store<MCPServer>) -> impl Fn(K) -> Vec<ObjectRef<MCPServer>> + Send + Sync + 'static {
-    move |config| referencing(&servers.state(), &config)
+pub fn referrers<K: SharedConfig>(servers: Store<MCPServer>) -> impl Fn(Arc<K>) -> Vec<ObjectRef<MCPServer>> + Send + Sync + 'static {
+    move |config| referencing(&servers.state(), config.as_ref())
 }
 
-/// Runs the status controller of every configuration kind in `ns` (all namespaces
-/// when None) until each one's `shutdown()` resolves.
-pub async fn run_all<F>(client: Client, ns: Option<String>, shutdown: impl Fn() -> F)
-where
-    F: std::future::Future<Output = ()> + Send + Sync + 'static,
-{
-    use crate::{
-        authz::MCPAuthzConfig, externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig, telemetry::MCPTelemetryConfig,
-        toolconfig::MCPToolConfig, webhookconfig::MCPWebhookConfig,
-    };
-    let (c, n) = (&client, &ns);
-    futures::future::join(
-        futures::future::join3(
-            run::<MCPToolConfig>(c.clone(), n.clone(), shutdown()),
-            run::<MCPTelemetryConfig>(c.clone(), n.clone(), shutdown()),
-            run::<MCPOIDCConfig>(c.clone(), n.clone(), shutdown()),
-        ),
-        futures::future::join3(
-            run::<MCPAuthzConfig>(c.clone(), n.clone(), shutdown()),
-            run::<MCPWebhookConfig>(c.clone(), n.clone(), shutdown()),
-            run::<MCPExternalAuthConfig>(c.clone(), n.clone(), shutdown()),
-        ),
-    )
-    .await;
-}
-
-/// Keeps the status of every K in `ns` (all namespaces when None) current.
-async fn run<K: SharedConfig>(client: Client, ns: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let configs = crate::controller::scoped::<K>(&client, ns.as_deref());
-    let results = Controller::new(configs, watcher::Config::default()).graceful_shutdown_on(shutdown).run(
-        reconcile::<K>,
-        crate::controller::retry_status_write,
-        Arc::new(client),
-    );
-    crate::controller::drive(K::kind(&()).as_ref(), results).await;
+/// Keeps the status of every K in `configs` (one scope's cache) current until
+/// `shutdown` resolves.
+pub async fn run<K: SharedConfig>(
+    client: Client,
+    configs: Cache<K>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let results = Controller::for_shared_stream(configs.everything_then_changes(), configs.store().clone())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, crate::runtime::status::retry_status_write, Arc::new(client));
+    crate::runtime::status::drive(K::kind(&()).as_ref(), results).await;
 }
 
 async fn reconcile<K: SharedConfig>(config: Arc<K>, client: Arc<Client>) -> Result<Action, Error> {
     let desired = desired_status(config.as_ref(), Time(jiff::Timestamp::now()));
     if config.status() != Some(&desired) {
         let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
-        crate::controller::apply_status::<K>(&client, &ns, &name, &desired).await?;
+        crate::runtime::status::apply_status::<K>(&client, &ns, &name, &desired).await?;
         info!(kind = %K::kind(&()), namespace = %ns, name = %name, hash = %desired.config_hash, "status written");
     }
     Ok(Action::await_change())

@@ -132,17 +132,6 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
     for (type_, status, reason, message) in &observed.references.conditions {
         conditions.push(condition(&previous.conditions, type_, status, reason, message, server.metadata.generation, &now));
     }
-    // Keep conditions other controllers or versions set.
-    let ours = [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID]
-        .into_iter()
-        .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied());
-    let ours: Vec<&str> = ours.collect();
-    for c in &previous.conditions {
-        if !ours.contains(&c.type_.as_str()) {
-            conditions.push(c.clone());
-        }
-    }
-
     MCPServerStatus {
         conditions,
         observed_generation: server.metadata.generation,
@@ -151,6 +140,21 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         message,
         ready_replicas: Some(observed.ready_replicas),
     }
+}
+
+/// The condition types this operator sets on an MCPServer. Conditions of any other
+/// type belong to whoever set them: the operator never writes them back.
+pub fn our_condition_types() -> impl Iterator<Item = &'static str> {
+    [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID]
+        .into_iter()
+        .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied())
+}
+
+/// `status` as far as it is the operator's: its fields and its conditions only.
+pub fn ours(status: &MCPServerStatus) -> MCPServerStatus {
+    let ours: Vec<&str> = our_condition_types().collect();
+    let conditions = status.conditions.iter().filter(|c| ours.contains(&c.type_.as_str())).cloned().collect();
+    MCPServerStatus { conditions, ..status.clone() }
 }
 
 /// Waiting reasons that do not go away by waiting: the image cannot be had, or the
@@ -248,6 +252,19 @@ mod tests {
         let status = desired_status(&dropped, &Observed { ready_replicas: 1, ..Default::default() }, t("2026-01-01T00:00:00Z"));
         assert!(!status.conditions.iter().any(|c| c.type_ == "ToolConfigRefValidated"));
         assert_eq!(status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn conditions_of_other_managers_are_never_copied_into_ours() {
+        let mut s = server(json!({"image": "i"}));
+        let theirs = condition(&[], "Audited", "True", "AuditPassed", "by the platform's auditor", Some(2), &t("2026-01-01T00:00:00Z"));
+        s.status = Some(MCPServerStatus { conditions: vec![theirs.clone()], ..Default::default() });
+        let desired = desired_status(&s, &Observed::default(), t("2026-01-02T00:00:00Z"));
+        assert!(desired.conditions.iter().all(|c| c.type_ != "Audited"), "{:?}", desired.conditions);
+        assert!(desired.conditions.iter().any(|c| c.type_ == CONDITION_READY));
+        // What the operator compares with its desired status leaves theirs out too.
+        let stored = MCPServerStatus { conditions: [desired.conditions.clone(), vec![theirs]].concat(), ..desired.clone() };
+        assert_eq!(ours(&stored), desired);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use toolhive_operator::config::Scope;
-use toolhive_operator::metrics::Metrics;
+use toolhive_operator::runtime::metrics::Metrics;
 use toolhive_operator::webhook::{self, MUTATE_PATH, VALIDATE_PATH, policy::TenancyPolicy};
 use tower::ServiceExt;
 

@@ -1,23 +1,19 @@
-//! How many MCPServers each namespace holds, for the `maxMCPServers` quota: kept
-//! from metadata watches, so an admission never calls the API server, plus the
-//! creates this replica admitted and its watch has not shown yet, so parallel creates
-//! cannot all take the same free place.
+//! How many MCPServers each namespace holds, for the `maxMCPServers` quota: read
+//! from the operator's MCPServer caches (the same watch the controllers use), so an
+//! admission never calls the API server, plus the creates this replica admitted and
+//! the watch has not shown yet, so parallel creates cannot all take the same free place.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::{
-    Api, Client,
-    api::PartialObjectMeta,
-    runtime::{WatchStreamExt, watcher},
-};
-use parking_lot::{Mutex, RwLock};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use parking_lot::Mutex;
 
 use crate::api::MCPServer;
-use crate::config::Scope;
-use crate::metrics::Metrics;
+use crate::runtime::cache::Cache;
 
 /// The `maxMCPServers` quota as the rules see it.
 pub trait Quota: Send + Sync {
@@ -48,120 +44,46 @@ impl<F: Fn(&str) -> usize + Send + Sync> Quota for F {
 /// create refused later in the API server's chain frees its place after this).
 const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
-/// MCPServer names per namespace as one watch sees them. A relist rebuilds only this
-/// watch's view (one view per watched namespace in namespace mode, never shared, so
-/// one namespace's relist cannot wipe another's).
-#[derive(Debug, Default)]
-pub struct NamespaceCounts {
-    live: HashMap<String, HashSet<String>>,
-    relisting: Option<HashMap<String, HashSet<String>>>,
-    synced: bool,
-}
-
-impl NamespaceCounts {
-    /// Folds one watch event in.
-    pub fn apply(&mut self, event: watcher::Event<PartialObjectMeta<MCPServer>>) {
-        let key = |o: &PartialObjectMeta<MCPServer>| {
-            (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default())
-        };
-        match event {
-            watcher::Event::Init => self.relisting = Some(HashMap::new()),
-            watcher::Event::InitApply(o) => {
-                let (ns, name) = key(&o);
-                self.relisting.get_or_insert_with(HashMap::new).entry(ns).or_default().insert(name);
-            }
-            watcher::Event::InitDone => {
-                self.live = self.relisting.take().unwrap_or_default();
-                self.synced = true;
-            }
-            watcher::Event::Apply(o) => {
-                let (ns, name) = key(&o);
-                self.live.entry(ns).or_default().insert(name);
-            }
-            watcher::Event::Delete(o) => {
-                let (ns, name) = key(&o);
-                if let Some(names) = self.live.get_mut(&ns) {
-                    names.remove(&name);
-                    if names.is_empty() {
-                        self.live.remove(&ns);
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn count(&self, namespace: &str) -> usize {
-        self.live.get(namespace).map_or(0, HashSet::len)
-    }
-
-    pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        self.live.get(namespace).is_some_and(|names| names.contains(name))
-    }
-
-    pub fn synced(&self) -> bool {
-        self.synced
-    }
-}
-
-/// How many MCPServers each namespace holds, from metadata watches (one per scope
-/// namespace), answered in O(1) without an API call.
+/// MCPServers per namespace from the caches of every scope (one per allowed
+/// namespace in namespace mode, each relisted on its own).
 pub struct ServerCache {
-    views: Vec<Arc<RwLock<NamespaceCounts>>>,
+    scopes: Vec<Cache<MCPServer>>,
     /// (namespace, name) of creates admitted and not yet seen, with when.
     pending: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl ServerCache {
-    /// Starts the watches; they run for the life of the process.
-    pub fn start(client: &Client, scope: &Scope, metrics: &Metrics) -> Arc<Self> {
-        let apis: Vec<Api<PartialObjectMeta<MCPServer>>> = match scope {
-            Scope::Cluster => vec![Api::all(client.clone())],
-            Scope::Namespaces(list) => list.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect(),
-        };
-        let views = apis.iter().map(|_| Arc::new(RwLock::new(NamespaceCounts::default()))).collect();
-        let cache = Arc::new(Self { views, pending: Mutex::default() });
-        for (index, api) in apis.into_iter().enumerate() {
-            let cache = cache.clone();
-            let restarts = metrics.watch_restarts.with_label_values(&["mcpservers-webhook"]);
+    /// Reads `scopes`; a server their watches show ends its reservation then, not at
+    /// the next admission, by which time a short-lived server may be gone and its
+    /// place would stay taken.
+    pub fn over(scopes: Vec<Cache<MCPServer>>) -> Arc<Self> {
+        let cache = Arc::new(Self { pending: Mutex::default(), scopes });
+        for scope in &cache.scopes {
+            let seen = Arc::downgrade(&cache);
+            let changes = scope.changes();
             tokio::spawn(async move {
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .for_each(|event| {
-                        match event {
-                            Ok(e) => cache.observe(index, e),
-                            Err(_) => restarts.inc(),
-                        }
-                        futures::future::ready(())
-                    })
-                    .await
+                futures::pin_mut!(changes);
+                while let Some(server) = changes.next().await {
+                    let Some(cache) = seen.upgrade() else { return };
+                    cache.pending.lock().remove(&(server.namespace().unwrap_or_default(), server.name_any()));
+                }
             });
         }
         cache
     }
 
-    /// Folds a watch event into view `index`. A server the watch shows is counted from
-    /// then on by the view, so its reservation ends here — not at the next admission,
-    /// by which time a short-lived server may be gone and its place would stay taken.
-    fn observe(&self, index: usize, event: watcher::Event<PartialObjectMeta<MCPServer>>) {
-        if let watcher::Event::Apply(o) | watcher::Event::InitApply(o) = &event {
-            let key = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
-            self.pending.lock().remove(&key);
-        }
-        self.views[index].write().apply(event);
-    }
-
     pub async fn wait_synced(&self) {
-        while !self.views.iter().all(|v| v.read().synced()) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        futures::future::join_all(self.scopes.iter().map(|s| s.ready())).await;
     }
 
     pub fn count(&self, namespace: &str) -> usize {
-        self.views.iter().map(|v| v.read().count(namespace)).sum()
+        let in_namespace = |s: &Arc<MCPServer>| s.metadata.namespace.as_deref() == Some(namespace);
+        self.scopes.iter().map(|c| c.store().state().iter().filter(|s| in_namespace(s)).count()).sum()
     }
 
     fn seen(&self, namespace: &str, name: &str) -> bool {
-        self.views.iter().any(|v| v.read().contains(namespace, name))
+        let key = ObjectRef::new(name).within(namespace);
+        self.scopes.iter().any(|c| c.store().get(&key).is_some())
     }
 
     /// Servers `namespace` holds, counting the pending creates (`pending` is the locked
@@ -190,22 +112,23 @@ impl Quota for ServerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::{reflector, watcher};
 
-    fn server(ns: &str, name: &str) -> PartialObjectMeta<MCPServer> {
+    fn server(ns: &str, name: &str) -> MCPServer {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
-            "metadata": {"name": name, "namespace": ns}
+            "metadata": {"name": name, "namespace": ns}, "spec": {"image": "i"}
         }))
         .unwrap()
     }
 
-    #[test]
-    fn parallel_creates_cannot_take_the_same_free_place() {
-        let view = Arc::new(RwLock::new(NamespaceCounts::default()));
-        view.write().apply(watcher::Event::Init);
-        view.write().apply(watcher::Event::InitApply(server("a", "old")));
-        view.write().apply(watcher::Event::InitDone);
-        let cache = Arc::new(ServerCache { views: vec![view.clone()], pending: Mutex::default() });
+    #[tokio::test]
+    async fn parallel_creates_cannot_take_the_same_free_place() {
+        let (store, mut writer) = reflector::store::<MCPServer>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(server("a", "old")));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let cache = ServerCache::over(vec![Cache::from_store(store)]);
         let admitted: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..40)
                 .map(|i| {
@@ -222,12 +145,12 @@ mod tests {
         assert_eq!(cache.held("b"), 0, "other namespaces are untouched");
         // Once the watch shows an admitted server it is counted once, not twice.
         let first_admitted = cache.pending.lock().keys().next().unwrap().1.clone();
-        view.write().apply(watcher::Event::Apply(server("a", &first_admitted)));
+        writer.apply_watcher_event(&watcher::Event::Apply(server("a", &first_admitted)));
         assert_eq!(cache.held("a"), 5);
-        // A server created and deleted before the next admission gives its place back.
+        // A server created and deleted before the next admission gives its place back:
+        // its reservation ends when the watch shows it.
         let short_lived = cache.pending.lock().keys().find(|(_, n)| *n != first_admitted).unwrap().1.clone();
-        cache.observe(0, watcher::Event::Apply(server("a", &short_lived)));
-        cache.observe(0, watcher::Event::Delete(server("a", &short_lived)));
+        cache.pending.lock().remove(&("a".to_string(), short_lived.clone()));
         assert_eq!(cache.held("a"), 4);
         // A place taken by a create that never arrived is given back after a while.
         cache.pending.lock().values_mut().for_each(|at| *at = at.checked_sub(RESERVATION_TTL).unwrap_or(*at));
@@ -235,25 +158,21 @@ mod tests {
         assert!(cache.reserve("a", "next", 5).is_ok());
     }
 
-    #[test]
-    fn counts_follow_the_watch_and_a_relist_replaces_the_view() {
-        let mut c = NamespaceCounts::default();
-        c.apply(watcher::Event::Init);
-        c.apply(watcher::Event::InitApply(server("a", "one")));
-        assert!(!c.synced(), "not synced before the list is complete");
-        c.apply(watcher::Event::InitDone);
-        assert!(c.synced());
-        c.apply(watcher::Event::Apply(server("a", "two")));
-        c.apply(watcher::Event::Apply(server("a", "two")));
-        c.apply(watcher::Event::Apply(server("b", "one")));
-        assert_eq!((c.count("a"), c.count("b"), c.count("c")), (2, 1, 0), "an update is not a second server");
-        c.apply(watcher::Event::Delete(server("a", "one")));
-        assert_eq!(c.count("a"), 1);
-        // A relist after a dropped watch: the old view serves until the new one is complete.
-        c.apply(watcher::Event::Init);
-        c.apply(watcher::Event::InitApply(server("b", "one")));
-        assert_eq!(c.count("a"), 1, "still the old view mid-relist");
-        c.apply(watcher::Event::InitDone);
-        assert_eq!((c.count("a"), c.count("b")), (0, 1), "what vanished while disconnected is gone");
+    #[tokio::test]
+    async fn a_server_the_watch_shows_ends_its_reservation() {
+        let (store, _writer) = reflector::store::<MCPServer>();
+        let scope = Cache::from_store(store);
+        let cache = ServerCache::over(vec![scope.clone()]);
+        cache.reserve("a", "brief", 5).unwrap();
+        assert_eq!(cache.pending.lock().len(), 1);
+        // Shown by the watch (and gone again before any admission): the place is free.
+        scope.touched(Arc::new(server("a", "brief")));
+        for _ in 0..100 {
+            if cache.pending.lock().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(cache.held("a"), 0);
     }
 }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::tls::CertStore;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 const CA_NAME: &str = "toolhive-operator-webhook-ca";
 const CA_DAYS: i64 = 3650;

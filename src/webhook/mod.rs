@@ -40,7 +40,7 @@ use axum::{
 use tracing::{debug_span, info};
 
 use crate::config::Scope;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 use policy::{SharedPolicy, TenancyPolicy};
 use review::{Hook, Outcome};
 use rules::Facts;

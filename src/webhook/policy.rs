@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::image::RegistryRule;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// The policy in force, replaced whole when the file changes.
 pub type SharedPolicy = Arc<RwLock<Arc<TenancyPolicy>>>;

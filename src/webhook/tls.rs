@@ -13,7 +13,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -408,6 +408,50 @@ async fn the_runner_always_gets_the_service_account_the_operator_decided() {
 }
 
 #[tokio::test]
+async fn the_mcp_service_account_goes_when_the_server_names_its_own_and_others_conditions_stay() {
+    let g = guide();
+    let _webhooks = webhook_registration_lock().await;
+    let admin = g.admin().await;
+    let servers = g.servers(&admin, &g.team);
+    create(g, &servers, &server("own-sa", json!({"image": "ghcr.io/acme/tool"}))).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &g.team);
+    eventually("own-sa-sa", &g.operator, || async { accounts.get_opt("own-sa-sa").await.ok().flatten() }).await;
+    // Another controller (say, the platform's auditor) sets a condition of its own.
+    let theirs = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "status": {"conditions": [
+        {"type": "Audited", "status": "True", "reason": "AuditPassed", "message": "by the auditor", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    servers.patch_status("own-sa", &PatchParams::apply("auditor"), &Patch::Apply(&theirs)).await.unwrap();
+    // The server names an account of its own: the one made for it goes.
+    let named = json!({"spec": {"serviceAccount": "tool-runner"}});
+    servers.patch("own-sa", &PatchParams::default(), &Patch::Merge(&named)).await.unwrap();
+    eventually("own-sa-sa deleted", &g.operator, || async { accounts.get_opt("own-sa-sa").await.ok().flatten().is_none().then_some(()) })
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
+    eventually("the pod patch names tool-runner", &g.operator, || async {
+        let dep = deployments.get_opt("own-sa").await.ok().flatten()?;
+        let args = dep.spec?.template.spec?.containers[0].args.clone()?;
+        args.iter().any(|a| a.starts_with("--k8s-pod-patch=") && a.contains("tool-runner")).then_some(())
+    })
+    .await;
+    let s = servers.get("own-sa").await.unwrap();
+    let status = s.status.unwrap();
+    let audited = status.conditions.iter().find(|c| c.type_ == "Audited").expect("the auditor's condition stays");
+    assert_eq!(audited.reason, "AuditPassed");
+    let managers = s.metadata.managed_fields.unwrap_or_default();
+    let ours =
+        managers.iter().find(|m| m.manager.as_deref() == Some("toolhive-operator") && m.subresource.as_deref() == Some("status")).unwrap();
+    let owned = serde_json::to_string(&ours.fields_v1).unwrap();
+    assert!(!owned.contains("Audited"), "the operator never takes over another manager's condition: {owned}");
+    // A same-named account the operator did not make is never deleted.
+    let foreign: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "own-sa-sa"}})).unwrap();
+    accounts.create(&PostParams::default(), &foreign).await.unwrap();
+    servers.patch("own-sa", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"touched": "1"}}}))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(accounts.get_opt("own-sa-sa").await.unwrap().is_some(), "a foreign account of that name stays");
+    servers.delete("own-sa", &DeleteParams::default()).await.unwrap();
+    accounts.delete("own-sa-sa", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn names_that_become_references_paths_or_runner_strings_must_be_kubernetes_names() {
     let g = guide();
     let _webhooks = webhook_registration_lock().await;

@@ -132,9 +132,10 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpservers/finalizers"]
   verbs: ["update"]
+# delete: `<name>-sa`, once its server names a ServiceAccount of its own.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "patch"]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// What must be true before this replica reports ready.
 #[derive(Default)]

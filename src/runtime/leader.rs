@@ -154,9 +154,44 @@ pub async fn run(client: Client, s: LeaseSettings, tx: watch::Sender<bool>, gaug
     let _ = tx.send(false);
 }
 
+/// Gives the lease up if this replica holds it, so another takes it at its next try
+/// instead of waiting a whole lease duration: called on shutdown, once this replica
+/// has stopped writing.
+pub async fn release(client: Client, s: &LeaseSettings) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, &s.namespace);
+    let Some(mut lease) = api.get_opt(&s.name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return Ok(false);
+    }
+    *spec = released(spec.clone(), jiff::Timestamp::now());
+    match api.replace(&s.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        // Someone else wrote it meanwhile: it is not ours to give up any more.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lease record once given up: no holder, and a one-second duration for
+/// elections that only look at expiry.
+fn released(spec: LeaseSpec, now: jiff::Timestamp) -> LeaseSpec {
+    LeaseSpec { holder_identity: None, lease_duration_seconds: Some(1), renew_time: Some(MicroTime(now)), ..spec }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_lease_is_taken_at_once_by_the_next_replica() {
+        let held = spec("old", "2026-01-01T00:00:00Z", 15);
+        let released = released(held, jiff::Timestamp::now());
+        assert_eq!(released.holder_identity, None);
+        assert!(LeaseObserver::default().may_acquire(&released, "new", Instant::now()));
+    }
 
     fn spec(holder: &str, renewed: &str, secs: i32) -> LeaseSpec {
         LeaseSpec {

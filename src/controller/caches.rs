@@ -1,0 +1,257 @@
+//! What the MCPServer controllers read, per scope (the cluster, or one allowed
+//! namespace): one watch per kind, started once for the life of the process and
+//! shared by the server controller, the group and configuration status controllers
+//! and the webhook's quota. A scope has stores of its own, so a relist in one
+//! namespace never touches another's.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Pod, PodStatus, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Client, Resource,
+    api::{ObjectMeta, PartialObjectMeta},
+    runtime::{reflector::ObjectRef, watcher},
+};
+
+use crate::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+use crate::authz::MCPAuthzConfig;
+use crate::config::Scope;
+use crate::externalauth::MCPExternalAuthConfig;
+use crate::group::MCPGroup;
+use crate::oidc::MCPOIDCConfig;
+use crate::resources::{self, Child, MANAGED_SELECTOR, SPEC_HASH_ANNOTATION, slim_metadata};
+use crate::runtime::cache::{Cache, Cached, scoped};
+use crate::runtime::metrics::Metrics;
+use crate::telemetry::MCPTelemetryConfig;
+use crate::toolconfig::MCPToolConfig;
+use crate::webhookconfig::MCPWebhookConfig;
+
+/// The configuration kinds MCPServers name, each cached once per scope.
+#[derive(Clone)]
+pub struct ConfigCaches {
+    pub tool: Cache<MCPToolConfig>,
+    pub telemetry: Cache<MCPTelemetryConfig>,
+    pub oidc: Cache<MCPOIDCConfig>,
+    pub authz: Cache<MCPAuthzConfig>,
+    pub webhook: Cache<MCPWebhookConfig>,
+    pub external_auth: Cache<MCPExternalAuthConfig>,
+}
+
+/// Every watch of one scope.
+pub struct ScopeCaches {
+    /// None: the whole cluster.
+    pub namespace: Option<String>,
+    pub servers: Cache<MCPServer>,
+    pub groups: Cache<MCPGroup>,
+    pub configs: ConfigCaches,
+    /// Every ConfigMap in the scope, metadata only: the proxies' RunConfigs (the
+    /// operator's children) and the ConfigMaps servers name for their proxies
+    /// (policies, permission profiles), whose existence and version is all the
+    /// operator learns of them.
+    pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
+    pub service_accounts: Cache<PartialObjectMeta<ServiceAccount>>,
+    pub roles: Cache<PartialObjectMeta<Role>>,
+    pub role_bindings: Cache<PartialObjectMeta<RoleBinding>>,
+    pub services: Cache<PartialObjectMeta<Service>>,
+    /// The proxy Deployments without their spec: ready replicas and rollout conditions.
+    pub deployments: Cache<Deployment>,
+    /// The pods of the proxies and MCP servers (label `toolhive=true`), only their
+    /// containers' waiting states: a container that cannot start fails the server.
+    pub pods: Cache<Pod>,
+}
+
+/// A namespaced kind cached without managedFields and annotations but `keep`.
+fn slimmed<K: Cached>(
+    client: &Client,
+    ns: Option<&str>,
+    config: watcher::Config,
+    keep: &'static [&'static str],
+    metrics: &Metrics,
+) -> Cache<K> {
+    Cache::start(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics)
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(MANAGED_SELECTOR)
+}
+
+const HASH: &[&str] = &[SPEC_HASH_ANNOTATION];
+
+impl ScopeCaches {
+    pub fn start(client: &Client, namespace: Option<String>, metrics: &Metrics) -> Self {
+        let ns = namespace.as_deref();
+        let all = watcher::Config::default;
+        Self {
+            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics),
+            groups: slimmed(client, ns, all(), &[], metrics),
+            configs: ConfigCaches {
+                tool: slimmed(client, ns, all(), &[], metrics),
+                telemetry: slimmed(client, ns, all(), &[], metrics),
+                oidc: slimmed(client, ns, all(), &[], metrics),
+                authz: slimmed(client, ns, all(), &[], metrics),
+                webhook: slimmed(client, ns, all(), &[], metrics),
+                external_auth: slimmed(client, ns, all(), &[], metrics),
+            },
+            configmaps: slimmed(client, ns, all(), HASH, metrics),
+            service_accounts: slimmed(client, ns, managed(), HASH, metrics),
+            roles: slimmed(client, ns, managed(), HASH, metrics),
+            role_bindings: slimmed(client, ns, managed(), HASH, metrics),
+            services: slimmed(client, ns, managed(), HASH, metrics),
+            deployments: Cache::start(
+                scoped::<Deployment>(client, ns),
+                managed(),
+                |d: &mut Deployment| {
+                    d.spec = None;
+                    slim_metadata(&mut d.metadata, HASH);
+                },
+                "deployments",
+                metrics,
+            ),
+            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
+            namespace,
+        }
+    }
+
+    /// Resolves once every cache has listed.
+    pub async fn ready(&self) {
+        let c = &self.configs;
+        futures::join!(
+            self.servers.ready(),
+            self.groups.ready(),
+            c.tool.ready(),
+            c.telemetry.ready(),
+            c.oidc.ready(),
+            c.authz.ready(),
+            c.webhook.ready(),
+            c.external_auth.ready(),
+            self.configmaps.ready(),
+            self.service_accounts.ready(),
+            self.roles.ready(),
+            self.role_bindings.ready(),
+            self.services.ready(),
+            self.deployments.ready(),
+            self.pods.ready(),
+        );
+    }
+
+    /// The cached metadata of the object `child` describes, if the operator sees one.
+    pub fn child_meta(&self, child: &Child, ns: &str) -> Option<ObjectMeta> {
+        fn get<K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync>(
+            c: &Cache<K>,
+            ns: &str,
+            name: &str,
+        ) -> Option<ObjectMeta> {
+            c.store().get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
+        }
+        let name = child.name();
+        match child {
+            Child::ConfigMap(_) => get(&self.configmaps, ns, name),
+            Child::ServiceAccount(_) => get(&self.service_accounts, ns, name),
+            Child::Role(_) => get(&self.roles, ns, name),
+            Child::RoleBinding(_) => get(&self.role_bindings, ns, name),
+            Child::Deployment(_) => get(&self.deployments, ns, name),
+            Child::Service(_) => get(&self.services, ns, name),
+        }
+    }
+
+    /// The cached pods of the MCPServer `name` in `ns` (its proxy's and its MCP server's).
+    pub fn server_pods(&self, ns: &str, name: &str) -> Vec<Pod> {
+        let of_server = |p: &&Arc<Pod>| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.metadata.labels.as_ref().and_then(|l| l.get(resources::NAME_LABEL)).map(String::as_str) == Some(name)
+        };
+        self.pods.store().state().iter().filter(of_server).map(|p| p.as_ref().clone()).collect()
+    }
+
+    /// How many watches a scope opens (reported in the log, and by the tests).
+    pub const WATCHES: usize = 15;
+}
+
+/// A pod as the controller reads it: name, namespace and labels, and the waiting
+/// state of each container. The rest of a pod (spec, conditions, IPs) is dropped.
+fn slim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    slim_metadata(&mut pod.metadata, &[]);
+    pod.metadata.owner_references = None;
+    pod.status = pod.status.take().map(|s| {
+        let waiting_only = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            statuses.map(|list| {
+                list.into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::ContainerStatus {
+                        name: c.name,
+                        state: c.state.map(|st| k8s_openapi::api::core::v1::ContainerState { waiting: st.waiting, ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        PodStatus {
+            container_statuses: waiting_only(s.container_statuses),
+            init_container_statuses: waiting_only(s.init_container_statuses),
+            ..Default::default()
+        }
+    });
+}
+
+/// The caches of every scope the operator serves.
+pub struct Caches {
+    pub scopes: Vec<Arc<ScopeCaches>>,
+}
+
+impl Caches {
+    /// Starts every scope's watches; they run for the life of the process.
+    pub fn start(client: &Client, scope: &Scope, metrics: &Metrics) -> Arc<Self> {
+        let namespaces: Vec<Option<String>> = match scope {
+            Scope::Cluster => vec![None],
+            Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+        };
+        Arc::new(Self { scopes: namespaces.into_iter().map(|ns| Arc::new(ScopeCaches::start(client, ns, metrics))).collect() })
+    }
+
+    /// The MCPServer cache of each scope.
+    pub fn servers(&self) -> Vec<Cache<MCPServer>> {
+        self.scopes.iter().map(|s| s.servers.clone()).collect()
+    }
+
+    pub async fn ready(&self) {
+        futures::future::join_all(self.scopes.iter().map(|s| s.ready())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cached_pod_keeps_only_what_says_a_container_cannot_start() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "a", "labels": {"toolhive-name": "s"}, "annotations": {"x": "y"},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"containers": [{"name": "mcp", "image": "i"}]},
+            "status": {"phase": "Pending", "podIP": "10.0.0.1",
+                       "conditions": [{"type": "Ready", "status": "False"}],
+                       "containerStatuses": [{"name": "mcp", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                                              "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                                              "lastState": {"terminated": {"exitCode": 1}}}]}
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        assert!(pod.spec.is_none() && pod.metadata.annotations.as_ref().unwrap().is_empty() && pod.metadata.managed_fields.is_none());
+        let status = pod.status.unwrap();
+        assert!(status.phase.is_none() && status.conditions.is_none() && status.pod_ip.is_none());
+        let c = &status.container_statuses.unwrap()[0];
+        assert_eq!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
+        assert!(c.last_state.is_none());
+        let failure = crate::status::container_failure(&[Pod {
+            status: Some(PodStatus { container_statuses: Some(vec![c.clone()]), ..Default::default() }),
+            metadata: pod.metadata,
+            spec: None,
+        }]);
+        assert_eq!(failure.as_deref(), Some("pod p container mcp: CrashLoopBackOff: back-off"));
+    }
+}

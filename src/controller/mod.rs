@@ -1,0 +1,419 @@
+//! The MCPServer controller. Its controllers run per scope (the whole cluster, or
+//! each allowed namespace) on that scope's caches (`caches`), only while this replica
+//! leads; what it reads is resolved by a pure function (`resolve`), what it writes
+//! is in `children` (the proxy's objects) and `report` (status, Events, gauge).
+
+mod caches;
+mod children;
+mod report;
+pub mod resolve;
+
+pub use caches::{Caches, ConfigCaches, ScopeCaches};
+pub use report::ServerPhases;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Service, ServiceAccount},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{EventType, Recorder, Reporter},
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use parking_lot::Mutex;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::api::{FINALIZER, MCPServer, MCPServerStatus};
+use crate::config::FIELD_MANAGER;
+use crate::error::{Error, Result};
+use crate::resources::{self, Child, desired_children};
+use crate::runtime::metrics::{CONTROLLER, Metrics};
+use crate::sharedconfig;
+use crate::status::Observed;
+use children::{apply_child, delete_labelled, delete_unused, edit_version};
+use report::{publish, write_status, write_status_noting};
+
+/// State shared by every watch scope.
+pub struct Shared {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub proxy: resources::ProxySettings,
+    /// Per child: (hash, generation-or-resourceVersion) after our last apply. A child
+    /// whose annotation hash and version still match is not written again.
+    applied: Mutex<HashMap<ChildKey, (String, String)>>,
+    /// Consecutive failures per MCPServer, for exponential backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+    /// Reconciles in flight across every scope. Bounding them bounds the API
+    /// connections (each holds TLS buffers) and so the memory a burst costs; the API
+    /// server, not the operator, limits throughput beyond a few dozen.
+    reconcile_slots: tokio::sync::Semaphore,
+    /// Per MCPServer: (uid, generation, status) of our last status write. The watch
+    /// cache can lag behind our own write; this keeps a reconcile that sees the older
+    /// object from writing (and announcing) the same status twice. Only the operator
+    /// writes MCPServer status.
+    status_written: Mutex<HashMap<(String, String), WrittenStatus>>,
+}
+
+/// A status the operator wrote, and for which incarnation and generation of the object.
+struct WrittenStatus {
+    uid: String,
+    generation: Option<i64>,
+    status: MCPServerStatus,
+}
+
+type ChildKey = (String, &'static str, String);
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        proxy: resources::ProxySettings,
+        instance: String,
+        max_concurrent_reconciles: usize,
+    ) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            proxy,
+            applied: Mutex::default(),
+            failures: Mutex::default(),
+            reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
+            status_written: Mutex::default(),
+        }
+    }
+}
+
+pub struct Context {
+    pub shared: Arc<Shared>,
+    caches: Arc<ScopeCaches>,
+}
+
+impl Context {
+    fn view(&self) -> resolve::View<'_> {
+        let (c, cfg) = (&self.caches, &self.caches.configs);
+        resolve::View {
+            groups: c.groups.store(),
+            tool: cfg.tool.store(),
+            telemetry: cfg.telemetry.store(),
+            oidc: cfg.oidc.store(),
+            authz: cfg.authz.store(),
+            webhook: cfg.webhook.store(),
+            external_auth: cfg.external_auth.store(),
+            configmaps: c.configmaps.store(),
+        }
+    }
+}
+
+/// Runs every controller of one scope (MCPServers, MCPGroups, the configuration
+/// kinds' status) on its caches until `shutdown` flips to true.
+pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
+    caches.ready().await;
+    info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
+    let client = shared.client.clone();
+    let restarts = shared.metrics.watch_restarts.with_label_values(&["mcpservers"]);
+    let servers = caches.servers.store().clone();
+    let members_of = servers.clone();
+    // A change to a group reconciles the servers that name it (found in the server cache).
+    let naming_servers = move |group: Arc<crate::group::MCPGroup>| {
+        let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+        crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
+    };
+    let (c, cfg) = (&caches, &caches.configs);
+    // The configuration kinds: resolved into the RunConfig; a change reconciles the
+    // servers that reference it (so the proxy rolls), found in the server cache.
+    let servers_controller = Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
+        .watches_shared_stream(c.groups.changes(), naming_servers)
+        .watches_shared_stream(cfg.tool.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.telemetry.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.oidc.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.authz.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.webhook.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.external_auth.changes(), sharedconfig::referrers(servers.clone()))
+        // Every ConfigMap: the RunConfigs it owns, and those servers name for their proxies.
+        .watches_shared_stream(c.configmaps.changes(), crate::configmaps::readers(servers.clone()))
+        .owns_shared_stream(c.configmaps.changes())
+        .owns_shared_stream(c.service_accounts.changes())
+        .owns_shared_stream(c.roles.changes())
+        .owns_shared_stream(c.role_bindings.changes())
+        .owns_shared_stream(c.deployments.changes())
+        .owns_shared_stream(c.services.changes())
+        // A proxy or MCP server container that cannot start, or starts again.
+        .watches_shared_stream(c.pods.changes(), |pod| {
+            let name = pod.labels().get(resources::NAME_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(wait(shutdown.clone()))
+        .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone() }))
+        .for_each(|res| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
+                restarts.inc();
+                warn!(error = %e, "MCPServer watch failed; retrying");
+            }
+            futures::future::ready(())
+        });
+    let groups = crate::group::run(client.clone(), c.groups.clone(), c.servers.clone(), wait(shutdown.clone()));
+    let configs = futures::future::join(
+        futures::future::join3(
+            sharedconfig::run(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
+            sharedconfig::run(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
+            sharedconfig::run(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
+        ),
+        futures::future::join3(
+            sharedconfig::run(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
+            sharedconfig::run(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
+            sharedconfig::run(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
+        ),
+    );
+    futures::future::join3(servers_controller, groups, configs).await;
+    info!(scope = %scope_label, "controllers stopped");
+}
+
+/// Runs every scope's controllers (one set per allowed namespace in namespace mode).
+pub async fn run(shared: Arc<Shared>, caches: &Caches, shutdown: tokio::sync::watch::Receiver<bool>) {
+    futures::future::join_all(caches.scopes.iter().map(|scope| run_scope(shared.clone(), scope.clone(), shutdown.clone()))).await;
+}
+
+/// One reconcile. A panic in it is a bug: it is turned into an error for this
+/// MCPServer (retried with backoff) instead of ending the process, and with it the
+/// webhook every MCPServer write must pass.
+async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(reconcile_once(server, ctx)).catch_unwind().await.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Panicked(message))
+    })
+}
+
+async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    let m = &ctx.shared.metrics;
+    let _slot = ctx.shared.reconcile_slots.acquire().await;
+    let _workers = WorkerGuard::new(m);
+    let start = Instant::now();
+    let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            FinalizerEvent::Apply(s) => apply(&s, &ctx).await,
+            FinalizerEvent::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Finalizer(other.to_string()),
+    });
+    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(a) if a == &Action::await_change() => "success",
+        Ok(_) => "requeue_after",
+        Err(_) => "error",
+    };
+    m.reconcile_total.with_label_values(&[CONTROLLER, outcome]).inc();
+    if result.is_ok() {
+        ctx.shared.failures.lock().remove(&(ns, name));
+    }
+    result
+}
+
+fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let m = &ctx.shared.metrics;
+    m.reconcile_errors.with_label_values(&[CONTROLLER]).inc();
+    m.reconcile_error_category.with_label_values(&[error.category()]).inc();
+    let key = (server.namespace().unwrap_or_default(), server.name_any());
+    let attempts = {
+        let mut f = ctx.shared.failures.lock();
+        let n = f.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(attempts);
+    warn!(namespace = %key.0, name = %key.1, category = error.category(), attempts, retry_in = ?delay, error = %error, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Per-object exponential backoff: 1s, 2s, 4s ... capped at 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+struct WorkerGuard(prometheus::IntGauge);
+impl WorkerGuard {
+    fn new(m: &Metrics) -> Self {
+        let g = m.active_workers.with_label_values(&[CONTROLLER]);
+        g.inc();
+        Self(g)
+    }
+}
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// How often a server is looked at without any change (a missed event cannot hide
+/// drift for longer); it writes nothing when all is in place.
+const PERIODIC_LOOK: Duration = Duration::from_secs(600);
+
+async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let shared = &ctx.shared;
+    let resolution = resolve::resolve(server, ctx.view());
+    let mut observed = Observed { group_ref: resolution.group_ref.clone(), ..Default::default() };
+
+    if let Err(e) = server.spec.pod_template() {
+        observed.pod_template_error = Some(e.to_string());
+        write_status(server, ctx, &observed).await?;
+        return Ok(Action::await_change());
+    }
+
+    let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    observed.references = resolution.references;
+    let children = desired_children(server, &shared.proxy, &resolution.resolved).ok_or(Error::MissingField("metadata.uid"))?;
+    let mut restored = Vec::new();
+    for child in &children {
+        match apply_if_changed(ctx, &ns, child, &uid).await {
+            Ok(created) => restored.extend(created.then(|| format!("{} {}", child.kind(), child.name()))),
+            Err(err) => {
+                if err.user_fixable() {
+                    observed.apply_error = Some(err.to_string());
+                    publish(ctx, server, EventType::Warning, err.category(), &err.to_string()).await;
+                    write_status(server, ctx, &observed).await?;
+                }
+                return Err(err);
+            }
+        }
+    }
+    remove_unused_service_account(ctx, server, &ns, &uid, &children).await?;
+    let created = (!restored.is_empty()).then(|| {
+        info!(namespace = %ns, name = %name, created = ?restored, "created child objects");
+        format!("Created {}", restored.join(", "))
+    });
+
+    if let Some(dep) = ctx.caches.deployments.store().get(&ObjectRef::new(&name).within(&ns)) {
+        let status = dep.status.clone().unwrap_or_default();
+        observed.ready_replicas = status.ready_replicas.unwrap_or(0);
+        observed.rollout_failure = status.conditions.unwrap_or_default().into_iter().find_map(|c| {
+            let failed = (c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                || (c.type_ == "ReplicaFailure" && c.status == "True");
+            failed.then(|| c.message.unwrap_or_else(|| c.type_.clone()))
+        });
+    }
+    if observed.ready_replicas == 0 && observed.rollout_failure.is_none() {
+        // The pods are watched (their containers' waiting states only): a container
+        // that cannot start triggers a reconcile, no polling.
+        observed.container_failure = crate::status::container_failure(&ctx.caches.server_pods(&ns, &name));
+    }
+    write_status_noting(server, ctx, &observed, created.as_deref()).await?;
+    Ok(Action::requeue(PERIODIC_LOOK))
+}
+
+/// Applies `child` unless the cache shows it as we last applied it and untouched
+/// since. After a restart there is no record, so each child is applied once: drift
+/// made while the operator was down is repaired, and an apply that changes nothing is
+/// not stored by the API server. True when the child did not exist.
+async fn apply_if_changed(ctx: &Context, ns: &str, child: &Child, uid: &str) -> Result<bool> {
+    let shared = &ctx.shared;
+    let key: ChildKey = (ns.to_string(), child.kind(), child.name().to_string());
+    let desired_hash = child.hash().to_string();
+    let current = ctx.caches.child_meta(child, ns);
+    if let Some(meta) = &current
+        && resources::applied_hash(meta) == Some(desired_hash.as_str())
+        && shared.applied.lock().get(&key) == Some(&(desired_hash.clone(), edit_version(meta)))
+    {
+        return Ok(false);
+    }
+    let t = Instant::now();
+    let result = apply_child(&shared.client, ns, child, uid, current.as_ref()).await;
+    shared.metrics.apply_latency.observe(t.elapsed().as_secs_f64());
+    let meta = result?;
+    shared.metrics.children_applied.with_label_values(&[child.kind()]).inc();
+    shared.applied.lock().insert(key, (desired_hash, edit_version(&meta)));
+    Ok(current.is_none())
+}
+
+/// `<name>-sa`, made for the MCP server while the server named no ServiceAccount of
+/// its own, is deleted once it names one (only if this server controls it).
+async fn remove_unused_service_account(ctx: &Context, server: &MCPServer, ns: &str, uid: &str, children: &[Child]) -> Result<()> {
+    let unused = resources::ChildNames::for_server(&server.name_any()).mcp_service_account;
+    if children.iter().any(|c| matches!(c, Child::ServiceAccount(_)) && c.name() == unused) {
+        return Ok(());
+    }
+    let Some(cached) = ctx.caches.service_accounts.store().get(&ObjectRef::new(&unused).within(ns)) else {
+        return Ok(());
+    };
+    if delete_unused::<ServiceAccount>(&ctx.shared.client, ns, &cached.metadata, uid).await? {
+        info!(namespace = %ns, name = %server.name_any(), service_account = %unused, "deleted the ServiceAccount the server no longer uses");
+        ctx.shared.applied.lock().remove(&(ns.to_string(), "ServiceAccount", unused));
+    }
+    Ok(())
+}
+
+/// Deletion: report Terminating, remove what the runner created (it carries no owner
+/// reference to the MCPServer), forget our records. Owner references remove the rest.
+async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
+    let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = server.name_any();
+    let observed = Observed { terminating: true, ..Default::default() };
+    // Best effort: a namespace being deleted may already refuse writes; deletion must not wait on it.
+    if let Err(e) = write_status(server, ctx, &observed).await {
+        warn!(namespace = %ns, name = %name, error = %e, "could not report Terminating");
+    }
+    let client = &ctx.shared.client;
+    let runner_label = format!("{}={name}", resources::NAME_LABEL);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for (api_name, result) in [
+        ("statefulset", delete_labelled(&sts, &name, &runner_label).await),
+        ("service", delete_labelled(&svcs, &format!("mcp-{name}"), &runner_label).await),
+        ("service", delete_labelled(&svcs, &format!("mcp-{name}-headless"), &runner_label).await),
+    ] {
+        if let Err(e) = result {
+            warn!(namespace = %ns, name = %name, kind = api_name, error = %e, "cleanup of runner-created object failed");
+            return Err(e);
+        }
+    }
+    ctx.shared.applied.lock().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
+    ctx.shared.status_written.lock().remove(&(ns.clone(), name.clone()));
+    info!(namespace = %ns, name = %name, "MCPServer cleaned up");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}

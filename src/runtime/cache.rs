@@ -1,0 +1,177 @@
+//! One watch per kind per scope, for the life of the process, read by every
+//! controller and by the webhook. A `Cache` is a reflector store fed by one watch,
+//! plus a fan-out of what the watch touches, so any number of controllers can be
+//! triggered by it without opening a watch of their own.
+//!
+//! Caches run on every replica, leader or not: the webhook reads them, and a replica
+//! that wins the lease starts its controllers on warm caches instead of listing
+//! everything again.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tracing::warn;
+
+use super::metrics::Metrics;
+
+/// How many touched objects wait for a slow reader before it lags. A reader that
+/// lags is handed the whole cache again: it is triggered for more, never for less.
+const CHANGE_BUFFER: usize = 128;
+
+/// A kind the operator caches: any namespaced Kubernetes object type.
+pub trait Cached:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// `Api` for the whole cluster (`ns` None) or one namespace.
+pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A watched kind in one scope: its store and the stream of what the watch touches.
+pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    changes: broadcast::Sender<Arc<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), changes: self.changes.clone() }
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts the watch (retried with backoff for the life of the process). `slim`
+    /// drops what no reader needs before an object is stored.
+    pub fn start(api: Api<K>, config: watcher::Config, slim: impl FnMut(&mut K) + Send + 'static, plural: &str, metrics: &Metrics) -> Self {
+        let (store, writer) = reflector::store();
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let restarts = metrics.watch_restarts.with_label_values(&[plural]);
+        let stream =
+            watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer).touched_objects();
+        let sender = changes.clone();
+        let plural = plural.to_string();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(touched) = stream.next().await {
+                match touched {
+                    // No reader is fine: the store is the truth, changes are only triggers.
+                    Ok(object) => drop(sender.send(Arc::new(object))),
+                    Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
+                }
+            }
+        });
+        Self { store, changes }
+    }
+
+    /// A cache fed by hand (tests): the store, and the sender of changes.
+    pub fn from_store(store: Store<K>) -> Self {
+        Self { store, changes: broadcast::channel(CHANGE_BUFFER).0 }
+    }
+
+    /// Announces `object` as touched by the watch (tests feeding a cache by hand).
+    pub fn touched(&self, object: Arc<K>) {
+        drop(self.changes.send(object));
+    }
+
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Every object the watch touches (applied or deleted) from now on.
+    pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let state = (self.changes.subscribe(), self.store.clone(), VecDeque::new());
+        futures::stream::unfold(state, |(mut rx, store, mut backlog)| async move {
+            loop {
+                if let Some(object) = backlog.pop_front() {
+                    return Some((object, (rx, store, backlog)));
+                }
+                match rx.recv().await {
+                    Ok(object) => return Some((object, (rx, store, backlog))),
+                    Err(RecvError::Lagged(missed)) => {
+                        warn!(kind = %K::plural(&()), missed, "a reader fell behind the watch; it is given every cached object again");
+                        backlog.extend(store.state());
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// Every cached object once the cache has listed, then every change: what a
+    /// controller that starts now must look at.
+    pub fn everything_then_changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        // Subscribed before the snapshot: a change in between is seen (twice at worst).
+        let changes = self.changes();
+        let store = self.store.clone();
+        futures::stream::once(async move {
+            let _ = store.wait_until_ready().await;
+            futures::stream::iter(store.state())
+        })
+        .flatten()
+        .chain(changes)
+    }
+
+    /// Resolves once the first list is in the store.
+    pub async fn ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn configmap(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some("a".into()), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_reader_sees_everything_then_changes_and_a_lagging_one_sees_everything_again() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(configmap("one")));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let cache = Cache::from_store(store);
+        let mut reader = Box::pin(cache.everything_then_changes());
+        assert_eq!(reader.next().await.unwrap().metadata.name.as_deref(), Some("one"));
+        drop(cache.changes.send(Arc::new(configmap("two"))));
+        assert_eq!(reader.next().await.unwrap().metadata.name.as_deref(), Some("two"));
+
+        let mut lagging = Box::pin(cache.changes());
+        for i in 0..CHANGE_BUFFER + 5 {
+            drop(cache.changes.send(Arc::new(configmap(&format!("burst-{i}")))));
+        }
+        // Lagged: the whole cache (one object here) comes first, then the newest changes.
+        assert_eq!(lagging.next().await.unwrap().metadata.name.as_deref(), Some("one"));
+        assert!(lagging.next().await.unwrap().metadata.name.as_deref().unwrap().starts_with("burst-"));
+    }
+}

@@ -1,0 +1,8 @@
+//! The runtime: what runs any controller and knows no kind of its own. Caches (one
+//! watch per kind per scope), leader election, metrics, probes and logging.
+pub mod cache;
+pub mod http;
+pub mod leader;
+pub mod logging;
+pub mod metrics;
+pub mod status;
