@@ -98,7 +98,7 @@ fn equivalent_vap() -> Vec<Value> {
 /// `in_process_defaults`: as on an API server that serves MutatingAdmissionPolicy.
 fn chart_admission(tools: &Path, url: &str, ca_pem: &str, in_process_defaults: bool, kinds: &[&str]) -> Vec<Value> {
     let values = std::env::temp_dir().join(format!("bench-admission-values-{}.yaml", std::process::id()));
-    let policy: Value = serde_yaml::from_str(POLICY).unwrap();
+    let policy: Value = serde_yaml_ng::from_str(POLICY).unwrap();
     std::fs::write(&values, json!({"webhook": {"url": url, "caBundle": ca_pem}, "tenancy": {"policy": policy}}).to_string()).unwrap();
     let chart = controlplane::repo_root().join("deploy/charts/toolhive-operator");
     let mut args = vec!["template".to_string(), "bench".into(), chart.display().to_string(), "-n".into(), "toolhive-system".into()];
@@ -109,7 +109,7 @@ fn chart_admission(tools: &Path, url: &str, ca_pem: &str, in_process_defaults: b
     let out = std::process::Command::new(tools.join("helm")).args(&args).output().unwrap();
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .filter_map(|doc| Value::deserialize(doc).ok())
         .filter(|doc| doc["kind"].as_str().is_some_and(|k| kinds.contains(&k)))
         .collect()

@@ -834,7 +834,7 @@ pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 7] {
 pub fn chart_template(crd: CustomResourceDefinition) -> String {
     let mut value = serde_json::to_value(crd).expect("crd serializes");
     value["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "toolhive-operator"});
-    let body = serde_yaml::to_string(&value).expect("yaml");
+    let body = serde_yaml_ng::to_string(&value).expect("yaml");
     let body = body.replacen(
         "metadata:\n",
         "metadata:\n  annotations:\n    {{- if .Values.crds.keep }}\n    helm.sh/resource-policy: keep\n    {{- end }}\n",

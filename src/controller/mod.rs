@@ -117,6 +117,9 @@ impl Context {
     }
 }
 
+/// How long a new leader waits for its caches to list before it starts anyway.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
+
 /// Runs every controller of one scope (MCPServers, MCPGroups, the configuration
 /// kinds' status) on its caches until `shutdown` flips to true.
 pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -124,7 +127,11 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
-    caches.ready().await;
+    // A kind whose CRD is missing (an older CRDs chart) never lists: its references
+    // resolve as not found, and the rest of the operator still runs.
+    if tokio::time::timeout(CACHE_SYNC_WAIT, caches.ready()).await.is_err() {
+        warn!(scope = %scope_label, "not every cache has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
+    }
     info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
     let client = shared.client.clone();
     let restarts = shared.metrics.watch_restarts.with_label_values(&["mcpservers"]);

@@ -339,12 +339,12 @@ mod tests {
 
     fn verifies(bundle: &str, cert_pem: &str, name: &str) -> bool {
         let mut roots = rustls::RootCertStore::empty();
-        for ca in rustls_pemfile::certs(&mut bundle.as_bytes()) {
+        for ca in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(bundle.as_bytes()) {
             roots.add(ca.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-        let cert = rustls_pemfile::certs(&mut cert_pem.as_bytes()).next().unwrap().unwrap();
+        let cert = <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::from_pem_slice(cert_pem.as_bytes()).unwrap();
         let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         use rustls::client::danger::ServerCertVerifier;
         verifier.verify_server_cert(&cert, &[], &name, &[], rustls::pki_types::UnixTime::now()).is_ok()

@@ -28,7 +28,7 @@ pub enum PolicyError {
     #[error("reading tenancy policy {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("tenancy policy: {0}")]
-    Syntax(#[from] serde_yaml::Error),
+    Syntax(#[from] serde_yaml_ng::Error),
     #[error("tenancy policy is empty; write `{{}}` for a policy with no restrictions")]
     Empty,
     #[error("invalid tenancy policy: {}", .0.join("; "))]
@@ -215,9 +215,9 @@ impl TenancyPolicy {
     pub fn from_text(text: &str) -> Result<Self, PolicyError> {
         // An empty file, `null`, `---` or a key with no value is a mistake, never
         // "allow everything": that takes an explicit `{}`.
-        match serde_yaml::from_str::<serde_yaml::Value>(text)? {
-            serde_yaml::Value::Null => return Err(PolicyError::Empty),
-            serde_yaml::Value::Mapping(top) => {
+        match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)? {
+            serde_yaml_ng::Value::Null => return Err(PolicyError::Empty),
+            serde_yaml_ng::Value::Mapping(top) => {
                 let unset: Vec<String> =
                     top.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| format!("{}: has no value", k.as_str().unwrap_or("?"))).collect();
                 if !unset.is_empty() {
@@ -226,7 +226,7 @@ impl TenancyPolicy {
             }
             _ => {}
         }
-        let mut policy: TenancyPolicy = serde_yaml::from_str(text)?;
+        let mut policy: TenancyPolicy = serde_yaml_ng::from_str(text)?;
         policy.check()?;
         policy.defaults = std::mem::take(&mut policy.defaults).with_parsed_registries();
         policy.effective = policy.namespaces.keys().map(|ns| (ns.clone(), policy.merged(ns).with_parsed_registries())).collect();

@@ -20,13 +20,11 @@ pub enum CertError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("tls.crt: {0}")]
-    CertificatePem(std::io::Error),
+    CertificatePem(rustls::pki_types::pem::Error),
     #[error("tls.crt holds no certificate")]
     NoCertificate,
     #[error("tls.key: {0}")]
-    KeyPem(std::io::Error),
-    #[error("tls.key holds no private key")]
-    NoKey,
+    KeyPem(rustls::pki_types::pem::Error),
     #[error("tls.key: {0}")]
     Key(rustls::Error),
     #[error("tls.crt and tls.key do not belong together: {0}")]
@@ -130,11 +128,12 @@ fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), CertError> {
 }
 
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().map_err(CertError::CertificatePem)?;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().map_err(CertError::CertificatePem)?;
     if certs.is_empty() {
         return Err(CertError::NoCertificate);
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..]).map_err(CertError::KeyPem)?.ok_or(CertError::NoKey)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(CertError::KeyPem)?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider.key_provider.load_private_key(key).map_err(CertError::Key)?;
     let ck = CertifiedKey::new(certs, signing);

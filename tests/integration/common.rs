@@ -246,7 +246,7 @@ pub async fn served_certificate(port: u16, ca_pem: &str) -> Option<Vec<u8>> {
 }
 
 pub fn certificate_der(pem: &str) -> Vec<u8> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap().as_ref().to_vec()
+    <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec()
 }
 
 /// One admission request on a new TLS connection (so every call is a handshake);

@@ -150,7 +150,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
 
     let corpus = std::fs::read_to_string(root.join("tests/fixtures/parity/corpus.yaml")).unwrap();
     let cases: Vec<Case> =
-        serde_yaml::Deserializer::from_str(&corpus).map(|doc| serde::Deserialize::deserialize(doc).expect("corpus document")).collect();
+        serde_yaml_ng::Deserializer::from_str(&corpus).map(|doc| serde::Deserialize::deserialize(doc).expect("corpus document")).collect();
     let sides = [(&admin, &ours_ns), (&reference_admin, &reference_ns)];
     for case in &cases {
         for (kc, ns) in [(&kc, &ours_ns), (&reference_kc, &reference_ns)] {
@@ -207,7 +207,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
     }
 
     let known: Vec<Known> =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("tests/fixtures/parity/known-differences.yaml")).unwrap()).unwrap();
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root.join("tests/fixtures/parity/known-differences.yaml")).unwrap()).unwrap();
     let patterns: Vec<(regex::Regex, regex::Regex)> = known.iter().map(|k| (pattern(&k.kind), pattern(&k.path))).collect();
     let mut used = vec![false; known.len()];
     let mut unexplained = Vec::new();
