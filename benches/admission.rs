@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use kube::{Api, Client, ResourceExt, api::PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use toolhive_operator::{api::MCPServer, config::Scope, runtime::metrics::Metrics, webhook};
+use toolhive_operator::{kinds::mcpserver::api::MCPServer, runtime::metrics::Metrics, shared::config::Scope, webhook};
 
 /// The tenancy policy every configuration enforces.
 const POLICY: &str = r#"
@@ -238,7 +238,7 @@ fn main() {
         let client = cp.client().await.unwrap();
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
             Api::all(client.clone());
-        crds.create(&PostParams::default(), &toolhive_operator::api::crd()).await.unwrap();
+        crds.create(&PostParams::default(), &toolhive_operator::kinds::mcpserver::api::crd()).await.unwrap();
         let configurations: [(&'static str, &[Value], bool, bool); 5] = [
             ("none", &[], false, false),
             ("ValidatingAdmissionPolicy", &vap, true, false),

@@ -28,7 +28,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
-use toolhive_operator::{
+use toolhive_operator::kinds::mcpserver::{
     api::MCPServer,
     resources::desired_children,
     status::{Observed, desired_status},
@@ -104,7 +104,7 @@ fn start_control_plane() -> controlplane::ControlPlane {
 
 async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &toolhive_operator::api::crd()).await.unwrap();
+    crds.create(&PostParams::default(), &toolhive_operator::kinds::mcpserver::api::crd()).await.unwrap();
     let servers: Api<MCPServer> = Api::all(client.clone());
     for _ in 0..100 {
         if servers.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
@@ -153,21 +153,22 @@ async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, c
         .await;
     let writes = created.iter().flat_map(|s| {
         let ns = s.namespace().unwrap();
-        let children = desired_children(s, &toolhive_operator::resources::ProxySettings::new(RUNNER_IMAGE), &Default::default())
-            .unwrap()
-            .into_iter()
-            .map({
-                let ns = ns.clone();
-                move |child| {
-                    let (resource, body) = child.dynamic();
-                    let name = child.name().to_string();
-                    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
-                    async move {
-                        api.patch(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&body)).await.unwrap();
+        let children =
+            desired_children(s, &toolhive_operator::kinds::mcpserver::resources::ProxySettings::new(RUNNER_IMAGE), &Default::default())
+                .unwrap()
+                .into_iter()
+                .map({
+                    let ns = ns.clone();
+                    move |child| {
+                        let (resource, body) = child.dynamic();
+                        let name = child.name().to_string();
+                        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+                        async move {
+                            api.patch(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&body)).await.unwrap();
+                        }
+                        .boxed()
                     }
-                    .boxed()
-                }
-            });
+                });
         let status = desired_status(s, &Observed::default(), Time(jiff::Timestamp::now()));
         let body = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "status": status});
         let api: Api<MCPServer> = Api::namespaced(client.clone(), &ns);

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use toolhive_operator::{config::Scope, runtime::metrics::Metrics, webhook};
+use toolhive_operator::{runtime::metrics::Metrics, shared::config::Scope, webhook};
 
 const POLICY: &str = r##"
 contact: "#platform"

@@ -1,21 +1,19 @@
 //! toolhive-operator: reconciles `MCPServer` objects into the ToolHive proxy runner
 //! and guards them with a tenancy admission webhook.
-pub mod api;
-pub mod authserver;
-pub mod authz;
-pub mod config;
-pub mod configmaps;
-pub mod controller;
-pub mod error;
-pub mod externalauth;
-pub mod group;
-pub mod oidc;
-pub mod ratelimit;
-pub mod resources;
+//!
+//! Layers, each using only those below it (checked by `layering` below):
+//! - `webhook`: the admission webhook, apart from the controllers;
+//! - `kinds`: one folder per kind of the API (types, resolution, children, status,
+//!   controller); a kind uses the kinds it references, never the reverse;
+//! - `runtime`: caches (one watch per kind per scope), leader election, status
+//!   writing, metrics, probes, logging; it knows no kind;
+//! - `shared`: CRD conventions, references, conditions, settings, errors.
+//!
+//! The binary (`main.rs`) wires them together.
+pub mod kinds;
 pub mod runtime;
-pub mod sharedconfig;
-pub mod status;
-pub mod telemetry;
-pub mod toolconfig;
+pub mod shared;
 pub mod webhook;
-pub mod webhookconfig;
+
+#[cfg(test)]
+mod layering;

@@ -10,10 +10,9 @@ use kube::{Api, Client, api::ListParams};
 use tracing::{error, info, warn};
 
 use toolhive_operator::{
-    api::MCPServer,
-    config::{Args, LEADER_LEASE_NAME, Scope, parse_bind},
-    controller,
+    kinds::mcpserver::{api::MCPServer, controller},
     runtime::{http, leader, logging, metrics::Metrics},
+    shared::config::{Args, LEADER_LEASE_NAME, Scope, parse_bind},
     webhook,
 };
 
@@ -123,7 +122,7 @@ async fn main() {
     let shared = Arc::new(controller::Shared::new(
         client.clone(),
         metrics.clone(),
-        toolhive_operator::resources::ProxySettings {
+        toolhive_operator::kinds::mcpserver::resources::ProxySettings {
             runner_image: args.runner_image.clone(),
             host: args.proxy_host.clone(),
             default_redis: args.default_redis_addr.clone().filter(|a| !a.is_empty()),

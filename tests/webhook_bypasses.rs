@@ -9,8 +9,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use toolhive_operator::config::Scope;
 use toolhive_operator::runtime::metrics::Metrics;
+use toolhive_operator::shared::config::Scope;
 use toolhive_operator::webhook::{self, VALIDATE_PATH, policy::TenancyPolicy};
 use tower::ServiceExt;
 

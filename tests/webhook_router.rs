@@ -8,8 +8,8 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use toolhive_operator::config::Scope;
 use toolhive_operator::runtime::metrics::Metrics;
+use toolhive_operator::shared::config::Scope;
 use toolhive_operator::webhook::{self, MUTATE_PATH, VALIDATE_PATH, policy::TenancyPolicy};
 use tower::ServiceExt;
 

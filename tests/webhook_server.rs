@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use toolhive_operator::config::Scope;
 use toolhive_operator::runtime::metrics::Metrics;
+use toolhive_operator::shared::config::Scope;
 use toolhive_operator::webhook::{self, Timeouts, VALIDATE_PATH, policy::TenancyPolicy};
 
 /// Short limits, so stalls are noticed quickly.

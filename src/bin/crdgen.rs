@@ -1,21 +1,18 @@
-//! Writes what is generated from the Rust types: the MCPServer CRD and those of the
-//! kinds it references into the CRDs chart and the tenancy policy's JSON schema into `config/`. `crdgen` prints
-//! the MCPServer CRD; `crdgen --write` updates every committed file.
+//! Writes what is generated from the Rust types: every kind's CRD into the CRDs
+//! chart and the tenancy policy's JSON schema into `config/`. `crdgen` prints the
+//! MCPServer CRD; `crdgen --write` updates every committed file.
+use toolhive_operator::{kinds, shared::crd::chart_template, webhook::policy};
+
 fn main() -> std::io::Result<()> {
-    let crd = toolhive_operator::api::crd_chart_template();
     if std::env::args().any(|a| a == "--write") {
-        let companions = toolhive_operator::api::companion_crds().map(|(file, crd)| (file, toolhive_operator::api::chart_template(crd)));
-        let generated = [
-            (toolhive_operator::api::CRD_CHART_FILE, crd),
-            (toolhive_operator::webhook::policy::SCHEMA_FILE, toolhive_operator::webhook::policy::schema_json()),
-        ];
-        for (file, text) in generated.into_iter().chain(companions) {
+        let crds = kinds::crds().into_iter().map(|(file, crd)| (file, chart_template(crd)));
+        for (file, text) in crds.chain([(policy::SCHEMA_FILE, policy::schema_json())]) {
             let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
             std::fs::write(&path, text)?;
             eprintln!("wrote {path}");
         }
     } else {
-        print!("{crd}");
+        print!("{}", chart_template(kinds::mcpserver::api::crd()));
     }
     Ok(())
 }

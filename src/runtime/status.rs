@@ -4,17 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{controller::Action, watcher},
+    runtime::{Controller, controller::Action, watcher},
 };
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::config::FIELD_MANAGER;
-use crate::error::{Error, Result};
+use crate::shared::config::FIELD_MANAGER;
+use crate::shared::configkind::{ConfigKind, desired_status};
+use crate::shared::error::{Error, Result};
 
-use super::cache::Cached;
+use super::cache::{Cache, Cached};
 
 /// Server-side applies `status` to the status of `name` in `ns` as the operator's
 /// field manager. Only the fields in `status` are the operator's: conditions other
@@ -47,4 +49,27 @@ pub fn retry_status_write<K: Resource<DynamicType = ()>, C>(object: Arc<K>, erro
     warn!(kind = %K::kind(&()), namespace = ?object.namespace(), name = %object.name_any(),
         category = error.category(), error = %error, "status not written; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Keeps the status of every configuration kind K in `configs` (one scope's cache)
+/// current until `shutdown` resolves: computed from the spec alone.
+pub async fn run_config_status<K: ConfigKind>(
+    client: Client,
+    configs: Cache<K>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let results = Controller::for_shared_stream(configs.everything_then_changes(), configs.store().clone())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_config_status::<K>, retry_status_write, Arc::new(client));
+    drive(K::kind(&()).as_ref(), results).await;
+}
+
+async fn reconcile_config_status<K: ConfigKind>(config: Arc<K>, client: Arc<Client>) -> Result<Action> {
+    let desired = desired_status(config.as_ref(), Time(jiff::Timestamp::now()));
+    if config.status() != Some(&desired) {
+        let (ns, name) = (config.namespace().unwrap_or_default(), config.name_any());
+        apply_status::<K>(&client, &ns, &name, &desired).await?;
+        info!(kind = %K::kind(&()), namespace = %ns, name = %name, hash = %desired.config_hash, "status written");
+    }
+    Ok(Action::await_change())
 }

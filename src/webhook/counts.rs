@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use parking_lot::Mutex;
 
-use crate::api::MCPServer;
+use crate::kinds::mcpserver::api::MCPServer;
 use crate::runtime::cache::Cache;
 
 /// The `maxMCPServers` quota as the rules see it.

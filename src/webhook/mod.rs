@@ -39,8 +39,8 @@ use axum::{
 };
 use tracing::{debug_span, info};
 
-use crate::config::Scope;
 use crate::runtime::metrics::Metrics;
+use crate::shared::config::Scope;
 use policy::{SharedPolicy, TenancyPolicy};
 use review::{Hook, Outcome};
 use rules::Facts;

@@ -17,7 +17,7 @@ pub fn with_defaults(object: &Value, namespace: &str, rules: &Rules) -> Value {
         return object;
     };
     if spec.get("transport").and_then(Value::as_str).is_some_and(|t| t != "stdio") {
-        let port = spec.get("proxyPort").cloned().unwrap_or(Value::from(crate::api::DEFAULT_PROXY_PORT));
+        let port = spec.get("proxyPort").cloned().unwrap_or(Value::from(crate::kinds::mcpserver::api::DEFAULT_PROXY_PORT));
         set_if_absent(spec, "mcpPort", port);
     }
     if let Some(policy) = &rules.proxy_resources {

@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use tracing::warn;
 
 use super::pod_security::Level;
-use crate::config::Scope;
+use crate::shared::config::Scope;
 
 pub const ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
 

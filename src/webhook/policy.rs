@@ -236,7 +236,7 @@ impl TenancyPolicy {
     fn check(&self) -> Result<(), PolicyError> {
         let mut problems = Vec::new();
         for ns in &self.allowed_namespaces {
-            if !crate::config::is_dns1123_label(ns) {
+            if !crate::shared::config::is_dns1123_label(ns) {
                 problems.push(format!("allowedNamespaces: {ns:?} is not a valid namespace name"));
             }
         }

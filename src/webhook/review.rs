@@ -78,10 +78,10 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     if request.uid.is_empty() {
         return refuse("AdmissionReview request has no uid".into());
     }
-    if request.kind.kind != "MCPServer" || request.kind.group != crate::api::GROUP {
+    if request.kind.kind != "MCPServer" || request.kind.group != crate::shared::crd::GROUP {
         return refuse(format!(
             "this webhook admits {} MCPServers only, not {}/{}",
-            crate::api::GROUP,
+            crate::shared::crd::GROUP,
             request.kind.group,
             request.kind.kind
         ));

@@ -9,8 +9,8 @@ use super::image::ImageRef;
 use super::pod_security;
 use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
 use super::quantity;
-use crate::api::REMOVED_FIELDS;
-use crate::config::Scope;
+use crate::kinds::mcpserver::api::REMOVED_FIELDS;
+use crate::shared::config::Scope;
 
 /// The container of the MCP server in `spec.podTemplateSpec`.
 pub const MCP_CONTAINER: &str = "mcp";
@@ -149,7 +149,7 @@ pub struct ReviewedSpec {
     #[serde(default)]
     pub service_account: Option<String>,
     #[serde(default)]
-    pub rate_limiting: Option<crate::ratelimit::RateLimitConfig>,
+    pub rate_limiting: Option<crate::kinds::mcpserver::ratelimit::RateLimitConfig>,
 }
 
 /// Reads `value` as `T`, reporting a type error at its field path under `base`.
@@ -183,7 +183,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
             ));
         }
     }
-    for unsupported in crate::api::UNSUPPORTED_FIELDS {
+    for unsupported in crate::kinds::mcpserver::api::UNSUPPORTED_FIELDS {
         let value = fields.get(unsupported.field);
         // As the CRD rule: an empty list sets nothing.
         if value.is_some_and(|v| v.as_array().is_none_or(|list| !list.is_empty())) {
@@ -386,7 +386,7 @@ fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path
 }
 
 fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
-    crate::api::parse_pod_template(value).map_err(|e| shape_violation("spec.podTemplateSpec", &e.path, e.message))
+    crate::kinds::mcpserver::api::parse_pod_template(value).map_err(|e| shape_violation("spec.podTemplateSpec", &e.path, e.message))
 }
 
 /// The security-relevant parts of any container kind.

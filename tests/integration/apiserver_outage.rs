@@ -11,7 +11,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use toolhive_operator::api::MCPServer;
+use toolhive_operator::kinds::mcpserver::api::MCPServer;
 
 use super::common::{
     Operator, admission_on_new_connection, create_review, eventually_within, impersonating_kubeconfig, run_ok, tempdir, write_secret_volume,

@@ -14,7 +14,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use toolhive_operator::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+use toolhive_operator::kinds::mcpserver::api::{MCPServer, RESTARTED_AT_ANNOTATION};
 
 const TEAM_LABEL: &str = toolhive_operator::webhook::mutate::TEAM_LABEL;
 
@@ -225,7 +225,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     .await;
     assert_eq!(http.spec.mcp_port, Some(9000), "mcpPort defaults to proxyPort for HTTP transports");
     let mut stdio = server("kept-stdio");
-    stdio.spec.transport = toolhive_operator::api::Transport::Stdio;
+    stdio.spec.transport = toolhive_operator::kinds::mcpserver::api::Transport::Stdio;
     stdio.spec.mcp_port = None;
     stdio.metadata.labels = Some([(TEAM_LABEL.to_string(), "mine".to_string())].into());
     let stdio = kept.create(&PostParams::default(), &stdio).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube::{Api, Client, ResourceExt, api::PostParams};
 use serde_json::json;
-use toolhive_operator::api::MCPServer;
+use toolhive_operator::kinds::mcpserver::api::MCPServer;
 
 use super::common::{Endpoints, Operator, impersonating_kubeconfig, run, tempdir, webhook_registration_lock, write_secret_volume};
 

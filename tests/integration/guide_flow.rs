@@ -14,7 +14,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use toolhive_operator::api::{FINALIZER, MCPServer, Phase};
+use toolhive_operator::kinds::mcpserver::api::{FINALIZER, MCPServer, Phase};
 
 use super::common::{
     admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, run, run_ok, served_certificate,
@@ -571,7 +571,7 @@ async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_pat
 
 #[tokio::test]
 async fn an_embedded_authorization_server_reaches_the_proxy_and_one_it_cannot_run_stops_it() {
-    use toolhive_operator::{externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig};
+    use toolhive_operator::kinds::{externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig};
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -699,7 +699,7 @@ async fn a_namespace_enforcing_restricted_holds_pod_templates_to_restricted() {
 
 #[tokio::test]
 async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_there() {
-    use toolhive_operator::group::{GroupPhase, MCPGroup};
+    use toolhive_operator::kinds::group::{GroupPhase, MCPGroup};
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -756,7 +756,7 @@ async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_the
 
 #[tokio::test]
 async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it() {
-    use toolhive_operator::toolconfig::MCPToolConfig;
+    use toolhive_operator::kinds::toolconfig::MCPToolConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -816,7 +816,7 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
 
 #[tokio::test]
 async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_never_serves() {
-    use toolhive_operator::oidc::MCPOIDCConfig;
+    use toolhive_operator::kinds::oidc::MCPOIDCConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -898,7 +898,7 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
 
 #[tokio::test]
 async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the_proxy_stops_without_them() {
-    use toolhive_operator::authz::MCPAuthzConfig;
+    use toolhive_operator::kinds::authz::MCPAuthzConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -1057,7 +1057,7 @@ async fn a_permission_profile_from_a_configmap_must_exist_and_an_edit_rolls_the_
 
 #[tokio::test]
 async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops_without_them() {
-    use toolhive_operator::webhookconfig::MCPWebhookConfig;
+    use toolhive_operator::kinds::webhookconfig::MCPWebhookConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -1124,7 +1124,7 @@ async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops
 
 #[tokio::test]
 async fn a_token_exchange_reaches_the_proxy_and_auth_types_not_carried_out_stop_it() {
-    use toolhive_operator::externalauth::MCPExternalAuthConfig;
+    use toolhive_operator::kinds::externalauth::MCPExternalAuthConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;
@@ -1186,7 +1186,7 @@ async fn failed_and_stopped(
     servers: &Api<MCPServer>,
     deployments: &Api<Deployment>,
     name: &str,
-) -> Option<toolhive_operator::api::MCPServerStatus> {
+) -> Option<toolhive_operator::kinds::mcpserver::api::MCPServerStatus> {
     let status = servers.get(name).await.ok()?.status?;
     let (_, replicas) = proxy_template(deployments, name).await?;
     (status.phase == Some(Phase::Failed) && replicas == Some(0)).then_some(status)
@@ -1201,7 +1201,7 @@ async fn proxy_template(deployments: &Api<Deployment>, name: &str) -> Option<(St
 
 #[tokio::test]
 async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_proxy_stops_without_it() {
-    use toolhive_operator::telemetry::MCPTelemetryConfig;
+    use toolhive_operator::kinds::telemetry::MCPTelemetryConfig;
     let g = guide();
     let _webhooks = webhook_registration_lock().await;
     let admin = g.admin().await;

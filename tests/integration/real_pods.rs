@@ -28,7 +28,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use toolhive_operator::api::{MCPServer, Phase, RESTARTED_AT_ANNOTATION};
+use toolhive_operator::kinds::mcpserver::api::{MCPServer, Phase, RESTARTED_AT_ANNOTATION};
 
 use super::common::{run, run_ok, tempdir, wait_until};
 use super::guide::server;
@@ -162,13 +162,16 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     // Authentication: with an MCPOIDCConfig for the cluster's service account tokens,
     // the proxy turns away a client without a token or with one for another audience,
     // and serves one whose token names the server.
-    let oidc: toolhive_operator::oidc::MCPOIDCConfig = serde_json::from_value(json!({
+    let oidc: toolhive_operator::kinds::oidc::MCPOIDCConfig = serde_json::from_value(json!({
         "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPOIDCConfig", "metadata": {"name": "cluster-tokens"},
         "spec": {"type": "kubernetesServiceAccount",
             "kubernetesServiceAccount": {"issuer": "https://kubernetes.default.svc.cluster.local"}},
     }))
     .unwrap();
-    Api::<toolhive_operator::oidc::MCPOIDCConfig>::namespaced(admin.clone(), &team).create(&PostParams::default(), &oidc).await.unwrap();
+    Api::<toolhive_operator::kinds::oidc::MCPOIDCConfig>::namespaced(admin.clone(), &team)
+        .create(&PostParams::default(), &oidc)
+        .await
+        .unwrap();
     // And a Cedar policy: the caller may read the graph, nothing else.
     let read_only = r#"permit(principal, action == Action::"call_tool", resource == Tool::"read_graph");"#;
     let guarded = json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "mcpPort": 8080, "args": ["-http", ":8080"],

@@ -27,7 +27,7 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use serde_json::{Value, json};
-use toolhive_operator::api::MCPServer;
+use toolhive_operator::kinds::mcpserver::api::MCPServer;
 
 use super::common::{Operator, eventually_within, run, run_ok, tempdir};
 
@@ -283,13 +283,13 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
     }
     // Companion kinds, as the API serves them (either operator's schema).
     let companions = [
-        kube::discovery::ApiResource::erase::<toolhive_operator::group::MCPGroup>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::toolconfig::MCPToolConfig>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::telemetry::MCPTelemetryConfig>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::oidc::MCPOIDCConfig>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::authz::MCPAuthzConfig>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::webhookconfig::MCPWebhookConfig>(&()),
-        kube::discovery::ApiResource::erase::<toolhive_operator::externalauth::MCPExternalAuthConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::group::MCPGroup>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::toolconfig::MCPToolConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::telemetry::MCPTelemetryConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::oidc::MCPOIDCConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::authz::MCPAuthzConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::webhookconfig::MCPWebhookConfig>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::externalauth::MCPExternalAuthConfig>(&()),
     ];
     for resource in &companions {
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, resource);

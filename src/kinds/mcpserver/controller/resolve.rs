@@ -6,16 +6,17 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 
-use crate::api::MCPServer;
-use crate::authz::MCPAuthzConfig;
-use crate::externalauth::MCPExternalAuthConfig;
-use crate::group::{GroupRefState, MCPGroup};
-use crate::oidc::MCPOIDCConfig;
-use crate::resources::Resolved;
-use crate::sharedconfig::{self, References};
-use crate::telemetry::MCPTelemetryConfig;
-use crate::toolconfig::MCPToolConfig;
-use crate::webhookconfig::MCPWebhookConfig;
+use crate::kinds::authz::MCPAuthzConfig;
+use crate::kinds::externalauth::MCPExternalAuthConfig;
+use crate::kinds::group::MCPGroup;
+use crate::kinds::mcpserver::api::MCPServer;
+use crate::kinds::mcpserver::group_ref::GroupRefState;
+use crate::kinds::mcpserver::references::{self, References};
+use crate::kinds::mcpserver::resources::Resolved;
+use crate::kinds::oidc::MCPOIDCConfig;
+use crate::kinds::telemetry::MCPTelemetryConfig;
+use crate::kinds::toolconfig::MCPToolConfig;
+use crate::kinds::webhookconfig::MCPWebhookConfig;
 
 /// What resolution reads: one scope's caches, read only.
 #[derive(Clone, Copy)]
@@ -55,23 +56,25 @@ impl Resolution {
 pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
     let mut references = References::default();
     let mut resolved = Resolved {
-        tools: sharedconfig::resolve(server, view.tool, &mut references),
-        telemetry: sharedconfig::resolve(server, view.telemetry, &mut references),
-        oidc: sharedconfig::resolve(server, view.oidc, &mut references),
-        authz: sharedconfig::resolve(server, view.authz, &mut references),
-        webhooks: sharedconfig::resolve(server, view.webhook, &mut references),
-        external_auth: sharedconfig::resolve(server, view.external_auth, &mut references),
-        configmap_versions: crate::configmaps::versions(server, view.configmaps, &mut references),
+        tools: references::resolve(server, view.tool, &mut references),
+        telemetry: references::resolve(server, view.telemetry, &mut references),
+        oidc: references::resolve(server, view.oidc, &mut references),
+        authz: references::resolve(server, view.authz, &mut references),
+        webhooks: references::resolve(server, view.webhook, &mut references),
+        external_auth: references::resolve(server, view.external_auth, &mut references),
+        configmap_versions: crate::kinds::mcpserver::configmaps::versions(server, view.configmaps, &mut references),
         auth_server: None,
         unresolved: false,
     };
-    resolved.auth_server = crate::authserver::resolve(server, view.external_auth, resolved.external_auth.as_ref(), &mut references);
-    if let Some(conflict) = resolved.auth_server.as_ref().and_then(|a| crate::authserver::conflict(server, a, &resolved)) {
+    resolved.auth_server =
+        crate::kinds::mcpserver::authserver::resolve(server, view.external_auth, resolved.external_auth.as_ref(), &mut references);
+    if let Some(conflict) = resolved.auth_server.as_ref().and_then(|a| crate::kinds::mcpserver::authserver::conflict(server, a, &resolved))
+    {
         references.problems.push(conflict);
     }
     // A spec the admission webhook would have refused (written while it was down, or
     // before it was installed) stops the proxy too: the runner could not start with it.
-    references.problems.extend(crate::ratelimit::invalid(&server.spec).map(|(_, problem)| problem));
+    references.problems.extend(crate::kinds::mcpserver::ratelimit::invalid(&server.spec).map(|(_, problem)| problem));
     resolved.unresolved = !references.problems.is_empty();
     Resolution { resolved, references, group_ref: GroupRefState::of(server, view.groups) }
 }

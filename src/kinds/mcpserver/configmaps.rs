@@ -8,16 +8,22 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::api::{MCPServer, PermissionProfileType};
-use crate::sharedconfig::References;
+use crate::kinds::mcpserver::api::{MCPServer, PermissionProfileType};
+use crate::kinds::mcpserver::references::References;
 
 /// Pod-template annotation carrying the named ConfigMaps' resourceVersions: an edit
 /// of one rolls the proxy.
 pub const VERSIONS_ANNOTATION: &str = "toolhive.stacklok.dev/configmap-versions";
 
+/// The ConfigMap `server`'s policies are read from, if it names one.
+pub fn policy_configmap(server: &MCPServer) -> Option<&crate::kinds::authz::ConfigMapKeyRef> {
+    let config = server.spec.authz_config.as_ref().filter(|c| c.config_type == crate::kinds::authz::AuthzConfigType::ConfigMap)?;
+    config.config_map.as_ref()
+}
+
 /// The ConfigMaps `server` names for its proxy, with the field that names each.
 pub fn named(server: &MCPServer) -> Vec<(&'static str, &str)> {
-    let policies = crate::authz::policy_configmap(server).map(|c| ("spec.authzConfig.configMap", c.name.as_str()));
+    let policies = policy_configmap(server).map(|c| ("spec.authzConfig.configMap", c.name.as_str()));
     let profile = server.spec.permission_profile.as_ref().filter(|p| p.profile_type == PermissionProfileType::ConfigMap);
     let profile = profile.map(|p| ("spec.permissionProfile", p.name.as_str()));
     policies.into_iter().chain(profile).collect()

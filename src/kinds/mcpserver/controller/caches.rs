@@ -17,18 +17,19 @@ use kube::{
     runtime::{reflector::ObjectRef, watcher},
 };
 
-use crate::api::{MCPServer, RESTARTED_AT_ANNOTATION};
-use crate::authz::MCPAuthzConfig;
-use crate::config::Scope;
-use crate::externalauth::MCPExternalAuthConfig;
-use crate::group::MCPGroup;
-use crate::oidc::MCPOIDCConfig;
-use crate::resources::{self, Child, MANAGED_SELECTOR, SPEC_HASH_ANNOTATION, slim_metadata};
+use crate::kinds::authz::MCPAuthzConfig;
+use crate::kinds::externalauth::MCPExternalAuthConfig;
+use crate::kinds::group::MCPGroup;
+use crate::kinds::mcpserver::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+use crate::kinds::mcpserver::resources::{self, Child, MANAGED_SELECTOR, SPEC_HASH_ANNOTATION};
+use crate::kinds::oidc::MCPOIDCConfig;
+use crate::kinds::telemetry::MCPTelemetryConfig;
+use crate::kinds::toolconfig::MCPToolConfig;
+use crate::kinds::webhookconfig::MCPWebhookConfig;
 use crate::runtime::cache::{Cache, Cached, scoped};
 use crate::runtime::metrics::Metrics;
-use crate::telemetry::MCPTelemetryConfig;
-use crate::toolconfig::MCPToolConfig;
-use crate::webhookconfig::MCPWebhookConfig;
+use crate::shared::config::Scope;
+use crate::shared::meta::slim_metadata;
 
 /// The configuration kinds MCPServers name, each cached once per scope.
 #[derive(Clone)]
@@ -247,7 +248,7 @@ mod tests {
         let c = &status.container_statuses.unwrap()[0];
         assert_eq!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
         assert!(c.last_state.is_none());
-        let failure = crate::status::container_failure(&[Pod {
+        let failure = crate::kinds::mcpserver::status::container_failure(&[Pod {
             status: Some(PodStatus { container_statuses: Some(vec![c.clone()]), ..Default::default() }),
             metadata: pod.metadata,
             spec: None,

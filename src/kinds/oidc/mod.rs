@@ -14,8 +14,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef};
+use crate::shared::refs::DNS_SUBDOMAIN;
+use crate::shared::{
+    configkind::ConfigStatus,
+    refs::{CaBundleMount, CaBundleRef, SecretKeyRef},
+};
 
 /// Token validation for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -139,7 +142,7 @@ pub fn crd() -> CustomResourceDefinition {
         "message": "serviceAccount and namespace are not enforced by this operator release (any service account's token with the audience is accepted); remove them",
     }]);
     spec["properties"]["inline"]["properties"]["caBundleRef"]["properties"]["configMapRef"]["x-kubernetes-map-type"] = json!("atomic");
-    crate::api::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(value)
 }
 
 /// Whether `url` is an http(s) URL with a host, and plain http only when allowed.
@@ -185,14 +188,26 @@ impl MCPOIDCConfigSpec {
     }
 }
 
-crate::sharedconfig::shared_config!(MCPOIDCConfig {
-    spec: MCPOIDCConfigSpec,
-    field: "spec.oidcConfigRef",
-    server_field: oidc_config_ref,
-    condition: "OIDCConfig",
-    invalid: "RefNotValid",
-    reasons: ("ConfigValid", "ConfigInvalid"),
-});
+crate::shared::configkind::config_kind!(MCPOIDCConfig { spec: MCPOIDCConfigSpec, reasons: ("ConfigValid", "ConfigInvalid") });
+
+/// A reference to a shared MCPOIDCConfig with per-server overrides.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcConfigRef {
+    /// Name of the MCPOIDCConfig in this namespace (a name, never a path to another
+    /// namespace).
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub name: String,
+    /// The audience a token must carry to reach this server.
+    #[schemars(length(min = 1))]
+    pub audience: String,
+    /// Scopes advertised for this server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Protected resource URL advertised to clients.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_url: String,
+}
 
 /// The token validation the proxy runner reads (its field names, every field written).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -220,13 +235,11 @@ pub struct TokenValidation {
     pub scopes: Option<Vec<String>>,
 }
 
-/// The token validation for `server` with the resolved `spec`: the provider's
-/// settings, and the server's own audience, scopes and resource URL (its proxy
-/// Service's address unless it gives one).
-pub fn token_validation(server: &MCPServer, spec: &MCPOIDCConfigSpec) -> Option<TokenValidation> {
-    let reference = server.spec.oidc_config_ref.as_ref()?;
-    let resource_url =
-        if reference.resource_url.is_empty() { crate::resources::service_base_url(server) } else { reference.resource_url.clone() };
+/// The token validation for a proxy whose reference is `reference`, with the
+/// resolved `spec`: the provider's settings, and the reference's audience, scopes and
+/// resource URL (`service_url`, the proxy Service's address, unless it gives one).
+pub fn token_validation(reference: &OidcConfigRef, service_url: &str, spec: &MCPOIDCConfigSpec) -> Option<TokenValidation> {
+    let resource_url = if reference.resource_url.is_empty() { service_url.to_string() } else { reference.resource_url.clone() };
     let mut out = TokenValidation {
         issuer: String::new(),
         audience: reference.audience.clone(),
@@ -271,7 +284,7 @@ pub fn token_validation(server: &MCPServer, spec: &MCPOIDCConfigSpec) -> Option<
 /// The proxy's environment: the client secret, by reference to its Secret.
 pub fn proxy_env(spec: &MCPOIDCConfigSpec) -> Option<EnvVar> {
     let secret = spec.inline.as_ref()?.client_secret_ref.as_ref()?;
-    Some(crate::sharedconfig::secret_env("TOOLHIVE_OIDC_CLIENT_SECRET", secret))
+    Some(crate::shared::refs::secret_env("TOOLHIVE_OIDC_CLIENT_SECRET", secret))
 }
 
 /// The CA bundle's volume and mount in the proxy, when there is one.
@@ -287,18 +300,16 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn server(reference: serde_json::Value) -> MCPServer {
-        serde_json::from_value(json!({
-            "metadata": {"name": "fetch", "namespace": "team-a"},
-            "spec": {"image": "img", "oidcConfigRef": reference},
-        }))
-        .unwrap()
+    const SERVICE_URL: &str = "http://mcp-fetch-proxy.team-a.svc.cluster.local:8080";
+
+    fn validation(reference: serde_json::Value, spec: &MCPOIDCConfigSpec) -> Option<TokenValidation> {
+        token_validation(&serde_json::from_value(reference).unwrap(), SERVICE_URL, spec)
     }
 
     #[test]
     fn cluster_tokens_use_the_pods_own_account_to_reach_the_keys() {
         let cluster = spec(json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {}}));
-        let v = token_validation(&server(json!({"name": "o", "audience": "fetch"})), &cluster).unwrap();
+        let v = validation(json!({"name": "o", "audience": "fetch"}), &cluster).unwrap();
         assert_eq!(v.issuer, "https://kubernetes.default.svc");
         assert_eq!(v.ca_cert_path, "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt");
         assert_eq!((v.auth_token_file.as_str(), v.allow_private_ip), ("/var/run/secrets/kubernetes.io/serviceaccount/token", true));
@@ -306,8 +317,7 @@ mod tests {
         let text = serde_json::to_value(&v).unwrap();
         assert_eq!((text["Audience"].as_str(), &text["Scopes"]), (Some("fetch"), &serde_json::Value::Null));
         let own = spec(json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {"useClusterAuth": false}}));
-        let v =
-            token_validation(&server(json!({"name": "o", "audience": "a", "scopes": ["s"], "resourceUrl": "https://x"})), &own).unwrap();
+        let v = validation(json!({"name": "o", "audience": "a", "scopes": ["s"], "resourceUrl": "https://x"}), &own).unwrap();
         assert_eq!((v.ca_cert_path.as_str(), v.allow_private_ip, v.resource_url.as_str()), ("", false, "https://x"));
         assert_eq!(v.scopes, Some(vec!["s".to_string()]));
     }
@@ -317,7 +327,7 @@ mod tests {
         let inline = spec(json!({"type": "inline", "inline": {"issuer": "https://idp.example.com", "clientId": "c",
             "clientSecretRef": {"name": "idp", "key": "secret"}, "caBundleRef": {"configMapRef": {"name": "idp-ca", "key": ""}}}}));
         assert_eq!(inline.problem(), None);
-        let v = token_validation(&server(json!({"name": "o", "audience": "a"})), &inline).unwrap();
+        let v = validation(json!({"name": "o", "audience": "a"}), &inline).unwrap();
         assert_eq!((v.client_id.as_str(), v.client_secret.as_str()), ("c", ""));
         assert_eq!(v.ca_cert_path, "/config/certs/idp-ca/ca.crt");
         let env = proxy_env(&inline).unwrap();

@@ -8,6 +8,8 @@ use clap::Parser;
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
 pub const LEADER_LEASE_NAME: &str = "toolhive-operator-leader-election";
 pub const FIELD_MANAGER: &str = "toolhive-operator";
+/// The address every proxy runner listens on unless the chart says otherwise.
+pub const DEFAULT_PROXY_HOST: &str = "0.0.0.0";
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "toolhive-operator", version, about = "Runs MCPServers and guards them with a tenancy admission webhook")]
@@ -57,7 +59,7 @@ pub struct Args {
     #[arg(long, env = "TOOLHIVE_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
     /// Address every proxy runner listens on (its RunConfig `host`).
-    #[arg(long, env = "TOOLHIVE_PROXY_HOST", default_value = crate::resources::DEFAULT_PROXY_HOST)]
+    #[arg(long, env = "TOOLHIVE_PROXY_HOST", default_value = DEFAULT_PROXY_HOST)]
     pub proxy_host: String,
     /// Redis (host:port) for the sessions of MCPServers that name no session storage.
     #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_ADDR")]

@@ -15,8 +15,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::MCPServer;
-use crate::sharedconfig::{CaBundleMount, CaBundleRef, ConfigStatus, SecretKeyRef};
+use crate::shared::{
+    configkind::ConfigStatus,
+    refs::{CaBundleMount, CaBundleRef, SecretKeyRef},
+};
 
 /// OTLP export and Prometheus metrics for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -135,7 +137,7 @@ pub fn crd() -> CustomResourceDefinition {
     otel["properties"]["sensitiveHeaders"]["x-kubernetes-list-type"] = json!("map");
     otel["properties"]["sensitiveHeaders"]["x-kubernetes-list-map-keys"] = json!(["name"]);
     otel["properties"]["caBundleRef"]["properties"]["configMapRef"]["x-kubernetes-map-type"] = json!("atomic");
-    crate::api::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(value)
 }
 
 impl MCPTelemetryConfigSpec {
@@ -167,13 +169,7 @@ impl MCPTelemetryConfigSpec {
     }
 }
 
-crate::sharedconfig::shared_config!(MCPTelemetryConfig {
-    spec: MCPTelemetryConfigSpec,
-    field: "spec.telemetryConfigRef",
-    server_field: telemetry_config_ref,
-    condition: "TelemetryConfig",
-    invalid: "RefInvalid",
-});
+crate::shared::configkind::config_kind!(MCPTelemetryConfig { spec: MCPTelemetryConfigSpec });
 
 /// The telemetry settings the proxy runner reads from its RunConfig.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,18 +196,12 @@ pub struct RunnerTelemetry {
     pub ca_cert_path: String,
 }
 
-/// The service name `server` reports: the one its reference gives, else its own name.
-fn service_name(server: &MCPServer) -> String {
-    let given = server.spec.telemetry_config_ref.as_ref().map(|r| r.service_name.as_str()).unwrap_or_default();
-    if given.is_empty() { server.metadata.name.clone().unwrap_or_default() } else { given.to_string() }
-}
-
-/// The RunConfig's telemetry for `server` with the resolved `spec`. OTLP settings only
-/// when OpenTelemetry is enabled.
-pub fn runner_telemetry(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> RunnerTelemetry {
+/// The RunConfig's telemetry of a proxy reporting as `service_name`, with the
+/// resolved `spec`. OTLP settings only when OpenTelemetry is enabled.
+pub fn runner_telemetry(service_name: &str, spec: &MCPTelemetryConfigSpec) -> RunnerTelemetry {
     let mut out = RunnerTelemetry {
         endpoint: String::new(),
-        service_name: service_name(server),
+        service_name: service_name.to_string(),
         tracing_enabled: false,
         metrics_enabled: false,
         sampling_rate: String::new(),
@@ -242,18 +232,18 @@ pub fn runner_telemetry(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> Ru
     out
 }
 
-/// The proxy container's environment for telemetry: its OpenTelemetry resource, and
+/// The proxy container's environment for telemetry: its OpenTelemetry resource (the
+/// service and the namespace it reports), and
 /// each sensitive header by reference to its Secret.
-pub fn proxy_env(server: &MCPServer, spec: &MCPTelemetryConfigSpec) -> Vec<EnvVar> {
-    let ns = server.metadata.namespace.as_deref().unwrap_or_default();
+pub fn proxy_env(service_name: &str, namespace: &str, spec: &MCPTelemetryConfigSpec) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "OTEL_RESOURCE_ATTRIBUTES".into(),
-        value: Some(format!("service.name={},service.namespace={ns}", service_name(server))),
+        value: Some(format!("service.name={service_name},service.namespace={namespace}")),
         ..Default::default()
     }];
     let headers = spec.open_telemetry.iter().flat_map(|o| o.sensitive_headers.iter());
     env.extend(headers.map(|h| {
-        crate::sharedconfig::secret_env(format!("TOOLHIVE_OTEL_HEADER_{}", h.name.replace('-', "_").to_uppercase()), &h.secret_key_ref)
+        crate::shared::refs::secret_env(format!("TOOLHIVE_OTEL_HEADER_{}", h.name.replace('-', "_").to_uppercase()), &h.secret_key_ref)
     }));
     env
 }
@@ -269,14 +259,6 @@ mod tests {
 
     fn config(spec: serde_json::Value) -> MCPTelemetryConfigSpec {
         serde_json::from_value(spec).unwrap()
-    }
-
-    fn server(reference: serde_json::Value) -> MCPServer {
-        serde_json::from_value(json!({
-            "metadata": {"name": "fetch", "namespace": "team-a"},
-            "spec": {"image": "img", "telemetryConfigRef": reference},
-        }))
-        .unwrap()
     }
 
     #[test]
@@ -303,7 +285,7 @@ mod tests {
                 "caBundleRef": {"configMapRef": {"name": "otel-ca", "key": ""}}},
             "prometheus": {"enabled": true},
         }));
-        let rc = serde_json::to_value(runner_telemetry(&server(json!({"name": "t", "serviceName": "svc"})), &spec)).unwrap();
+        let rc = serde_json::to_value(runner_telemetry("svc", &spec)).unwrap();
         assert_eq!(
             rc,
             json!({"endpoint": "otel.obs:4317", "serviceName": "svc", "tracingEnabled": true, "metricsEnabled": false,
@@ -312,7 +294,7 @@ mod tests {
                 "caCertPath": "/config/certs/otel/otel-ca/ca.crt"})
         );
         let off = config(json!({"openTelemetry": {"enabled": false, "endpoint": "otel:4317", "tracing": {"enabled": true}}}));
-        let rc = runner_telemetry(&server(json!({"name": "t"})), &off);
+        let rc = runner_telemetry("fetch", &off);
         assert_eq!((rc.endpoint.as_str(), rc.tracing_enabled, rc.service_name.as_str()), ("", false, "fetch"));
         let (volume, mount) = ca_bundle_volume(&spec).unwrap();
         assert_eq!((volume.name.as_str(), mount.mount_path.as_str()), ("otel-ca-bundle-otel-ca", "/config/certs/otel/otel-ca"));
@@ -322,7 +304,7 @@ mod tests {
     fn sensitive_headers_reach_the_proxy_by_secret_reference_only() {
         let spec = config(json!({"openTelemetry": {"enabled": true,
             "sensitiveHeaders": [{"name": "x-api-key", "secretKeyRef": {"name": "otel-creds", "key": "token"}}]}}));
-        let env = proxy_env(&server(json!({"name": "t"})), &spec);
+        let env = proxy_env("fetch", "team-a", &spec);
         assert_eq!(env[0].value.as_deref(), Some("service.name=fetch,service.namespace=team-a"));
         assert_eq!(env[1].name, "TOOLHIVE_OTEL_HEADER_X_API_KEY");
         assert_eq!(env[1].value, None);

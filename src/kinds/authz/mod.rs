@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 
 use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, Volume, VolumeMount};
 
-use crate::api::{AuthzConfig, AuthzConfigType, MCPServer};
-use crate::sharedconfig::ConfigStatus;
+use crate::shared::configkind::ConfigStatus;
 
 /// An authorizer for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -59,7 +58,7 @@ const FORMAT_VERSION: &str = "1.0";
 const CEDAR: &str = "cedarv1";
 
 pub fn crd() -> CustomResourceDefinition {
-    crate::api::with_deprecated_version(serde_json::to_value(MCPAuthzConfig::crd()).expect("crd serializes"))
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPAuthzConfig::crd()).expect("crd serializes"))
 }
 
 /// The key the runner reads an authorizer's settings under.
@@ -88,14 +87,7 @@ impl MCPAuthzConfigSpec {
     }
 }
 
-crate::sharedconfig::shared_config!(MCPAuthzConfig {
-    spec: MCPAuthzConfigSpec,
-    field: "spec.authzConfigRef",
-    server_field: authz_config_ref,
-    condition: "AuthzConfig",
-    invalid: "RefNotValid",
-    reasons: ("ConfigValid", "ConfigInvalid"),
-});
+crate::shared::configkind::config_kind!(MCPAuthzConfig { spec: MCPAuthzConfigSpec, reasons: ("ConfigValid", "ConfigInvalid") });
 
 /// The runner's authorization configuration from a shared MCPAuthzConfig.
 pub fn from_shared(spec: &MCPAuthzConfigSpec) -> Value {
@@ -127,20 +119,90 @@ pub const POLICY_FILE_DIR: &str = "/etc/toolhive/authz";
 pub const POLICY_FILE: &str = "/etc/toolhive/authz/authz.json";
 const POLICY_VOLUME: &str = "authz-config";
 
-/// The ConfigMap `server`'s policies are read from, if it names one.
-pub fn policy_configmap(server: &MCPServer) -> Option<&crate::api::ConfigMapKeyRef> {
-    let config = server.spec.authz_config.as_ref().filter(|c| c.config_type == AuthzConfigType::ConfigMap)?;
-    config.config_map.as_ref()
-}
-
 /// The policy ConfigMap's key, mounted where the runner reads it (the reference's
 /// volume, name and path).
-pub fn policy_volume(config_map: &crate::api::ConfigMapKeyRef) -> (Volume, VolumeMount) {
+pub fn policy_volume(config_map: &ConfigMapKeyRef) -> (Volume, VolumeMount) {
     let items = vec![KeyToPath { key: config_map.key.clone(), path: "authz.json".into(), mode: None }];
     let source = ConfigMapVolumeSource { name: config_map.name.clone(), items: Some(items), ..Default::default() };
     let volume = Volume { name: POLICY_VOLUME.into(), config_map: Some(source), ..Default::default() };
     let mount = VolumeMount { name: POLICY_VOLUME.into(), mount_path: POLICY_FILE_DIR.into(), read_only: Some(true), ..Default::default() };
     (volume, mount)
+}
+
+/// Authorization policy: from a ConfigMap or inline Cedar policies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type == 'configMap' ? has(self.configMap) : !has(self.configMap)",
+     "message": "configMap must be set when type is 'configMap', and must not be set otherwise"},
+    {"rule": "self.type == 'inline' ? has(self.inline) : !has(self.inline)",
+     "message": "inline must be set when type is 'inline', and must not be set otherwise"},
+    // The proxy reads a ConfigMap's policies as they are: the operator never reads
+    // them, so it cannot lay these over them.
+    {"rule": "self.type != 'configMap' || (!has(self.groupClaimName) && !has(self.roleClaimName) && !has(self.groupEntityType))",
+     "message": "with type configMap, set groupClaimName, roleClaimName and groupEntityType in the ConfigMap's Cedar configuration (group_claim_name, role_claim_name, group_entity_type)"}
+]))]
+pub struct AuthzConfig {
+    /// configMap or inline.
+    #[serde(default, rename = "type")]
+    pub config_type: AuthzConfigType,
+    /// The ConfigMap holding the policy (type configMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKeyRef>,
+    /// Cedar policies (type inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineAuthz>,
+    /// JWT claim holding group membership.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253))]
+    pub group_claim_name: String,
+    /// JWT claim holding role membership.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253))]
+    pub role_claim_name: String,
+    /// Cedar entity type used for groups and roles from claims.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub group_entity_type: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AuthzConfigType {
+    #[default]
+    #[serde(rename = "configMap")]
+    ConfigMap,
+    #[serde(rename = "inline")]
+    Inline,
+}
+
+/// A key of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name.
+    pub name: String,
+    /// Key holding the configuration.
+    #[serde(default = "default_authz_key")]
+    pub key: String,
+}
+
+fn default_authz_key() -> String {
+    "authz.json".into()
+}
+
+/// Inline Cedar authorization.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineAuthz {
+    /// Cedar policies.
+    #[schemars(length(min = 1))]
+    pub policies: Vec<String>,
+    /// Cedar entities as a JSON string.
+    #[serde(default = "default_entities")]
+    pub entities_json: String,
+}
+
+fn default_entities() -> String {
+    "[]".into()
 }
 
 #[cfg(test)]

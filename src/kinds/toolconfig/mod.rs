@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::sharedconfig::ConfigStatus;
+use crate::shared::configkind::ConfigStatus;
 
 /// Tool filtering and renaming for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -82,7 +82,7 @@ pub fn crd() -> CustomResourceDefinition {
     let mut value = serde_json::to_value(MCPToolConfig::crd()).expect("crd serializes");
     value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["toolsFilter"]["x-kubernetes-list-type"] =
         json!("set");
-    crate::api::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(value)
 }
 
 impl MCPToolConfigSpec {
@@ -94,18 +94,12 @@ impl MCPToolConfigSpec {
     }
 }
 
-crate::sharedconfig::shared_config!(MCPToolConfig {
-    spec: MCPToolConfigSpec,
-    field: "spec.toolConfigRef",
-    server_field: tool_config_ref,
-    condition: "ToolConfig",
-    invalid: "RefNotValid",
-});
+crate::shared::configkind::config_kind!(MCPToolConfig { spec: MCPToolConfigSpec });
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharedconfig::desired_status;
+    use crate::shared::configkind::desired_status;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn config(spec: serde_json::Value) -> MCPToolConfig {

@@ -5,6 +5,8 @@
 //! `unauthenticated`; the other types are stored, for compatibility, but are invalid
 //! here, so a server naming one never runs without what it asked for.
 
+pub mod authserver;
+
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt};
@@ -12,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::sharedconfig::{ConfigStatus, SecretKeyRef};
+use crate::shared::{configkind::ConfigStatus, refs::SecretKeyRef};
 
 /// Authentication to the backend for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -131,7 +133,7 @@ pub fn crd() -> CustomResourceDefinition {
     value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!(rules);
     value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tokenExchange"]["properties"]["scopes"]
         ["x-kubernetes-list-type"] = json!("atomic");
-    crate::api::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(value)
 }
 
 impl MCPExternalAuthConfigSpec {
@@ -160,19 +162,12 @@ impl MCPExternalAuthConfigSpec {
                 "spec.type: {type_name} is carried out by a virtual MCP server, which this operator release does not run; an MCPServer would ignore it"
             )),
             ExternalAuthType::Obo => Some("spec.type: obo needs an enterprise build of the proxy runner".into()),
-            ExternalAuthType::EmbeddedAuthServer => crate::authserver::parse(self.embedded_auth_server.as_ref()).err(),
+            ExternalAuthType::EmbeddedAuthServer => crate::kinds::externalauth::authserver::parse(self.embedded_auth_server.as_ref()).err(),
         }
     }
 }
 
-crate::sharedconfig::shared_config!(MCPExternalAuthConfig {
-    spec: MCPExternalAuthConfigSpec,
-    field: "spec.externalAuthConfigRef",
-    server_field: external_auth_config_ref,
-    condition: "ExternalAuthConfig",
-    invalid: "RefNotValid",
-    also: auth_server_ref,
-});
+crate::shared::configkind::config_kind!(MCPExternalAuthConfig { spec: MCPExternalAuthConfigSpec });
 
 /// The token exchange as the proxy runner reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -210,7 +205,7 @@ pub fn token_exchange(spec: &MCPExternalAuthConfigSpec) -> Option<RunnerTokenExc
 /// The proxy's environment: the token exchange client secret, by reference.
 pub fn proxy_env(spec: &MCPExternalAuthConfigSpec) -> Option<EnvVar> {
     let secret = spec.token_exchange.as_ref()?.client_secret_ref.as_ref()?;
-    Some(crate::sharedconfig::secret_env("TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET", secret))
+    Some(crate::shared::refs::secret_env("TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET", secret))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::sharedconfig::{ConfigStatus, SecretKeyRef};
+use crate::shared::{configkind::ConfigStatus, refs::SecretKeyRef};
 
 /// Webhooks for the MCPServers that reference it.
 #[allow(clippy::duplicated_attributes)]
@@ -100,7 +100,7 @@ pub fn crd() -> CustomResourceDefinition {
         "message": "list at least one validating or mutating webhook",
     }]);
     // v1alpha1 only, as ToolHive serves this kind (no v1beta1 yet).
-    serde_json::from_value(crate::api::conditions_by_type(value)).expect("crd deserializes")
+    serde_json::from_value(crate::shared::crd::conditions_by_type(value)).expect("crd deserializes")
 }
 
 /// Which list a webhook is in.
@@ -173,13 +173,7 @@ impl MCPWebhookConfigSpec {
     }
 }
 
-crate::sharedconfig::shared_config!(MCPWebhookConfig {
-    spec: MCPWebhookConfigSpec,
-    field: "spec.webhookConfigRef",
-    server_field: webhook_config_ref,
-    condition: "WebhookConfig",
-    invalid: "RefNotValid",
-});
+crate::shared::configkind::config_kind!(MCPWebhookConfig { spec: MCPWebhookConfigSpec });
 
 /// FNV-1a (32 bit) of the text the reference hashes a string as, in hex: the same
 /// paths and volume names for the same webhook and Secret.

@@ -2,10 +2,12 @@
 //! Conditions keep their lastTransitionTime unless their status flips, so an
 //! unchanged world yields an identical status and no write.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{MCPServer, MCPServerStatus, Phase};
-use crate::resources::service_url;
+use crate::shared::conditions::condition;
+
+use crate::kinds::mcpserver::api::{MCPServer, MCPServerStatus, Phase};
+use crate::kinds::mcpserver::resources::service_url;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_POD_TEMPLATE_VALID: &str = "PodTemplateValid";
@@ -16,7 +18,7 @@ pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
 pub const RATE_LIMIT_CONFIG_VALID: &str = "RateLimitConfigValid";
 
 fn rate_limit_validity(server: &MCPServer) -> (&'static str, &'static str, String) {
-    match (&server.spec.rate_limiting, crate::ratelimit::invalid(&server.spec)) {
+    match (&server.spec.rate_limiting, crate::kinds::mcpserver::ratelimit::invalid(&server.spec)) {
         (None, _) => ("True", "RateLimitNotApplicable", "no rate limits".into()),
         (Some(_), Some((reason, message))) => ("False", reason, message),
         (Some(_), None) => ("True", "RateLimitConfigValid", "the proxy enforces these rate limits".into()),
@@ -37,7 +39,7 @@ fn session_storage_warning(server: &MCPServer) -> (&'static str, &'static str, &
         (false, _) => ("False", "SessionStorageWarningNotApplicable", "one proxy replica: no sessions to share"),
     }
 }
-const GROUP_REF: &str = crate::group::CONDITION_GROUP_REF_VALIDATED;
+const GROUP_REF: &str = crate::kinds::mcpserver::group_ref::CONDITION_GROUP_REF_VALIDATED;
 
 /// What the reconciler saw this round.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -53,9 +55,9 @@ pub struct Observed {
     pub apply_error: Option<String>,
     pub terminating: bool,
     /// What the references to configuration kinds came to (spec.toolConfigRef, ...).
-    pub references: crate::sharedconfig::References,
+    pub references: crate::kinds::mcpserver::references::References,
     /// spec.groupRef: the group's name and where it stands.
-    pub group_ref: Option<(String, crate::group::GroupRefState)>,
+    pub group_ref: Option<(String, crate::kinds::mcpserver::group_ref::GroupRefState)>,
 }
 
 pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCPServerStatus {
@@ -147,7 +149,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
 pub fn our_condition_types() -> impl Iterator<Item = &'static str> {
     [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID]
         .into_iter()
-        .chain(crate::sharedconfig::REF_CONDITION_TYPES.iter().copied())
+        .chain(crate::kinds::mcpserver::references::REF_CONDITION_TYPES.iter().copied())
 }
 
 /// `status` as far as it is the operator's: its fields and its conditions only.
@@ -189,32 +191,6 @@ pub fn container_failure(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<Str
     })
 }
 
-/// A condition that keeps its lastTransitionTime from `previous` while its status
-/// holds (so an unchanged world yields an identical status).
-pub fn condition(
-    previous: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,8 +211,8 @@ mod tests {
 
     #[test]
     fn each_reference_has_a_condition_and_one_that_fails_fails_the_server() {
-        use crate::sharedconfig::{References, resolve};
-        use crate::toolconfig::MCPToolConfig;
+        use crate::kinds::mcpserver::references::{References, resolve};
+        use crate::kinds::toolconfig::MCPToolConfig;
         let s = server(json!({"image": "i", "toolConfigRef": {"name": "filters"}}));
         let (store, _) = kube::runtime::reflector::store::<MCPToolConfig>();
         let mut references = References::default();

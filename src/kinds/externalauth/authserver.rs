@@ -16,12 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
-
-use crate::api::MCPServer;
-use crate::externalauth::{ExternalAuthType, MCPExternalAuthConfig, MCPExternalAuthConfigSpec};
-use crate::sharedconfig::{References, SecretKeyRef};
+use crate::shared::refs::SecretKeyRef;
 
 const KEYS_DIR: &str = "/etc/toolhive/authserver/keys";
 const HMAC_DIR: &str = "/etc/toolhive/authserver/hmac";
@@ -338,83 +333,9 @@ pub fn proxy_env(config: &EmbeddedAuthServer) -> Vec<EnvVar> {
     let secrets = config.upstream_providers.iter().filter_map(|u| {
         let secret = u.oidc_config.as_ref().and_then(|o| o.client_secret_ref.as_ref());
         let secret = secret.or_else(|| u.oauth2_config.as_ref().and_then(|o| o.client_secret_ref.as_ref()))?;
-        Some(crate::sharedconfig::secret_env(client_secret_env(&u.name), secret))
+        Some(crate::shared::refs::secret_env(client_secret_env(&u.name), secret))
     });
     secrets.collect()
-}
-
-/// The MCPServer condition about `spec.authServerRef` (the reference's type and reasons).
-pub const REF_CONDITION: &str = "AuthServerRefValidated";
-
-/// `server`'s embedded authorization server from the cache: named by
-/// `spec.authServerRef`, or by `spec.externalAuthConfigRef` when that names one. A
-/// failed authServerRef adds its condition and problem to `out`; so does a server
-/// naming one both ways.
-pub fn resolve(
-    server: &MCPServer,
-    configs: &Store<MCPExternalAuthConfig>,
-    external_auth: Option<&MCPExternalAuthConfigSpec>,
-    out: &mut References,
-) -> Option<EmbeddedAuthServer> {
-    let from_external_auth = external_auth.filter(|e| e.auth_type == ExternalAuthType::EmbeddedAuthServer);
-    let Some(reference) = &server.spec.auth_server_ref else {
-        return from_external_auth.and_then(|e| parse(e.embedded_auth_server.as_ref()).ok());
-    };
-    let ns = server.namespace().unwrap_or_default();
-    let name = &reference.name;
-    let (reason, problem) = match configs.get(&ObjectRef::new(name).within(&ns)) {
-        None => (
-            "AuthServerRefNotFound",
-            format!("spec.authServerRef: MCPExternalAuthConfig {name} not found in namespace {ns}; the proxy is stopped until it exists"),
-        ),
-        Some(config) if config.spec.auth_type != ExternalAuthType::EmbeddedAuthServer => (
-            "AuthServerRefInvalidType",
-            format!("spec.authServerRef: MCPExternalAuthConfig {name} is not of type embeddedAuthServer; the proxy is stopped"),
-        ),
-        Some(_) if from_external_auth.is_some() => (
-            "AuthServerRefInvalidConfig",
-            "spec.authServerRef and spec.externalAuthConfigRef both name an embedded authorization server; name it in authServerRef only"
-                .to_string(),
-        ),
-        Some(config) => match parse(config.spec.embedded_auth_server.as_ref()) {
-            Err(problem) => (
-                "AuthServerRefInvalidConfig",
-                format!("spec.authServerRef: MCPExternalAuthConfig {name} is invalid ({problem}); the proxy is stopped"),
-            ),
-            Ok(parsed) => {
-                out.conditions.push((REF_CONDITION, "True", "AuthServerRefValid", format!("MCPExternalAuthConfig {name} is valid")));
-                return Some(parsed);
-            }
-        },
-    };
-    out.conditions.push((REF_CONDITION, "False", reason, problem.clone()));
-    out.problems.push(problem);
-    None
-}
-
-/// What keeps the proxy runner from serving `config` for `server` (whose references
-/// resolved to `resolved`), as the user reads it.
-pub fn conflict(server: &MCPServer, config: &EmbeddedAuthServer, resolved: &crate::resources::Resolved) -> Option<String> {
-    let Some(validation) = resolved.oidc.as_ref().and_then(|o| crate::oidc::token_validation(server, o)) else {
-        return Some("the embedded authorization server needs spec.oidcConfigRef (the proxy validates the tokens it issues)".into());
-    };
-    if validation.audience != validation.resource_url {
-        return Some(format!(
-            "spec.oidcConfigRef.audience must equal the resource URL ({}) when the embedded authorization server issues the tokens; set audience, or resourceUrl, so they match",
-            validation.resource_url
-        ));
-    }
-    if server.spec.authz_config.is_some() || resolved.authz.is_some() {
-        return Some(
-            "authorization policies together with the embedded authorization server are not carried out by this operator release".into(),
-        );
-    }
-    if config.disable_upstream_token_injection
-        && resolved.external_auth.as_ref().is_some_and(|e| e.auth_type == ExternalAuthType::TokenExchange)
-    {
-        return Some("disableUpstreamTokenInjection cannot be combined with a token exchange (it would put the header back)".into());
-    }
-    None
 }
 
 #[cfg(test)]

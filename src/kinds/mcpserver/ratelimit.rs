@@ -103,7 +103,7 @@ impl RateLimitConfig {
 /// when it can or is not set. Admission refuses both cases; a server stored anyway
 /// (the webhook down, or before this release) has its proxy stopped rather than run
 /// with limits that would not hold.
-pub fn invalid(spec: &crate::api::MCPServerSpec) -> Option<(&'static str, String)> {
+pub fn invalid(spec: &crate::kinds::mcpserver::api::MCPServerSpec) -> Option<(&'static str, String)> {
     let limits = spec.rate_limiting.as_ref()?;
     if limits.per_user() && spec.oidc_config_ref.is_none() && spec.external_auth_config_ref.is_none() {
         let message = "spec.rateLimiting: perUser limits need authenticated callers; set oidcConfigRef or externalAuthConfigRef";

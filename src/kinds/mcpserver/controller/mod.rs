@@ -33,13 +33,14 @@ use kube::{
 use parking_lot::Mutex;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::{FINALIZER, MCPServer, MCPServerStatus};
-use crate::config::FIELD_MANAGER;
-use crate::error::{Error, Result};
-use crate::resources::{self, Child, desired_children};
+use crate::kinds::mcpserver::api::{FINALIZER, MCPServer, MCPServerStatus};
+use crate::kinds::mcpserver::resources::{self, Child, desired_children};
+use crate::kinds::mcpserver::status::Observed;
+use crate::kinds::mcpserver::{group_ref, references};
 use crate::runtime::metrics::{CONTROLLER, Metrics};
-use crate::sharedconfig;
-use crate::status::Observed;
+use crate::runtime::status::run_config_status;
+use crate::shared::config::FIELD_MANAGER;
+use crate::shared::error::{Error, Result};
 use children::{apply_child, delete_labelled, delete_unused, edit_version};
 use report::{publish, write_status, write_status_noting};
 
@@ -138,23 +139,23 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     let servers = caches.servers.store().clone();
     let members_of = servers.clone();
     // A change to a group reconciles the servers that name it (found in the server cache).
-    let naming_servers = move |group: Arc<crate::group::MCPGroup>| {
+    let naming_servers = move |group: Arc<crate::kinds::group::MCPGroup>| {
         let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
-        crate::group::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
+        group_ref::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
     };
     let (c, cfg) = (&caches, &caches.configs);
     // The configuration kinds: resolved into the RunConfig; a change reconciles the
     // servers that reference it (so the proxy rolls), found in the server cache.
     let servers_controller = Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
         .watches_shared_stream(c.groups.changes(), naming_servers)
-        .watches_shared_stream(cfg.tool.changes(), sharedconfig::referrers(servers.clone()))
-        .watches_shared_stream(cfg.telemetry.changes(), sharedconfig::referrers(servers.clone()))
-        .watches_shared_stream(cfg.oidc.changes(), sharedconfig::referrers(servers.clone()))
-        .watches_shared_stream(cfg.authz.changes(), sharedconfig::referrers(servers.clone()))
-        .watches_shared_stream(cfg.webhook.changes(), sharedconfig::referrers(servers.clone()))
-        .watches_shared_stream(cfg.external_auth.changes(), sharedconfig::referrers(servers.clone()))
+        .watches_shared_stream(cfg.tool.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.telemetry.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.oidc.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.authz.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.webhook.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.external_auth.changes(), references::referrers(servers.clone()))
         // Every ConfigMap: the RunConfigs it owns, and those servers name for their proxies.
-        .watches_shared_stream(c.configmaps.changes(), crate::configmaps::readers(servers.clone()))
+        .watches_shared_stream(c.configmaps.changes(), crate::kinds::mcpserver::configmaps::readers(servers.clone()))
         .owns_shared_stream(c.configmaps.changes())
         .owns_shared_stream(c.service_accounts.changes())
         .owns_shared_stream(c.roles.changes())
@@ -175,17 +176,22 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
             }
             futures::future::ready(())
         });
-    let groups = crate::group::run(client.clone(), c.groups.clone(), c.servers.clone(), wait(shutdown.clone()));
+    // MCPGroups list the servers that name them: a server's change triggers its group.
+    let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
+    let member_changes = c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s)));
+    let member_servers = servers.clone();
+    let members: crate::kinds::group::Members = Arc::new(move |ns, group| group_ref::members(&member_servers.state(), ns, group));
+    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone()));
     let configs = futures::future::join(
         futures::future::join3(
-            sharedconfig::run(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
-            sharedconfig::run(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
-            sharedconfig::run(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
         ),
         futures::future::join3(
-            sharedconfig::run(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
-            sharedconfig::run(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
-            sharedconfig::run(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
         ),
     );
     futures::future::join3(servers_controller, groups, configs).await;
@@ -335,7 +341,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     if observed.ready_replicas == 0 && observed.rollout_failure.is_none() {
         // The pods are watched (their containers' waiting states only): a container
         // that cannot start triggers a reconcile, no polling.
-        observed.container_failure = crate::status::container_failure(&ctx.caches.server_pods(&ns, &name));
+        observed.container_failure = crate::kinds::mcpserver::status::container_failure(&ctx.caches.server_pods(&ns, &name));
     }
     write_status_noting(server, ctx, &observed, created.as_deref()).await?;
     Ok(Action::requeue(PERIODIC_LOOK))

@@ -4,32 +4,19 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, CustomResourceExt};
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub const GROUP: &str = "toolhive.stacklok.dev";
-pub const STORAGE_VERSION: &str = "v1beta1";
-pub const DEPRECATED_VERSION: &str = "v1alpha1";
-pub const DEPRECATION_WARNING: &str = "toolhive.stacklok.dev/v1alpha1 is deprecated; use v1beta1";
+pub use crate::kinds::authz::{AuthzConfig, AuthzConfigType, ConfigMapKeyRef, InlineAuthz};
+pub use crate::kinds::oidc::OidcConfigRef;
+pub use crate::shared::crd::*;
+pub use crate::shared::refs::{ABSOLUTE_PATH, CONFIG_KEY, DNS_LABEL, DNS_SUBDOMAIN, ENV_NAME, SecretKeyRef};
+
 pub const FINALIZER: &str = "mcpserver.toolhive.stacklok.dev/finalizer";
 pub const RESTARTED_AT_ANNOTATION: &str = "mcpserver.toolhive.stacklok.dev/restarted-at";
-
-/// A DNS-1123 subdomain: the name of a Secret, ConfigMap or ServiceAccount. Names
-/// become references, paths and strings for the runner, so anything else (a `/`, a
-/// `,`, `..`) is refused by the API server before it reaches the operator.
-pub const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// A DNS-1123 label: a volume name.
-pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// A key of a Secret or ConfigMap.
-pub const CONFIG_KEY: &str = r"^[-._a-zA-Z0-9]+$";
-/// An absolute path, without the ':' that separates the runner's `host:container`.
-pub const ABSOLUTE_PATH: &str = r"^/[^:]*$";
-/// An environment variable name the runner can pass on.
-pub const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 
 /// Desired state of an MCP server run by the ToolHive proxy runner.
 // Each printcolumn names a type; clippy reads the repeated `type_` as a duplicate.
@@ -186,7 +173,7 @@ pub struct MCPServerSpec {
 
     /// Rate limits the proxy enforces on tool calls; requires redis session storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiting: Option<crate::ratelimit::RateLimitConfig>,
+    pub rate_limiting: Option<crate::kinds::mcpserver::ratelimit::RateLimitConfig>,
 }
 
 /// The proxy port when the spec names none (the CRD's default).
@@ -404,25 +391,6 @@ pub struct GroupRef {
     pub name: String,
 }
 
-/// A reference to a shared MCPOIDCConfig with per-server overrides.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OidcConfigRef {
-    /// Name of the MCPOIDCConfig in this namespace (a name, never a path to another
-    /// namespace).
-    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
-    pub name: String,
-    /// The audience a token must carry to reach this server.
-    #[schemars(length(min = 1))]
-    pub audience: String,
-    /// Scopes advertised for this server.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
-    /// Protected resource URL advertised to clients.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub resource_url: String,
-}
-
 /// A reference to a shared MCPTelemetryConfig.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -451,82 +419,6 @@ pub struct AuthServerRef {
 pub enum AuthServerKind {
     #[default]
     MCPExternalAuthConfig,
-}
-
-/// Authorization policy: from a ConfigMap or inline Cedar policies.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.type == 'configMap' ? has(self.configMap) : !has(self.configMap)",
-     "message": "configMap must be set when type is 'configMap', and must not be set otherwise"},
-    {"rule": "self.type == 'inline' ? has(self.inline) : !has(self.inline)",
-     "message": "inline must be set when type is 'inline', and must not be set otherwise"},
-    // The proxy reads a ConfigMap's policies as they are: the operator never reads
-    // them, so it cannot lay these over them.
-    {"rule": "self.type != 'configMap' || (!has(self.groupClaimName) && !has(self.roleClaimName) && !has(self.groupEntityType))",
-     "message": "with type configMap, set groupClaimName, roleClaimName and groupEntityType in the ConfigMap's Cedar configuration (group_claim_name, role_claim_name, group_entity_type)"}
-]))]
-pub struct AuthzConfig {
-    /// configMap or inline.
-    #[serde(default, rename = "type")]
-    pub config_type: AuthzConfigType,
-    /// The ConfigMap holding the policy (type configMap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map: Option<ConfigMapKeyRef>,
-    /// Cedar policies (type inline).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inline: Option<InlineAuthz>,
-    /// JWT claim holding group membership.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 253))]
-    pub group_claim_name: String,
-    /// JWT claim holding role membership.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 253))]
-    pub role_claim_name: String,
-    /// Cedar entity type used for groups and roles from claims.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
-    pub group_entity_type: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum AuthzConfigType {
-    #[default]
-    #[serde(rename = "configMap")]
-    ConfigMap,
-    #[serde(rename = "inline")]
-    Inline,
-}
-
-/// A key of a ConfigMap.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct ConfigMapKeyRef {
-    /// ConfigMap name.
-    pub name: String,
-    /// Key holding the configuration.
-    #[serde(default = "default_authz_key")]
-    pub key: String,
-}
-
-fn default_authz_key() -> String {
-    "authz.json".into()
-}
-
-/// Inline Cedar authorization.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InlineAuthz {
-    /// Cedar policies.
-    #[schemars(length(min = 1))]
-    pub policies: Vec<String>,
-    /// Cedar entities as a JSON string.
-    #[serde(default = "default_entities")]
-    pub entities_json: String,
-}
-
-fn default_entities() -> String {
-    "[]".into()
 }
 
 /// Audit logging.
@@ -567,15 +459,6 @@ pub enum SessionStorageProvider {
     Memory,
     #[serde(rename = "redis")]
     Redis,
-}
-
-/// A key of a Secret in this namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct SecretKeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key inside the Secret.
-    pub key: String,
 }
 
 /// Observed state of an MCPServer.
@@ -668,198 +551,11 @@ impl MCPServer {
     }
 }
 
-/// Fields removed from the API, the field that replaces each, and its old JSON type.
-/// They stay in the schema only so the API server can refuse them with a message
-/// naming the replacement (instead of silently pruning them).
-pub const REMOVED_FIELDS: &[(&str, &str)] = &[
-    ("port", "spec.proxyPort"),
-    ("targetPort", "spec.mcpPort"),
-    ("tools", "spec.toolConfigRef"),
-    ("oidcConfig", "spec.oidcConfigRef"),
-    ("telemetry", "spec.telemetryConfigRef"),
-];
-
-/// A field of the v1beta1 API this operator does not implement yet. Such fields are
-/// refused (CRD rule and webhook) instead of accepted and ignored: an MCPServer that
-/// asked for authentication or authorization must never run without it.
-pub struct Unsupported {
-    /// The field under `spec`.
-    pub field: &'static str,
-    /// What it would have configured.
-    pub what: &'static str,
-    /// Whether a spec sets it (in a form this operator does not implement).
-    pub set_in: fn(&MCPServerSpec) -> bool,
-}
-
-impl Unsupported {
-    /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
-    pub fn rule(&self, schema: &Value) -> String {
-        match schema["type"].as_str() {
-            Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
-            _ => format!("!has(self.{})", self.field),
-        }
-    }
-
-    /// Why it is refused, as the user reads it.
-    pub fn message(&self) -> String {
-        format!(
-            "spec.{} ({}) is not supported by this operator release; remove it, or the server would run without it",
-            self.field, self.what
-        )
-    }
-}
-
-pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
-    // Host paths mounted into the MCP server: a way out of the pod's isolation that
-    // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
-    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
-];
-
-impl MCPServerSpec {
-    /// The UNSUPPORTED_FIELDS this spec sets.
-    pub fn unsupported_fields(&self) -> Vec<&'static Unsupported> {
-        UNSUPPORTED_FIELDS.iter().filter(|u| (u.set_in)(self)).collect()
-    }
-
-    /// The spec's session storage when it is Redis.
-    pub fn redis_sessions(&self) -> Option<&SessionStorageConfig> {
-        self.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)
-    }
-}
-
-/// The schema a removed field keeps, typed as it was so CEL can see it.
-fn removed_field_schema(field: &str, replacement: &str) -> Value {
-    let description = format!("Removed; use {replacement}. Setting it is refused.");
-    match field {
-        "port" | "targetPort" => json!({"description": description, "type": "integer"}),
-        "tools" => json!({"description": description, "type": "array", "items": {"type": "string"}}),
-        _ => json!({"description": description, "type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-    }
-}
-
-/// CEL rules on the spec that the API server enforces (besides enums and ranges).
-const SPEC_RULES: &[(&str, &str)] = &[
-    ("!(has(self.authzConfig) && has(self.authzConfigRef))", "authzConfig and authzConfigRef are mutually exclusive; set only one"),
-    (
-        "!has(self.rateLimiting) || (has(self.sessionStorage) && self.sessionStorage.provider == 'redis')",
-        "rateLimiting requires sessionStorage with provider 'redis'",
-    ),
-    // Per-caller buckets without an authenticated caller would count nobody.
-    (
-        "!(has(self.rateLimiting) && has(self.rateLimiting.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
-        "rateLimiting.perUser requires authentication (oidcConfigRef or externalAuthConfigRef)",
-    ),
-    (
-        "!has(self.rateLimiting) || !has(self.rateLimiting.tools) || self.rateLimiting.tools.all(t, !has(t.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
-        "per-tool perUser rate limiting requires authentication (oidcConfigRef or externalAuthConfigRef)",
-    ),
-];
-
-/// Paths (inside spec) of lists that merge by `name` (server-side apply list-map).
-const LIST_MAPS_BY_NAME: &[&[&str]] = &[&["env"], &["volumes"], &["secrets"], &["resourceOverrides", "proxyDeployment", "env"]];
-
-/// The full CRD: v1beta1 (served, storage) and v1alpha1 (served, deprecated) sharing
-/// one schema, so the API server needs no conversion.
-pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPServer::crd()).expect("crd serializes");
-    let version = &mut value["spec"]["versions"][0];
-    {
-        let spec = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        let mut rules: Vec<Value> = SPEC_RULES.iter().map(|(rule, message)| json!({"rule": rule, "message": message})).collect();
-        for (old, new) in REMOVED_FIELDS {
-            spec["properties"][*old] = removed_field_schema(old, new);
-            rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
-        }
-        for unsupported in UNSUPPORTED_FIELDS {
-            rules.push(json!({"rule": unsupported.rule(&spec["properties"][unsupported.field]), "message": unsupported.message()}));
-        }
-        spec["x-kubernetes-validations"] = json!(rules);
-        for path in LIST_MAPS_BY_NAME {
-            let mut node = &mut *spec;
-            for key in *path {
-                node = &mut node["properties"][*key];
-            }
-            node["x-kubernetes-list-type"] = json!("map");
-            node["x-kubernetes-list-map-keys"] = json!(["name"]);
-        }
-    }
-    with_deprecated_version(value)
-}
-
-/// Adds the deprecated v1alpha1 version, a copy of v1beta1 (one schema: the API server
-/// needs no conversion), and lists conditions by type for server-side apply.
-pub fn with_deprecated_version(mut value: Value) -> CustomResourceDefinition {
-    value = conditions_by_type(value);
-    let mut deprecated = value["spec"]["versions"][0].clone();
-    deprecated["name"] = json!(DEPRECATED_VERSION);
-    deprecated["storage"] = json!(false);
-    deprecated["deprecated"] = json!(true);
-    deprecated["deprecationWarning"] = json!(DEPRECATION_WARNING);
-    value["spec"]["versions"].as_array_mut().expect("versions").push(deprecated);
-    serde_json::from_value(value).expect("crd deserializes")
-}
-
-/// Lists a CRD's status conditions by type, for server-side apply.
-pub fn conditions_by_type(mut value: Value) -> Value {
-    let conditions = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
-    if conditions.is_object() {
-        conditions["x-kubernetes-list-type"] = json!("map");
-        conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
-    }
-    value
-}
-
-pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";
-
-/// The MCPServer CRD as committed in the CRDs chart.
-pub fn crd_chart_template() -> String {
-    chart_template(crd())
-}
-
-/// The CRDs of the kinds MCPServers reference, each with the CRDs chart file it is
-/// committed to.
-pub fn companion_crds() -> [(&'static str, CustomResourceDefinition); 7] {
-    [
-        (crate::externalauth::CRD_CHART_FILE, crate::externalauth::crd()),
-        (crate::webhookconfig::CRD_CHART_FILE, crate::webhookconfig::crd()),
-        (crate::authz::CRD_CHART_FILE, crate::authz::crd()),
-        (crate::oidc::CRD_CHART_FILE, crate::oidc::crd()),
-        (crate::group::CRD_CHART_FILE, crate::group::crd()),
-        (crate::toolconfig::CRD_CHART_FILE, crate::toolconfig::crd()),
-        (crate::telemetry::CRD_CHART_FILE, crate::telemetry::crd()),
-    ]
-}
-
-/// A CRD as committed in the CRDs chart: YAML, wrapped in the chart's install/keep switches.
-pub fn chart_template(crd: CustomResourceDefinition) -> String {
-    let mut value = serde_json::to_value(crd).expect("crd serializes");
-    value["metadata"]["labels"] = json!({"app.kubernetes.io/part-of": "toolhive-operator"});
-    let body = serde_yaml_ng::to_string(&value).expect("yaml");
-    let body = body.replacen(
-        "metadata:\n",
-        "metadata:\n  annotations:\n    {{- if .Values.crds.keep }}\n    helm.sh/resource-policy: keep\n    {{- end }}\n",
-        1,
-    );
-    format!(
-        "# Generated by `cargo run --bin crdgen` from src/api.rs; do not edit by hand.\n{{{{- if .Values.crds.install }}}}\n{body}{{{{- end }}}}\n"
-    )
-}
+pub use super::schema::{CRD_CHART_FILE, REMOVED_FIELDS, UNSUPPORTED_FIELDS, Unsupported, crd};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn committed_crd_matches_the_types() {
-        let path = format!("{}/{CRD_CHART_FILE}", env!("CARGO_MANIFEST_DIR"));
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == crd_chart_template(), "{CRD_CHART_FILE} is stale: run `make crds` and commit the result");
-        for (file, crd) in companion_crds() {
-            let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
-            let committed = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(committed == chart_template(crd), "{path} is stale: run `make crds` and commit the result");
-        }
-    }
 
     #[test]
     fn each_unsupported_field_is_found_by_its_own_accessor() {

@@ -9,20 +9,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Client, CustomResource, CustomResourceExt, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::api::MCPServer;
-use crate::error::Error;
 use crate::runtime::cache::Cache;
-use crate::status::condition;
+use crate::shared::conditions::condition;
+use crate::shared::error::Error;
 
 /// A named group of MCPServers in one namespace.
 #[allow(clippy::duplicated_attributes)]
@@ -88,25 +83,12 @@ pub enum GroupPhase {
 }
 
 pub const CONDITION_SERVERS_CHECKED: &str = "MCPServersChecked";
-pub const CONDITION_GROUP_REF_VALIDATED: &str = "GroupRefValidated";
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpgroups.yaml";
 
 /// The CRD: v1beta1 (storage) and the deprecated v1alpha1 sharing one schema, as the
 /// MCPServer's.
 pub fn crd() -> CustomResourceDefinition {
-    crate::api::with_deprecated_version(serde_json::to_value(MCPGroup::crd()).expect("crd serializes"))
-}
-
-/// The names of the servers in `ns` that name `group`, sorted (deleted ones left out).
-pub fn members(servers: &[Arc<MCPServer>], ns: &str, group: &str) -> Vec<String> {
-    let mut names: Vec<String> = servers
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns) && s.metadata.deletion_timestamp.is_none())
-        .filter(|s| s.spec.group_ref.as_ref().is_some_and(|g| g.name == group))
-        .map(|s| s.name_any())
-        .collect();
-    names.sort();
-    names
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPGroup::crd()).expect("crd serializes"))
 }
 
 /// The group's status for these members; an unchanged group yields an identical status.
@@ -132,57 +114,27 @@ pub fn desired_status(group: &MCPGroup, servers: Vec<String>, now: Time) -> MCPG
     }
 }
 
-/// Where an MCPServer's `spec.groupRef` stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupRefState {
-    NotFound,
-    NotReady,
-    Valid,
-}
-
-impl GroupRefState {
-    /// The state of `server`'s group reference, from the group cache; None without one.
-    pub fn of(server: &MCPServer, groups: &Store<MCPGroup>) -> Option<(String, GroupRefState)> {
-        let name = server.spec.group_ref.as_ref()?.name.clone();
-        let ns = server.namespace().unwrap_or_default();
-        let state = match groups.get(&ObjectRef::new(&name).within(&ns)) {
-            None => GroupRefState::NotFound,
-            Some(g) if g.status.as_ref().and_then(|s| s.phase) != Some(GroupPhase::Ready) => GroupRefState::NotReady,
-            Some(_) => GroupRefState::Valid,
-        };
-        Some((name, state))
-    }
-
-    /// (status, reason, message) of the GroupRefValidated condition.
-    pub fn condition(self, group: &str) -> (&'static str, &'static str, String) {
-        match self {
-            GroupRefState::Valid => ("True", "GroupRefIsValid", format!("MCPGroup {group} exists and is Ready")),
-            GroupRefState::NotReady => ("False", "GroupRefNotReady", format!("MCPGroup {group} is not Ready")),
-            GroupRefState::NotFound => ("False", "GroupRefNotFound", format!("MCPGroup {group} does not exist in this namespace")),
-        }
-    }
-}
+/// Who belongs to a group: the names of its members, given its namespace and name.
+pub type Members = Arc<dyn Fn(&str, &str) -> Vec<String> + Send + Sync>;
 
 struct GroupContext {
     client: Client,
-    servers: Store<MCPServer>,
+    members: Members,
 }
 
 /// Keeps every MCPGroup's status in one scope current: on a change to the group, or
-/// to an MCPServer that names it (both from the scope's caches). A server moved from
-/// one group to another is seen by the old group on its next periodic look.
+/// when `member_changes` names it (a member joined, changed or left). The kinds that
+/// join groups say who the members are; a group knows nothing of them.
 pub async fn run(
     client: Client,
     groups: Cache<MCPGroup>,
-    servers: Cache<MCPServer>,
+    member_changes: impl futures::Stream<Item = ObjectRef<MCPGroup>> + Send + 'static,
+    members: Members,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ctx = Arc::new(GroupContext { client, servers: servers.store().clone() });
+    let ctx = Arc::new(GroupContext { client, members });
     let results = Controller::for_shared_stream(groups.everything_then_changes(), groups.store().clone())
-        .watches_shared_stream(servers.changes(), |s: Arc<MCPServer>| {
-            let ns = s.namespace()?;
-            Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&ns))
-        })
+        .reconcile_on(member_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::runtime::status::retry_status_write, ctx);
     crate::runtime::status::drive("MCPGroup", results).await;
@@ -191,7 +143,7 @@ pub async fn run(
 async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let ns = group.namespace().unwrap_or_default();
     let name = group.name_any();
-    let servers = members(&ctx.servers.state(), &ns, &name);
+    let servers = (ctx.members)(&ns, &name);
     let desired = desired_status(&group, servers, Time(jiff::Timestamp::now()));
     if group.status.as_ref() != Some(&desired) {
         crate::runtime::status::apply_status::<MCPGroup>(&ctx.client, &ns, &name, &desired).await?;
@@ -204,27 +156,6 @@ async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Actio
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn server(ns: &str, name: &str, group: Option<&str>) -> Arc<MCPServer> {
-        let mut spec = json!({"image": "x"});
-        if let Some(g) = group {
-            spec["groupRef"] = json!({"name": g});
-        }
-        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})).unwrap())
-    }
-
-    #[test]
-    fn members_are_the_servers_of_this_namespace_that_name_the_group() {
-        let servers = vec![
-            server("a", "z", Some("tools")),
-            server("a", "y", Some("tools")),
-            server("a", "x", Some("other")),
-            server("b", "w", Some("tools")),
-            server("a", "v", None),
-        ];
-        assert_eq!(members(&servers, "a", "tools"), ["y", "z"]);
-        assert!(members(&servers, "a", "none").is_empty());
-    }
 
     #[test]
     fn status_counts_members_and_keeps_its_transition_time() {

@@ -7,9 +7,9 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
 };
 
-use crate::config::FIELD_MANAGER;
-use crate::error::{Error, Result};
-use crate::resources::{self, Child};
+use crate::kinds::mcpserver::resources::{self, Child};
+use crate::shared::config::FIELD_MANAGER;
+use crate::shared::error::{Error, Result};
 
 /// The version that changes when someone else edits a child: generation where the
 /// kind has one (status updates do not bump it), otherwise resourceVersion.

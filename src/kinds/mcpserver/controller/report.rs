@@ -17,9 +17,9 @@ use prometheus::proto::MetricFamily;
 use tracing::{info, warn};
 
 use super::{Context, WrittenStatus};
-use crate::api::{MCPServer, Phase};
-use crate::error::Result;
-use crate::status::{Observed, desired_status, ours};
+use crate::kinds::mcpserver::api::{MCPServer, Phase};
+use crate::kinds::mcpserver::status::{Observed, desired_status, ours};
+use crate::shared::error::Result;
 
 /// Patches status (server-side apply on the status subresource) only when it changed,
 /// and records phase changes as Events.

@@ -1,0 +1,130 @@
+//! The MCPServer CRD as generated from the types in `api`, with what the types alone
+//! cannot say: fields removed since v1alpha1, fields this operator refuses, the CEL
+//! rules across fields, list maps keyed by name.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use super::api::{MCPServer, MCPServerSpec, SessionStorageConfig, SessionStorageProvider};
+use crate::shared::crd::with_deprecated_version;
+
+/// Fields removed from the API, the field that replaces each, and its old JSON type.
+/// They stay in the schema only so the API server can refuse them with a message
+/// naming the replacement (instead of silently pruning them).
+pub const REMOVED_FIELDS: &[(&str, &str)] = &[
+    ("port", "spec.proxyPort"),
+    ("targetPort", "spec.mcpPort"),
+    ("tools", "spec.toolConfigRef"),
+    ("oidcConfig", "spec.oidcConfigRef"),
+    ("telemetry", "spec.telemetryConfigRef"),
+];
+
+/// A field of the v1beta1 API this operator does not implement yet. Such fields are
+/// refused (CRD rule and webhook) instead of accepted and ignored: an MCPServer that
+/// asked for authentication or authorization must never run without it.
+pub struct Unsupported {
+    /// The field under `spec`.
+    pub field: &'static str,
+    /// What it would have configured.
+    pub what: &'static str,
+    /// Whether a spec sets it (in a form this operator does not implement).
+    pub set_in: fn(&MCPServerSpec) -> bool,
+}
+
+impl Unsupported {
+    /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
+    pub fn rule(&self, schema: &Value) -> String {
+        match schema["type"].as_str() {
+            Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
+            _ => format!("!has(self.{})", self.field),
+        }
+    }
+
+    /// Why it is refused, as the user reads it.
+    pub fn message(&self) -> String {
+        format!(
+            "spec.{} ({}) is not supported by this operator release; remove it, or the server would run without it",
+            self.field, self.what
+        )
+    }
+}
+
+pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
+    // Host paths mounted into the MCP server: a way out of the pod's isolation that
+    // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
+    Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
+];
+
+impl MCPServerSpec {
+    /// The UNSUPPORTED_FIELDS this spec sets.
+    pub fn unsupported_fields(&self) -> Vec<&'static Unsupported> {
+        UNSUPPORTED_FIELDS.iter().filter(|u| (u.set_in)(self)).collect()
+    }
+
+    /// The spec's session storage when it is Redis.
+    pub fn redis_sessions(&self) -> Option<&SessionStorageConfig> {
+        self.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)
+    }
+}
+
+/// The schema a removed field keeps, typed as it was so CEL can see it.
+fn removed_field_schema(field: &str, replacement: &str) -> Value {
+    let description = format!("Removed; use {replacement}. Setting it is refused.");
+    match field {
+        "port" | "targetPort" => json!({"description": description, "type": "integer"}),
+        "tools" => json!({"description": description, "type": "array", "items": {"type": "string"}}),
+        _ => json!({"description": description, "type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    }
+}
+
+/// CEL rules on the spec that the API server enforces (besides enums and ranges).
+const SPEC_RULES: &[(&str, &str)] = &[
+    ("!(has(self.authzConfig) && has(self.authzConfigRef))", "authzConfig and authzConfigRef are mutually exclusive; set only one"),
+    (
+        "!has(self.rateLimiting) || (has(self.sessionStorage) && self.sessionStorage.provider == 'redis')",
+        "rateLimiting requires sessionStorage with provider 'redis'",
+    ),
+    // Per-caller buckets without an authenticated caller would count nobody.
+    (
+        "!(has(self.rateLimiting) && has(self.rateLimiting.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
+        "rateLimiting.perUser requires authentication (oidcConfigRef or externalAuthConfigRef)",
+    ),
+    (
+        "!has(self.rateLimiting) || !has(self.rateLimiting.tools) || self.rateLimiting.tools.all(t, !has(t.perUser)) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",
+        "per-tool perUser rate limiting requires authentication (oidcConfigRef or externalAuthConfigRef)",
+    ),
+];
+
+/// Paths (inside spec) of lists that merge by `name` (server-side apply list-map).
+const LIST_MAPS_BY_NAME: &[&[&str]] = &[&["env"], &["volumes"], &["secrets"], &["resourceOverrides", "proxyDeployment", "env"]];
+
+/// The full CRD: v1beta1 (served, storage) and v1alpha1 (served, deprecated) sharing
+/// one schema, so the API server needs no conversion.
+pub fn crd() -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(MCPServer::crd()).expect("crd serializes");
+    let version = &mut value["spec"]["versions"][0];
+    {
+        let spec = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut rules: Vec<Value> = SPEC_RULES.iter().map(|(rule, message)| json!({"rule": rule, "message": message})).collect();
+        for (old, new) in REMOVED_FIELDS {
+            spec["properties"][*old] = removed_field_schema(old, new);
+            rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
+        }
+        for unsupported in UNSUPPORTED_FIELDS {
+            rules.push(json!({"rule": unsupported.rule(&spec["properties"][unsupported.field]), "message": unsupported.message()}));
+        }
+        spec["x-kubernetes-validations"] = json!(rules);
+        for path in LIST_MAPS_BY_NAME {
+            let mut node = &mut *spec;
+            for key in *path {
+                node = &mut node["properties"][*key];
+            }
+            node["x-kubernetes-list-type"] = json!("map");
+            node["x-kubernetes-list-map-keys"] = json!(["name"]);
+        }
+    }
+    with_deprecated_version(value)
+}
+
+pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";

@@ -1,0 +1,10 @@
+//! The bottom layer: what every kind of the API shares (CRD conventions, references
+//! to Secrets and ConfigMaps, conditions, the configuration kinds' status) and the
+//! operator's settings and errors. It uses nothing else of the crate.
+pub mod conditions;
+pub mod config;
+pub mod configkind;
+pub mod crd;
+pub mod error;
+pub mod meta;
+pub mod refs;
