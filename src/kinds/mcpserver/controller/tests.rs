@@ -1,0 +1,275 @@
+//! The reconciler against a mocked API server (kube's client over `tower-test`):
+//! what it asks of the API for a new server, an unchanged one, an edit, a missing
+//! reference and a deletion. Every request is answered as the API server would, and
+//! recorded; each test asserts the requests made.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::{reflector, watcher};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::runtime::cache::Cache;
+
+/// One request the reconciler made: method, path and query, JSON body.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+impl Call {
+    fn is(&self, method: &str, path_start: &str) -> bool {
+        self.method == method && self.path.starts_with(path_start)
+    }
+}
+
+/// A mocked API server: answers as the real one would (applies echo the object with a
+/// uid and resourceVersion, lists are empty, status patches return the server) and
+/// records every request.
+fn mock_api(server: MCPServer) -> (Client, Arc<std::sync::Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let answer = answer(&method, &path, &body, &server);
+            recorded.lock().unwrap().push(Call { method, path, body });
+            send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+        }
+    });
+    (Client::new(service, "default"), calls)
+}
+
+fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
+    let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+    match method {
+        "GET" => list,
+        "DELETE" => json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        "PATCH" if path.contains("/mcpservers/") => {
+            let mut stored = serde_json::to_value(server).unwrap();
+            if let Some(status) = body.get("status") {
+                stored["status"] = status.clone();
+            }
+            if path.contains("/status") {
+                stored
+            } else {
+                // The finalizer patch: a JSON patch; the object as it was is answer enough.
+                stored
+            }
+        }
+        _ => {
+            let mut object = body.clone();
+            object["metadata"]["uid"] = json!("child-uid");
+            object["metadata"]["resourceVersion"] = json!("7");
+            object["metadata"]["generation"] = json!(1);
+            object
+        }
+    }
+}
+
+/// A cache holding `objects`, as a synced watch would have it.
+fn cache<K>(objects: Vec<K>) -> Cache<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    Cache::from_store(store)
+}
+
+/// The caches of one scope: the given children (metadata, as the watches keep them)
+/// and configuration, nothing else.
+fn caches(children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
+    let of_kind = |kind: &str| -> Vec<Value> { children.iter().filter(|c| c["kind"] == kind).cloned().collect() };
+    fn meta<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
+        objects.into_iter().map(|o| serde_json::from_value(o).unwrap()).collect()
+    }
+    let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = meta(of_kind("Deployment"));
+    Arc::new(ScopeCaches {
+        namespace: None,
+        servers: cache(vec![]),
+        groups: cache(vec![]),
+        configs: ConfigCaches {
+            tool: cache(tool_configs),
+            telemetry: cache(vec![]),
+            oidc: cache(vec![]),
+            authz: cache(vec![]),
+            webhook: cache(vec![]),
+            external_auth: cache(vec![]),
+        },
+        configmaps: cache(meta(of_kind("ConfigMap"))),
+        service_accounts: cache(meta(of_kind("ServiceAccount"))),
+        roles: cache(meta(of_kind("Role"))),
+        role_bindings: cache(meta(of_kind("RoleBinding"))),
+        services: cache(meta(of_kind("Service"))),
+        deployments: cache(deployments.into_iter().map(|d| k8s_openapi::api::apps::v1::Deployment { spec: None, ..d }).collect()),
+        pods: cache(vec![]),
+    })
+}
+
+fn server(spec: Value) -> MCPServer {
+    serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+        "metadata": {"name": "fetch", "namespace": "team", "uid": "server-uid", "generation": 1, "finalizers": [FINALIZER]},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn context(client: Client, caches: Arc<ScopeCaches>) -> Arc<Context> {
+    let shared = Shared::new(client, Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 4);
+    Arc::new(Context { shared: Arc::new(shared), caches })
+}
+
+/// Runs one reconcile and returns the requests it made.
+async fn reconcile_with(ctx: &Arc<Context>, server: &MCPServer, calls: &Arc<std::sync::Mutex<Vec<Call>>>) -> Vec<Call> {
+    calls.lock().unwrap().clear();
+    reconcile(Arc::new(server.clone()), ctx.clone()).await.unwrap();
+    calls.lock().unwrap().clone()
+}
+
+/// The children a reconcile applied, as the API server stored them.
+fn applied_children(calls: &[Call]) -> Vec<Value> {
+    let mut out: Vec<Value> = calls
+        .iter()
+        .filter(|c| c.method == "PATCH" && !c.path.contains("/mcpservers/") && !c.path.contains("/events"))
+        .map(|c| answer(&c.method, &c.path, &c.body, &server(json!({"image": "i"}))))
+        .collect();
+    for o in &mut out {
+        o["metadata"]["ownerReferences"] = json!([{"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer",
+            "name": "fetch", "uid": "server-uid", "controller": true}]);
+    }
+    out
+}
+
+fn applies(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.contains("fieldManager=toolhive-operator") && !c.path.contains("/status"))
+        .map(|c| c.path.split('?').next().unwrap().rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(s.clone());
+    let ctx = context(client, caches(&[], vec![]));
+    let made = reconcile_with(&ctx, &s, &calls).await;
+    assert_eq!(
+        applies(&made),
+        [
+            "configmaps/fetch-runconfig",
+            "serviceaccounts/fetch-proxy-runner",
+            "roles/fetch-proxy-runner",
+            "rolebindings/fetch-proxy-runner",
+            "serviceaccounts/fetch-sa",
+            "deployments/fetch",
+            "services/mcp-fetch-proxy"
+        ],
+        "{made:#?}"
+    );
+    // Not in the child caches: each is looked up by name first (never take over a stranger's).
+    let lookups = made.iter().filter(|c| c.is("GET", "/api") && c.path.contains("fieldSelector=metadata.name")).count();
+    assert_eq!(lookups, 7, "{made:#?}");
+    let status =
+        made.iter().find(|c| c.is("PATCH", "/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/mcpservers/fetch/status")).unwrap();
+    assert_eq!(status.body["status"]["phase"], "Pending");
+    assert!(made.iter().filter(|c| c.path.contains("/events")).count() == 1, "one Event for a new server: {made:#?}");
+    let writes = made.iter().filter(|c| c.method != "GET").count();
+    assert_eq!(writes, 9, "seven applies, a status, an Event: {made:#?}");
+}
+
+#[tokio::test]
+async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_changed() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(s.clone());
+    let first = reconcile_with(&context(client.clone(), caches(&[], vec![])), &s, &calls).await;
+    // The watches now show what was applied, and the server its status.
+    let children = applied_children(&first);
+    let status: MCPServerStatus =
+        serde_json::from_value(first.iter().find(|c| c.path.contains("/status")).unwrap().body["status"].clone()).unwrap();
+    let stored = MCPServer { status: Some(status), ..s.clone() };
+    let ctx = context(client, caches(&children, vec![]));
+    // A restarted operator applies each child once (it has no record of its applies).
+    reconcile_with(&ctx, &stored, &calls).await;
+    let again = reconcile_with(&ctx, &stored, &calls).await;
+    assert!(again.is_empty(), "nothing changed, nothing asked: {again:#?}");
+
+    let edited = MCPServer { spec: server(json!({"image": "ghcr.io/acme/fetch:2"})).spec, ..stored };
+    let made = reconcile_with(&ctx, &edited, &calls).await;
+    assert_eq!(
+        applies(&made),
+        ["configmaps/fetch-runconfig", "deployments/fetch"],
+        "only the RunConfig and the Deployment carry the image: {made:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_reference_fails_the_server_and_its_proxy_runs_no_replica() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch", "toolConfigRef": {"name": "filters"}}));
+    let (client, calls) = mock_api(s.clone());
+    let made = reconcile_with(&context(client, caches(&[], vec![])), &s, &calls).await;
+    let deployment = made.iter().find(|c| c.is("PATCH", "/apis/apps/v1/namespaces/team/deployments/fetch")).unwrap();
+    assert_eq!(deployment.body["spec"]["replicas"], 0, "never serves tools it asked to filter");
+    let status = &made.iter().find(|c| c.path.contains("/status")).unwrap().body["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert!(status["message"].as_str().unwrap().contains("spec.toolConfigRef: MCPToolConfig filters not found"), "{status}");
+    let event = made.iter().find(|c| c.path.contains("/events")).unwrap();
+    assert_eq!((event.body["type"].as_str(), event.body["reason"].as_str()), (Some("Warning"), Some("Failed")));
+}
+
+#[tokio::test]
+async fn deletion_reports_terminating_removes_what_the_runner_made_and_releases_the_finalizer() {
+    let mut s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+    let (client, calls) = mock_api(s.clone());
+    let made = reconcile_with(&context(client, caches(&[], vec![])), &s, &calls).await;
+    let status = made.iter().find(|c| c.path.contains("/status")).unwrap();
+    assert_eq!(status.body["status"]["phase"], "Terminating");
+    let runner_lookups: Vec<&str> = made
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.contains("labelSelector=toolhive-name%3Dfetch"))
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(runner_lookups.len(), 3, "the runner's StatefulSet and two Services, by its label: {made:#?}");
+    let last = made.iter().rfind(|c| c.path.starts_with("/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/mcpservers/fetch")).unwrap();
+    assert_eq!(last.method, "PATCH");
+    assert!(last.body.to_string().contains("finalizers"), "the finalizer goes last: {last:?}");
+    assert!(!made.iter().any(|c| c.is("PATCH", "/apis/apps/v1")), "nothing applied while deleting: {made:#?}");
+}
+
+#[tokio::test]
+async fn naming_its_own_service_account_deletes_the_one_made_for_it() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(s.clone());
+    let first = reconcile_with(&context(client.clone(), caches(&[], vec![])), &s, &calls).await;
+    let children = applied_children(&first);
+    let ctx = context(client, caches(&children, vec![]));
+    let named = MCPServer { spec: server(json!({"image": "ghcr.io/acme/fetch", "serviceAccount": "tool-runner"})).spec, ..s };
+    let made = reconcile_with(&ctx, &named, &calls).await;
+    let deleted: Vec<&Call> = made.iter().filter(|c| c.method == "DELETE").collect();
+    assert_eq!(deleted.len(), 1, "{made:#?}");
+    assert!(deleted[0].path.starts_with("/api/v1/namespaces/team/serviceaccounts/fetch-sa"));
+    assert_eq!(deleted[0].body["preconditions"]["uid"], "child-uid", "only that very object");
+}
+
+#[test]
+fn backoff_grows_and_caps() {
+    assert_eq!(backoff(1), Duration::from_secs(1));
+    assert_eq!(backoff(2), Duration::from_secs(2));
+    assert_eq!(backoff(5), Duration::from_secs(16));
+    assert_eq!(backoff(50), Duration::from_secs(300));
+}
