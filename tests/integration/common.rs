@@ -45,11 +45,20 @@ pub fn impersonating_kubeconfig(admin: &Path, dir: &Path, ns: &str, sa: &str) ->
 
 /// Webhook configurations are cluster-wide: one registered by a test on the shared
 /// control plane answers every MCPServer write there, under that test's tenancy policy.
-/// A test that registers one, or that writes MCPServers expecting its own webhook to
-/// answer, holds this for its whole run.
-pub async fn webhook_registration_lock() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+static WEBHOOKS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held for its whole run by a test that registers webhook configurations, or that
+/// disturbs the guide's operator or namespaces other tests write to (restarts it,
+/// rotates its certificate, labels a namespace): no other such test runs meanwhile.
+pub async fn webhook_registration_lock() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    WEBHOOKS.write().await
+}
+
+/// Held by a guide test that only writes MCPServers (and their configuration) of its
+/// own in the guide's team namespace and expects the guide's webhook to answer: any
+/// number of these run side by side, never beside a test holding the lock above.
+pub async fn guide_webhook_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    WEBHOOKS.read().await
 }
 
 pub fn tempdir(tag: &str) -> PathBuf {

@@ -17,7 +17,7 @@ use serde_json::json;
 use toolhive_operator::kinds::mcpserver::api::{FINALIZER, MCPServer, Phase};
 
 use super::common::{
-    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, run, run_ok, served_certificate,
+    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, guide_webhook_shared, run, run_ok, served_certificate,
     webhook_registration_lock, write_secret_volume,
 };
 use super::guide::{Guide, RUNNER_IMAGE, guide, server};
@@ -33,7 +33,7 @@ async fn create(g: &Guide, api: &Api<MCPServer>, obj: &MCPServer) -> MCPServer {
 #[tokio::test]
 async fn the_docs_osv_server_gets_exactly_the_compat_children() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let team = &g.team;
     let servers = g.servers(&admin, team);
@@ -97,7 +97,7 @@ async fn the_docs_osv_server_gets_exactly_the_compat_children() {
 #[tokio::test]
 async fn a_deleted_child_comes_back_and_an_edited_one_is_put_back() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     create(g, &g.servers(&admin, &g.team), &server("drift", json!({"image": "ghcr.io/acme/tool"}))).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
@@ -151,7 +151,7 @@ async fn drift_made_while_the_operator_was_down_is_repaired_after_its_restart() 
 #[tokio::test]
 async fn servers_outside_the_watched_namespaces_are_left_alone() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     // A server in a watched namespace reaches its status: the operator is at work.
     let witnesses = g.servers(&admin, &g.team);
@@ -224,7 +224,7 @@ async fn kubectl_shows_every_violation_at_once_with_its_field_path() {
 #[tokio::test]
 async fn a_minimal_server_is_stored_with_the_defaults_filled_in() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let minimal = Guide::manifest("mini", &g.team, "{image: ghcr.io/acme/tool}");
     eventually("kubectl apply", &g.operator, || async { g.kubectl_apply(&minimal, &[]).0.then_some(()) }).await;
@@ -237,7 +237,7 @@ async fn a_minimal_server_is_stored_with_the_defaults_filled_in() {
 #[tokio::test]
 async fn v1alpha1_is_served_with_its_deprecation_warning() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let alpha = Guide::manifest("alpha", &g.team, "{image: ghcr.io/acme/tool}").replace("v1beta1", "v1alpha1");
     let err = eventually("kubectl apply", &g.operator, || async {
         let (ok, _, err) = g.kubectl_apply(&alpha, &[]);
@@ -339,7 +339,7 @@ async fn the_quota_comes_from_the_webhooks_watch_cache() {
 #[tokio::test]
 async fn deleting_a_server_releases_its_finalizer_and_its_children_are_collected() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     create(g, &servers, &server("gone", json!({"image": "ghcr.io/acme/tool"}))).await;
@@ -359,7 +359,7 @@ async fn deleting_a_server_releases_its_finalizer_and_its_children_are_collected
 #[tokio::test]
 async fn a_platform_role_named_like_a_child_is_never_taken_over() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let roles: Api<Role> = Api::namespaced(admin.clone(), &g.team);
     let platform: Role = serde_json::from_value(json!({
@@ -387,7 +387,7 @@ async fn a_platform_role_named_like_a_child_is_never_taken_over() {
 #[tokio::test]
 async fn the_runner_always_gets_the_service_account_the_operator_decided() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     // A tenant names the runner's own, more privileged account for the MCP pod.
@@ -410,7 +410,7 @@ async fn the_runner_always_gets_the_service_account_the_operator_decided() {
 #[tokio::test]
 async fn the_mcp_service_account_goes_when_the_server_names_its_own_and_others_conditions_stay() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     create(g, &servers, &server("own-sa", json!({"image": "ghcr.io/acme/tool"}))).await;
@@ -454,7 +454,7 @@ async fn the_mcp_service_account_goes_when_the_server_names_its_own_and_others_c
 #[tokio::test]
 async fn names_that_become_references_paths_or_runner_strings_must_be_kubernetes_names() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     for (spec, field) in [
         ("{image: ghcr.io/acme/tool, secrets: [{name: kube-system/x, key: token}]}", "spec.secrets[0].name"),
         ("{image: ghcr.io/acme/tool, secrets: [{name: 'a,target=PATH', key: token}]}", "spec.secrets[0].name"),
@@ -525,7 +525,7 @@ async fn the_quota_holds_under_forty_parallel_creates() {
 #[tokio::test]
 async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_paths() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let pod = "spec.podTemplateSpec.spec";
     for (spec, expected) in [
         (
@@ -573,7 +573,7 @@ async fn pod_template_bypasses_are_refused_through_the_api_server_with_their_pat
 async fn an_embedded_authorization_server_reaches_the_proxy_and_one_it_cannot_run_stops_it() {
     use toolhive_operator::kinds::{externalauth::MCPExternalAuthConfig, oidc::MCPOIDCConfig};
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
@@ -701,7 +701,7 @@ async fn a_namespace_enforcing_restricted_holds_pod_templates_to_restricted() {
 async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_there() {
     use toolhive_operator::kinds::group::{GroupPhase, MCPGroup};
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let groups: Api<MCPGroup> = Api::namespaced(admin.clone(), &g.team);
@@ -758,7 +758,7 @@ async fn a_group_lists_its_servers_and_each_server_says_whether_its_group_is_the
 async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it() {
     use toolhive_operator::kinds::toolconfig::MCPToolConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPToolConfig> = Api::namespaced(admin.clone(), &g.team);
@@ -818,7 +818,7 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
 async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_never_serves() {
     use toolhive_operator::kinds::oidc::MCPOIDCConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPOIDCConfig> = Api::namespaced(admin.clone(), &g.team);
@@ -900,7 +900,7 @@ async fn an_oidc_config_makes_the_proxy_check_tokens_and_a_server_without_it_nev
 async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the_proxy_stops_without_them() {
     use toolhive_operator::kinds::authz::MCPAuthzConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPAuthzConfig> = Api::namespaced(admin.clone(), &g.team);
@@ -1020,7 +1020,7 @@ async fn authorization_policies_reach_the_proxy_inline_shared_or_mounted_and_the
 #[tokio::test]
 async fn a_permission_profile_from_a_configmap_must_exist_and_an_edit_rolls_the_proxy() {
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &g.team);
@@ -1059,7 +1059,7 @@ async fn a_permission_profile_from_a_configmap_must_exist_and_an_edit_rolls_the_
 async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops_without_them() {
     use toolhive_operator::kinds::webhookconfig::MCPWebhookConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPWebhookConfig> = Api::namespaced(admin.clone(), &g.team);
@@ -1126,7 +1126,7 @@ async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops
 async fn a_token_exchange_reaches_the_proxy_and_auth_types_not_carried_out_stop_it() {
     use toolhive_operator::kinds::externalauth::MCPExternalAuthConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &g.team);
@@ -1203,7 +1203,7 @@ async fn proxy_template(deployments: &Api<Deployment>, name: &str) -> Option<(St
 async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_proxy_stops_without_it() {
     use toolhive_operator::kinds::telemetry::MCPTelemetryConfig;
     let g = guide();
-    let _webhooks = webhook_registration_lock().await;
+    let _webhooks = guide_webhook_shared().await;
     let admin = g.admin().await;
     let servers = g.servers(&admin, &g.team);
     let configs: Api<MCPTelemetryConfig> = Api::namespaced(admin.clone(), &g.team);
