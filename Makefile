@@ -6,7 +6,7 @@ NODE ?= 1
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
-.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission bench-pods static clean
+.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission bench-pods bench-scopes static clean
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
 ## and what the node needs: its Debian packages, kubelet, kube-proxy, kube-scheduler,
@@ -71,6 +71,11 @@ dev-down:
 ## Benchmarks (not tests): figures and ratios printed as Markdown tables.
 bench-controller: tools
 	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench controller
+
+## Namespace mode idle with 100 allowed namespaces (RSS, watches per scope) and the
+## rolling-update handover time. BENCH_OPERATOR_BIN measures another build.
+bench-scopes: tools
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench scopes
 
 bench-webhook:
 	$(CARGO) bench --locked --bench webhook
