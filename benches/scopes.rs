@@ -187,7 +187,8 @@ async fn idle_in_namespace_mode(cp: &controlplane::ControlPlane, bin: &str, coun
     tokio::time::sleep(idle).await;
     let rss = rss_mib(op.child.id());
     let after = open_watches(&client).await;
-    let watches = after.into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect();
+    let watches =
+        after.into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect();
     (rss, watches)
 }
 

@@ -17,8 +17,8 @@ use serde_json::json;
 use toolhive_operator::kinds::mcpserver::api::{FINALIZER, MCPServer, Phase};
 
 use super::common::{
-    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, guide_webhook_shared, run, run_ok, served_certificate,
-    webhook_registration_lock, write_secret_volume,
+    admission_on_new_connection, certificate_der, create_review, eventually, eventually_within, guide_webhook_shared, run, run_ok,
+    served_certificate, webhook_registration_lock, write_secret_volume,
 };
 use super::guide::{Guide, RUNNER_IMAGE, guide, server};
 

@@ -112,8 +112,8 @@ pub struct TokenExchange {
     /// Put the exchanged token in this header instead of replacing Authorization.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub external_token_header_name: String,
-    /// Which upstream provider's token to exchange: needs the embedded authorization
-    /// server, which this release does not run, so it must be empty.
+    /// Which upstream provider's token (of an embedded authorization server) to
+    /// exchange: not carried out by this release, so it must be empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject_provider_name: String,
 }
@@ -148,7 +148,7 @@ impl MCPExternalAuthConfigSpec {
                     Some("spec.tokenExchange: tokenUrl and audience are required".into())
                 }
                 Some(t) if !t.subject_provider_name.is_empty() => Some(
-                    "spec.tokenExchange.subjectProviderName: needs the embedded authorization server, which this operator release does not run; remove it"
+                    "spec.tokenExchange.subjectProviderName: exchanging an embedded authorization server's upstream token (rather than the caller's) is not carried out by this operator release; remove it"
                         .into(),
                 ),
                 Some(_) => None,

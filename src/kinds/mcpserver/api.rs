@@ -70,15 +70,15 @@ pub struct MCPServerSpec {
 
     /// Environment variables set in the MCP server container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
+    pub env: Vec<PlainEnvVar>,
 
     /// Host paths mounted into the MCP server container. Tenancy policy usually forbids these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<Volume>,
+    pub volumes: Vec<HostPathVolume>,
 
     /// CPU and memory for the proxy runner container.
-    #[serde(default, skip_serializing_if = "ResourceRequirements::is_empty")]
-    pub resources: ResourceRequirements,
+    #[serde(default, skip_serializing_if = "ContainerResources::is_empty")]
+    pub resources: ContainerResources,
 
     /// Secret keys exposed to the MCP server as environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -231,7 +231,7 @@ pub enum SessionAffinity {
 
 /// An environment variable.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct EnvVar {
+pub struct PlainEnvVar {
     /// Variable name.
     pub name: String,
     /// Variable value.
@@ -241,7 +241,7 @@ pub struct EnvVar {
 /// A hostPath volume mounted into the MCP server container.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Volume {
+pub struct HostPathVolume {
     /// Volume name, unique within the list.
     #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
@@ -258,16 +258,16 @@ pub struct Volume {
 
 /// Compute resources of a container.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct ResourceRequirements {
+pub struct ContainerResources {
     /// Upper bounds.
-    #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
-    pub limits: ResourceList,
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
+    pub limits: ResourceAmounts,
     /// Amounts the scheduler reserves.
-    #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
-    pub requests: ResourceList,
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
+    pub requests: ResourceAmounts,
 }
 
-impl ResourceRequirements {
+impl ContainerResources {
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty() && self.requests.is_empty()
     }
@@ -275,7 +275,7 @@ impl ResourceRequirements {
 
 /// CPU and memory quantities.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct ResourceList {
+pub struct ResourceAmounts {
     /// CPU quantity, e.g. "500m".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpu: String,
@@ -284,7 +284,7 @@ pub struct ResourceList {
     pub memory: String,
 }
 
-impl ResourceList {
+impl ResourceAmounts {
     pub fn is_empty(&self) -> bool {
         self.cpu.is_empty() && self.memory.is_empty()
     }
@@ -357,7 +357,7 @@ pub struct ProxyDeploymentOverrides {
     pub pod_template_metadata_overrides: Option<MetadataOverrides>,
     /// Environment variables of the proxy runner container (not the MCP server).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
+    pub env: Vec<PlainEnvVar>,
     /// Pull secrets for the proxy runner, set on its Deployment and ServiceAccount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<NameRef>,

@@ -384,7 +384,7 @@ pub fn proxy_replicas(server: &MCPServer, unresolved: bool) -> Option<i32> {
     if server.spec.unsupported_fields().is_empty() && !unresolved { server.spec.replicas } else { Some(0) }
 }
 
-fn quantities(list: &crate::kinds::mcpserver::api::ResourceList) -> Option<BTreeMap<String, Quantity>> {
+fn quantities(list: &crate::kinds::mcpserver::api::ResourceAmounts) -> Option<BTreeMap<String, Quantity>> {
     let map: BTreeMap<String, Quantity> = [("cpu", &list.cpu), ("memory", &list.memory)]
         .into_iter()
         .filter(|(_, q)| !q.is_empty())
