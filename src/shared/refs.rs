@@ -43,6 +43,7 @@ pub fn secret_env(name: impl Into<String>, secret: &SecretKeyRef) -> EnvVar {
 #[serde(rename_all = "camelCase")]
 pub struct CaBundleRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub config_map_ref: Option<CaBundleConfigMapRef>,
 }
 

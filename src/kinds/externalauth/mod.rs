@@ -36,6 +36,7 @@ use crate::shared::{configkind::ConfigStatus, refs::SecretKeyRef};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = section_rules()))]
 pub struct MCPExternalAuthConfigSpec {
     /// Which kind of authentication; the section of the same name configures it.
     #[serde(rename = "type")]
@@ -104,6 +105,7 @@ pub struct TokenExchange {
     /// The audience of the token asked for.
     pub audience: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub scopes: Vec<String>,
     /// What the caller's token is: access_token, id_token or jwt (short or URN form).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -121,7 +123,12 @@ pub struct TokenExchange {
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpexternalauthconfigs.yaml";
 
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPExternalAuthConfig::crd()).expect("crd serializes");
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPExternalAuthConfig::crd()).expect("crd serializes"))
+}
+
+/// The spec's CEL rules: each type's section goes with that type only, and
+/// `unauthenticated` takes none.
+fn section_rules() -> Value {
     let mut rules: Vec<Value> = SECTIONS
         .iter()
         .map(|s| json!({"rule": format!("self.type == '{s}' ? has(self.{s}) : !has(self.{s})"), "message": format!("{s} goes with type {s}, and only with it")}))
@@ -130,10 +137,7 @@ pub fn crd() -> CustomResourceDefinition {
     rules.push(
         json!({"rule": format!("self.type == 'unauthenticated' ? ({none}) : true"), "message": "type unauthenticated takes no section"}),
     );
-    value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!(rules);
-    value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tokenExchange"]["properties"]["scopes"]
-        ["x-kubernetes-list-type"] = json!("atomic");
-    crate::shared::crd::with_deprecated_version(value)
+    Value::Array(rules)
 }
 
 impl MCPExternalAuthConfigSpec {

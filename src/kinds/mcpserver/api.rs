@@ -70,10 +70,12 @@ pub struct MCPServerSpec {
 
     /// Environment variables set in the MCP server container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<PlainEnvVar>,
 
     /// Host paths mounted into the MCP server container. Tenancy policy usually forbids these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub volumes: Vec<HostPathVolume>,
 
     /// CPU and memory for the proxy runner container.
@@ -82,6 +84,7 @@ pub struct MCPServerSpec {
 
     /// Secret keys exposed to the MCP server as environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub secrets: Vec<SecretRef>,
 
     /// Name of an existing ServiceAccount for the MCP server pod. When unset the operator
@@ -357,6 +360,7 @@ pub struct ProxyDeploymentOverrides {
     pub pod_template_metadata_overrides: Option<MetadataOverrides>,
     /// Environment variables of the proxy runner container (not the MCP server).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<PlainEnvVar>,
     /// Pull secrets for the proxy runner, set on its Deployment and ServiceAccount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -96,9 +96,6 @@ const SPEC_RULES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Paths (inside spec) of lists that merge by `name` (server-side apply list-map).
-const LIST_MAPS_BY_NAME: &[&[&str]] = &[&["env"], &["volumes"], &["secrets"], &["resourceOverrides", "proxyDeployment", "env"]];
-
 /// The full CRD: v1beta1 (served, storage) and v1alpha1 (served, deprecated) sharing
 /// one schema, so the API server needs no conversion.
 pub fn crd() -> CustomResourceDefinition {
@@ -115,14 +112,6 @@ pub fn crd() -> CustomResourceDefinition {
             rules.push(json!({"rule": unsupported.rule(&spec["properties"][unsupported.field]), "message": unsupported.message()}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
-        for path in LIST_MAPS_BY_NAME {
-            let mut node = &mut *spec;
-            for key in *path {
-                node = &mut node["properties"][*key];
-            }
-            node["x-kubernetes-list-type"] = json!("map");
-            node["x-kubernetes-list-map-keys"] = json!(["name"]);
-        }
     }
     with_deprecated_version(value)
 }

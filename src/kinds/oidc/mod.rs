@@ -12,7 +12,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::shared::refs::DNS_SUBDOMAIN;
 use crate::shared::{
@@ -39,6 +38,12 @@ use crate::shared::{
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type == 'kubernetesServiceAccount' ? has(self.kubernetesServiceAccount) : !has(self.kubernetesServiceAccount)",
+     "message": "kubernetesServiceAccount goes with type kubernetesServiceAccount, and only with it"},
+    {"rule": "self.type == 'inline' ? has(self.inline) : !has(self.inline)",
+     "message": "inline goes with type inline, and only with it"},
+]))]
 pub struct MCPOIDCConfigSpec {
     /// Which provider: the cluster's service account tokens, or one configured inline.
     #[serde(rename = "type")]
@@ -65,6 +70,10 @@ pub enum OidcSource {
 /// Tokens the cluster issues to service accounts, checked against its own keys.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.serviceAccount) && !has(self.__namespace__)",
+    "message": "serviceAccount and namespace are not enforced by this operator release (any service account's token with the audience is accepted); remove them",
+}]))]
 pub struct ServiceAccountTokens {
     #[serde(default = "cluster_issuer")]
     pub issuer: String,
@@ -129,20 +138,7 @@ const CA_BUNDLE: CaBundleMount = CaBundleMount { dir: "/config/certs", volume_pr
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPOIDCConfig::crd()).expect("crd serializes");
-    let spec = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-    spec["x-kubernetes-validations"] = json!([
-        {"rule": "self.type == 'kubernetesServiceAccount' ? has(self.kubernetesServiceAccount) : !has(self.kubernetesServiceAccount)",
-         "message": "kubernetesServiceAccount goes with type kubernetesServiceAccount, and only with it"},
-        {"rule": "self.type == 'inline' ? has(self.inline) : !has(self.inline)",
-         "message": "inline goes with type inline, and only with it"},
-    ]);
-    spec["properties"]["kubernetesServiceAccount"]["x-kubernetes-validations"] = json!([{
-        "rule": "!has(self.serviceAccount) && !has(self.__namespace__)",
-        "message": "serviceAccount and namespace are not enforced by this operator release (any service account's token with the audience is accepted); remove them",
-    }]);
-    spec["properties"]["inline"]["properties"]["caBundleRef"]["properties"]["configMapRef"]["x-kubernetes-map-type"] = json!("atomic");
-    crate::shared::crd::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPOIDCConfig::crd()).expect("crd serializes"))
 }
 
 /// Whether `url` is an http(s) URL with a host, and plain http only when allowed.
@@ -295,6 +291,7 @@ pub fn ca_bundle_volume(spec: &MCPOIDCConfigSpec) -> Option<(Volume, VolumeMount
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(value: serde_json::Value) -> MCPOIDCConfigSpec {
         serde_json::from_value(value).unwrap()

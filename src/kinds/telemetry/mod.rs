@@ -13,7 +13,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::shared::{
     configkind::ConfigStatus,
@@ -54,6 +53,10 @@ pub type MCPTelemetryConfigStatus = ConfigStatus;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.headers) || !has(self.sensitiveHeaders) || self.sensitiveHeaders.all(h, !(h.name in self.headers))",
+    "message": "a header is either in headers or in sensitiveHeaders, not both",
+}]))]
 pub struct OpenTelemetry {
     /// Nothing is exported unless this is true.
     #[serde(default)]
@@ -71,6 +74,7 @@ pub struct OpenTelemetry {
     pub headers: BTreeMap<String, String>,
     /// Headers whose values are read from Secrets in this namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub sensitive_headers: Vec<SensitiveHeader>,
     /// OpenTelemetry resource attributes on every signal (`service.name` comes from
     /// the MCPServer's reference).
@@ -128,16 +132,7 @@ pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates
 const CA_BUNDLE: CaBundleMount = CaBundleMount { dir: "/config/certs/otel", volume_prefix: "otel-ca-bundle-" };
 
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPTelemetryConfig::crd()).expect("crd serializes");
-    let otel = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["openTelemetry"];
-    otel["x-kubernetes-validations"] = json!([{
-        "rule": "!has(self.headers) || !has(self.sensitiveHeaders) || self.sensitiveHeaders.all(h, !(h.name in self.headers))",
-        "message": "a header is either in headers or in sensitiveHeaders, not both",
-    }]);
-    otel["properties"]["sensitiveHeaders"]["x-kubernetes-list-type"] = json!("map");
-    otel["properties"]["sensitiveHeaders"]["x-kubernetes-list-map-keys"] = json!(["name"]);
-    otel["properties"]["caBundleRef"]["properties"]["configMapRef"]["x-kubernetes-map-type"] = json!("atomic");
-    crate::shared::crd::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPTelemetryConfig::crd()).expect("crd serializes"))
 }
 
 impl MCPTelemetryConfigSpec {
@@ -256,6 +251,7 @@ pub fn ca_bundle_volume(spec: &MCPTelemetryConfigSpec) -> Option<(Volume, Volume
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn config(spec: serde_json::Value) -> MCPTelemetryConfigSpec {
         serde_json::from_value(spec).unwrap()

@@ -11,7 +11,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::shared::configkind::ConfigStatus;
 
@@ -38,6 +37,7 @@ pub struct MCPToolConfigSpec {
     /// Only these tools are listed and callable (all when empty). Names are the
     /// server's own, before any override.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub tools_filter: Vec<String>,
     /// Per tool (by the server's name for it): the name and description clients see.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -79,10 +79,7 @@ pub type MCPToolConfigStatus = ConfigStatus;
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcptoolconfigs.yaml";
 
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPToolConfig::crd()).expect("crd serializes");
-    value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["toolsFilter"]["x-kubernetes-list-type"] =
-        json!("set");
-    crate::shared::crd::with_deprecated_version(value)
+    crate::shared::crd::with_deprecated_version(serde_json::to_value(MCPToolConfig::crd()).expect("crd serializes"))
 }
 
 impl MCPToolConfigSpec {
@@ -101,6 +98,7 @@ mod tests {
     use super::*;
     use crate::shared::configkind::desired_status;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
 
     fn config(spec: serde_json::Value) -> MCPToolConfig {
         serde_json::from_value(json!({"metadata": {"name": "tc", "namespace": "a", "generation": 1}, "spec": spec})).unwrap()

@@ -11,7 +11,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::shared::{configkind::ConfigStatus, refs::SecretKeyRef};
 
@@ -32,6 +31,10 @@ use crate::shared::{configkind::ConfigStatus, refs::SecretKeyRef};
     printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type=='Valid')].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.validating) ? size(self.validating) : 0) + (has(self.mutating) ? size(self.mutating) : 0) > 0",
+    "message": "list at least one validating or mutating webhook",
+}]))]
 pub struct MCPWebhookConfigSpec {
     /// Called to accept or refuse each request, after the mutating ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -94,12 +97,8 @@ const MOUNT_DIR: &str = "/etc/toolhive/webhooks";
 const TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(30);
 
 pub fn crd() -> CustomResourceDefinition {
-    let mut value = serde_json::to_value(MCPWebhookConfig::crd()).expect("crd serializes");
-    value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([{
-        "rule": "(has(self.validating) ? size(self.validating) : 0) + (has(self.mutating) ? size(self.mutating) : 0) > 0",
-        "message": "list at least one validating or mutating webhook",
-    }]);
     // v1alpha1 only, as ToolHive serves this kind (no v1beta1 yet).
+    let value = serde_json::to_value(MCPWebhookConfig::crd()).expect("crd serializes");
     serde_json::from_value(crate::shared::crd::conditions_by_type(value)).expect("crd deserializes")
 }
 
@@ -282,6 +281,7 @@ pub fn secret_volumes(spec: &MCPWebhookConfigSpec) -> Vec<(Volume, VolumeMount)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(value: serde_json::Value) -> MCPWebhookConfigSpec {
         serde_json::from_value(value).unwrap()
