@@ -7,4 +7,5 @@ pub mod configkind;
 pub mod crd;
 pub mod error;
 pub mod meta;
+pub mod problem;
 pub mod refs;

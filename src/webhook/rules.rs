@@ -220,8 +220,8 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         ));
     }
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
-    for (path, problem) in spec.rate_limiting.iter().flat_map(|r| r.problems()) {
-        out.push(Violation::new(format!("spec.rateLimiting.{path}"), FieldError::Invalid, Rule::Spec, problem));
+    for problem in spec.rate_limiting.iter().flat_map(|r| r.problems()) {
+        out.push(Violation::new(problem.path, FieldError::Invalid, Rule::Spec, problem.message));
     }
     if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
         check_ceiling(resources, policy, "spec.resources", &mut out);

@@ -647,7 +647,7 @@ async fn an_embedded_authorization_server_reaches_the_proxy_and_one_it_cannot_ru
     // A missing one, and tokens for another audience than the resource: never served.
     for (name, audience, login, says) in [
         ("login-missing", resource, "nobody", "MCPExternalAuthConfig nobody not found"),
-        ("login-audience", "tools", "login", "audience must equal the resource URL"),
+        ("login-audience", "tools", "login", "spec.oidcConfigRef.audience: must equal the resource URL"),
     ] {
         create(g, &servers, &server(name, spec(audience, login))).await;
         eventually(&format!("{name} Failed, its proxy at 0 replicas"), &g.operator, || async {

@@ -10,6 +10,10 @@ use super::references::References;
 use super::resources::Resolved;
 use crate::kinds::externalauth::authserver::{EmbeddedAuthServer, parse};
 use crate::kinds::externalauth::{ExternalAuthType, MCPExternalAuthConfig, MCPExternalAuthConfigSpec};
+use crate::shared::problem::{ConditionReport, Problem};
+
+/// The MCPServer field that names the embedded authorization server.
+const FIELD: &str = "spec.authServerRef";
 
 /// The MCPServer condition about `spec.authServerRef` (the reference's type and reasons).
 pub const REF_CONDITION: &str = "AuthServerRefValidated";
@@ -33,54 +37,68 @@ pub fn resolve(
     let (reason, problem) = match configs.get(&ObjectRef::new(name).within(&ns)) {
         None => (
             "AuthServerRefNotFound",
-            format!("spec.authServerRef: MCPExternalAuthConfig {name} not found in namespace {ns}; the proxy is stopped until it exists"),
+            Problem::at(FIELD, format!("MCPExternalAuthConfig {name} not found in namespace {ns}; the proxy is stopped until it exists")),
         ),
         Some(config) if config.spec.auth_type != ExternalAuthType::EmbeddedAuthServer => (
             "AuthServerRefInvalidType",
-            format!("spec.authServerRef: MCPExternalAuthConfig {name} is not of type embeddedAuthServer; the proxy is stopped"),
+            Problem::at(FIELD, format!("MCPExternalAuthConfig {name} is not of type embeddedAuthServer; the proxy is stopped")),
         ),
         Some(_) if from_external_auth.is_some() => (
             "AuthServerRefInvalidConfig",
-            "spec.authServerRef and spec.externalAuthConfigRef both name an embedded authorization server; name it in authServerRef only"
-                .to_string(),
+            Problem::general(
+                "spec.authServerRef and spec.externalAuthConfigRef both name an embedded authorization server; name it in authServerRef only",
+            ),
         ),
         Some(config) => match parse(config.spec.embedded_auth_server.as_ref()) {
             Err(problem) => (
                 "AuthServerRefInvalidConfig",
-                format!("spec.authServerRef: MCPExternalAuthConfig {name} is invalid ({problem}); the proxy is stopped"),
+                Problem::at(FIELD, format!("MCPExternalAuthConfig {name} is invalid ({problem}); the proxy is stopped")),
             ),
             Ok(parsed) => {
-                out.conditions.push((REF_CONDITION, "True", "AuthServerRefValid", format!("MCPExternalAuthConfig {name} is valid")));
+                out.conditions.push(ConditionReport::new(
+                    REF_CONDITION,
+                    true,
+                    "AuthServerRefValid",
+                    format!("MCPExternalAuthConfig {name} is valid"),
+                ));
                 return Some(parsed);
             }
         },
     };
-    out.conditions.push((REF_CONDITION, "False", reason, problem.clone()));
+    out.conditions.push(ConditionReport::new(REF_CONDITION, false, reason, problem.to_string()));
     out.problems.push(problem);
     None
 }
 
 /// What keeps the proxy runner from serving `config` for `server` (whose references
 /// resolved to `resolved`), as the user reads it.
-pub fn conflict(server: &MCPServer, config: &EmbeddedAuthServer, resolved: &Resolved) -> Option<String> {
+pub fn conflict(server: &MCPServer, config: &EmbeddedAuthServer, resolved: &Resolved) -> Option<Problem> {
     let Some(validation) = super::resources::oidc_validation(server, resolved) else {
-        return Some("the embedded authorization server needs spec.oidcConfigRef (the proxy validates the tokens it issues)".into());
+        return Some(Problem::at(
+            "spec.oidcConfigRef",
+            "the embedded authorization server needs one (the proxy validates the tokens it issues)",
+        ));
     };
     if validation.audience != validation.resource_url {
-        return Some(format!(
-            "spec.oidcConfigRef.audience must equal the resource URL ({}) when the embedded authorization server issues the tokens; set audience, or resourceUrl, so they match",
-            validation.resource_url
+        return Some(Problem::at(
+            "spec.oidcConfigRef.audience",
+            format!(
+                "must equal the resource URL ({}) when the embedded authorization server issues the tokens; set audience, or resourceUrl, so they match",
+                validation.resource_url
+            ),
         ));
     }
     if server.spec.authz_config.is_some() || resolved.authz.is_some() {
-        return Some(
-            "authorization policies together with the embedded authorization server are not carried out by this operator release".into(),
-        );
+        return Some(Problem::general(
+            "authorization policies together with the embedded authorization server are not carried out by this operator release",
+        ));
     }
     if config.disable_upstream_token_injection
         && resolved.external_auth.as_ref().is_some_and(|e| e.auth_type == ExternalAuthType::TokenExchange)
     {
-        return Some("disableUpstreamTokenInjection cannot be combined with a token exchange (it would put the header back)".into());
+        return Some(Problem::general(
+            "disableUpstreamTokenInjection cannot be combined with a token exchange (it would put the header back)",
+        ));
     }
     None
 }

@@ -10,6 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::kinds::mcpserver::api::{MCPServer, PermissionProfileType};
 use crate::kinds::mcpserver::references::References;
+use crate::shared::problem::Problem;
 
 /// Pod-template annotation carrying the named ConfigMaps' resourceVersions: an edit
 /// of one rolls the proxy.
@@ -37,9 +38,9 @@ pub fn versions(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigM
     for (field, name) in named(server) {
         match configmaps.get(&ObjectRef::new(name).within(&ns)) {
             Some(configmap) => versions.push(format!("{name}={}", configmap.resource_version().unwrap_or_default())),
-            None => {
-                out.problems.push(format!("{field}: ConfigMap {name} not found in namespace {ns}; the proxy is stopped until it exists"))
-            }
+            None => out
+                .problems
+                .push(Problem::at(field, format!("ConfigMap {name} not found in namespace {ns}; the proxy is stopped until it exists"))),
         }
     }
     (!versions.is_empty()).then(|| versions.join(","))

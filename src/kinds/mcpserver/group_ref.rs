@@ -9,6 +9,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::api::MCPServer;
 use crate::kinds::group::{GroupPhase, MCPGroup};
+use crate::shared::problem::ConditionReport;
 
 pub const CONDITION_GROUP_REF_VALIDATED: &str = "GroupRefValidated";
 
@@ -45,12 +46,13 @@ impl GroupRefState {
         Some((name, state))
     }
 
-    /// (status, reason, message) of the GroupRefValidated condition.
-    pub fn condition(self, group: &str) -> (&'static str, &'static str, String) {
+    /// The GroupRefValidated condition.
+    pub fn condition(self, group: &str) -> ConditionReport {
+        let report = |status, reason, message: String| ConditionReport::new(CONDITION_GROUP_REF_VALIDATED, status, reason, message);
         match self {
-            GroupRefState::Valid => ("True", "GroupRefIsValid", format!("MCPGroup {group} exists and is Ready")),
-            GroupRefState::NotReady => ("False", "GroupRefNotReady", format!("MCPGroup {group} is not Ready")),
-            GroupRefState::NotFound => ("False", "GroupRefNotFound", format!("MCPGroup {group} does not exist in this namespace")),
+            GroupRefState::Valid => report(true, "GroupRefIsValid", format!("MCPGroup {group} exists and is Ready")),
+            GroupRefState::NotReady => report(false, "GroupRefNotReady", format!("MCPGroup {group} is not Ready")),
+            GroupRefState::NotFound => report(false, "GroupRefNotFound", format!("MCPGroup {group} does not exist in this namespace")),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! reference CRD's; the runner reads it back from the RunConfig in the same shape, with
 //! each refill period written as Go prints a duration.
 
+use crate::shared::problem::Problem;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -73,11 +74,13 @@ impl RateLimitConfig {
     /// What is wrong with the refill periods, each with its field path below
     /// `spec.rateLimiting`. The API server only knows them as strings; the runner
     /// cannot start with one it cannot read.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<Problem> {
         // A clone walked with the one bucket iterator there is: these are a few bytes.
         self.clone()
             .buckets_mut()
-            .filter_map(|(path, bucket)| refill_period(&bucket.refill_period).err().map(|e| (format!("{path}.refillPeriod"), e)))
+            .filter_map(|(path, bucket)| {
+                refill_period(&bucket.refill_period).err().map(|e| Problem::at(format!("spec.rateLimiting.{path}.refillPeriod"), e))
+            })
             .collect()
     }
 
@@ -103,14 +106,13 @@ impl RateLimitConfig {
 /// when it can or is not set. Admission refuses both cases; a server stored anyway
 /// (the webhook down, or before this release) has its proxy stopped rather than run
 /// with limits that would not hold.
-pub fn invalid(spec: &crate::kinds::mcpserver::api::MCPServerSpec) -> Option<(&'static str, String)> {
+pub fn invalid(spec: &crate::kinds::mcpserver::api::MCPServerSpec) -> Option<(&'static str, Problem)> {
     let limits = spec.rate_limiting.as_ref()?;
     if limits.per_user() && spec.oidc_config_ref.is_none() && spec.external_auth_config_ref.is_none() {
-        let message = "spec.rateLimiting: perUser limits need authenticated callers; set oidcConfigRef or externalAuthConfigRef";
-        return Some(("PerUserRequiresAuth", message.into()));
+        let message = "perUser limits need authenticated callers; set oidcConfigRef or externalAuthConfigRef";
+        return Some(("PerUserRequiresAuth", Problem::at("spec.rateLimiting", message)));
     }
-    let (path, problem) = limits.problems().into_iter().next()?;
-    Some(("InvalidRefillPeriod", format!("spec.rateLimiting.{path}: {problem}")))
+    Some(("InvalidRefillPeriod", limits.problems().into_iter().next()?))
 }
 
 /// A refill period: a Go duration above zero.
@@ -195,9 +197,9 @@ mod tests {
             "tools": [{"name": "a", "shared": {"maxTokens": 1, "refillPeriod": "30s"}},
                       {"name": "b", "perUser": {"maxTokens": 1, "refillPeriod": "1 day"}}]
         }));
-        let paths: Vec<String> = config.problems().into_iter().map(|(path, _)| path).collect();
-        assert_eq!(paths, ["perUser.refillPeriod", "tools[1].perUser.refillPeriod"]);
-        assert!(config.problems()[1].1.contains("is not a duration"), "{:?}", config.problems());
+        let paths: Vec<String> = config.problems().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["spec.rateLimiting.perUser.refillPeriod", "spec.rateLimiting.tools[1].perUser.refillPeriod"]);
+        assert!(config.problems()[1].message.contains("is not a duration"), "{:?}", config.problems());
         assert!(config.per_user());
     }
 

@@ -17,6 +17,7 @@ use crate::kinds::{
     toolconfig::MCPToolConfig, webhookconfig::MCPWebhookConfig,
 };
 use crate::shared::configkind::ConfigKind;
+use crate::shared::problem::{ConditionReport, Problem};
 
 /// A configuration kind an MCPServer names in one of its `spec.*Ref` fields.
 pub trait Referenced: ConfigKind {
@@ -115,10 +116,10 @@ pub const REF_CONDITION_TYPES: &[&str] = &[
 /// What an MCPServer's references came to: a condition each, and why any failed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct References {
-    /// (type, status, reason, message) of each reference's condition.
-    pub conditions: Vec<(&'static str, &'static str, &'static str, String)>,
-    /// The messages of the references that could not be resolved.
-    pub problems: Vec<String>,
+    /// Each reference's condition.
+    pub conditions: Vec<ConditionReport>,
+    /// Why the references that could not be resolved were not.
+    pub problems: Vec<Problem>,
 }
 
 /// `server`'s configuration of kind K from the cache: the spec when referenced, found
@@ -130,16 +131,19 @@ pub fn resolve<K: Referenced>(server: &MCPServer, configs: &Store<K>, out: &mut 
     let ns = server.namespace().unwrap_or_default();
     let (field, kind, condition) = (K::REF_FIELD, K::kind(&()), K::REF_CONDITION);
     let (reason, problem) = match configs.get(&ObjectRef::new(name).within(&ns)) {
-        None => (condition.not_found, format!("{field}: {kind} {name} not found in namespace {ns}; the proxy is stopped until it exists")),
+        None => (
+            condition.not_found,
+            Problem::at(field, format!("{kind} {name} not found in namespace {ns}; the proxy is stopped until it exists")),
+        ),
         Some(config) => match config.problem() {
-            Some(problem) => (condition.invalid, format!("{field}: {kind} {name} is invalid ({problem}); the proxy is stopped")),
+            Some(problem) => (condition.invalid, Problem::at(field, format!("{kind} {name} is invalid ({problem}); the proxy is stopped"))),
             None => {
-                out.conditions.push((condition.type_, "True", condition.valid, format!("{kind} {name} is valid")));
+                out.conditions.push(ConditionReport::new(condition.type_, true, condition.valid, format!("{kind} {name} is valid")));
                 return Some(config.spec().clone());
             }
         },
     };
-    out.conditions.push((condition.type_, "False", reason, problem.clone()));
+    out.conditions.push(ConditionReport::new(condition.type_, false, reason, problem.to_string()));
     out.problems.push(problem);
     None
 }

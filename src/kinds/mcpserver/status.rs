@@ -5,6 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::shared::conditions::condition;
+use crate::shared::problem::ConditionReport;
 
 use crate::kinds::mcpserver::api::{MCPServer, MCPServerStatus, Phase};
 use crate::kinds::mcpserver::resources::service_url;
@@ -17,26 +18,28 @@ pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
 /// Whether spec.rateLimiting can be carried out (the reference's condition).
 pub const RATE_LIMIT_CONFIG_VALID: &str = "RateLimitConfigValid";
 
-fn rate_limit_validity(server: &MCPServer) -> (&'static str, &'static str, String) {
+fn rate_limit_validity(server: &MCPServer) -> ConditionReport {
+    let report = |status, reason, message: String| ConditionReport::new(RATE_LIMIT_CONFIG_VALID, status, reason, message);
     match (&server.spec.rate_limiting, crate::kinds::mcpserver::ratelimit::invalid(&server.spec)) {
-        (None, _) => ("True", "RateLimitNotApplicable", "no rate limits".into()),
-        (Some(_), Some((reason, message))) => ("False", reason, message),
-        (Some(_), None) => ("True", "RateLimitConfigValid", "the proxy enforces these rate limits".into()),
+        (None, _) => report(true, "RateLimitNotApplicable", "no rate limits".into()),
+        (Some(_), Some((reason, problem))) => report(false, reason, problem.to_string()),
+        (Some(_), None) => report(true, "RateLimitConfigValid", "the proxy enforces these rate limits".into()),
     }
 }
 
 /// Advice, never a failure: with more than one proxy replica and no Redis, a client
 /// whose requests reach another replica loses its session (the proxy Service's
 /// ClientIP affinity, the default, keeps most clients on one replica).
-fn session_storage_warning(server: &MCPServer) -> (&'static str, &'static str, &'static str) {
+fn session_storage_warning(server: &MCPServer) -> ConditionReport {
+    let report = |status, reason, message: &str| ConditionReport::new(SESSION_STORAGE_WARNING, status, reason, message);
     match (server.spec.replicas.is_some_and(|r| r > 1), server.spec.redis_sessions().is_some()) {
-        (true, false) => (
-            "True",
+        (true, false) => report(
+            true,
             "SessionStorageMissingForReplicas",
             "several proxy replicas keep sessions in their own memory: set spec.sessionStorage (provider redis) to share them",
         ),
-        (true, true) => ("False", "SessionStorageConfigured", "the proxy replicas share sessions in Redis"),
-        (false, _) => ("False", "SessionStorageWarningNotApplicable", "one proxy replica: no sessions to share"),
+        (true, true) => report(false, "SessionStorageConfigured", "the proxy replicas share sessions in Redis"),
+        (false, _) => report(false, "SessionStorageWarningNotApplicable", "one proxy replica: no sessions to share"),
     }
 }
 const GROUP_REF: &str = crate::kinds::mcpserver::group_ref::CONDITION_GROUP_REF_VALIDATED;
@@ -70,7 +73,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
     } else if let Some(e) = &observed.pod_template_error {
         (Phase::Failed, format!("spec.podTemplateSpec is invalid: {e}"))
     } else if !observed.references.problems.is_empty() {
-        (Phase::Failed, observed.references.problems.join("; "))
+        (Phase::Failed, observed.references.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
     } else if let Some(e) = &observed.apply_error {
         (Phase::Failed, e.clone())
     } else if let Some(e) = &observed.rollout_failure {
@@ -85,55 +88,25 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
         (Phase::Pending, "waiting for the proxy Deployment to have a ready replica".to_string())
     };
 
-    let (ready_status, ready_reason) = match phase {
-        Phase::Ready => ("True", "Ready"),
-        Phase::Stopped => ("False", "Stopped"),
-        Phase::Failed => ("False", "Failed"),
-        Phase::Terminating => ("False", "Terminating"),
-        Phase::Pending => ("False", "NotReady"),
+    let ready_reason = match phase {
+        Phase::Ready => "Ready",
+        Phase::Stopped => "Stopped",
+        Phase::Failed => "Failed",
+        Phase::Terminating => "Terminating",
+        Phase::Pending => "NotReady",
     };
-    let mut conditions =
-        vec![condition(&previous.conditions, CONDITION_READY, ready_status, ready_reason, &message, server.metadata.generation, &now)];
-    let (pt_status, pt_reason, pt_message) = match &observed.pod_template_error {
-        Some(e) => ("False", "InvalidPodTemplateSpec", e.as_str()),
-        None => ("True", "ValidPodTemplateSpec", "spec.podTemplateSpec is valid"),
-    };
-    conditions.push(condition(
-        &previous.conditions,
-        CONDITION_POD_TEMPLATE_VALID,
-        pt_status,
-        pt_reason,
-        pt_message,
-        server.metadata.generation,
-        &now,
-    ));
-    if let Some((group, state)) = &observed.group_ref {
-        let (status, reason, message) = state.condition(group);
-        conditions.push(condition(&previous.conditions, GROUP_REF, status, reason, &message, server.metadata.generation, &now));
-    }
-    let (storage_status, storage_reason, storage_message) = session_storage_warning(server);
-    conditions.push(condition(
-        &previous.conditions,
-        SESSION_STORAGE_WARNING,
-        storage_status,
-        storage_reason,
-        storage_message,
-        server.metadata.generation,
-        &now,
-    ));
-    let (limits_status, limits_reason, limits_message) = rate_limit_validity(server);
-    conditions.push(condition(
-        &previous.conditions,
-        RATE_LIMIT_CONFIG_VALID,
-        limits_status,
-        limits_reason,
-        &limits_message,
-        server.metadata.generation,
-        &now,
-    ));
-    for (type_, status, reason, message) in &observed.references.conditions {
-        conditions.push(condition(&previous.conditions, type_, status, reason, message, server.metadata.generation, &now));
-    }
+    let mut reports = vec![ConditionReport::new(CONDITION_READY, phase == Phase::Ready, ready_reason, message.clone())];
+    reports.push(match &observed.pod_template_error {
+        Some(e) => ConditionReport::new(CONDITION_POD_TEMPLATE_VALID, false, "InvalidPodTemplateSpec", e.as_str()),
+        None => ConditionReport::new(CONDITION_POD_TEMPLATE_VALID, true, "ValidPodTemplateSpec", "spec.podTemplateSpec is valid"),
+    });
+    reports.extend(observed.group_ref.as_ref().map(|(group, state)| state.condition(group)));
+    reports.push(session_storage_warning(server));
+    reports.push(rate_limit_validity(server));
+    reports.extend(observed.references.conditions.iter().cloned());
+    let generation = server.metadata.generation;
+    let conditions =
+        reports.iter().map(|c| condition(&previous.conditions, c.type_, c.status_str(), c.reason, &c.message, generation, &now)).collect();
     MCPServerStatus {
         conditions,
         observed_generation: server.metadata.generation,

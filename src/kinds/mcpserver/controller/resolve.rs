@@ -151,8 +151,8 @@ mod tests {
     }
 
     fn condition<'a>(r: &'a Resolution, type_: &str) -> (&'a str, &'a str) {
-        let c = r.references.conditions.iter().find(|c| c.0 == type_).unwrap_or_else(|| panic!("no {type_} in {:?}", r.references));
-        (c.1, c.2)
+        let c = r.references.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} in {:?}", r.references));
+        (c.status_str(), c.reason)
     }
 
     #[test]
@@ -178,7 +178,7 @@ mod tests {
         assert!(!r.complete() && r.resolved.unresolved && r.resolved.tools.is_none());
         assert_eq!(condition(&r, "ToolConfigRefValidated"), ("False", "ToolConfigRefNotFound"));
         assert!(
-            r.references.problems[0].starts_with("spec.toolConfigRef: MCPToolConfig tools not found in namespace team"),
+            r.references.problems[0].to_string().starts_with("spec.toolConfigRef: MCPToolConfig tools not found in namespace team"),
             "{:?}",
             r.references
         );
@@ -189,7 +189,7 @@ mod tests {
         let r = resolve(&s, caches.view());
         assert!(!r.complete());
         assert_eq!(condition(&r, "ToolConfigRefValidated"), ("False", "ToolConfigRefNotValid"));
-        assert!(r.references.problems[0].contains("spec.toolsOverride[b]"), "{:?}", r.references.problems);
+        assert!(r.references.problems[0].to_string().contains("spec.toolsOverride[b]"), "{:?}", r.references.problems);
     }
 
     #[test]
@@ -218,7 +218,7 @@ mod tests {
         let r = resolve(&s, caches.view());
         assert!(!r.complete());
         assert_eq!(condition(&r, "ExternalAuthConfigRefValidated").0, "False");
-        assert!(r.references.problems[0].contains("headerInjection"), "{:?}", r.references.problems);
+        assert!(r.references.problems[0].to_string().contains("headerInjection"), "{:?}", r.references.problems);
     }
 
     #[test]
@@ -226,7 +226,11 @@ mod tests {
         let s = server(json!({"image": "i", "permissionProfile": {"type": "configmap", "name": "profile", "key": "p.json"}}));
         let r = resolve(&s, Caches::default().view());
         assert!(!r.complete());
-        assert!(r.references.problems[0].starts_with("spec.permissionProfile: ConfigMap profile not found"), "{:?}", r.references.problems);
+        assert!(
+            r.references.problems[0].to_string().starts_with("spec.permissionProfile: ConfigMap profile not found"),
+            "{:?}",
+            r.references.problems
+        );
         let cm =
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "profile", "namespace": "team", "resourceVersion": "42"}});
         let caches = Caches { configmaps: store(&[cm]), ..Default::default() };
@@ -256,6 +260,6 @@ mod tests {
             "rateLimiting": {"shared": {"maxTokens": 5, "refillPeriod": "1 day"}}}));
         let r = resolve(&s, Caches::default().view());
         assert!(!r.complete() && r.resolved.unresolved);
-        assert!(r.references.problems[0].contains("refillPeriod"), "{:?}", r.references.problems);
+        assert!(r.references.problems[0].to_string().contains("refillPeriod"), "{:?}", r.references.problems);
     }
 }
