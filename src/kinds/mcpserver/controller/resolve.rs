@@ -222,6 +222,55 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_authz_and_webhook_configs_resolve_or_stop_the_proxy_with_their_condition() {
+        let s = server(json!({"image": "i", "telemetryConfigRef": {"name": "otel"}, "authzConfigRef": {"name": "cedar"},
+            "webhookConfigRef": {"name": "hooks"}}));
+        let otel =
+            object("otel", "team", json!({"openTelemetry": {"enabled": true, "endpoint": "otel:4317", "tracing": {"enabled": true}}}));
+        let cedar = object("cedar", "team", json!({"type": "cedarv1", "config": {"policies": ["permit(principal, action, resource);"]}}));
+        let hooks = object("hooks", "team", json!({"validating": [{"name": "v", "url": "https://policy.example.com/check"}]}));
+        let caches = Caches { telemetry: store(&[otel]), authz: store(&[cedar]), webhook: store(&[hooks]), ..Default::default() };
+        let r = resolve(&s, caches.view());
+        assert!(r.complete(), "{:?}", r.references);
+        assert!(r.resolved.telemetry.is_some() && r.resolved.authz.is_some() && r.resolved.webhooks.is_some());
+        assert_eq!(condition(&r, "TelemetryConfigRefValidated"), ("True", "TelemetryConfigRefValid"));
+        assert_eq!(condition(&r, "AuthzConfigRefValidated"), ("True", "AuthzConfigRefValid"));
+        assert_eq!(condition(&r, "WebhookConfigRefValidated"), ("True", "WebhookConfigRefValid"));
+
+        // Each one invalid: its own reason, and every problem is listed.
+        let otel = object("otel", "team", json!({"openTelemetry": {"enabled": true, "endpoint": "otel:4317"}}));
+        let cedar = object("cedar", "team", json!({"type": "opa", "config": {"x": 1}}));
+        let hooks = object("hooks", "team", json!({"validating": [{"name": "v", "url": "http://policy.example.com/check"}]}));
+        let caches = Caches { telemetry: store(&[otel]), authz: store(&[cedar]), webhook: store(&[hooks]), ..Default::default() };
+        let r = resolve(&s, caches.view());
+        assert_eq!(r.references.problems.len(), 3, "{:?}", r.references.problems);
+        assert_eq!(condition(&r, "TelemetryConfigRefValidated"), ("False", "TelemetryConfigRefInvalid"));
+        assert_eq!(condition(&r, "AuthzConfigRefValidated"), ("False", "AuthzConfigRefNotValid"));
+        assert_eq!(condition(&r, "WebhookConfigRefValidated"), ("False", "WebhookConfigRefNotValid"));
+        let paths: Vec<&str> = r.references.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["spec.telemetryConfigRef", "spec.authzConfigRef", "spec.webhookConfigRef"]);
+    }
+
+    #[test]
+    fn an_embedded_authorization_server_needs_the_oidc_audience_to_be_the_resource() {
+        let s = server(json!({"image": "i", "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "login"},
+            "oidcConfigRef": {"name": "sso", "audience": "tools"}}));
+        let login = object(
+            "login",
+            "team",
+            json!({"type": "embeddedAuthServer", "embeddedAuthServer": {
+            "issuer": "https://mcp.example.com", "upstreamProviders": [{"name": "idp", "type": "oidc",
+                "oidcConfig": {"issuerUrl": "https://idp.example.com", "clientId": "tools"}}]}}),
+        );
+        let sso = object("sso", "team", json!({"type": "kubernetesServiceAccount", "kubernetesServiceAccount": {}}));
+        let caches = Caches { external_auth: store(&[login]), oidc: store(&[sso]), ..Default::default() };
+        let r = resolve(&s, caches.view());
+        assert_eq!(condition(&r, "AuthServerRefValidated"), ("True", "AuthServerRefValid"));
+        assert!(!r.complete() && r.resolved.unresolved);
+        assert_eq!(r.references.problems[0].path, "spec.oidcConfigRef.audience", "{:?}", r.references.problems);
+    }
+
+    #[test]
     fn named_configmaps_must_exist_and_their_versions_roll_the_proxy() {
         let s = server(json!({"image": "i", "permissionProfile": {"type": "configmap", "name": "profile", "key": "p.json"}}));
         let r = resolve(&s, Caches::default().view());
