@@ -41,7 +41,7 @@ pub struct RunConfig {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub endpoint_prefix: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit_config: Option<AuditConfig>,
+    pub audit_config: Option<RunnerAudit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_config: Option<crate::kinds::mcpserver::ratelimit::RateLimitConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,12 +140,12 @@ pub struct Middleware {
 /// The runner's audit settings when `spec.audit.enabled`: the reference's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditConfig {
+pub struct RunnerAudit {
     pub detect_application_errors: bool,
     pub max_data_size: i64,
 }
 
-impl Default for AuditConfig {
+impl Default for RunnerAudit {
     fn default() -> Self {
         Self { detect_application_errors: true, max_data_size: 1024 }
     }
@@ -225,7 +225,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         env_vars.insert("MCP_PORT".into(), port.to_string());
         env_vars.insert("FASTMCP_PORT".into(), port.to_string());
     }
-    let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| AuditConfig::default());
+    let audit_config = spec.audit.as_ref().filter(|a| a.enabled).map(|_| RunnerAudit::default());
     let telemetry_config =
         resolved.telemetry.as_ref().map(|t| crate::kinds::telemetry::runner_telemetry(&telemetry_service_name(server), t));
     let mut oidc_config = oidc_validation(server, resolved);
