@@ -68,23 +68,8 @@ where
     /// Starts the watch (retried with backoff for the life of the process). `slim`
     /// drops what no reader needs before an object is stored.
     pub fn start(api: Api<K>, config: watcher::Config, slim: impl FnMut(&mut K) + Send + 'static, plural: &str, metrics: &Metrics) -> Self {
-        let (store, writer) = reflector::store();
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
-        let restarts = metrics.watch_restarts.with_label_values(&[plural]);
-        let stream =
-            watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer).touched_objects();
-        let sender = changes.clone();
-        let plural = plural.to_string();
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(touched) = stream.next().await {
-                match touched {
-                    // No reader is fine: the store is the truth, changes are only triggers.
-                    Ok(object) => drop(sender.send(Arc::new(object))),
-                    Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
-                }
-            }
-        });
+        let (store, _task) = watch_into(api, config, slim, plural, metrics, changes.clone());
         Self { store, changes }
     }
 
@@ -104,22 +89,8 @@ where
 
     /// Every object the watch touches (applied or deleted) from now on.
     pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let state = (self.changes.subscribe(), self.store.clone(), VecDeque::new());
-        futures::stream::unfold(state, |(mut rx, store, mut backlog)| async move {
-            loop {
-                if let Some(object) = backlog.pop_front() {
-                    return Some((object, (rx, store, backlog)));
-                }
-                match rx.recv().await {
-                    Ok(object) => return Some((object, (rx, store, backlog))),
-                    Err(RecvError::Lagged(missed)) => {
-                        warn!(kind = %K::plural(&()), missed, "a reader fell behind the watch; it is given every cached object again");
-                        backlog.extend(store.state());
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        })
+        let store = self.store.clone();
+        changes_from(self.changes.subscribe(), move || store.state())
     }
 
     /// Every cached object once the cache has listed, then every change: what a
@@ -140,6 +111,62 @@ where
     pub async fn ready(&self) {
         let _ = self.store.wait_until_ready().await;
     }
+}
+
+/// Starts a watch of `api` into a new store, announcing what it touches on `changes`;
+/// retried with backoff until the task is aborted.
+pub(super) fn watch_into<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
+    plural: &str,
+    metrics: &Metrics,
+    changes: broadcast::Sender<Arc<K>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let restarts = metrics.watch_restarts.with_label_values(&[plural]);
+    let stream = watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer).touched_objects();
+    let plural = plural.to_string();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(touched) = stream.next().await {
+            match touched {
+                // No reader is fine: the store is the truth, changes are only triggers.
+                Ok(object) => drop(changes.send(Arc::new(object))),
+                Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    (store, task)
+}
+
+/// What `rx` announces; a reader that lags is handed `everything()` again: it is
+/// triggered for more, never for less.
+pub(super) fn changes_from<K>(
+    rx: broadcast::Receiver<Arc<K>>,
+    everything: impl Fn() -> Vec<Arc<K>> + Send + 'static,
+) -> impl Stream<Item = Arc<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    futures::stream::unfold((rx, everything, VecDeque::new()), |(mut rx, everything, mut backlog)| async move {
+        loop {
+            if let Some(object) = backlog.pop_front() {
+                return Some((object, (rx, everything, backlog)));
+            }
+            match rx.recv().await {
+                Ok(object) => return Some((object, (rx, everything, backlog))),
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(kind = %K::plural(&()), missed, "a reader fell behind the watch; it is given every cached object again");
+                    backlog.extend(everything());
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

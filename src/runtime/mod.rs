@@ -5,4 +5,5 @@ pub mod http;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod ondemand;
 pub mod status;

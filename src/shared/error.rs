@@ -19,6 +19,8 @@ pub enum Error {
     MissingField(&'static str),
     #[error("the reconcile panicked (a bug; please report it): {0}")]
     Panicked(String),
+    #[error("the watch of {0} has not listed yet; retrying")]
+    NotSynced(&'static str),
 }
 
 impl Error {
@@ -29,6 +31,7 @@ impl Error {
             Error::Finalizer(_) => "FinalizerFailed",
             Error::MissingField(_) => "MalformedObject",
             Error::Panicked(_) => "Panicked",
+            Error::NotSynced(_) => "CacheNotSynced",
         }
     }
 

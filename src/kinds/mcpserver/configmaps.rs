@@ -10,7 +10,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::kinds::mcpserver::api::{MCPServer, PermissionProfileType};
 use crate::kinds::mcpserver::references::References;
+use crate::runtime::ondemand::OnDemand;
 use crate::shared::problem::Problem;
+use std::sync::Arc;
 
 /// Pod-template annotation carrying the named ConfigMaps' resourceVersions: an edit
 /// of one rolls the proxy.
@@ -30,13 +32,32 @@ pub fn named(server: &MCPServer) -> Vec<(&'static str, &str)> {
     policies.into_iter().chain(profile).collect()
 }
 
-/// `name=resourceVersion` of each ConfigMap `server` names, from the cache of
-/// ConfigMap metadata; None when it names none. A missing one adds its problem to `out`.
-pub fn versions(server: &MCPServer, configmaps: &Store<PartialObjectMeta<ConfigMap>>, out: &mut References) -> Option<String> {
+/// Where the metadata of the ConfigMaps servers name is read from.
+pub trait NamedConfigMaps {
+    fn named_configmap(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<ConfigMap>>>;
+}
+
+/// A cache of the scope's ConfigMaps (tests).
+impl NamedConfigMaps for Store<PartialObjectMeta<ConfigMap>> {
+    fn named_configmap(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<ConfigMap>>> {
+        self.get(&ObjectRef::new(name).within(ns))
+    }
+}
+
+/// The watches started in the namespaces where servers name ConfigMaps.
+impl NamedConfigMaps for OnDemand<PartialObjectMeta<ConfigMap>> {
+    fn named_configmap(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<ConfigMap>>> {
+        self.get(ns, name)
+    }
+}
+
+/// `name=resourceVersion` of each ConfigMap `server` names, from ConfigMap metadata;
+/// None when it names none. A missing one adds its problem to `out`.
+pub fn versions(server: &MCPServer, configmaps: &dyn NamedConfigMaps, out: &mut References) -> Option<String> {
     let ns = server.namespace().unwrap_or_default();
     let mut versions = Vec::new();
     for (field, name) in named(server) {
-        match configmaps.get(&ObjectRef::new(name).within(&ns)) {
+        match configmaps.named_configmap(&ns, name) {
             Some(configmap) => versions.push(format!("{name}={}", configmap.resource_version().unwrap_or_default())),
             None => out
                 .problems

@@ -28,6 +28,7 @@ use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
 use crate::runtime::cache::{Cache, Cached, scoped};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ondemand::OnDemand;
 use crate::shared::config::Scope;
 use crate::shared::meta::slim_metadata;
 
@@ -49,11 +50,12 @@ pub struct ScopeCaches {
     pub servers: Cache<MCPServer>,
     pub groups: Cache<MCPGroup>,
     pub configs: ConfigCaches,
-    /// Every ConfigMap in the scope, metadata only: the proxies' RunConfigs (the
-    /// operator's children) and the ConfigMaps servers name for their proxies
-    /// (policies, permission profiles), whose existence and version is all the
-    /// operator learns of them.
+    /// The proxies' RunConfigs (label `toolhive=true`), metadata only.
     pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
+    /// The ConfigMaps servers name for their proxies (policies, permission
+    /// profiles), metadata only (their existence and version is all the operator
+    /// learns of them): watched only in the namespaces where a server names one.
+    pub named_configmaps: Arc<OnDemand<PartialObjectMeta<ConfigMap>>>,
     pub service_accounts: Cache<PartialObjectMeta<ServiceAccount>>,
     pub roles: Cache<PartialObjectMeta<Role>>,
     pub role_bindings: Cache<PartialObjectMeta<RoleBinding>>,
@@ -97,7 +99,8 @@ impl ScopeCaches {
                 webhook: slimmed(client, ns, all(), &[], metrics),
                 external_auth: slimmed(client, ns, all(), &[], metrics),
             },
-            configmaps: slimmed(client, ns, all(), HASH, metrics),
+            configmaps: slimmed(client, ns, managed(), HASH, metrics),
+            named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
             service_accounts: slimmed(client, ns, managed(), HASH, metrics),
             roles: slimmed(client, ns, managed(), HASH, metrics),
             role_bindings: slimmed(client, ns, managed(), HASH, metrics),
@@ -168,7 +171,8 @@ impl ScopeCaches {
         self.pods.store().state().iter().filter(of_server).map(|p| p.as_ref().clone()).collect()
     }
 
-    /// How many watches a scope opens (reported in the log, and by the tests).
+    /// How many watches a scope keeps open, besides one of ConfigMaps in each
+    /// namespace where a server names one (reported in the log).
     pub const WATCHES: usize = 15;
 }
 

@@ -36,7 +36,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::kinds::mcpserver::api::{FINALIZER, MCPServer, MCPServerStatus};
 use crate::kinds::mcpserver::resources::{self, Child, desired_children};
 use crate::kinds::mcpserver::status::Observed;
-use crate::kinds::mcpserver::{group_ref, references};
+use crate::kinds::mcpserver::{configmaps, group_ref, references};
 use crate::runtime::metrics::{CONTROLLER, Metrics};
 use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
@@ -113,7 +113,7 @@ impl Context {
             authz: cfg.authz.store(),
             webhook: cfg.webhook.store(),
             external_auth: cfg.external_auth.store(),
-            configmaps: c.configmaps.store(),
+            configmaps: c.named_configmaps.as_ref(),
         }
     }
 }
@@ -154,8 +154,8 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         .watches_shared_stream(cfg.authz.changes(), references::referrers(servers.clone()))
         .watches_shared_stream(cfg.webhook.changes(), references::referrers(servers.clone()))
         .watches_shared_stream(cfg.external_auth.changes(), references::referrers(servers.clone()))
-        // Every ConfigMap: the RunConfigs it owns, and those servers name for their proxies.
-        .watches_shared_stream(c.configmaps.changes(), crate::kinds::mcpserver::configmaps::readers(servers.clone()))
+        // The ConfigMaps servers name for their proxies, where they are watched.
+        .watches_shared_stream(c.named_configmaps.changes(), crate::kinds::mcpserver::configmaps::readers(servers.clone()))
         .owns_shared_stream(c.configmaps.changes())
         .owns_shared_stream(c.service_accounts.changes())
         .owns_shared_stream(c.roles.changes())
@@ -297,6 +297,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let shared = &ctx.shared;
+    watch_named_configmaps(ctx, server, &ns).await?;
     let resolution = resolve::resolve(server, ctx.view());
     let mut observed = Observed { group_ref: resolution.group_ref.clone(), ..Default::default() };
 
@@ -345,6 +346,38 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
     write_status_noting(server, ctx, &observed, created.as_deref()).await?;
     Ok(Action::requeue(PERIODIC_LOOK))
+}
+
+/// How long a reconcile waits for a new ConfigMap watch to list before it retries.
+const NAMED_CONFIGMAPS_SYNC: Duration = Duration::from_secs(30);
+
+/// The ConfigMaps `server` names are watched in its namespace while some server
+/// there names one: the watch is started (and listed) before resolution reads it, and
+/// stopped once no server in the namespace names any.
+async fn watch_named_configmaps(ctx: &Context, server: &MCPServer, ns: &str) -> Result<()> {
+    let named = &ctx.caches.named_configmaps;
+    if configmaps::named(server).is_empty() {
+        release_named_configmaps(ctx, ns);
+        return Ok(());
+    }
+    tokio::time::timeout(NAMED_CONFIGMAPS_SYNC, named.ensure(ns)).await.map_err(|_| Error::NotSynced("configmaps"))?;
+    Ok(())
+}
+
+/// Stops the ConfigMap watch of `ns` when no server there (being deleted or not)
+/// still names a ConfigMap.
+fn release_named_configmaps(ctx: &Context, ns: &str) {
+    let named = &ctx.caches.named_configmaps;
+    if !named.watched(ns) {
+        return;
+    }
+    let servers = ctx.caches.servers.store().state();
+    let needed = servers.iter().any(|s| {
+        s.metadata.namespace.as_deref() == Some(ns) && s.metadata.deletion_timestamp.is_none() && !configmaps::named(s).is_empty()
+    });
+    if !needed {
+        named.stop(ns);
+    }
 }
 
 /// Applies `child` unless the cache shows it as we last applied it and untouched
@@ -414,6 +447,7 @@ async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
     ctx.shared.applied.lock().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
     ctx.shared.status_written.lock().remove(&(ns.clone(), name.clone()));
+    release_named_configmaps(ctx, &ns);
     info!(namespace = %ns, name = %name, "MCPServer cleaned up");
     Ok(Action::await_change())
 }

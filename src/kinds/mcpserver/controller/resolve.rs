@@ -2,8 +2,6 @@
 //! caches. Pure (no API call, no clock), so each kind's resolution is unit-tested
 //! without a cluster.
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 
 use crate::kinds::authz::MCPAuthzConfig;
@@ -29,7 +27,7 @@ pub struct View<'a> {
     pub webhook: &'a Store<MCPWebhookConfig>,
     pub external_auth: &'a Store<MCPExternalAuthConfig>,
     /// ConfigMap metadata: whether the ConfigMaps a server names exist, their versions.
-    pub configmaps: &'a Store<PartialObjectMeta<ConfigMap>>,
+    pub configmaps: &'a dyn crate::kinds::mcpserver::configmaps::NamedConfigMaps,
 }
 
 /// An MCPServer's references, resolved.
@@ -82,6 +80,8 @@ pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::PartialObjectMeta;
     use kube::runtime::{reflector, watcher};
     use serde::de::DeserializeOwned;
     use serde_json::{Value, json};

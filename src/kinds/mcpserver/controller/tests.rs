@@ -91,7 +91,7 @@ where
 
 /// The caches of one scope: the given children (metadata, as the watches keep them)
 /// and configuration, nothing else.
-fn caches(children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
+fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
     let of_kind = |kind: &str| -> Vec<Value> { children.iter().filter(|c| c["kind"] == kind).cloned().collect() };
     fn meta<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
         objects.into_iter().map(|o| serde_json::from_value(o).unwrap()).collect()
@@ -110,6 +110,12 @@ fn caches(children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToo
             external_auth: cache(vec![]),
         },
         configmaps: cache(meta(of_kind("ConfigMap"))),
+        named_configmaps: Arc::new(crate::runtime::ondemand::OnDemand::new(
+            client.clone(),
+            watcher::Config::default(),
+            |_| {},
+            &Metrics::default(),
+        )),
         service_accounts: cache(meta(of_kind("ServiceAccount"))),
         roles: cache(meta(of_kind("Role"))),
         role_bindings: cache(meta(of_kind("RoleBinding"))),
@@ -166,7 +172,7 @@ fn applies(calls: &[Call]) -> Vec<String> {
 async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let ctx = context(client, caches(&[], vec![]));
+    let ctx = context(client.clone(), caches(&client, &[], vec![]));
     let made = reconcile_with(&ctx, &s, &calls).await;
     assert_eq!(
         applies(&made),
@@ -196,13 +202,13 @@ async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event
 async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_changed() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let first = reconcile_with(&context(client.clone(), caches(&[], vec![])), &s, &calls).await;
+    let first = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
     // The watches now show what was applied, and the server its status.
     let children = applied_children(&first);
     let status: MCPServerStatus =
         serde_json::from_value(first.iter().find(|c| c.path.contains("/status")).unwrap().body["status"].clone()).unwrap();
     let stored = MCPServer { status: Some(status), ..s.clone() };
-    let ctx = context(client, caches(&children, vec![]));
+    let ctx = context(client.clone(), caches(&client, &children, vec![]));
     // A restarted operator applies each child once (it has no record of its applies).
     reconcile_with(&ctx, &stored, &calls).await;
     let again = reconcile_with(&ctx, &stored, &calls).await;
@@ -221,7 +227,7 @@ async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_cha
 async fn a_missing_reference_fails_the_server_and_its_proxy_runs_no_replica() {
     let s = server(json!({"image": "ghcr.io/acme/fetch", "toolConfigRef": {"name": "filters"}}));
     let (client, calls) = mock_api(s.clone());
-    let made = reconcile_with(&context(client, caches(&[], vec![])), &s, &calls).await;
+    let made = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
     let deployment = made.iter().find(|c| c.is("PATCH", "/apis/apps/v1/namespaces/team/deployments/fetch")).unwrap();
     assert_eq!(deployment.body["spec"]["replicas"], 0, "never serves tools it asked to filter");
     let status = &made.iter().find(|c| c.path.contains("/status")).unwrap().body["status"];
@@ -236,7 +242,7 @@ async fn deletion_reports_terminating_removes_what_the_runner_made_and_releases_
     let mut s = server(json!({"image": "ghcr.io/acme/fetch"}));
     s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
     let (client, calls) = mock_api(s.clone());
-    let made = reconcile_with(&context(client, caches(&[], vec![])), &s, &calls).await;
+    let made = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
     let status = made.iter().find(|c| c.path.contains("/status")).unwrap();
     assert_eq!(status.body["status"]["phase"], "Terminating");
     let runner_lookups: Vec<&str> = made
@@ -255,9 +261,9 @@ async fn deletion_reports_terminating_removes_what_the_runner_made_and_releases_
 async fn naming_its_own_service_account_deletes_the_one_made_for_it() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let first = reconcile_with(&context(client.clone(), caches(&[], vec![])), &s, &calls).await;
+    let first = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
     let children = applied_children(&first);
-    let ctx = context(client, caches(&children, vec![]));
+    let ctx = context(client.clone(), caches(&client, &children, vec![]));
     let named = MCPServer { spec: server(json!({"image": "ghcr.io/acme/fetch", "serviceAccount": "tool-runner"})).spec, ..s };
     let made = reconcile_with(&ctx, &named, &calls).await;
     let deleted: Vec<&Call> = made.iter().filter(|c| c.method == "DELETE").collect();
@@ -272,4 +278,27 @@ fn backoff_grows_and_caps() {
     assert_eq!(backoff(2), Duration::from_secs(2));
     assert_eq!(backoff(5), Duration::from_secs(16));
     assert_eq!(backoff(50), Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn configmaps_are_watched_only_in_a_namespace_where_a_server_names_one() {
+    let plain = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(plain.clone());
+    let ctx = context(client.clone(), caches(&client, &[], vec![]));
+    let made = reconcile_with(&ctx, &plain, &calls).await;
+    let lists_configmaps =
+        |made: &[Call]| made.iter().any(|c| c.is("GET", "/api/v1/namespaces/team/configmaps?") && !c.path.contains("fieldSelector"));
+    assert!(!lists_configmaps(&made) && !ctx.caches.named_configmaps.watched("team"), "{made:#?}");
+
+    let profile = json!({"image": "ghcr.io/acme/fetch", "permissionProfile": {"type": "configmap", "name": "profile", "key": "p.json"}});
+    let naming = MCPServer { spec: server(profile).spec, ..plain.clone() };
+    let made = reconcile_with(&ctx, &naming, &calls).await;
+    assert!(lists_configmaps(&made), "the namespace's ConfigMaps are listed before the server is resolved: {made:#?}");
+    assert!(ctx.caches.named_configmaps.watched("team"));
+    let status = &made.iter().find(|c| c.path.contains("/status")).unwrap().body["status"];
+    assert!(status["message"].as_str().unwrap().contains("spec.permissionProfile: ConfigMap profile not found"), "{status}");
+
+    // The server names none any more, and none other there does: the watch stops.
+    reconcile_with(&ctx, &plain, &calls).await;
+    assert!(!ctx.caches.named_configmaps.watched("team"));
 }
