@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action},
 };
 use tracing::{info, warn};
 
@@ -27,21 +27,10 @@ pub async fn apply_status<K: Cached>(client: &Client, ns: &str, name: &str, stat
     Ok(())
 }
 
-/// Runs a status controller to its end, logging the watch failures it retries.
-pub async fn drive<T, E>(
-    kind: &str,
-    results: impl Stream<Item = std::result::Result<T, kube::runtime::controller::Error<E, watcher::Error>>>,
-) where
-    E: std::error::Error + 'static,
-{
-    results
-        .for_each(|res| {
-            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
-                warn!(kind, error = %e, "watch failed; retrying");
-            }
-            futures::future::ready(())
-        })
-        .await;
+/// Runs a status controller to its end. Its watch failures are its caches' (retried
+/// and counted there); its errors are logged by `retry_status_write`.
+pub async fn drive<T>(results: impl Stream<Item = T>) {
+    results.for_each(|_| futures::future::ready(())).await;
 }
 
 /// A status write failed: logged with its category, tried again soon.
@@ -61,7 +50,7 @@ pub async fn run_config_status<K: ConfigKind>(
     let results = Controller::for_shared_stream(configs.everything_then_changes(), configs.store().clone())
         .graceful_shutdown_on(shutdown)
         .run(reconcile_config_status::<K>, retry_status_write, Arc::new(client));
-    drive(K::kind(&()).as_ref(), results).await;
+    drive(results).await;
 }
 
 async fn reconcile_config_status<K: ConfigKind>(config: Arc<K>, client: Arc<Client>) -> Result<Action> {

@@ -137,7 +137,7 @@ pub async fn run(
         .reconcile_on(member_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::runtime::status::retry_status_write, ctx);
-    crate::runtime::status::drive("MCPGroup", results).await;
+    crate::runtime::status::drive(results).await;
 }
 
 async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {

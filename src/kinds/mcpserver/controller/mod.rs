@@ -135,7 +135,6 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     }
     info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
     let client = shared.client.clone();
-    let restarts = shared.metrics.watch_restarts.with_label_values(&["mcpservers"]);
     let servers = caches.servers.store().clone();
     let members_of = servers.clone();
     // A change to a group reconciles the servers that name it (found in the server cache).
@@ -169,13 +168,9 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         })
         .graceful_shutdown_on(wait(shutdown.clone()))
         .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone() }))
-        .for_each(|res| {
-            if let Err(kube::runtime::controller::Error::QueueError(e)) = &res {
-                restarts.inc();
-                warn!(error = %e, "MCPServer watch failed; retrying");
-            }
-            futures::future::ready(())
-        });
+        // Watch failures are the caches' (retried and counted there); results are
+        // already recorded by reconcile and error_policy.
+        .for_each(|_| futures::future::ready(()));
     // MCPGroups list the servers that name them: a server's change triggers its group.
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
     let member_changes = c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s)));
