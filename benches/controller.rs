@@ -102,9 +102,12 @@ fn start_control_plane() -> controlplane::ControlPlane {
     controlplane::ControlPlane::start(controlplane::Options { controller_manager: false, dir: None, node: false }).expect("control plane")
 }
 
+/// Every CRD of the CRDs chart: the operator watches each kind.
 async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &toolhive_operator::kinds::mcpserver::api::crd()).await.unwrap();
+    for (_, crd) in toolhive_operator::kinds::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
     let servers: Api<MCPServer> = Api::all(client.clone());
     for _ in 0..100 {
         if servers.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
