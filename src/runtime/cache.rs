@@ -78,6 +78,18 @@ where
         Self { store, changes: broadcast::channel(CHANGE_BUFFER).0 }
     }
 
+    /// A cache holding `objects` as a watch that has listed them would (tests; no watch).
+    #[cfg(test)]
+    pub fn listed(objects: impl IntoIterator<Item = K>) -> Self {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        Self::from_store(store)
+    }
+
     /// Announces `object` as touched by the watch (tests feeding a cache by hand).
     pub fn touched(&self, object: Arc<K>) {
         drop(self.changes.send(object));
@@ -183,11 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_reader_sees_everything_then_changes_and_a_lagging_one_sees_everything_again() {
-        let (store, mut writer) = reflector::store::<ConfigMap>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitApply(configmap("one")));
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let cache = Cache::from_store(store);
+        let cache = Cache::listed([configmap("one")]);
         let mut reader = Box::pin(cache.everything_then_changes());
         assert_eq!(reader.next().await.unwrap().metadata.name.as_deref(), Some("one"));
         drop(cache.changes.send(Arc::new(configmap("two"))));

@@ -12,7 +12,7 @@ use k8s_openapi::api::{
     rbac::v1::{Role, RoleBinding},
 };
 use kube::{
-    Client, Resource,
+    Client,
     api::{ObjectMeta, PartialObjectMeta},
     runtime::{reflector::ObjectRef, watcher},
 };
@@ -144,11 +144,7 @@ impl ScopeCaches {
 
     /// The cached metadata of the object `child` describes, if the operator sees one.
     pub fn child_meta(&self, child: &Child, ns: &str) -> Option<ObjectMeta> {
-        fn get<K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync>(
-            c: &Cache<K>,
-            ns: &str,
-            name: &str,
-        ) -> Option<ObjectMeta> {
+        fn get<K: Cached>(c: &Cache<K>, ns: &str, name: &str) -> Option<ObjectMeta> {
             c.store().get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
         }
         let name = child.name();
@@ -220,10 +216,6 @@ impl Caches {
     /// The MCPServer cache of each scope.
     pub fn servers(&self) -> Vec<Cache<MCPServer>> {
         self.scopes.iter().map(|s| s.servers.clone()).collect()
-    }
-
-    pub async fn ready(&self) {
-        futures::future::join_all(self.scopes.iter().map(|s| s.ready())).await;
     }
 }
 

@@ -80,24 +80,18 @@ pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::cache::Cache;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::PartialObjectMeta;
-    use kube::runtime::{reflector, watcher};
     use serde::de::DeserializeOwned;
     use serde_json::{Value, json};
 
     /// A store holding `objects` (JSON), as a synced watch would have it.
     fn store<K>(objects: &[Value]) -> Store<K>
     where
-        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned,
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {
-        let (reader, mut writer) = reflector::store::<K>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for o in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(serde_json::from_value(o.clone()).unwrap()));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        reader
+        Cache::listed(objects.iter().map(|o| serde_json::from_value(o.clone()).unwrap())).store().clone()
     }
 
     /// Every cache of a scope, empty but for what a test puts in.

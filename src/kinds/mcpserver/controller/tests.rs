@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::{reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::*;
@@ -75,20 +75,6 @@ fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
     }
 }
 
-/// A cache holding `objects`, as a synced watch would have it.
-fn cache<K>(objects: Vec<K>) -> Cache<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::InitApply(o));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    Cache::from_store(store)
-}
-
 /// The caches of one scope: the given children (metadata, as the watches keep them)
 /// and configuration, nothing else.
 fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
@@ -99,29 +85,29 @@ fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::t
     let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = meta(of_kind("Deployment"));
     Arc::new(ScopeCaches {
         namespace: None,
-        servers: cache(vec![]),
-        groups: cache(vec![]),
+        servers: Cache::listed(vec![]),
+        groups: Cache::listed(vec![]),
         configs: ConfigCaches {
-            tool: cache(tool_configs),
-            telemetry: cache(vec![]),
-            oidc: cache(vec![]),
-            authz: cache(vec![]),
-            webhook: cache(vec![]),
-            external_auth: cache(vec![]),
+            tool: Cache::listed(tool_configs),
+            telemetry: Cache::listed(vec![]),
+            oidc: Cache::listed(vec![]),
+            authz: Cache::listed(vec![]),
+            webhook: Cache::listed(vec![]),
+            external_auth: Cache::listed(vec![]),
         },
-        configmaps: cache(meta(of_kind("ConfigMap"))),
+        configmaps: Cache::listed(meta(of_kind("ConfigMap"))),
         named_configmaps: Arc::new(crate::runtime::ondemand::OnDemand::new(
             client.clone(),
             watcher::Config::default(),
             |_| {},
             &Metrics::default(),
         )),
-        service_accounts: cache(meta(of_kind("ServiceAccount"))),
-        roles: cache(meta(of_kind("Role"))),
-        role_bindings: cache(meta(of_kind("RoleBinding"))),
-        services: cache(meta(of_kind("Service"))),
-        deployments: cache(deployments.into_iter().map(|d| k8s_openapi::api::apps::v1::Deployment { spec: None, ..d }).collect()),
-        pods: cache(vec![]),
+        service_accounts: Cache::listed(meta(of_kind("ServiceAccount"))),
+        roles: Cache::listed(meta(of_kind("Role"))),
+        role_bindings: Cache::listed(meta(of_kind("RoleBinding"))),
+        services: Cache::listed(meta(of_kind("Service"))),
+        deployments: Cache::listed(deployments.into_iter().map(|d| k8s_openapi::api::apps::v1::Deployment { spec: None, ..d })),
+        pods: Cache::listed(vec![]),
     })
 }
 
