@@ -25,6 +25,9 @@ pub struct Guide {
     pub outside: String,
     pub release_ns: String,
     pub fullname: String,
+    /// Stem of the release's cluster-scoped names: the release name leads, as the
+    /// fullname does not start with it.
+    pub cluster_name: String,
     pub webhook_port: u16,
     pub ca: controlplane::Authority,
     pub first_pair: controlplane::PemPair,
@@ -220,6 +223,7 @@ async fn set_up() -> (Guide, Operator) {
         race_team,
         outside,
         release_ns,
+        cluster_name: format!("toolhive-operator-{fullname}"),
         fullname,
         webhook_port,
         ca,

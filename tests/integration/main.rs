@@ -1,7 +1,8 @@
 //! Integration tests against a real control plane (etcd + kube-apiserver +
 //! kube-controller-manager on loopback), shared by every test in this binary;
-//! each test works in its own namespace, and the tests that register webhook
-//! configurations (cluster-wide) take `common::webhook_registration_lock` alone;
+//! each test works in its own namespaces; webhook configurations in namespace mode
+//! apply only to the namespaces their install serves, and tests that disturb the
+//! guide's install take `common::webhook_registration_lock` alone;
 //! guide tests that only write servers of their own share `common::guide_webhook_shared`.
 //! Cluster-mode tests start their own control plane.
 mod apiserver_outage;
@@ -14,3 +15,4 @@ mod guide_flow;
 mod operator_certs;
 mod real_pods;
 mod reference_parity;
+mod two_installs;

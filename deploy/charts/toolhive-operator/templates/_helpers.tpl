@@ -31,12 +31,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The stem of every cluster-scoped name (and of the bindings the install puts in
+     the namespaces it serves): the fullname when it already starts with the release name
+     (the default install keeps toolhive-operator-*), else the release name in front,
+     so a second release with the Go chart's fixed fullnameOverride gets its own. */}}
+{{- define "toolhive-operator.clusterName" -}}
+{{- $full := include "toolhive-operator.fullname" . -}}
+{{- if or (eq $full .Release.Name) (hasPrefix (printf "%s-" .Release.Name) $full) -}}
+{{- $full -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $full | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "toolhive-operator.managerRole" -}}
-{{- printf "%s-manager-role" (include "toolhive-operator.fullname" .) -}}
+{{- printf "%s-manager-role" (include "toolhive-operator.clusterName" .) -}}
 {{- end -}}
 
 {{- define "toolhive-operator.managerRoleBinding" -}}
-{{- printf "%s-manager-rolebinding" (include "toolhive-operator.fullname" .) -}}
+{{- printf "%s-manager-rolebinding" (include "toolhive-operator.clusterName" .) -}}
 {{- end -}}
 
 {{- define "toolhive-operator.leaderRole" -}}
@@ -49,6 +62,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "toolhive-operator.webhookName" -}}
 {{- printf "%s-webhook" (include "toolhive-operator.fullname" .) -}}
+{{- end -}}
+
+{{/* The webhook configurations, admission policies and the ClusterRole that may
+     publish their caBundle: cluster-scoped, so named per release. */}}
+{{- define "toolhive-operator.webhookConfigName" -}}
+{{- printf "%s-webhook" (include "toolhive-operator.clusterName" .) -}}
+{{- end -}}
+
+{{/* Which namespaces the install's admission applies to: in namespace mode only those
+     it serves (an install that is down blocks nobody else); in cluster mode all but
+     its own and kube-system. */}}
+{{- define "toolhive-operator.servedNamespaceSelector" -}}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+{{- if eq .Values.operator.rbac.scope "namespace" }}
+      operator: In
+      values:
+        {{- range .Values.operator.rbac.allowedNamespaces }}
+        - {{ . }}
+        {{- end }}
+{{- else }}
+      operator: NotIn
+      values:
+        {{- include "toolhive-operator.excludedNamespaces" . | nindent 8 }}
+{{- end }}
 {{- end -}}
 
 {{/* Namespaces the webhook configurations never apply to. */}}
