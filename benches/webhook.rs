@@ -105,7 +105,7 @@ fn main() {
             certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
             let policy = webhook::policy::TenancyPolicy::from_text(POLICY).unwrap();
             let state = webhook::WebhookState::new(policy, Scope::Cluster, Arc::new(|_: &str| 3), Metrics::default());
-            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Timeouts::default())
+            webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), webhook::Limits::default())
                 .await
                 .unwrap();
         })

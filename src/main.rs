@@ -92,7 +92,16 @@ async fn main() {
             tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone()));
         }
         let router = webhook::router(state);
-        let tls = webhook::tls::server_config(certs.clone());
+        let tls = match &args.webhook_client_ca {
+            None => webhook::tls::server_config(certs.clone()),
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("--webhook-client-ca {}: {e}", path.display()))
+                .and_then(|pem| {
+                    webhook::tls::server_config_for_clients_of(certs.clone(), &pem)
+                        .map_err(|e| format!("--webhook-client-ca {}: {e}", path.display()))
+                })
+                .unwrap_or_else(|e| fail(e)),
+        };
         tokio::spawn(async move {
             if let Err(e) = webhook::serve_tls(addr, tls, router).await {
                 fail(format!("webhook server on {addr}: {e}"));

@@ -9,11 +9,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use toolhive_operator::runtime::metrics::Metrics;
 use toolhive_operator::shared::config::Scope;
-use toolhive_operator::webhook::{self, Timeouts, VALIDATE_PATH, policy::TenancyPolicy};
+use toolhive_operator::webhook::{self, Limits, VALIDATE_PATH, policy::TenancyPolicy};
 
 /// Short limits, so stalls are noticed quickly.
-const LIMITS: Timeouts =
-    Timeouts { handshake: Duration::from_millis(400), headers: Duration::from_millis(400), request: Duration::from_millis(400) };
+const LIMITS: Limits = Limits {
+    handshake: Duration::from_millis(400),
+    headers: Duration::from_millis(400),
+    request: Duration::from_millis(400),
+    connections: 8,
+};
 
 /// Long enough that a missing limit fails the test instead of hanging it.
 const GIVE_UP: Duration = Duration::from_secs(10);
@@ -21,28 +25,50 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 struct Server {
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
+    ca: controlplane::Authority,
 }
 
 async fn start() -> Server {
+    start_with(None).await
+}
+
+/// The server; with `client_ca`, only to clients holding a certificate it signed.
+async fn start_with(client_ca: Option<&controlplane::Authority>) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = controlplane::Authority::new("webhook-server-test").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
     // Served from memory: this file tests the server, not the certificate directory.
     let certs = webhook::tls::CertStore::new();
     certs.install(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
+    let tls = match client_ca {
+        None => webhook::tls::server_config(certs),
+        Some(clients) => webhook::tls::server_config_for_clients_of(certs, clients.cert_pem().as_bytes()).unwrap(),
+    };
     let state = webhook::WebhookState::new(TenancyPolicy::default(), Scope::Cluster, Arc::new(|_: &str| 0), Metrics::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(webhook::serve_tls_on(listener, webhook::tls::server_config(certs), webhook::router(state), LIMITS));
+    tokio::spawn(webhook::serve_tls_on(listener, tls, webhook::router(state), LIMITS));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config(&ca.cert_pem()).unwrap()));
-    Server { addr, connector }
+    Server { addr, connector, ca }
 }
 
 impl Server {
     async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.connect_with(&self.connector).await.unwrap()
+    }
+
+    async fn connect_with(
+        &self,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-        self.connector.connect(name, tcp).await.unwrap()
+        connector.connect(name, tcp).await
+    }
+
+    /// A connector presenting `identity` as its client certificate.
+    fn connector_as(&self, identity: &controlplane::PemPair) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config_as(&self.ca.cert_pem(), identity).unwrap()))
     }
 }
 
@@ -142,4 +168,54 @@ async fn a_handshake_that_never_starts_is_dropped() {
     let server = start().await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     closed_by_server(&mut tcp).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_before_their_handshake() {
+    let server = start().await;
+    let mut held = Vec::new();
+    for _ in 0..LIMITS.connections {
+        held.push(server.connect().await);
+    }
+    assert!(server.connect_with(&server.connector).await.is_err(), "no handshake for a connection over the limit");
+    // A slot freed is a slot served.
+    drop(held.pop());
+    let answered = tokio::time::timeout(GIVE_UP, async {
+        loop {
+            if let Ok(mut tls) = server.connect_with(&server.connector).await
+                && tls.write_all(&review_request("freed")).await.is_ok()
+            {
+                return read_response(&mut tls).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("served again once a connection closed");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_its_clients_get_past_the_handshake() {
+    let clients = controlplane::Authority::new("apiserver-webhook-clients").unwrap();
+    let server = start_with(Some(&clients)).await;
+    // The API server's client certificate: served.
+    let apiserver = clients.client("kube-apiserver", &[]).unwrap();
+    let mut tls = server.connect_with(&server.connector_as(&apiserver)).await.unwrap();
+    tls.write_all(&review_request("from-apiserver")).await.unwrap();
+    assert!(read_response(&mut tls).await.starts_with("HTTP/1.1 200"));
+    // No certificate, or one from another CA: refused before a request is read.
+    let stranger = controlplane::Authority::new("someone-else").unwrap().client("kube-apiserver", &[]).unwrap();
+    for connector in [server.connector.clone(), server.connector_as(&stranger)] {
+        let refused = match server.connect_with(&connector).await {
+            Err(_) => true,
+            // TLS 1.3: the client finishes first and learns of the refusal on its next read.
+            Ok(mut tls) => {
+                let _ = tls.write_all(&review_request("stranger")).await;
+                let mut buf = [0u8; 64];
+                !matches!(tokio::time::timeout(GIVE_UP, tls.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+            }
+        };
+        assert!(refused, "a client without the CA's certificate was served");
+    }
 }

@@ -42,6 +42,11 @@ pub struct Args {
     /// current (with --webhook-cert-secret).
     #[arg(long, default_value = "")]
     pub webhook_configuration: String,
+    /// PEM CA bundle: only clients with a certificate it signs may connect to the
+    /// webhook (the API server, given its client certificate in an
+    /// AdmissionConfiguration). Unset: any client may connect.
+    #[arg(long)]
+    pub webhook_client_ca: Option<PathBuf>,
     /// How often the operator-issued certificates are checked for renewal.
     #[arg(long, default_value_t = 60)]
     pub webhook_cert_check_seconds: u64,

@@ -21,7 +21,7 @@ pub mod serve;
 pub mod tls;
 
 pub use counts::{Quota, ServerCache};
-pub use serve::{Timeouts, serve_tls, serve_tls_on};
+pub use serve::{Limits, serve_tls, serve_tls_on};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! The TLS server under the webhook router: HTTP/1.1 with keep-alive, and limits on
-//! how long a client may take to finish its TLS handshake, send a request's headers,
-//! and complete a request.
+//! how many connections it holds, how large a request's headers may grow, and how long
+//! a client may take to finish its TLS handshake, send a request's headers, and
+//! complete a request. With them, and the router's budget for bodies, what any client
+//! can make the process hold is bounded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,40 +11,50 @@ use std::time::Duration;
 use axum::{Router, http::StatusCode, response::IntoResponse};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
-use tracing::warn;
+use tracing::{debug, warn};
 
-/// How long a client may take; a client over a limit is disconnected (headers,
-/// handshake) or answered 408 Request Timeout (a request whose body stalls).
+/// What one client may take; a client over a limit is disconnected (connections,
+/// headers, handshake) or answered 408 Request Timeout (a request whose body stalls).
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     pub handshake: Duration,
     /// From waiting for a request (including on an idle keep-alive connection) to
     /// having its headers.
     pub headers: Duration,
     /// From having the headers to the answer being ready.
     pub request: Duration,
+    /// Connections held at once; one more is closed as soon as it is accepted, before
+    /// its handshake. Each costs its TLS and read buffers (under 100 KiB), so this
+    /// bounds what idle or slow connections can hold. The API server keeps a few
+    /// kept-alive connections per replica, far fewer than this.
+    pub connections: usize,
 }
 
-impl Default for Timeouts {
+impl Default for Limits {
     fn default() -> Self {
         let ten = Duration::from_secs(10);
-        Self { handshake: ten, headers: ten, request: ten }
+        Self { handshake: ten, headers: ten, request: ten, connections: 256 }
     }
 }
 
-/// Serves `router` over TLS with the default timeouts.
+/// Largest read buffer of a connection, so largest request head: an AdmissionReview
+/// request's headers are a few hundred bytes. (The body is streamed past it.)
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// Serves `router` over TLS with the default limits.
 pub async fn serve_tls(addr: SocketAddr, tls: rustls::ServerConfig, router: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_tls_on(listener, tls, router, Timeouts::default()).await
+    serve_tls_on(listener, tls, router, Limits::default()).await
 }
 
 pub async fn serve_tls_on(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     router: Router,
-    timeouts: Timeouts,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     loop {
         let (tcp, _peer) = match listener.accept().await {
             Ok(c) => c,
@@ -52,21 +64,27 @@ pub async fn serve_tls_on(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(limit = limits.connections, "webhook connection refused: at the connection limit");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await else { return };
+            let _slot = slot;
+            let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await else { return };
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let answer = router.clone().oneshot(req.map(axum::body::Body::new));
                 async move {
                     // A request whose body stalls is answered 408 once its time is up.
-                    tokio::time::timeout(timeouts.request, answer).await.unwrap_or_else(|_| Ok(StatusCode::REQUEST_TIMEOUT.into_response()))
+                    tokio::time::timeout(limits.request, answer).await.unwrap_or_else(|_| Ok(StatusCode::REQUEST_TIMEOUT.into_response()))
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             // Headers (also the wait for the next request on a kept-alive connection) within the limit.
-            builder.timer(TokioTimer::new()).header_read_timeout(timeouts.headers).keep_alive(true);
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.headers).max_buf_size(MAX_READ_BUFFER).keep_alive(true);
             let _ = builder.serve_connection(TokioIo::new(tls), service).await;
         });
     }

@@ -29,6 +29,8 @@ pub enum CertError {
     Key(rustls::Error),
     #[error("tls.crt and tls.key do not belong together: {0}")]
     Mismatch(rustls::Error),
+    #[error("client CA bundle: {0}")]
+    ClientCa(rustls::Error),
 }
 
 /// The pair served from the next handshake on; empty until one is installed.
@@ -147,13 +149,41 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// TLS 1.2+ server config serving HTTP/1.1 with the hot-reloading certificate.
+/// TLS 1.2+ server config serving HTTP/1.1 with the hot-reloading certificate, to any
+/// client.
 pub fn server_config(store: Arc<CertStore>) -> rustls::ServerConfig {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    http1(builder().with_no_client_auth().with_cert_resolver(store))
+}
+
+/// As [`server_config`], but only to clients with a certificate signed by a CA in
+/// `client_ca_pem`: the API server's, configured in its AdmissionConfiguration. Anyone
+/// else is refused in the handshake, before a byte of a request is read.
+pub fn server_config_for_clients_of(store: Arc<CertStore>, client_ca_pem: &[u8]) -> Result<rustls::ServerConfig, CertError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem) {
+        roots.add(cert.map_err(CertError::CertificatePem)?).map_err(CertError::ClientCa)?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::NoCertificate);
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| CertError::ClientCa(rustls::Error::General(e.to_string())))?;
+    Ok(http1(builder().with_client_cert_verifier(verifier).with_cert_resolver(store)))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn builder() -> rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier> {
+    rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("TLS 1.2 and 1.3 are supported")
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+}
+
+fn http1(mut cfg: rustls::ServerConfig) -> rustls::ServerConfig {
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg
 }

@@ -30,7 +30,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-pub use pki::{Authority, PemPair, tls_client_config};
+pub use pki::{Authority, PemPair, tls_client_config, tls_client_config_as};
 
 /// The repository root (this crate lives in `tests/support`).
 pub fn repo_root() -> PathBuf {

@@ -79,15 +79,31 @@ pub fn signing_key_pems() -> Result<(String, String)> {
 /// A TLS client (ring, TLS 1.2+, HTTP/1.1 by ALPN) trusting only the CA(s) in `ca_pem`,
 /// for talking to a webhook served with a certificate from an [`Authority`].
 pub fn tls_client_config(ca_pem: &str) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    tls_client(ca_pem, None)
+}
+
+/// As [`tls_client_config`], presenting `identity` when the server asks for a client
+/// certificate (as the API server does with an AdmissionConfiguration).
+pub fn tls_client_config_as(ca_pem: &str, identity: &PemPair) -> Result<rustls::ClientConfig> {
+    tls_client(ca_pem, Some(identity))
+}
+
+fn tls_client(ca_pem: &str, identity: Option<&PemPair>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert?)?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(pair) => {
+            let chain = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())?)?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
