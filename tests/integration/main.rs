@@ -16,3 +16,4 @@ mod operator_certs;
 mod real_pods;
 mod reference_parity;
 mod two_installs;
+mod webhook_access;

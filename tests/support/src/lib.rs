@@ -80,6 +80,9 @@ pub struct ControlPlane {
     pub server: String,
     /// CA that signed the API server's serving cert and the admin client cert.
     pub ca_pem: String,
+    /// CA of the client certificate the API server presents to any webhook that asks
+    /// for one (its AdmissionConfiguration): what `--webhook-client-ca` trusts.
+    pub webhook_client_ca_pem: String,
     owns_dir: bool,
     children: Mutex<Vec<(String, Child)>>,
     /// How each component was started (program, arguments), to start it again.
@@ -88,6 +91,38 @@ pub struct ControlPlane {
     host: Option<node::Host>,
     /// With a node: Prometheus's port on 127.0.0.1 (see [`node::prometheus_config`]).
     pub prometheus_port: Option<u16>,
+}
+
+/// The API server's AdmissionConfiguration: both webhook plugins present `client`
+/// to every webhook (user `*`) that asks for a client certificate.
+fn webhook_admission_config(pki_dir: &Path, client: &PemPair) -> Result<PathBuf> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let kubeconfig = pki_dir.join("webhook-client.kubeconfig");
+    write(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&client.cert_pem),
+            b64(&client.key_pem)
+        ),
+    )?;
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    let config = pki_dir.join("admission.yaml");
+    write(
+        &config,
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+            plugin("ValidatingAdmissionWebhook"),
+            plugin("MutatingAdmissionWebhook")
+        ),
+    )?;
+    Ok(config)
 }
 
 /// Makes the child started by `cmd` receive SIGKILL when the thread that spawns it
@@ -105,6 +140,20 @@ pub fn die_with_spawning_thread(cmd: &mut Command) {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16> {
+    // Below the kernel's ephemeral range (32768 and up by default): a port handed out
+    // here is never taken meanwhile by some process's outgoing connection, and each
+    // is handed out once per process (an offset by pid keeps processes apart).
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, (std::process::id() * 97) % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
@@ -154,6 +203,7 @@ impl ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
             server: String::new(),
             ca_pem: ca.cert_pem(),
+            webhook_client_ca_pem: String::new(),
             dir: dir.clone(),
             owns_dir,
             children: Mutex::new(Vec::new()),
@@ -191,6 +241,12 @@ impl ControlPlane {
         let pki_path = |f: &str| pki_dir.join(f).display().to_string();
         write(&pki_dir.join("admin.crt"), &admin.cert_pem)?;
         write(&pki_dir.join("admin.key"), &admin.key_pem)?;
+        // The client certificate the API server shows webhooks that ask for one: a CA
+        // of its own, so trusting it admits the API server and nobody else.
+        let webhook_clients = Authority::new("apiserver-webhook-client-ca")?;
+        let webhook_client = webhook_clients.client("kube-apiserver-webhook-client", &[])?;
+        cp.webhook_client_ca_pem = webhook_clients.cert_pem();
+        let admission_config = webhook_admission_config(&pki_dir, &webhook_client)?;
         let node_flags: Vec<String> = if opts.node {
             vec![
                 // The `kubernetes` Service's endpoint is the bridge address, for pods.
@@ -213,6 +269,7 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", pki_path("apiserver.crt")),
                 format!("--tls-private-key-file={}", pki_path("apiserver.key")),
                 format!("--client-ca-file={}", ca_file.display()),
+                format!("--admission-control-config-file={}", admission_config.display()),
                 "--authorization-mode=RBAC".into(),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 format!("--service-account-key-file={}", sa_pub.display()),
