@@ -6,7 +6,7 @@ NODE ?= 1
 CARGO ?= cargo
 export GOTOOLCHAIN := local
 
-.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission bench-pods bench-scopes static clean
+.PHONY: tools test unit integration controlplane controlplane-down dev dev-down crds bench-controller bench-webhook bench-admission bench-pods bench-scopes bench-webhook-attack static clean
 
 ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
 ## and what the node needs: its Debian packages, kubelet, kube-proxy, kube-scheduler,
@@ -79,6 +79,11 @@ bench-scopes: tools
 
 bench-webhook:
 	$(CARGO) bench --locked --bench webhook
+
+## What a client that is not the API server can make the operator hold: floods of 7 MiB
+## reviews, slow bodies, idle connections, and the same with --webhook-client-ca.
+bench-webhook-attack: tools
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) $(CARGO) bench --locked --bench webhook_attack
 
 ## Creates through a real kube-apiserver: no admission, ValidatingAdmissionPolicy, the operator's webhooks.
 ## MCPServer pod start latency (create -> Ready) on the node `make dev` runs.

@@ -285,3 +285,44 @@ async fn malformed_inputs_get_well_formed_answers() {
     let text = metrics.render();
     assert!(text.contains(r#"controller_runtime_webhook_requests_total{code="413",webhook="validate-mcpserver"} 1"#), "{text}");
 }
+
+#[tokio::test]
+async fn reviews_beyond_the_memory_budget_are_answered_without_their_bodies() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// A body that never yields a byte, and records whether it was read at all.
+    fn never_arriving(read: Arc<AtomicBool>) -> Body {
+        Body::from_stream(futures::stream::poll_fn(move |_| {
+            read.store(true, Ordering::SeqCst);
+            std::task::Poll::<Option<Result<axum::body::Bytes, std::io::Error>>>::Pending
+        }))
+    }
+    let app = app(Scope::Cluster);
+    let declared = webhook::MAX_BODY_BYTES.to_string();
+    // Reviews declaring the largest body (counted twice: the body and its parsed
+    // strings), which never arrives: they hold their share,
+    // as many as the budget has room for.
+    let room = webhook::budget::BUDGET_KIB as usize * 1024 / (2 * webhook::MAX_BODY_BYTES);
+    let mut held = Vec::new();
+    for _ in 0..room {
+        let read = Arc::new(AtomicBool::new(false));
+        let holding = Request::post(VALIDATE_PATH).header("content-length", &declared).body(never_arriving(read.clone())).unwrap();
+        held.push(tokio::spawn(app.clone().oneshot(holding)));
+        while !read.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Another of that size finds no room: 503 after a short wait, its body never read.
+    let second_read = Arc::new(AtomicBool::new(false));
+    let second = Request::post(VALIDATE_PATH).header("content-length", &declared).body(never_arriving(second_read.clone())).unwrap();
+    let res = app.clone().oneshot(second).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!second_read.load(Ordering::SeqCst), "the body of a review beyond the budget was read");
+
+    // A review of the usual size still fits beside them.
+    let small = review("CREATE", "team-a", server(json!({"image": "ghcr.io/acme/x"})), None, "v1beta1").to_string();
+    let (code, out) = call(app, VALIDATE_PATH, small).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    held.iter().for_each(|h| h.abort());
+}

@@ -16,7 +16,8 @@ const LIMITS: Limits = Limits {
     handshake: Duration::from_millis(400),
     headers: Duration::from_millis(400),
     request: Duration::from_millis(400),
-    connections: 8,
+    connections: 12,
+    connections_per_peer: 8,
 };
 
 /// Long enough that a missing limit fails the test instead of hanging it.
@@ -29,11 +30,11 @@ struct Server {
 }
 
 async fn start() -> Server {
-    start_with(None).await
+    start_with(None, LIMITS).await
 }
 
 /// The server; with `client_ca`, only to clients holding a certificate it signed.
-async fn start_with(client_ca: Option<&controlplane::Authority>) -> Server {
+async fn start_with(client_ca: Option<&controlplane::Authority>, limits: Limits) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = controlplane::Authority::new("webhook-server-test").unwrap();
     let pair = ca.serving(&[], &[]).unwrap();
@@ -47,7 +48,7 @@ async fn start_with(client_ca: Option<&controlplane::Authority>) -> Server {
     let state = webhook::WebhookState::new(TenancyPolicy::default(), Scope::Cluster, Arc::new(|_: &str| 0), Metrics::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(webhook::serve_tls_on(listener, tls, webhook::router(state), LIMITS));
+    tokio::spawn(webhook::serve_tls_on(listener, tls, webhook::router(state), limits));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(controlplane::tls_client_config(&ca.cert_pem()).unwrap()));
     Server { addr, connector, ca }
 }
@@ -61,7 +62,18 @@ impl Server {
         &self,
         connector: &tokio_rustls::TlsConnector,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        self.connect_from(std::net::Ipv4Addr::LOCALHOST, connector).await
+    }
+
+    /// A connection from another loopback address (another peer).
+    async fn connect_from(
+        &self,
+        source: std::net::Ipv4Addr,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let tcp = socket.connect(self.addr).await?;
         let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
         connector.connect(name, tcp).await
     }
@@ -172,14 +184,21 @@ async fn a_handshake_that_never_starts_is_dropped() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed_before_their_handshake() {
-    let server = start().await;
+    // Idle connections are kept for the whole test (not cut off by the header timeout).
+    let server = start_with(None, Limits { headers: GIVE_UP, ..LIMITS }).await;
     let mut held = Vec::new();
-    for _ in 0..LIMITS.connections {
+    for _ in 0..LIMITS.connections_per_peer {
         held.push(server.connect().await);
     }
-    assert!(server.connect_with(&server.connector).await.is_err(), "no handshake for a connection over the limit");
+    assert!(server.connect_with(&server.connector).await.is_err(), "no handshake for a connection over the limit per peer");
+    // Another peer gets the slots left, and no more.
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    for _ in LIMITS.connections_per_peer..LIMITS.connections {
+        held.push(server.connect_from(other, &server.connector).await.unwrap());
+    }
+    assert!(server.connect_from(other, &server.connector).await.is_err(), "no handshake for a connection over the limit");
     // A slot freed is a slot served.
-    drop(held.pop());
+    drop(held.remove(0));
     let answered = tokio::time::timeout(GIVE_UP, async {
         loop {
             if let Ok(mut tls) = server.connect_with(&server.connector).await
@@ -198,7 +217,7 @@ async fn connections_beyond_the_limit_are_closed_before_their_handshake() {
 #[tokio::test]
 async fn with_a_client_ca_only_its_clients_get_past_the_handshake() {
     let clients = controlplane::Authority::new("apiserver-webhook-clients").unwrap();
-    let server = start_with(Some(&clients)).await;
+    let server = start_with(Some(&clients), LIMITS).await;
     // The API server's client certificate: served.
     let apiserver = clients.client("kube-apiserver", &[]).unwrap();
     let mut tls = server.connect_with(&server.connector_as(&apiserver)).await.unwrap();

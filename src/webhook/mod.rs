@@ -7,6 +7,7 @@
 //! `issuer` keep the serving certificate. Nothing on the request path calls the API
 //! server.
 
+pub mod budget;
 pub mod counts;
 pub mod image;
 pub mod issuer;
@@ -28,7 +29,7 @@ use std::time::Instant;
 
 use axum::{
     Router,
-    body::{Body, Bytes},
+    body::Body,
     extract::{Request, State},
     http::{
         HeaderValue, StatusCode,
@@ -74,19 +75,12 @@ impl WebhookState {
     }
 }
 
-/// KiB of review bodies read and parsed at once. A parsed review takes several times
-/// its body, so this bounds what a burst of large reviews can take (the chart's limit
-/// is 128 MiB): a 7 MiB review is handled alone, while thousands of the usual few-KiB
-/// reviews fit side by side.
-const REVIEW_BUDGET_KIB: u32 = 8 * 1024;
-
 /// What the handlers share: the state, and each hook's metric series resolved once.
 struct Served {
     state: WebhookState,
     mutate: HookMetrics,
     validate: HookMetrics,
-    /// [`REVIEW_BUDGET_KIB`] permits, one per KiB a review in flight declares.
-    budget: tokio::sync::Semaphore,
+    budget: budget::ReviewBudget,
 }
 
 struct HookMetrics {
@@ -109,7 +103,7 @@ pub fn router(state: WebhookState) -> Router {
         mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
         validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
         state,
-        budget: tokio::sync::Semaphore::new(REVIEW_BUDGET_KIB as usize),
+        budget: budget::ReviewBudget::default(),
     };
     Router::new()
         .route(MUTATE_PATH, post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Mutate, request).await }))
@@ -125,20 +119,33 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         Hook::Mutate => &served.mutate,
         Hook::Validate => &served.validate,
     };
-    // The body is read and parsed within the budget, by the size it declares (the
-    // largest legal one when it declares none).
-    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()).unwrap_or(MAX_BODY_BYTES);
-    let kib = u32::try_from(declared.min(MAX_BODY_BYTES).div_ceil(1024)).unwrap_or(REVIEW_BUDGET_KIB).clamp(1, REVIEW_BUDGET_KIB);
-    let Ok(_budget) = served.budget.acquire_many(kib).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the webhook is shutting down").into_response();
+    // The body is read within the budget by the size it declares (the largest legal
+    // one when it declares none), then parsed within it by what parsing will take.
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .or_else(|| usize::try_from(axum::body::HttpBody::size_hint(request.body()).exact()?).ok())
+        .unwrap_or(MAX_BODY_BYTES)
+        .min(MAX_BODY_BYTES);
+    let refuse = |refused: budget::Refused| {
+        metrics.count(&served.state.metrics, refused.code);
+        (refused.code, refused.message).into_response()
     };
-    let body = match read_limited(request.into_body()).await {
+    let mut permit = match served.budget.admit(declared).await {
+        Ok(permit) => permit,
+        Err(refused) => return refuse(refused),
+    };
+    let body = match read_limited(request.into_body(), declared).await {
         Ok(body) => body,
         Err((code, message)) => {
             metrics.count(&served.state.metrics, code);
             return (code, message).into_response();
         }
     };
+    if let Err(refused) = served.budget.for_parsing(&mut permit, &body).await {
+        return refuse(refused);
+    }
     let state = &served.state;
     state.metrics.webhook_in_flight.inc();
     let start = Instant::now();
@@ -193,17 +200,23 @@ fn record(state: &WebhookState, webhook: &'static str, outcome: &Outcome) {
     state.metrics.admission_decisions.with_label_values(&[namespace, outcome.operation, decision, outcome.reason]).inc();
 }
 
-/// The request body, up to the largest legal AdmissionReview. Read here, not by a
-/// body-limit layer, so a refused body is counted like any other answer.
-async fn read_limited(body: Body) -> Result<Bytes, (StatusCode, &'static str)> {
-    use http_body_util::{BodyExt, LengthLimitError, Limited};
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => {
-            Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)"))
+/// The request body, up to the largest legal AdmissionReview, read into one buffer
+/// of the size it declares (collecting chunks and joining them would hold it twice).
+/// Read here, not by a body-limit layer, so a refused body is counted like any other
+/// answer.
+async fn read_limited(mut body: Body, declared: usize) -> Result<Vec<u8>, (StatusCode, &'static str)> {
+    use http_body_util::BodyExt;
+    let mut buffer = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err((StatusCode::BAD_REQUEST, "request body could not be read")) };
+        if let Some(data) = frame.data_ref() {
+            if buffer.len() + data.len() > MAX_BODY_BYTES {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the largest AdmissionReview (7 MiB)"));
+            }
+            buffer.extend_from_slice(data);
         }
-        Err(_) => Err((StatusCode::BAD_REQUEST, "request body could not be read")),
     }
+    Ok(buffer)
 }
 
 fn json_response(code: StatusCode, answer: Result<Vec<u8>, serde_json::Error>) -> Response {

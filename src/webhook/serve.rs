@@ -24,16 +24,19 @@ pub struct Limits {
     /// From having the headers to the answer being ready.
     pub request: Duration,
     /// Connections held at once; one more is closed as soon as it is accepted, before
-    /// its handshake. Each costs its TLS and read buffers (under 100 KiB), so this
-    /// bounds what idle or slow connections can hold. The API server keeps a few
-    /// kept-alive connections per replica, far fewer than this.
+    /// its handshake. An idle one costs its TLS and read buffers (about 12 KiB), so
+    /// this bounds what idle or slow connections can hold.
     pub connections: usize,
+    /// Connections held at once from one peer address: one client cannot take every
+    /// slot. The API server opens one per review in flight (HTTP/1.1), from the few
+    /// addresses of the control plane.
+    pub connections_per_peer: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         let ten = Duration::from_secs(10);
-        Self { handshake: ten, headers: ten, request: ten, connections: 256 }
+        Self { handshake: ten, headers: ten, request: ten, connections: 1024, connections_per_peer: 128 }
     }
 }
 
@@ -55,8 +58,9 @@ pub async fn serve_tls_on(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let peers = Arc::new(PeerCounts::default());
     loop {
-        let (tcp, _peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -66,14 +70,17 @@ pub async fn serve_tls_on(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(limit = limits.connections, "webhook connection refused: at the connection limit");
-            drop(tcp);
+            continue;
+        };
+        let Some(peer_slot) = PeerCounts::enter(&peers, peer.ip(), limits.connections_per_peer) else {
+            debug!(%peer, limit = limits.connections_per_peer, "webhook connection refused: at the limit for its address");
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await else { return };
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let answer = router.clone().oneshot(req.map(axum::body::Body::new));
@@ -87,5 +94,39 @@ pub async fn serve_tls_on(
             builder.timer(TokioTimer::new()).header_read_timeout(limits.headers).max_buf_size(MAX_READ_BUFFER).keep_alive(true);
             let _ = builder.serve_connection(TokioIo::new(tls), service).await;
         });
+    }
+}
+
+/// Connections held per peer address.
+#[derive(Default)]
+struct PeerCounts(parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in its peer's count, given back when dropped.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    peer: std::net::IpAddr,
+}
+
+impl PeerCounts {
+    fn enter(counts: &Arc<Self>, peer: std::net::IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut held = counts.0.lock();
+        let n = held.entry(peer).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { counts: counts.clone(), peer })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.0.lock();
+        if let Some(n) = held.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.peer);
+            }
+        }
     }
 }
