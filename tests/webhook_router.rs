@@ -326,3 +326,44 @@ async fn reviews_beyond_the_memory_budget_are_answered_without_their_bodies() {
     assert_eq!(out["response"]["allowed"], true, "{out}");
     held.iter().for_each(|h| h.abort());
 }
+
+#[tokio::test]
+async fn rules_in_warn_or_audit_mode_admit_with_a_warning_or_an_audit_note() {
+    let policy = TenancyPolicy::from_text(
+        r#"
+defaults:
+  allowedRegistries: [ghcr.io/acme]
+  allowedTransports: [stdio]
+  maxMCPServers: 1
+  enforcement: {registry: warn, transport: audit, quota: warn}
+namespaces:
+  strict: {enforcement: {registry: enforce}}
+"#,
+    )
+    .unwrap();
+    let metrics = Metrics::default();
+    let app = webhook::router(webhook::WebhookState::new(policy, Scope::Cluster, Arc::new(|_: &str| 1), metrics.clone()));
+    let spec = json!({"image": "docker.io/x/y", "transport": "sse"});
+    let (code, out) = call(app.clone(), VALIDATE_PATH, review("CREATE", "team-a", server(spec.clone()), None, "v1beta1").to_string()).await;
+    assert_eq!(code, StatusCode::OK);
+    let response = &out["response"];
+    assert_eq!(response["allowed"], true, "{out}");
+    let warnings: Vec<&str> = response["warnings"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("spec.image: Forbidden: registry \"docker.io\" is not allowed")
+            && warnings[0].ends_with("(policy rule \"registry\" in warn mode)"),
+        "{warnings:?}"
+    );
+    assert!(warnings[1].contains("already has 1 MCPServers, the most it may hold is 1"), "quota in warn mode: {warnings:?}");
+    assert!(response["auditAnnotations"]["policy-audit"].as_str().unwrap().starts_with("spec.transport: "), "{out}");
+
+    // Where the namespace enforces the registry rule, the same server is refused, and
+    // the rules still in warn mode are warned about beside the denial.
+    let (_, out) = call(app, VALIDATE_PATH, review("CREATE", "strict", server(spec), None, "v1beta1").to_string()).await;
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(message(&out["response"]).starts_with("spec.image: Forbidden: registry"), "{out}");
+    assert!(!message(&out["response"]).contains("transport"), "audit-mode rules are not in the denial: {out}");
+    let text = metrics.render();
+    assert!(text.contains(r#"decision="warned""#), "{text}");
+}

@@ -186,7 +186,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
 
 /// Logs and counts one decision.
 fn record(state: &WebhookState, webhook: &'static str, outcome: &Outcome) {
-    let decision = if outcome.allowed { "allowed" } else { "denied" };
+    let decision = outcome.decision;
     let _span = debug_span!("admission", webhook, uid = %outcome.uid, namespace = %outcome.namespace,
         operation = outcome.operation, decision, reason = outcome.reason)
     .entered();

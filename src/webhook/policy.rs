@@ -102,6 +102,14 @@ pub struct Rules {
     /// Unset: the namespace name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// How each tenancy rule is applied, to roll a policy out: enforce (refused, the
+    /// default), warn (admitted, with a warning kubectl prints) or audit (admitted and
+    /// counted). Stored MCPServers are checked again whenever the policy changes and
+    /// get a PolicyCompliant condition. Rules that keep the operator itself safe (spec
+    /// shape, removed and unsupported fields, size, ServiceAccount, image syntax) are
+    /// always enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     /// `allowed_registries` parsed, filled when the policy is loaded (None: not yet).
     #[serde(skip)]
     #[schemars(skip)]
@@ -121,6 +129,68 @@ impl Rules {
     fn with_parsed_registries(mut self) -> Self {
         self.parsed_registries = Some(self.registry_rules().into_owned());
         self
+    }
+}
+
+/// How a tenancy rule is applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A create or update that breaks the rule is refused.
+    #[default]
+    Enforce,
+    /// Admitted, with an admission warning naming the field and the rule.
+    Warn,
+    /// Admitted; counted in toolhive_admission_decisions_total{decision="audited"} and
+    /// written as an audit annotation.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// The mode of each tenancy rule; a rule left out is enforced. Per namespace, each
+/// field left out falls back to `defaults.enforcement`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Enforcement {
+    /// allowedNamespaces (read from `defaults` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Mode>,
+    /// allowedRegistries, for spec.image and the pod template's images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Mode>,
+    /// allowedTransports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Mode>,
+    /// maxMCPServers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Mode>,
+    /// proxyResources and mcpResources ceilings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Mode>,
+    /// podSecurityStandard and podSecurity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<Mode>,
+}
+
+impl Enforcement {
+    fn over(&self, base: &Enforcement) -> Enforcement {
+        Enforcement {
+            namespace: self.namespace.or(base.namespace),
+            registry: self.registry.or(base.registry),
+            transport: self.transport.or(base.transport),
+            quota: self.quota.or(base.quota),
+            resources: self.resources.or(base.resources),
+            pod_security: self.pod_security.or(base.pod_security),
+        }
     }
 }
 
@@ -296,6 +366,10 @@ impl TenancyPolicy {
             pod_security: n.pod_security.clone().or_else(|| d.pod_security.clone()),
             pod_security_standard: n.pod_security_standard.or(d.pod_security_standard),
             team: n.team.clone().or_else(|| d.team.clone()),
+            enforcement: match (&n.enforcement, &d.enforcement) {
+                (Some(own), Some(base)) => Some(own.over(base)),
+                (own, base) => own.clone().or_else(|| base.clone()),
+            },
             parsed_registries: None,
         }
     }

@@ -21,6 +21,8 @@ pub enum Hook {
 pub struct Outcome {
     pub answer: AdmissionReview<DynamicObject>,
     pub allowed: bool,
+    /// "allowed", "denied", or admitted despite rules in "warned" or "audited" mode.
+    pub decision: &'static str,
     /// "allowed", "mutated", "malformed" or a [`rules::Rule`] name.
     pub reason: &'static str,
     pub uid: String,
@@ -97,7 +99,16 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
         Hook::Mutate => mutate_object(response, object, &namespace, facts),
         Hook::Validate => validate_object(response, &request, object, &namespace, facts),
     };
-    Outcome { allowed: response.allowed, answer: response.into_review(), reason, uid: request.uid, namespace, operation }
+    let decision = if !response.allowed {
+        "denied"
+    } else if response.warnings.is_some() {
+        "warned"
+    } else if !response.audit_annotations.is_empty() {
+        "audited"
+    } else {
+        "allowed"
+    };
+    Outcome { allowed: response.allowed, decision, answer: response.into_review(), reason, uid: request.uid, namespace, operation }
 }
 
 /// The request, or the uid (if one could be read) and what is wrong.
@@ -122,7 +133,7 @@ fn read(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, (String, String)
 fn malformed(uid: String, namespace: String, operation: &'static str, message: String) -> Outcome {
     let mut response = deny(AdmissionResponse::invalid(""), 400, "BadRequest", message);
     response.uid = uid.clone();
-    Outcome { answer: response.into_review(), allowed: false, reason: MALFORMED, uid, namespace, operation }
+    Outcome { answer: response.into_review(), allowed: false, decision: "denied", reason: MALFORMED, uid, namespace, operation }
 }
 
 fn mutate_object(response: AdmissionResponse, object: &DynamicObject, namespace: &str, facts: &Facts) -> (AdmissionResponse, &'static str) {
@@ -158,15 +169,29 @@ fn validate_object(
     }
     let name = object.metadata.name.as_deref().unwrap_or(request.name.as_str());
     let create = (request.operation == Operation::Create).then_some(rules::Create { name, dry_run: request.dry_run });
-    let violations = rules::validate(spec, namespace, create, facts);
-    match violations.first() {
-        None => (response, "allowed"),
-        Some(first) => {
+    let judged = rules::judge(rules::validate(spec, namespace, create, facts), namespace, facts.policy);
+    let mut response = response;
+    if !judged.warned.is_empty() {
+        // kubectl prints each as "Warning: ..."; the rule is in warn mode, not yet enforced.
+        let warnings = judged.warned.iter().map(|v| format!("{v} (policy rule {:?} in warn mode)", v.rule.name())).collect();
+        response.warnings = Some(warnings);
+    }
+    if !judged.audited.is_empty() {
+        response.audit_annotations.insert(AUDIT_ANNOTATION.into(), rules::denial_message(&judged.audited));
+    }
+    match (judged.enforced.first(), judged.warned.first(), judged.audited.first()) {
+        (Some(first), _, _) => {
             let reason = first.rule.name();
-            (deny(response, 403, "Forbidden", rules::denial_message(&violations)), reason)
+            (deny(response, 403, "Forbidden", rules::denial_message(&judged.enforced)), reason)
         }
+        (None, Some(first), _) | (None, None, Some(first)) => (response, first.rule.name()),
+        (None, None, None) => (response, "allowed"),
     }
 }
+
+/// The audit annotation an admitted review carries for rules in audit mode (the API
+/// server's audit log records it under the webhook's name).
+pub const AUDIT_ANNOTATION: &str = "policy-audit";
 
 fn deny(response: AdmissionResponse, code: u16, reason: &str, message: String) -> AdmissionResponse {
     let mut response = response.deny(message);

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::image::ImageRef;
 use super::pod_security;
-use super::policy::{ResourcePolicy, Rules, TenancyPolicy};
+use super::policy::{Enforcement, Mode, ResourcePolicy, Rules, TenancyPolicy};
 use super::quantity;
 use crate::kinds::mcpserver::api::REMOVED_FIELDS;
 use crate::shared::config::Scope;
@@ -41,6 +41,21 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// How the rule is applied under `rules` (the namespace's) and `defaults` (for the
+    /// namespace rule): the tenancy rules as the policy says, the rest always enforced.
+    pub fn mode(self, rules: &Rules, defaults: &Rules) -> Mode {
+        let of = |rules: &Rules, pick: fn(&Enforcement) -> Option<Mode>| rules.enforcement.as_ref().and_then(pick).unwrap_or_default();
+        match self {
+            Rule::Namespace => of(defaults, |e| e.namespace),
+            Rule::Registry => of(rules, |e| e.registry),
+            Rule::Transport => of(rules, |e| e.transport),
+            Rule::Quota => of(rules, |e| e.quota),
+            Rule::Resources => of(rules, |e| e.resources),
+            Rule::PodSecurity => of(rules, |e| e.pod_security),
+            Rule::Spec | Rule::RemovedField | Rule::Size | Rule::Unsupported | Rule::ServiceAccount | Rule::Image => Mode::Enforce,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Rule::Namespace => "namespace",
@@ -98,6 +113,28 @@ impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}: {}", self.field, self.error.as_str(), self.detail)
     }
+}
+
+/// Violations sorted by how the policy applies them.
+#[derive(Debug, Default)]
+pub struct Judged {
+    pub enforced: Vec<Violation>,
+    pub warned: Vec<Violation>,
+    pub audited: Vec<Violation>,
+}
+
+/// Sorts `violations` of an MCPServer in `namespace` by their rules' modes.
+pub fn judge(violations: Vec<Violation>, namespace: &str, policy: &TenancyPolicy) -> Judged {
+    let rules = policy.rules_for(namespace);
+    let mut judged = Judged::default();
+    for v in violations {
+        match v.rule.mode(&rules, &policy.defaults) {
+            Mode::Enforce => judged.enforced.push(v),
+            Mode::Warn => judged.warned.push(v),
+            Mode::Audit => judged.audited.push(v),
+        }
+    }
+    judged
 }
 
 /// The message `kubectl` shows for a denial: every violation, in order.
@@ -245,11 +282,9 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     // Last: a place in the quota is taken only by a create that is otherwise allowed.
     if let (Some(create), Some(max)) = (create, rules.max_mcp_servers) {
         let max = max as usize;
-        let place = if out.is_empty() && !create.dry_run {
-            facts.quota.reserve(namespace, create.name, max)
-        } else {
-            facts.quota.check(namespace, max)
-        };
+        let refused = out.iter().any(|v| v.rule.mode(&rules, &facts.policy.defaults) == Mode::Enforce);
+        let place =
+            if !refused && !create.dry_run { facts.quota.reserve(namespace, create.name, max) } else { facts.quota.check(namespace, max) };
         if let Err(have) = place {
             out.push(Violation::new(
                 "metadata.namespace",
