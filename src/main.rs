@@ -53,7 +53,9 @@ async fn main() {
     spawn_server("health", health_addr, http::health_router(readiness.clone()));
     spawn_server("metrics", metrics_addr, http::metrics_router(metrics.clone()));
 
-    // Webhook: every replica, independent of leadership.
+    // Webhook: every replica, independent of leadership. With it comes the tenancy
+    // policy, which the controller also checks stored servers against.
+    let mut policy_watch = None;
     if args.webhook_bind_address.is_empty() {
         readiness.webhook_ready.store(true, Ordering::Relaxed);
     } else {
@@ -88,9 +90,19 @@ async fn main() {
         let cache = webhook::ServerCache::over(caches.servers());
         let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone())
             .with_namespace_levels(webhook::namespaces::NamespaceLevels::start(&client, &scope));
+        let (policy_changed, policy_changes) = tokio::sync::watch::channel(0u64);
         if let Some(path) = args.tenancy_policy.clone() {
-            tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone()));
+            tokio::spawn(webhook::policy::watch(path, state.policy.clone(), Duration::from_secs(5), metrics.clone(), policy_changed));
         }
+        let check = webhook::stored_server_check(&state);
+        metrics
+            .registry
+            .register(Box::new(controller::PolicyFindings::new(
+                caches.servers().iter().map(|c| c.store().clone()).collect(),
+                check.clone(),
+            )))
+            .unwrap_or_else(|e| fail(format!("cannot register the policy gauge: {e}")));
+        policy_watch = Some(controller::PolicyWatch { check, changes: policy_changes });
         let router = webhook::router(state);
         let tls = match &args.webhook_client_ca {
             None => webhook::tls::server_config(certs.clone()),
@@ -128,7 +140,7 @@ async fn main() {
     );
     let leader_gauge = metrics.leader.with_label_values(&[LEADER_LEASE_NAME]);
     let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
-    let shared = Arc::new(controller::Shared::new(
+    let shared = controller::Shared::new(
         client.clone(),
         metrics.clone(),
         toolhive_operator::kinds::mcpserver::resources::ProxySettings {
@@ -138,7 +150,11 @@ async fn main() {
         },
         identity,
         args.max_concurrent_reconciles,
-    ));
+    );
+    let shared = Arc::new(match policy_watch {
+        Some(policy) => shared.with_policy(policy),
+        None => shared,
+    });
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     // Each term: wait to lead, reconcile until leadership is lost, stop writing at

@@ -75,6 +75,30 @@ impl WebhookState {
     }
 }
 
+/// The check the controller runs on stored MCPServers: the validating rules under the
+/// policy in force, each finding with its rule's mode (quota aside: a stored server
+/// already holds its place). None while the policy is empty.
+pub fn stored_server_check(state: &WebhookState) -> crate::kinds::mcpserver::status::PolicyCheck {
+    use crate::kinds::mcpserver::status::PolicyFinding;
+    let (policy, scope, levels) = (state.policy.clone(), state.scope.clone(), state.namespace_levels.clone());
+    Arc::new(move |namespace: &str, spec: &serde_json::Value| {
+        let policy = policy.read().clone();
+        if *policy == TenancyPolicy::default() {
+            return None;
+        }
+        let no_quota = |_: &str| 0usize;
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespace_level: &|ns: &str| levels.get(ns) };
+        let judged = rules::judge(rules::validate(Some(spec), namespace, None, &facts), namespace, &policy);
+        let findings = [("enforce", judged.enforced), ("warn", judged.warned), ("audit", judged.audited)]
+            .into_iter()
+            .flat_map(|(mode, violations)| {
+                violations.into_iter().map(move |v| PolicyFinding { rule: v.rule.name(), mode, message: v.to_string() })
+            })
+            .collect();
+        Some(findings)
+    })
+}
+
 /// What the handlers share: the state, and each hook's metric series resolved once.
 struct Served {
     state: WebhookState,

@@ -256,8 +256,8 @@ pub fn load(path: Option<&Path>) -> Result<TenancyPolicy, PolicyError> {
 }
 
 /// Re-reads the policy every `poll`; an invalid file is reported and the last good
-/// policy stays.
-pub async fn watch(path: PathBuf, shared: SharedPolicy, poll: Duration, metrics: Metrics) {
+/// policy stays. Each new policy in force bumps `changes`.
+pub async fn watch(path: PathBuf, shared: SharedPolicy, poll: Duration, metrics: Metrics, changes: tokio::sync::watch::Sender<u64>) {
     let mut last_text = std::fs::read_to_string(&path).ok();
     loop {
         tokio::time::sleep(poll).await;
@@ -269,6 +269,7 @@ pub async fn watch(path: PathBuf, shared: SharedPolicy, poll: Duration, metrics:
         match load(Some(&path)) {
             Ok(p) => {
                 *shared.write() = Arc::new(p);
+                changes.send_modify(|n| *n += 1);
                 metrics.policy_reloads.with_label_values(&["success"]).inc();
                 info!(path = %path.display(), "tenancy policy reloaded");
             }

@@ -13,6 +13,7 @@ mod controlplane_basics;
 mod guide;
 mod guide_flow;
 mod operator_certs;
+mod policy_rollout;
 mod real_pods;
 mod reference_parity;
 mod two_installs;

@@ -18,12 +18,14 @@ use super::guide::{Guide, guide, server};
 
 /// One install: its release (named after its namespace), its team namespace and its
 /// operator process, authenticated as the chart's ServiceAccount.
-struct Install {
-    release: String,
-    release_ns: String,
-    team: String,
-    values: PathBuf,
-    operator: Operator,
+pub struct Install {
+    pub release: String,
+    pub release_ns: String,
+    pub team: String,
+    pub values: PathBuf,
+    /// The policy file the operator reads (the chart's ConfigMap, as mounted).
+    pub policy_path: PathBuf,
+    pub operator: Operator,
 }
 
 impl Install {
@@ -32,12 +34,21 @@ impl Install {
         format!("{}-toolhive-operator", self.release)
     }
 
-    fn servers(&self, client: &Client) -> Api<MCPServer> {
+    pub fn servers(&self, client: &Client) -> Api<MCPServer> {
         Api::namespaced(client.clone(), &self.team)
     }
 }
 
-async fn install(admin: &Client, kc: &Path, ca: &controlplane::Authority, unit: &str, elsewhere: &str) -> Install {
+/// Installs a namespace-mode release for `unit` (its own namespace and team
+/// namespace) with `policy`, and starts its operator on the host.
+pub async fn install_with_policy(
+    admin: &Client,
+    kc: &Path,
+    ca: &controlplane::Authority,
+    unit: &str,
+    elsewhere: &str,
+    policy: serde_json::Value,
+) -> Install {
     let cp = controlplane::shared();
     let release_ns = cp.namespace(admin, &format!("{unit}-sys")).await.unwrap();
     let team = cp.namespace(admin, &format!("{unit}-team")).await.unwrap();
@@ -53,7 +64,7 @@ async fn install(admin: &Client, kc: &Path, ca: &controlplane::Authority, unit: 
             "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
             "webhook": {"url": format!("https://127.0.0.1:{port}"), "caBundle": ca.cert_pem(),
                         "unservedNamespaces": {"servedElsewhere": [elsewhere]}},
-            "tenancy": {"policy": {"contact": format!("#{unit}-platform"), "defaults": {"allowedRegistries": ["ghcr.io/acme"]}}}
+            "tenancy": {"policy": policy}
         }))
         .unwrap(),
     )
@@ -80,14 +91,19 @@ async fn install(admin: &Client, kc: &Path, ca: &controlplane::Authority, unit: 
         ],
         &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)],
     );
-    Install { release, release_ns, team, values, operator }
+    Install { release, release_ns, team, values, policy_path, operator }
 }
 
-async fn ready(install: &Install) {
+async fn install(admin: &Client, kc: &Path, ca: &controlplane::Authority, unit: &str, elsewhere: &str) -> Install {
+    let policy = json!({"contact": format!("#{unit}-platform"), "defaults": {"allowedRegistries": ["ghcr.io/acme"]}});
+    install_with_policy(admin, kc, ca, unit, elsewhere, policy).await
+}
+
+pub async fn ready(install: &Install) {
     eventually("the operator to be ready", &install.operator, || async { install.operator.ready().then_some(()) }).await;
 }
 
-async fn running(install: &Install, admin: &Client, name: &str) {
+pub async fn running(install: &Install, admin: &Client, name: &str) {
     let api = install.servers(admin);
     eventually(&format!("{}/{name} to be reconciled", install.team), &install.operator, || async {
         api.get_opt(name).await.ok()??.status?.url.contains(name).then_some(())

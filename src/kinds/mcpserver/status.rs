@@ -44,6 +44,44 @@ fn session_storage_warning(server: &MCPServer) -> ConditionReport {
 }
 const GROUP_REF: &str = crate::kinds::mcpserver::group_ref::CONDITION_GROUP_REF_VALIDATED;
 
+/// Whether the stored server meets the tenancy policy in force (checked again when
+/// the policy changes); set only where the operator runs with a policy.
+pub const CONDITION_POLICY_COMPLIANT: &str = "PolicyCompliant";
+
+/// One way a stored MCPServer does not meet the tenancy policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyFinding {
+    /// The rule's name (bounded: a metric label).
+    pub rule: &'static str,
+    /// How the policy applies the rule: enforce, warn or audit.
+    pub mode: &'static str,
+    /// Field path and what to change.
+    pub message: String,
+}
+
+/// Checks a stored MCPServer's spec in a namespace against the tenancy policy in
+/// force; None when there is no policy to meet. Supplied by the binary (the rules
+/// live with the webhook).
+pub type PolicyCheck = std::sync::Arc<dyn Fn(&str, &serde_json::Value) -> Option<Vec<PolicyFinding>> + Send + Sync>;
+
+fn policy_compliance(findings: &[PolicyFinding]) -> ConditionReport {
+    if findings.is_empty() {
+        return ConditionReport::new(CONDITION_POLICY_COMPLIANT, true, "Compliant", "meets the tenancy policy");
+    }
+    let each: Vec<String> = findings.iter().map(|f| format!("{} (rule {}, {} mode)", f.message, f.rule, f.mode)).collect();
+    let message = format!("does not meet the tenancy policy; the operator leaves it running and unchanged: {}", each.join("; "));
+    // The reason is the most severe mode among them, so a rule moving from warn to
+    // enforce changes it (and makes a new Event, not a repeat of the last).
+    let reason = if findings.iter().any(|f| f.mode == "enforce") {
+        "PolicyViolation"
+    } else if findings.iter().any(|f| f.mode == "warn") {
+        "PolicyWarning"
+    } else {
+        "PolicyAudit"
+    };
+    ConditionReport::new(CONDITION_POLICY_COMPLIANT, false, reason, message)
+}
+
 /// What the reconciler saw this round.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Observed {
@@ -61,6 +99,8 @@ pub struct Observed {
     pub references: crate::kinds::mcpserver::references::References,
     /// spec.groupRef: the group's name and where it stands.
     pub group_ref: Option<(String, crate::kinds::mcpserver::group_ref::GroupRefState)>,
+    /// What the tenancy policy finds wrong with the stored server (None: no policy).
+    pub policy: Option<Vec<PolicyFinding>>,
 }
 
 pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCPServerStatus {
@@ -104,6 +144,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
     reports.push(session_storage_warning(server));
     reports.push(rate_limit_validity(server));
     reports.extend(observed.references.conditions.iter().cloned());
+    reports.extend(observed.policy.as_deref().map(policy_compliance));
     let generation = server.metadata.generation;
     let conditions =
         reports.iter().map(|c| condition(&previous.conditions, c.type_, c.status_str(), c.reason, &c.message, generation, &now)).collect();
@@ -120,7 +161,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
 /// The condition types this operator sets on an MCPServer. Conditions of any other
 /// type belong to whoever set them: the operator never writes them back.
 pub fn our_condition_types() -> impl Iterator<Item = &'static str> {
-    [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID]
+    [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID, CONDITION_POLICY_COMPLIANT]
         .into_iter()
         .chain(crate::kinds::mcpserver::references::REF_CONDITION_TYPES.iter().copied())
 }
@@ -315,5 +356,26 @@ mod tests {
         let failed = desired_status(&s, &observed, t("2026-01-01T00:00:00Z"));
         assert_eq!(failed.phase, Some(Phase::Failed));
         assert_eq!(failed.message, "pod c container mcp: CrashLoopBackOff");
+    }
+
+    #[test]
+    fn policy_compliance_is_reported_only_under_a_policy_and_named_by_its_most_severe_mode() {
+        let s = server(json!({"image": "docker.io/x/y"}));
+        let condition = |policy: Option<Vec<PolicyFinding>>| {
+            let status = desired_status(&s, &Observed { policy, ..Default::default() }, Time(jiff::Timestamp::now()));
+            status.conditions.into_iter().find(|c| c.type_ == CONDITION_POLICY_COMPLIANT).map(|c| (c.status, c.reason, c.message))
+        };
+        assert_eq!(condition(None), None, "no policy, no condition");
+        assert_eq!(condition(Some(vec![])).unwrap().0, "True");
+        let finding = |rule, mode| PolicyFinding { rule, mode, message: format!("spec.{rule}: Forbidden: no") };
+        let (status, reason, message) = condition(Some(vec![finding("transport", "audit"), finding("registry", "warn")])).unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "PolicyWarning"));
+        assert!(
+            message.contains("spec.registry: Forbidden: no (rule registry, warn mode)")
+                && message.contains("leaves it running and unchanged"),
+            "{message}"
+        );
+        assert_eq!(condition(Some(vec![finding("transport", "audit")])).unwrap().1, "PolicyAudit");
+        assert_eq!(condition(Some(vec![finding("registry", "warn"), finding("quota", "enforce")])).unwrap().1, "PolicyViolation");
     }
 }

@@ -9,7 +9,7 @@ mod report;
 pub mod resolve;
 
 pub use caches::{Caches, ConfigCaches, ScopeCaches};
-pub use report::ServerPhases;
+pub use report::{PolicyFindings, ServerPhases};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +64,15 @@ pub struct Shared {
     /// object from writing (and announcing) the same status twice. Only the operator
     /// writes MCPServer status.
     status_written: Mutex<HashMap<(String, String), WrittenStatus>>,
+    /// The tenancy policy stored servers are checked against, and its changes (each
+    /// reconciles every server again); None without a policy.
+    pub policy: Option<PolicyWatch>,
+}
+
+/// The policy check, and a counter bumped each time the policy in force changes.
+pub struct PolicyWatch {
+    pub check: crate::kinds::mcpserver::status::PolicyCheck,
+    pub changes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A status the operator wrote, and for which incarnation and generation of the object.
@@ -93,7 +102,13 @@ impl Shared {
             failures: Mutex::default(),
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
             status_written: Mutex::default(),
+            policy: None,
         }
+    }
+
+    /// Checks stored servers against `policy`, again whenever it changes.
+    pub fn with_policy(self, policy: PolicyWatch) -> Self {
+        Self { policy: Some(policy), ..self }
     }
 }
 
@@ -145,7 +160,17 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     let (c, cfg) = (&caches, &caches.configs);
     // The configuration kinds: resolved into the RunConfig; a change reconciles the
     // servers that reference it (so the proxy rolls), found in the server cache.
+    // A new tenancy policy: every server is checked again (its PolicyCompliant condition).
+    let policy_changes = match &shared.policy {
+        Some(policy) => futures::stream::unfold(policy.changes.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+        .boxed(),
+        None => futures::stream::pending().boxed(),
+    };
     let servers_controller = Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
+        .reconcile_all_on(policy_changes)
         .watches_shared_stream(c.groups.changes(), naming_servers)
         .watches_shared_stream(cfg.tool.changes(), references::referrers(servers.clone()))
         .watches_shared_stream(cfg.telemetry.changes(), references::referrers(servers.clone()))
@@ -294,7 +319,8 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let shared = &ctx.shared;
     watch_named_configmaps(ctx, server, &ns).await?;
     let resolution = resolve::resolve(server, ctx.view());
-    let mut observed = Observed { group_ref: resolution.group_ref.clone(), ..Default::default() };
+    let policy = shared.policy.as_ref().and_then(|p| (p.check)(&ns, &serde_json::to_value(&server.spec).ok()?));
+    let mut observed = Observed { group_ref: resolution.group_ref.clone(), policy, ..Default::default() };
 
     if let Err(e) = server.spec.pod_template() {
         observed.pod_template_error = Some(e.to_string());

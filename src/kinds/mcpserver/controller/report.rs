@@ -17,8 +17,8 @@ use prometheus::proto::MetricFamily;
 use tracing::{info, warn};
 
 use super::{Context, WrittenStatus};
-use crate::kinds::mcpserver::api::{MCPServer, Phase};
-use crate::kinds::mcpserver::status::{Observed, desired_status, ours};
+use crate::kinds::mcpserver::api::{MCPServer, MCPServerStatus, Phase};
+use crate::kinds::mcpserver::status::{CONDITION_POLICY_COMPLIANT, Observed, desired_status, ours};
 use crate::shared::error::Result;
 
 /// Patches status (server-side apply on the status subresource) only when it changed,
@@ -50,6 +50,7 @@ pub async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &O
         let written = WrittenStatus { uid, generation: server.metadata.generation, status: desired.clone() };
         ctx.shared.status_written.lock().insert(key, written);
     }
+    policy_event(ctx, server, &previous, &desired).await;
     if phase_changed {
         let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
         info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
@@ -62,6 +63,25 @@ pub async fn write_status_noting(server: &MCPServer, ctx: &Context, observed: &O
         publish(ctx, server, EventType::Normal, "ChildrenCreated", c).await;
     }
     Ok(())
+}
+
+/// An Event when the server stops (or starts again) meeting the tenancy policy, or
+/// what it breaks changes.
+async fn policy_event(ctx: &Context, server: &MCPServer, previous: &MCPServerStatus, desired: &MCPServerStatus) {
+    let find = |s: &MCPServerStatus| {
+        s.conditions.iter().find(|c| c.type_ == CONDITION_POLICY_COMPLIANT).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (before, now) = (find(previous), find(desired));
+    if before == now {
+        return;
+    }
+    match now {
+        Some((status, reason, message)) if status == "False" => publish(ctx, server, EventType::Warning, &reason, &message).await,
+        Some(_) if before.is_some_and(|(status, _, _)| status == "False") => {
+            publish(ctx, server, EventType::Normal, "PolicyCompliant", "meets the tenancy policy again").await
+        }
+        _ => {}
+    }
 }
 
 pub async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
@@ -115,6 +135,59 @@ impl ServerPhases {
             }
         }
         counts
+    }
+}
+
+/// `toolhive_mcpservers_policy_findings{namespace,rule,mode}`: stored MCPServers that
+/// break a tenancy rule, checked against the policy in force at each scrape (so it
+/// follows both the servers and the policy, and keeps nothing of its own).
+pub struct PolicyFindings {
+    stores: Vec<Store<MCPServer>>,
+    check: crate::kinds::mcpserver::status::PolicyCheck,
+    desc: Desc,
+}
+
+impl PolicyFindings {
+    pub const NAME: &'static str = "toolhive_mcpservers_policy_findings";
+
+    pub fn new(stores: Vec<Store<MCPServer>>, check: crate::kinds::mcpserver::status::PolicyCheck) -> Self {
+        let desc = Desc::new(
+            Self::NAME.into(),
+            "Stored MCPServers that break a tenancy policy rule, by namespace, rule and the rule's mode".into(),
+            vec!["namespace".into(), "rule".into(), "mode".into()],
+            Default::default(),
+        )
+        .expect("a valid metric description");
+        Self { stores, check, desc }
+    }
+
+    /// Servers per (namespace, rule, mode).
+    pub fn counts(&self) -> BTreeMap<(String, &'static str, &'static str), i64> {
+        let mut counts = BTreeMap::new();
+        for server in self.stores.iter().flat_map(|s| s.state()) {
+            let ns = server.namespace().unwrap_or_default();
+            let Ok(spec) = serde_json::to_value(&server.spec) else { continue };
+            let rules: BTreeSet<_> = (self.check)(&ns, &spec).into_iter().flatten().map(|f| (f.rule, f.mode)).collect();
+            for (rule, mode) in rules {
+                *counts.entry((ns.clone(), rule, mode)).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Collector for PolicyFindings {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new(Self::NAME, self.desc.help.clone()), &["namespace", "rule", "mode"])
+            .expect("a valid metric");
+        for ((ns, rule, mode), n) in self.counts() {
+            gauge.with_label_values(&[ns.as_str(), rule, mode]).set(n);
+        }
+        gauge.collect()
     }
 }
 
