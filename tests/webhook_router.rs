@@ -367,3 +367,51 @@ namespaces:
     let text = metrics.render();
     assert!(text.contains(r#"decision="warned""#), "{text}");
 }
+
+#[tokio::test]
+async fn tenants_picked_by_namespace_label_get_their_rules_and_a_quota_across_their_namespaces() {
+    let policy = TenancyPolicy::from_text(
+        r#"
+defaults:
+  allowedRegistries: [ghcr.io/acme]
+tenants:
+  - name: payments
+    namespaceSelector: {matchLabels: {team: payments}}
+    rules: {allowedRegistries: [ghcr.io/payments]}
+    maxMCPServers: 3
+namespaces:
+  pay-2: {maxMCPServers: 10}
+"#,
+    )
+    .unwrap();
+    let namespaces = Arc::new(webhook::namespaces::NamespaceLevels::default());
+    let team = |t: &str| std::collections::BTreeMap::from([("team".to_string(), t.to_string())]);
+    namespaces.set("pay-1", Some(&team("payments")));
+    namespaces.set("pay-2", Some(&team("payments")));
+    namespaces.set("other", Some(&team("search")));
+    let held = |ns: &str| match ns {
+        "pay-1" => 2,
+        "pay-2" => 1,
+        _ => 0,
+    };
+    let state = webhook::WebhookState::new(policy, Scope::Cluster, Arc::new(held), Metrics::default()).with_namespace_levels(namespaces);
+    let app = webhook::router(state);
+    let create = |ns: &str, image: &str| review("CREATE", ns, server(json!({"image": image})), None, "v1beta1").to_string();
+
+    // The tenant's registries in its namespaces, the defaults elsewhere.
+    let (_, out) = call(app.clone(), VALIDATE_PATH, create("other", "ghcr.io/payments/x")).await;
+    assert!(
+        message(&out["response"]).contains("registry \"ghcr.io\" is not allowed") || message(&out["response"]).contains("is not allowed"),
+        "{out}"
+    );
+    // Three servers across pay-1 and pay-2: the tenant is full, whichever namespace asks
+    // (pay-2's own ceiling of 10 still leaves room).
+    let (_, out) = call(app.clone(), VALIDATE_PATH, create("pay-2", "ghcr.io/payments/x")).await;
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    assert_eq!(
+        message(&out["response"]),
+        "metadata.namespace: Forbidden: tenant \"payments\" already has 3 MCPServers across its namespaces (pay-1, pay-2), the most it may hold is 3"
+    );
+    let (_, out) = call(app, VALIDATE_PATH, create("other", "ghcr.io/acme/x")).await;
+    assert_eq!(out["response"]["allowed"], true, "another tenant's namespace is not counted: {out}");
+}

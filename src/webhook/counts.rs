@@ -15,22 +15,37 @@ use parking_lot::Mutex;
 use crate::kinds::mcpserver::api::MCPServer;
 use crate::runtime::cache::Cache;
 
-/// The `maxMCPServers` quota as the rules see it.
+/// A most on the MCPServers some namespaces hold together: one namespace's
+/// `maxMCPServers`, or a tenant's across all its namespaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ceiling {
+    pub namespaces: Vec<String>,
+    pub max: usize,
+}
+
+/// The quotas as the rules see them.
 pub trait Quota: Send + Sync {
     /// How many MCPServers `namespace` holds, admitted ones not yet seen included.
     fn held(&self, namespace: &str) -> usize;
-    /// Whether `namespace` has a free place under `max`; otherwise how many it holds.
-    fn check(&self, namespace: &str, max: usize) -> Result<(), usize> {
-        under(self.held(namespace), max)
+    /// The first of `ceilings` with no free place, and what its namespaces hold.
+    fn check(&self, ceilings: &[Ceiling]) -> Result<(), (usize, usize)> {
+        first_full(ceilings, |ns| self.held(ns))
     }
-    /// Takes a place for `name` in `namespace` if it has one (see [`Quota::check`]).
-    fn reserve(&self, namespace: &str, _name: &str, max: usize) -> Result<(), usize> {
-        self.check(namespace, max)
+    /// As [`Quota::check`], and when every ceiling has room, takes a place for `name`
+    /// in `namespace` under all of them at once.
+    fn reserve(&self, ceilings: &[Ceiling], _namespace: &str, _name: &str) -> Result<(), (usize, usize)> {
+        self.check(ceilings)
     }
 }
 
-fn under(held: usize, max: usize) -> Result<(), usize> {
-    if held >= max { Err(held) } else { Ok(()) }
+fn first_full(ceilings: &[Ceiling], mut held: impl FnMut(&str) -> usize) -> Result<(), (usize, usize)> {
+    for (i, ceiling) in ceilings.iter().enumerate() {
+        let n: usize = ceiling.namespaces.iter().map(|ns| held(ns)).sum();
+        if n >= ceiling.max {
+            return Err((i, n));
+        }
+    }
+    Ok(())
 }
 
 /// A fixed count per namespace (tests, benchmarks).
@@ -100,10 +115,11 @@ impl Quota for ServerCache {
         self.held_with(&mut self.pending.lock(), namespace)
     }
 
-    fn reserve(&self, namespace: &str, name: &str, max: usize) -> Result<(), usize> {
-        // One lock around the check and the reservation: parallel admissions take turns.
+    fn reserve(&self, ceilings: &[Ceiling], namespace: &str, name: &str) -> Result<(), (usize, usize)> {
+        // One lock around the check and the reservation: parallel admissions take
+        // turns, also across a tenant's namespaces.
         let mut pending = self.pending.lock();
-        under(self.held_with(&mut pending, namespace), max)?;
+        first_full(ceilings, |ns| self.held_with(&mut pending, ns))?;
         pending.insert((namespace.to_string(), name.to_string()), Instant::now());
         Ok(())
     }
@@ -113,6 +129,32 @@ impl Quota for ServerCache {
 mod tests {
     use super::*;
     use kube::runtime::{reflector, watcher};
+
+    fn ceiling(namespaces: &[&str], max: usize) -> Ceiling {
+        Ceiling { namespaces: namespaces.iter().map(|n| n.to_string()).collect(), max }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_ceiling_holds_across_its_namespaces_under_parallel_creates() {
+        let (store, mut writer) = reflector::store::<MCPServer>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(server("pay-1", "old")));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let cache = ServerCache::over(vec![Cache::from_store(store)]);
+        let tenant = ceiling(&["pay-1", "pay-2"], 4);
+        let admitted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..40)
+                .map(|i| {
+                    let (cache, tenant) = (cache.clone(), tenant.clone());
+                    let ns = if i % 2 == 0 { "pay-1" } else { "pay-2" };
+                    s.spawn(move || cache.reserve(&[ceiling(&[ns], 10), tenant], ns, &format!("s{i}")).is_ok())
+                })
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(admitted, 3, "one existing server and three new ones make the tenant's four");
+        assert_eq!(cache.check(&[tenant]), Err((0, 4)));
+    }
 
     fn server(ns: &str, name: &str) -> MCPServer {
         serde_json::from_value(serde_json::json!({
@@ -134,7 +176,7 @@ mod tests {
                 .map(|i| {
                     s.spawn({
                         let cache = cache.clone();
-                        move || cache.reserve("a", &format!("s{i}"), 5).is_ok()
+                        move || cache.reserve(&[ceiling(&["a"], 5)], "a", &format!("s{i}")).is_ok()
                     })
                 })
                 .collect();
@@ -155,7 +197,7 @@ mod tests {
         // A place taken by a create that never arrived is given back after a while.
         cache.pending.lock().values_mut().for_each(|at| *at = at.checked_sub(RESERVATION_TTL).unwrap_or(*at));
         assert_eq!(cache.held("a"), 2);
-        assert!(cache.reserve("a", "next", 5).is_ok());
+        assert!(cache.reserve(&[ceiling(&["a"], 5)], "a", "next").is_ok());
     }
 
     #[tokio::test]
@@ -163,7 +205,7 @@ mod tests {
         let (store, _writer) = reflector::store::<MCPServer>();
         let scope = Cache::from_store(store);
         let cache = ServerCache::over(vec![scope.clone()]);
-        cache.reserve("a", "brief", 5).unwrap();
+        cache.reserve(&[ceiling(&["a"], 5)], "a", "brief").unwrap();
         assert_eq!(cache.pending.lock().len(), 1);
         // Shown by the watch (and gone again before any admission): the place is free.
         scope.touched(Arc::new(server("a", "brief")));

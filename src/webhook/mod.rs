@@ -21,7 +21,7 @@ pub mod rules;
 pub mod serve;
 pub mod tls;
 
-pub use counts::{Quota, ServerCache};
+pub use counts::{Ceiling, Quota, ServerCache};
 pub use serve::{Limits, serve_tls, serve_tls_on};
 
 use std::sync::Arc;
@@ -87,8 +87,8 @@ pub fn stored_server_check(state: &WebhookState) -> crate::kinds::mcpserver::sta
             return None;
         }
         let no_quota = |_: &str| 0usize;
-        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespace_level: &|ns: &str| levels.get(ns) };
-        let judged = rules::judge(rules::validate(Some(spec), namespace, None, &facts), namespace, &policy);
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
+        let judged = rules::judge(rules::validate(Some(spec), namespace, None, &facts), namespace, &facts);
         let findings = [("enforce", judged.enforced), ("warn", judged.warned), ("audit", judged.audited)]
             .into_iter()
             .flat_map(|(mode, violations)| {
@@ -180,12 +180,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         tokio::task::spawn_blocking(move || {
             let policy = served.state.policy.read().clone();
             let levels = &served.state.namespace_levels;
-            let facts = Facts {
-                policy: &policy,
-                scope: &served.state.scope,
-                quota: &*served.state.quota,
-                namespace_level: &|ns: &str| levels.get(ns),
-            };
+            let facts = Facts { policy: &policy, scope: &served.state.scope, quota: &*served.state.quota, namespaces: levels };
             review::review(&body, hook, &facts)
         })
     };

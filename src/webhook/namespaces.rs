@@ -1,7 +1,8 @@
-//! The Pod Security Admission level each namespace enforces (its
-//! `pod-security.kubernetes.io/enforce` label), so a pod template is held to the
-//! stricter of that and the tenancy policy's level. Kept from the API server in the
-//! background; an admission never waits for it.
+//! The labels of the namespaces in scope: the Pod Security Admission level each
+//! enforces (its `pod-security.kubernetes.io/enforce` label), so a pod template is held
+//! to the stricter of that and the tenancy policy's level, and the tenants (picked by
+//! label) each belongs to. Kept from the API server in the background; an admission
+//! never waits for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,22 +37,36 @@ pub fn enforced(labels: Option<&std::collections::BTreeMap<String, String>>) -> 
     }
 }
 
+pub type Labels = std::collections::BTreeMap<String, String>;
+
 #[derive(Debug, Default)]
 pub struct NamespaceLevels {
-    levels: RwLock<HashMap<String, Level>>,
+    labels: RwLock<HashMap<String, Arc<Labels>>>,
 }
 
 impl NamespaceLevels {
+    /// The Pod Security level `namespace`'s label enforces.
     pub fn get(&self, namespace: &str) -> Option<Level> {
-        self.levels.read().get(namespace).copied()
+        enforced(self.labels(namespace).as_deref())
     }
 
-    pub fn set(&self, namespace: &str, level: Option<Level>) {
-        let mut levels = self.levels.write();
-        match level {
-            Some(level) => levels.insert(namespace.to_string(), level),
-            None => levels.remove(namespace),
-        };
+    pub fn labels(&self, namespace: &str) -> Option<Arc<Labels>> {
+        self.labels.read().get(namespace).cloned()
+    }
+
+    /// The namespaces in scope whose labels `matches` accepts.
+    pub fn matching(&self, matches: impl Fn(&Labels) -> bool) -> Vec<String> {
+        self.labels.read().iter().filter(|(_, labels)| matches(labels)).map(|(ns, _)| ns.clone()).collect()
+    }
+
+    pub fn set(&self, namespace: &str, labels: Option<&Labels>) {
+        let mut all = self.labels.write();
+        match labels {
+            Some(labels) if all.get(namespace).is_some_and(|held| **held == *labels) => {}
+            labels => {
+                all.insert(namespace.to_string(), Arc::new(labels.cloned().unwrap_or_default()));
+            }
+        }
     }
 
     /// Keeps the levels current for the life of the process: a metadata watch of every
@@ -68,9 +83,7 @@ impl NamespaceLevels {
                         .applied_objects()
                         .for_each(|ns| {
                             match ns {
-                                Ok(ns) => {
-                                    writer.set(ns.metadata.name.as_deref().unwrap_or_default(), enforced(ns.metadata.labels.as_ref()))
-                                }
+                                Ok(ns) => writer.set(ns.metadata.name.as_deref().unwrap_or_default(), ns.metadata.labels.as_ref()),
                                 Err(e) => warn!(error = %e, "namespace watch failed; retrying"),
                             }
                             futures::future::ready(())
@@ -85,7 +98,7 @@ impl NamespaceLevels {
                     loop {
                         for ns in &list {
                             match api.get_metadata(ns).await {
-                                Ok(meta) => writer.set(ns, enforced(meta.metadata.labels.as_ref())),
+                                Ok(meta) => writer.set(ns, meta.metadata.labels.as_ref()),
                                 Err(e) => warn!(namespace = %ns, error = %e, "cannot read the namespace's pod security label; retrying"),
                             }
                         }
@@ -110,9 +123,11 @@ mod tests {
         assert_eq!(enforced(Some(&labels("bogus"))), None);
         assert_eq!(enforced(None), None);
         let levels = NamespaceLevels::default();
-        levels.set("a", Some(Level::Restricted));
+        levels.set("a", Some(&labels("restricted")));
         assert_eq!(levels.get("a"), Some(Level::Restricted));
+        assert_eq!(levels.matching(|l| l.contains_key(ENFORCE_LABEL)), vec!["a".to_string()]);
         levels.set("a", None);
         assert_eq!(levels.get("a"), None);
+        assert!(levels.matching(|l| l.contains_key(ENFORCE_LABEL)).is_empty());
     }
 }

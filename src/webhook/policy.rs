@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::image::RegistryRule;
 use crate::runtime::metrics::Metrics;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The policy in force, replaced whole when the file changes.
 pub type SharedPolicy = Arc<RwLock<Arc<TenancyPolicy>>>;
@@ -59,9 +60,15 @@ pub struct TenancyPolicy {
     /// Rules for every namespace without its own entry.
     #[serde(default)]
     pub defaults: Rules,
-    /// Per-namespace rules; each field left out falls back to `defaults`.
+    /// Per-namespace rules; each field left out falls back to the namespace's tenant,
+    /// then to `defaults`.
     #[serde(default)]
     pub namespaces: BTreeMap<String, Rules>,
+    /// Tenants: a team's namespaces picked by label, with rules of their own (between
+    /// `defaults` and a namespace's own entry) and a quota across all of them. A
+    /// namespace several tenants select belongs to the first.
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
     /// `namespaces` merged over `defaults`, built once when the file is loaded so a
     /// request never merges or clones rules.
     #[serde(skip)]
@@ -129,6 +136,45 @@ impl Rules {
     fn with_parsed_registries(mut self) -> Self {
         self.parsed_registries = Some(self.registry_rules().into_owned());
         self
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tenant {
+    /// Named in denials.
+    pub name: String,
+    /// The tenant's namespaces (among those the operator serves), by their labels.
+    pub namespace_selector: LabelSelector,
+    /// Rules for the tenant's namespaces; each field left out falls back to `defaults`.
+    #[serde(default)]
+    pub rules: Rules,
+    /// Most MCPServers all the tenant's namespaces may hold together (each namespace's
+    /// own `maxMCPServers` still applies). Unset: no limit.
+    #[serde(default, rename = "maxMCPServers", skip_serializing_if = "Option::is_none")]
+    pub max_mcp_servers: Option<u32>,
+    /// `rules` merged over `defaults`, at load.
+    #[serde(skip)]
+    #[schemars(skip)]
+    effective: Option<Rules>,
+}
+
+impl Tenant {
+    /// Whether `labels` (a namespace's) are the tenant's.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        let s = &self.namespace_selector;
+        let by_label = s.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+        by_label
+            && s.match_expressions.iter().flatten().all(|e| {
+                let values = e.values.as_deref().unwrap_or_default();
+                match e.operator.as_str() {
+                    "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+                    "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+                    "Exists" => labels.contains_key(&e.key),
+                    "DoesNotExist" => !labels.contains_key(&e.key),
+                    _ => false,
+                }
+            })
     }
 }
 
@@ -301,6 +347,9 @@ impl TenancyPolicy {
         policy.check()?;
         policy.defaults = std::mem::take(&mut policy.defaults).with_parsed_registries();
         policy.effective = policy.namespaces.keys().map(|ns| (ns.clone(), policy.merged(ns).with_parsed_registries())).collect();
+        for i in 0..policy.tenants.len() {
+            policy.tenants[i].effective = Some(policy.tenants[i].rules.over(&policy.defaults).with_parsed_registries());
+        }
         Ok(policy)
     }
 
@@ -313,6 +362,31 @@ impl TenancyPolicy {
         }
         let mut all = vec![("defaults".to_string(), &self.defaults)];
         all.extend(self.namespaces.iter().map(|(k, v)| (format!("namespaces.{k}"), v)));
+        all.extend(self.tenants.iter().enumerate().map(|(i, t)| (format!("tenants[{i}].rules"), &t.rules)));
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            if tenant.name.is_empty() || self.tenants[..i].iter().any(|t| t.name == tenant.name) {
+                problems.push(format!("{path}.name: {:?} must be a name no other tenant has", tenant.name));
+            }
+            if tenant.rules.team.is_some() {
+                // The chart's MutatingAdmissionPolicy fills the label in by namespace name.
+                problems.push(format!("{path}.rules.team: set team per namespace (namespaces.<name>.team) or in defaults"));
+            }
+            let s = &tenant.namespace_selector;
+            if s.match_labels.as_ref().is_none_or(BTreeMap::is_empty) && s.match_expressions.as_ref().is_none_or(Vec::is_empty) {
+                problems.push(format!("{path}.namespaceSelector: an empty selector would take every namespace; name labels"));
+            }
+            for (j, e) in s.match_expressions.iter().flatten().enumerate() {
+                let needs_values = matches!(e.operator.as_str(), "In" | "NotIn");
+                let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
+                if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str()) || needs_values != has_values {
+                    problems.push(format!(
+                        "{path}.namespaceSelector.matchExpressions[{j}]: operator {:?} must be In or NotIn with values, or Exists or DoesNotExist without",
+                        e.operator
+                    ));
+                }
+            }
+        }
         for (path, rules) in all {
             for r in rules.allowed_registries.iter().flatten() {
                 if let Err(e) = RegistryRule::parse(r) {
@@ -354,9 +428,35 @@ impl TenancyPolicy {
         Cow::Owned(self.merged(namespace))
     }
 
+    /// The effective rules for a namespace with `labels`, and its tenant: its own
+    /// entry, over its tenant's rules, over the defaults.
+    pub fn rules_in(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> (Cow<'_, Rules>, Option<&Tenant>) {
+        let Some(tenant) = labels.and_then(|l| self.tenants.iter().find(|t| t.selects(l))) else {
+            return (self.rules_for(namespace), None);
+        };
+        let base = match &tenant.effective {
+            Some(rules) => Cow::Borrowed(rules),
+            None => Cow::Owned(tenant.rules.over(&self.defaults)),
+        };
+        let rules = match self.namespaces.get(namespace) {
+            Some(own) => Cow::Owned(own.over(&base).with_parsed_registries()),
+            None => base,
+        };
+        (rules, Some(tenant))
+    }
+
     fn merged(&self, namespace: &str) -> Rules {
-        let d = &self.defaults;
-        let Some(n) = self.namespaces.get(namespace) else { return d.clone() };
+        match self.namespaces.get(namespace) {
+            Some(own) => own.over(&self.defaults),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+impl Rules {
+    /// These rules, each field left out taken from `d`.
+    fn over(&self, d: &Rules) -> Rules {
+        let n = self;
         Rules {
             allowed_registries: n.allowed_registries.clone().or_else(|| d.allowed_registries.clone()),
             allowed_transports: n.allowed_transports.clone().or_else(|| d.allowed_transports.clone()),
@@ -431,5 +531,25 @@ mod tests {
         assert_eq!(a.max_mcp_servers, Some(1));
         assert_eq!(a.allowed_registries, Some(vec!["ghcr.io".to_string()]));
         assert_eq!(p.rules_for("b").max_mcp_servers, Some(5));
+    }
+
+    #[test]
+    fn a_tenant_needs_a_name_of_its_own_and_a_selector_that_selects() {
+        let err = TenancyPolicy::from_text(
+            "tenants:\n- {name: a, namespaceSelector: {}}\n- {name: a, namespaceSelector: {matchExpressions: [{key: team, operator: In}]}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tenants[0].namespaceSelector: an empty selector would take every namespace"), "{err}");
+        assert!(err.contains("tenants[1].name: \"a\" must be a name no other tenant has"), "{err}");
+        assert!(err.contains("tenants[1].namespaceSelector.matchExpressions[0]: operator \"In\" must be In or NotIn with values"), "{err}");
+        let ok = TenancyPolicy::from_text(
+            "tenants:\n- {name: a, namespaceSelector: {matchExpressions: [{key: team, operator: NotIn, values: [x]}, {key: tier, operator: Exists}]}}\n",
+        )
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        assert!(ok.tenants[0].selects(&labels(&[("tier", "gold")])));
+        assert!(!ok.tenants[0].selects(&labels(&[("tier", "gold"), ("team", "x")])));
+        assert!(!ok.tenants[0].selects(&labels(&[("team", "y")])));
     }
 }

@@ -141,7 +141,7 @@ fn mutate_object(response: AdmissionResponse, object: &DynamicObject, namespace:
         Ok(value) => value,
         Err(e) => return (deny(response, 400, "BadRequest", format!("object cannot be read: {e}")), MALFORMED),
     };
-    let rules = facts.policy.rules_for(namespace);
+    let (rules, _) = facts.rules_in(namespace);
     let after = mutate::with_defaults(&before, namespace, &rules);
     let patch = json_patch::diff(&before, &after);
     if patch.0.is_empty() {
@@ -169,7 +169,7 @@ fn validate_object(
     }
     let name = object.metadata.name.as_deref().unwrap_or(request.name.as_str());
     let create = (request.operation == Operation::Create).then_some(rules::Create { name, dry_run: request.dry_run });
-    let judged = rules::judge(rules::validate(spec, namespace, create, facts), namespace, facts.policy);
+    let judged = rules::judge(rules::validate(spec, namespace, create, facts), namespace, facts);
     let mut response = response;
     if !judged.warned.is_empty() {
         // kubectl prints each as "Warning: ..."; the rule is in warn mode, not yet enforced.

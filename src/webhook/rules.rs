@@ -5,9 +5,10 @@ use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, ResourceRequirements,
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::counts::Ceiling;
 use super::image::ImageRef;
 use super::pod_security;
-use super::policy::{Enforcement, Mode, ResourcePolicy, Rules, TenancyPolicy};
+use super::policy::{Enforcement, Mode, ResourcePolicy, Rules, TenancyPolicy, Tenant};
 use super::quantity;
 use crate::kinds::mcpserver::api::REMOVED_FIELDS;
 use crate::shared::config::Scope;
@@ -124,8 +125,9 @@ pub struct Judged {
 }
 
 /// Sorts `violations` of an MCPServer in `namespace` by their rules' modes.
-pub fn judge(violations: Vec<Violation>, namespace: &str, policy: &TenancyPolicy) -> Judged {
-    let rules = policy.rules_for(namespace);
+pub fn judge(violations: Vec<Violation>, namespace: &str, facts: &Facts) -> Judged {
+    let (rules, _) = facts.rules_in(namespace);
+    let policy = facts.policy;
     let mut judged = Judged::default();
     for v in violations {
         match v.rule.mode(&rules, &policy.defaults) {
@@ -154,8 +156,15 @@ pub struct Facts<'a> {
     pub policy: &'a TenancyPolicy,
     pub scope: &'a Scope,
     pub quota: &'a dyn super::Quota,
-    /// The level a namespace's `pod-security.kubernetes.io/enforce` label names.
-    pub namespace_level: &'a dyn Fn(&str) -> Option<pod_security::Level>,
+    /// The labels of the namespaces in scope: their Pod Security level and tenants.
+    pub namespaces: &'a super::namespaces::NamespaceLevels,
+}
+
+impl Facts<'_> {
+    /// The rules for `namespace` and the tenant it belongs to.
+    pub fn rules_in(&self, namespace: &str) -> (std::borrow::Cow<'_, Rules>, Option<&Tenant>) {
+        self.policy.rules_in(namespace, self.namespaces.labels(namespace).as_deref())
+    }
 }
 
 /// A create under review: its name, and whether it is a dry run (which takes no place
@@ -243,7 +252,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
             return out;
         }
     };
-    let rules = facts.policy.rules_for(namespace);
+    let (rules, tenant) = facts.rules_in(namespace);
     match spec.image.as_deref() {
         None | Some("") => out.push(Violation::new("spec.image", FieldError::Required, Rule::Image, "an image is required")),
         Some(image) => check_image(image, "spec.image", namespace, &rules, &mut out),
@@ -272,7 +281,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
                     exact_field_names(template, &serde_json::to_value(&typed).unwrap_or_default(), "spec.podTemplateSpec", &mut out);
                     // The stricter of the policy's level and the namespace's own label.
                     let policy_level = rules.pod_security_standard.unwrap_or_default();
-                    let level = (facts.namespace_level)(namespace).map_or(policy_level, |label| policy_level.max(label));
+                    let level = facts.namespaces.get(namespace).map_or(policy_level, |label| policy_level.max(label));
                     check_pod_template(&typed, namespace, &rules, level, &mut out);
                 }
                 Err(violation) => out.push(violation),
@@ -280,18 +289,35 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         }
     }
     // Last: a place in the quota is taken only by a create that is otherwise allowed.
-    if let (Some(create), Some(max)) = (create, rules.max_mcp_servers) {
-        let max = max as usize;
+    if let Some(create) = create {
+        let mut ceilings = Vec::new();
+        if let Some(max) = rules.max_mcp_servers {
+            ceilings.push(Ceiling { namespaces: vec![namespace.to_string()], max: max as usize });
+        }
+        if let Some((tenant, max)) = tenant.and_then(|t| Some((t, t.max_mcp_servers?))) {
+            let ours = |labels: &_| facts.policy.rules_in("", Some(labels)).1.is_some_and(|t| std::ptr::eq(t, tenant));
+            let mut namespaces = facts.namespaces.matching(ours);
+            namespaces.sort();
+            ceilings.push(Ceiling { namespaces, max: max as usize });
+        }
         let refused = out.iter().any(|v| v.rule.mode(&rules, &facts.policy.defaults) == Mode::Enforce);
         let place =
-            if !refused && !create.dry_run { facts.quota.reserve(namespace, create.name, max) } else { facts.quota.check(namespace, max) };
-        if let Err(have) = place {
-            out.push(Violation::new(
-                "metadata.namespace",
-                FieldError::Forbidden,
-                Rule::Quota,
-                format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {max}"),
-            ));
+            if !refused && !create.dry_run { facts.quota.reserve(&ceilings, namespace, create.name) } else { facts.quota.check(&ceilings) };
+        if let Err((which, have)) = place {
+            let ceiling = &ceilings[which];
+            let detail = match (which, tenant) {
+                (0, _) if rules.max_mcp_servers.is_some() => {
+                    format!("namespace {namespace:?} already has {have} MCPServers, the most it may hold is {}", ceiling.max)
+                }
+                (_, Some(t)) => format!(
+                    "tenant {:?} already has {have} MCPServers across its namespaces ({}), the most it may hold is {}",
+                    t.name,
+                    ceiling.namespaces.join(", "),
+                    ceiling.max
+                ),
+                _ => format!("already {have} MCPServers, the most is {}", ceiling.max),
+            };
+            out.push(Violation::new("metadata.namespace", FieldError::Forbidden, Rule::Quota, detail));
         }
     }
     out

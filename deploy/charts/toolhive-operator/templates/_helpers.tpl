@@ -103,6 +103,7 @@ namespaceSelector:
 {{- $policy := .Values.tenancy.policy | default dict -}}
 {{- $all := list (dig "defaults" (dict) $policy | default dict) -}}
 {{- range $ns, $rules := (dig "namespaces" (dict) $policy | default dict) }}{{ $all = append $all ($rules | default dict) }}{{ end -}}
+{{- range $tenant := (get $policy "tenants" | default list) }}{{ $all = append $all (dig "rules" (dict) ($tenant | default dict) | default dict) }}{{ end -}}
 {{- $found := false -}}
 {{- range $rules := $all -}}
 {{- range $which := list "proxyResources" "mcpResources" -}}
