@@ -16,5 +16,6 @@ mod operator_certs;
 mod policy_rollout;
 mod real_pods;
 mod reference_parity;
+mod release;
 mod two_installs;
 mod webhook_access;

@@ -12,7 +12,7 @@ use toolhive_operator::kinds::mcpserver::api::MCPServer;
 
 use super::common::{eventually, run};
 use super::guide::{Guide, guide};
-use super::two_installs::{Install, install_with_policy, ready, running};
+use super::release::{Install, install_release, ready, running};
 
 /// The PolicyCompliant condition of `name`: (status, reason, message).
 async fn compliance(api: &Api<MCPServer>, name: &str) -> Option<(String, String, String)> {
@@ -46,7 +46,7 @@ async fn a_rule_moves_from_warn_to_enforce_and_stored_servers_are_reported_not_t
     let kc = cp.kubeconfig.as_path();
     let ca = controlplane::Authority::new("rollout-webhook-ca").unwrap();
     let policy = json!({"contact": "#platform", "defaults": {"allowedRegistries": ["ghcr.io/acme"], "enforcement": {"registry": "warn"}}});
-    let install = install_with_policy(&admin, kc, &ca, "rollout", "none", policy).await;
+    let install = install_release(&admin, kc, &ca, "rollout", json!({}), policy).await;
     ready(&install).await;
     let servers = install.servers(&admin);
 

@@ -4,115 +4,21 @@
 //! admission applies only to the namespaces it serves, so one operator down blocks only
 //! its own teams, and upgrading or uninstalling one leaves the other's objects alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::{Api, Client, ResourceExt, api::PostParams};
 use serde_json::json;
-use toolhive_operator::kinds::mcpserver::api::MCPServer;
 
-use super::common::{Operator, eventually, impersonating_kubeconfig, run, run_ok, tempdir, write_secret_volume};
+use super::common::{eventually, run, run_ok};
 use super::guide::{Guide, guide, server};
-
-/// One install: its release (named after its namespace), its team namespace and its
-/// operator process, authenticated as the chart's ServiceAccount.
-pub struct Install {
-    pub release: String,
-    pub release_ns: String,
-    pub team: String,
-    pub values: PathBuf,
-    /// The policy file the operator reads (the chart's ConfigMap, as mounted).
-    pub policy_path: PathBuf,
-    pub operator: Operator,
-}
-
-impl Install {
-    /// The stem the chart gives this release's cluster-scoped objects.
-    fn cluster_name(&self) -> String {
-        format!("{}-toolhive-operator", self.release)
-    }
-
-    pub fn servers(&self, client: &Client) -> Api<MCPServer> {
-        Api::namespaced(client.clone(), &self.team)
-    }
-}
-
-/// Installs a namespace-mode release for `unit` (its own namespace and team
-/// namespace) with `policy`, and starts its operator on the host.
-pub async fn install_with_policy(
-    admin: &Client,
-    kc: &Path,
-    ca: &controlplane::Authority,
-    unit: &str,
-    elsewhere: &str,
-    policy: serde_json::Value,
-) -> Install {
-    let cp = controlplane::shared();
-    let release_ns = cp.namespace(admin, &format!("{unit}-sys")).await.unwrap();
-    let team = cp.namespace(admin, &format!("{unit}-team")).await.unwrap();
-    let release = release_ns.clone();
-    let work = tempdir(&release_ns);
-    let port = controlplane::free_port().unwrap();
-    let cert_dir = work.join("certs");
-    write_secret_volume(&cert_dir, "v1", &ca.serving(&[], &[]).unwrap());
-    let values = work.join("values.yaml");
-    std::fs::write(
-        &values,
-        serde_json::to_string(&json!({
-            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
-            "webhook": {"url": format!("https://127.0.0.1:{port}"), "caBundle": ca.cert_pem(),
-                        "unservedNamespaces": {"servedElsewhere": [elsewhere]}},
-            "tenancy": {"policy": policy}
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let chart = controlplane::repo_root().join("deploy/charts/toolhive-operator");
-    let (ok, _, err) =
-        run("helm", kc, &["upgrade", "-i", &release, chart.to_str().unwrap(), "-n", &release_ns, "-f", values.to_str().unwrap()], None);
-    assert!(ok, "install {release}: {err}");
-
-    let policy = Api::<ConfigMap>::namespaced(admin.clone(), &release_ns).get("toolhive-operator-tenancy-policy").await.unwrap();
-    let policy_path = work.join("tenancy-policy.yaml");
-    std::fs::write(&policy_path, &policy.data.unwrap()["tenancy-policy.yaml"]).unwrap();
-    let sa_kc = impersonating_kubeconfig(kc, &work, &release_ns, "toolhive-operator");
-    let operator = Operator::spawn(
-        &sa_kc,
-        &work,
-        "operator",
-        &[
-            "--leader-elect".into(),
-            "--leader-lease-seconds=4".into(),
-            format!("--webhook-bind-address=127.0.0.1:{port}"),
-            format!("--webhook-cert-dir={}", cert_dir.display()),
-            format!("--tenancy-policy={}", policy_path.display()),
-        ],
-        &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)],
-    );
-    Install { release, release_ns, team, values, policy_path, operator }
-}
+use super::release::{Install, create, install_release, ready, running};
 
 async fn install(admin: &Client, kc: &Path, ca: &controlplane::Authority, unit: &str, elsewhere: &str) -> Install {
     let policy = json!({"contact": format!("#{unit}-platform"), "defaults": {"allowedRegistries": ["ghcr.io/acme"]}});
-    install_with_policy(admin, kc, ca, unit, elsewhere, policy).await
-}
-
-pub async fn ready(install: &Install) {
-    eventually("the operator to be ready", &install.operator, || async { install.operator.ready().then_some(()) }).await;
-}
-
-pub async fn running(install: &Install, admin: &Client, name: &str) {
-    let api = install.servers(admin);
-    eventually(&format!("{}/{name} to be reconciled", install.team), &install.operator, || async {
-        api.get_opt(name).await.ok()??.status?.url.contains(name).then_some(())
-    })
-    .await;
-}
-
-async fn create(install: &Install, admin: &Client, name: &str) -> Result<MCPServer, kube::Error> {
-    install.servers(admin).create(&PostParams::default(), &server(name, json!({"image": "ghcr.io/acme/tool"}))).await
+    let webhook = json!({"unservedNamespaces": {"servedElsewhere": [elsewhere]}});
+    install_release(admin, kc, ca, unit, webhook, policy).await
 }
 
 /// resourceVersions of an install's cluster-scoped objects, to see they are untouched.
