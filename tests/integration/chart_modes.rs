@@ -127,3 +127,32 @@ fn a_values_file_for_the_go_chart_renders_in_both_modes() {
         assert!(!ok && err.contains("additional properties"), "{typo}: {err}");
     }
 }
+
+#[test]
+fn webhook_access_options_render_and_a_network_policy_needs_its_peers() {
+    let values = super::common::tempdir("chart-access").join("values.yaml");
+    std::fs::write(&values, "{}\n").unwrap();
+    // The client CA: a ConfigMap, mounted, and the flag that makes the operator use it.
+    let (ok, out, err) = template(&values, &["webhook.clientAuth.caBundle=PEM"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("name: toolhive-operator-webhook-client-ca") && out.contains("ca.crt: \"PEM\""), "{out}");
+    assert!(out.contains("- --webhook-client-ca=/etc/toolhive/webhook-client-ca/ca.crt"), "{out}");
+    let (_, plain, _) = template(&values, &[]);
+    assert!(!plain.contains("webhook-client-ca") && !plain.contains("kind: NetworkPolicy"), "nothing of either by default");
+    // The NetworkPolicy: only the given peers reach the webhook port.
+    let (ok, out, err) =
+        template(&values, &["webhook.networkPolicy.enabled=true", "webhook.networkPolicy.from[0].ipBlock.cidr=10.0.0.10/32"]);
+    assert!(ok, "{err}");
+    let policy = out.split("---").find(|doc| doc.contains("kind: NetworkPolicy")).expect("a NetworkPolicy");
+    assert!(
+        policy.contains("- {port: webhook, protocol: TCP}\n      from:\n        - ipBlock:\n            cidr: 10.0.0.10/32"),
+        "{policy}"
+    );
+    let (ok, _, err) = template(&values, &["webhook.networkPolicy.enabled=true"]);
+    assert!(!ok && err.contains("webhook.networkPolicy.enabled needs webhook.networkPolicy.from"), "{err}");
+    // Cluster-scoped names carry a release name the fullname does not start with.
+    let (ok, out, err) = template(&values, &["fullnameOverride=toolhive-operator"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("name: thv-toolhive-operator-manager-role") && out.contains("name: thv-toolhive-operator-webhook\n"), "{out}");
+    assert!(out.contains("name: toolhive-operator\n  namespace: toolhive-system"), "namespaced names keep the fullname");
+}
