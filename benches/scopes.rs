@@ -137,7 +137,16 @@ async fn wait_ready(port: u16) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("operator not ready");
+    panic!("operator not ready: {:?}", raw_get(port, "/readyz").await);
+}
+
+async fn raw_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(text)
 }
 
 async fn leads(op: &OperatorProcess) -> bool {

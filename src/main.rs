@@ -33,7 +33,18 @@ async fn main() {
     let metrics_addr = parse_bind(&args.metrics_bind_address).unwrap_or_else(|e| fail(e));
     let health_addr = parse_bind(&args.health_probe_bind_address).unwrap_or_else(|e| fail(e));
     let policy = webhook::policy::load(args.tenancy_policy.as_deref()).unwrap_or_else(|e| fail(e));
-    let client = Client::try_default().await.unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
+    let config = kube::Config::infer().await.unwrap_or_else(|e| fail(format!("cannot read the Kubernetes client configuration: {e}")));
+    let client = Client::try_from(config.clone()).unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
+    let scopes = match &scope {
+        Scope::Cluster => 1,
+        Scope::Namespaces(list) => list.len(),
+    };
+    let watch_clients = if args.watch_http2 {
+        toolhive_operator::runtime::watch_client::for_scopes(&config, scopes)
+            .unwrap_or_else(|e| fail(format!("cannot build the watch clients: {e}")))
+    } else {
+        vec![client.clone()]
+    };
     match &scope {
         Scope::Cluster => info!(mode = "cluster", "watching MCPServers in every namespace"),
         Scope::Namespaces(list) => {
@@ -44,7 +55,7 @@ async fn main() {
     let metrics = Metrics::default();
     // One watch per kind per scope, for the life of the process, on every replica: the
     // webhook reads them, and a replica that comes to lead starts on warm caches.
-    let caches = controller::Caches::start(&client, &scope, &metrics);
+    let caches = controller::Caches::start(&watch_clients, &scope, &metrics);
     metrics
         .registry
         .register(Box::new(controller::ServerPhases::new(caches.servers().iter().map(|c| c.store().clone()).collect())))

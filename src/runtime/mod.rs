@@ -7,3 +7,4 @@ pub mod logging;
 pub mod metrics;
 pub mod ondemand;
 pub mod status;
+pub mod watch_client;

@@ -205,12 +205,16 @@ pub struct Caches {
 
 impl Caches {
     /// Starts every scope's watches; they run for the life of the process.
-    pub fn start(client: &Client, scope: &Scope, metrics: &Metrics) -> Arc<Self> {
+    /// Starts every scope's watches; scope `i` watches through client
+    /// `i / SCOPES_PER_CONNECTION` of `clients` (the last one when there are fewer).
+    pub fn start(clients: &[Client], scope: &Scope, metrics: &Metrics) -> Arc<Self> {
         let namespaces: Vec<Option<String>> = match scope {
             Scope::Cluster => vec![None],
             Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
         };
-        Arc::new(Self { scopes: namespaces.into_iter().map(|ns| Arc::new(ScopeCaches::start(client, ns, metrics))).collect() })
+        let client_of = |i: usize| &clients[(i / crate::runtime::watch_client::SCOPES_PER_CONNECTION).min(clients.len() - 1)];
+        let scopes = namespaces.into_iter().enumerate().map(|(i, ns)| Arc::new(ScopeCaches::start(client_of(i), ns, metrics))).collect();
+        Arc::new(Self { scopes })
     }
 
     /// The MCPServer cache of each scope.
