@@ -112,7 +112,7 @@ where
         let changes = self.changes();
         let store = self.store.clone();
         futures::stream::once(async move {
-            let _ = store.wait_until_ready().await;
+            listed(&store).await;
             futures::stream::iter(store.state())
         })
         .flatten()
@@ -121,8 +121,16 @@ where
 
     /// Resolves once the first list is in the store.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        listed(&self.store).await;
     }
+}
+
+/// Resolves once `store` has listed. kube's `Store::wait_until_ready` wakes only the
+/// last of several tasks waiting at once (its one-shot channel keeps one waker), so a
+/// webhook waiting beside a controller on the same store could wait forever; here each
+/// waiter looks again every 100 ms, which registers it anew.
+pub(super) async fn listed<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) {
+    while tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await.is_err() {}
 }
 
 /// Starts a watch of `api` into a new store, announcing what it touches on `changes`;
@@ -208,5 +216,24 @@ mod tests {
         // Lagged: the whole cache (one object here) comes first, then the newest changes.
         assert_eq!(lagging.next().await.unwrap().metadata.name.as_deref(), Some("one"));
         assert!(lagging.next().await.unwrap().metadata.name.as_deref().unwrap().starts_with("burst-"));
+    }
+
+    #[tokio::test]
+    async fn every_task_waiting_for_the_first_list_sees_it() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let cache = Cache::from_store(store);
+        // Several waiters at once, as the webhook and a controller wait on one store.
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.expect("every waiter wakes").unwrap();
+        }
     }
 }

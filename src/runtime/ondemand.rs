@@ -56,7 +56,7 @@ where
             });
             store.clone()
         };
-        let _ = store.wait_until_ready().await;
+        super::cache::listed(&store).await;
         store
     }
 
