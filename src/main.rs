@@ -118,12 +118,9 @@ async fn main() {
         let tls = match &args.webhook_client_ca {
             None => webhook::tls::server_config(certs.clone()),
             Some(path) => std::fs::read(path)
-                .map_err(|e| format!("--webhook-client-ca {}: {e}", path.display()))
-                .and_then(|pem| {
-                    webhook::tls::server_config_for_clients_of(certs.clone(), &pem)
-                        .map_err(|e| format!("--webhook-client-ca {}: {e}", path.display()))
-                })
-                .unwrap_or_else(|e| fail(e)),
+                .map_err(|e| e.to_string())
+                .and_then(|pem| webhook::tls::server_config_for_clients_of(certs.clone(), &pem).map_err(|e| e.to_string()))
+                .unwrap_or_else(|e| fail(format!("--webhook-client-ca {}: {e}", path.display()))),
         };
         tokio::spawn(async move {
             if let Err(e) = webhook::serve_tls(addr, tls, router).await {
