@@ -10,9 +10,10 @@ use kube::{Api, Client, api::ListParams};
 use tracing::{error, info, warn};
 
 use toolhive_operator::{
-    kinds::mcpserver::{api::MCPServer, controller},
+    kinds::mcpserver::{api::MCPServer, controller, resources::ProxySettings},
     runtime::{http, leader, logging, metrics::Metrics},
-    shared::config::{Args, LEADER_LEASE_NAME, Scope, parse_bind},
+    shared::config::{Args, ConfigError, LEADER_LEASE_NAME, Scope, name_list, parse_bind},
+    shared::refs::SecretKeyRef,
     webhook,
 };
 
@@ -20,6 +21,26 @@ fn fail(message: impl std::fmt::Display) -> ! {
     error!("{message}");
     eprintln!("toolhive-operator: {message}");
     std::process::exit(2);
+}
+
+/// What every proxy gets from the operator's flags (the chart's values).
+fn proxy_settings(args: &Args) -> Result<ProxySettings, ConfigError> {
+    if args.default_redis_tls_enabled {
+        return Err(ConfigError::DefaultRedisTls);
+    }
+    let default_redis = args.default_redis_addr.clone().filter(|a| !a.is_empty());
+    let default_redis_password = args
+        .default_redis_secret_name
+        .clone()
+        .filter(|name| !name.is_empty() && default_redis.is_some())
+        .map(|name| SecretKeyRef { name, key: args.default_redis_secret_key.clone() });
+    Ok(ProxySettings {
+        runner_image: args.runner_image.clone(),
+        host: args.proxy_host.clone(),
+        default_redis,
+        default_redis_password,
+        default_image_pull_secrets: name_list(&args.default_image_pull_secrets),
+    })
 }
 
 #[tokio::main]
@@ -33,6 +54,7 @@ async fn main() {
     let metrics_addr = parse_bind(&args.metrics_bind_address).unwrap_or_else(|e| fail(e));
     let health_addr = parse_bind(&args.health_probe_bind_address).unwrap_or_else(|e| fail(e));
     let policy = webhook::policy::load(args.tenancy_policy.as_deref()).unwrap_or_else(|e| fail(e));
+    let proxy_settings = proxy_settings(&args).unwrap_or_else(|e| fail(e));
     let config = kube::Config::infer().await.unwrap_or_else(|e| fail(format!("cannot read the Kubernetes client configuration: {e}")));
     let client = Client::try_from(config.clone()).unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
     let scopes = match &scope {
@@ -148,17 +170,7 @@ async fn main() {
     );
     let leader_gauge = metrics.leader.with_label_values(&[LEADER_LEASE_NAME]);
     let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
-    let shared = controller::Shared::new(
-        client.clone(),
-        metrics.clone(),
-        toolhive_operator::kinds::mcpserver::resources::ProxySettings {
-            runner_image: args.runner_image.clone(),
-            host: args.proxy_host.clone(),
-            default_redis: args.default_redis_addr.clone().filter(|a| !a.is_empty()),
-        },
-        identity,
-        args.max_concurrent_reconciles,
-    );
+    let shared = controller::Shared::new(client.clone(), metrics.clone(), proxy_settings, identity, args.max_concurrent_reconciles);
     let shared = Arc::new(match policy_watch {
         Some(policy) => shared.with_policy(policy),
         None => shared,

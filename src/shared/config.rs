@@ -76,6 +76,20 @@ pub struct Args {
     /// Redis (host:port) for the sessions of MCPServers that name no session storage.
     #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_ADDR")]
     pub default_redis_addr: Option<String>,
+    /// Secret (in each server's namespace) holding that Redis's password.
+    #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_SECRET_NAME")]
+    pub default_redis_secret_name: Option<String>,
+    /// Key of the password in that Secret.
+    #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_SECRET_KEY", default_value = "redis-password")]
+    pub default_redis_secret_key: String,
+    /// TLS to the default Redis. Refused at start: the proxy runner this release
+    /// drives cannot speak TLS to Redis.
+    #[arg(long, env = "TOOLHIVE_DEFAULT_REDIS_TLS_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub default_redis_tls_enabled: bool,
+    /// Comma-separated pull secrets every proxy (Deployment and ServiceAccounts) gets
+    /// after its own; each must exist in the server's namespace.
+    #[arg(long, env = "TOOLHIVE_DEFAULT_IMAGE_PULL_SECRETS", default_value = "")]
+    pub default_image_pull_secrets: String,
     /// Text logs instead of JSON.
     #[arg(long, env = "UNSTRUCTURED_LOGS", default_value_t = false, action = clap::ArgAction::Set)]
     pub unstructured_logs: bool,
@@ -87,8 +101,23 @@ pub struct Args {
     pub leader_lease_seconds: u64,
 }
 
+/// The names in a comma-separated list, trimmed, empty entries skipped, each once.
+pub fn name_list(raw: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "TOOLHIVE_DEFAULT_REDIS_TLS_ENABLED=true (operator.defaultRedis.tls.enabled) is not supported by this release: the proxy runner it drives (v0.44.0) cannot speak TLS to Redis; unset it, or use a Redis reachable without TLS"
+    )]
+    DefaultRedisTls,
     #[error("WATCH_NAMESPACE={0:?} has an empty entry; give a comma-separated list of namespaces, or unset it to watch the whole cluster")]
     EmptyNamespace(String),
     #[error("WATCH_NAMESPACE entry {0:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63 characters)")]

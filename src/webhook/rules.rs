@@ -215,7 +215,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     if let Some(denied) = namespace_violation(namespace, facts) {
         return vec![denied];
     }
-    let Some(fields) = spec.and_then(Value::as_object) else {
+    let Some((spec_value, fields)) = spec.and_then(|spec| Some((spec, spec.as_object()?))) else {
         return vec![Violation::new("spec", FieldError::Invalid, Rule::Spec, "spec must be an object")];
     };
     let mut out = Vec::new();
@@ -230,7 +230,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         }
     }
     for unsupported in crate::kinds::mcpserver::api::UNSUPPORTED_FIELDS {
-        let value = fields.get(unsupported.field);
+        let value = unsupported.value_in(spec_value);
         // As the CRD rule: an empty list sets nothing.
         if value.is_some_and(|v| v.as_array().is_none_or(|list| !list.is_empty())) {
             out.push(Violation::new(

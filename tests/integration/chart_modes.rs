@@ -114,6 +114,12 @@ fn a_values_file_for_the_go_chart_renders_in_both_modes() {
         assert!(out.contains("resources:\n    - configmaps"), "leader-election rules as given");
         assert!(out.contains("seccompProfile:\n              type: RuntimeDefault"), "container seccompProfile");
         assert!(out.contains("name: TOOLHIVE_DEFAULT_REDIS_ADDR\n              value: \"redis.cache.svc:6379\""), "defaultRedis");
+        assert!(
+            out.contains("name: TOOLHIVE_DEFAULT_REDIS_SECRET_NAME\n              value: \"redis-auth\"")
+                && out.contains("name: TOOLHIVE_DEFAULT_REDIS_SECRET_KEY\n              value: \"password\""),
+            "defaultRedis password"
+        );
+        assert!(out.contains("name: TOOLHIVE_DEFAULT_IMAGE_PULL_SECRETS\n              value: \"runner-pull-secret\""), "pull secrets");
         assert_eq!(out.contains("kind: ClusterRoleBinding"), set.is_empty(), "{set:?}");
     }
     // The umbrella chart's Redis when defaultRedis names none; none at all: no default.
@@ -121,6 +127,13 @@ fn a_values_file_for_the_go_chart_renders_in_both_modes() {
     assert!(ok && out.contains("name: TOOLHIVE_DEFAULT_REDIS_ADDR\n              value: \"valkey.shared:6379\""), "{err}");
     let (ok, out, err) = template(&values, &["operator.defaultRedis.addr="]);
     assert!(ok && !out.contains("TOOLHIVE_DEFAULT_REDIS_ADDR"), "{err}");
+    // Pull secrets as names or {name} objects, as the Go chart takes them.
+    let (ok, out, err) =
+        template(&values, &["operator.defaultImagePullSecrets[0]=plain", "operator.defaultImagePullSecrets[1].name=object"]);
+    assert!(ok && out.contains("name: TOOLHIVE_DEFAULT_IMAGE_PULL_SECRETS\n              value: \"plain,object\""), "{err}");
+    // TLS to the default Redis is refused with the reason, never rendered and ignored.
+    let (ok, _, err) = template(&values, &["operator.defaultRedis.tls.enabled=true"]);
+    assert!(!ok && err.contains("operator.defaultRedis.tls.enabled: this release's proxy runner (v0.44.0) cannot speak TLS"), "{err}");
     // Typos of this chart's own keys are still refused.
     for typo in ["operator.replicas=2", "webhook.failurPolicy=Ignore", "operator.port.metrics=1"] {
         let (ok, _, err) = template(&values, &[typo]);

@@ -14,6 +14,7 @@ mod guide;
 mod guide_flow;
 mod operator_certs;
 mod policy_rollout;
+mod proxy_defaults;
 mod real_pods;
 mod reference_parity;
 mod release;

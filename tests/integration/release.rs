@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
 use kube::{Api, Client, api::PostParams};
 use serde_json::json;
 use toolhive_operator::kinds::mcpserver::api::MCPServer;
@@ -49,6 +49,20 @@ pub async fn install_release(
     webhook: serde_json::Value,
     policy: serde_json::Value,
 ) -> Install {
+    install_release_with(admin, kc, ca, unit, webhook, policy, json!({})).await
+}
+
+/// As `install_release`, with more `operator` values; the operator on the host gets
+/// the plain environment variables the chart renders into its Deployment.
+pub async fn install_release_with(
+    admin: &Client,
+    kc: &Path,
+    ca: &controlplane::Authority,
+    unit: &str,
+    webhook: serde_json::Value,
+    policy: serde_json::Value,
+    operator_values: serde_json::Value,
+) -> Install {
     let cp = controlplane::shared();
     let release_ns = cp.namespace(admin, &format!("{unit}-sys")).await.unwrap();
     let team = cp.namespace(admin, &format!("{unit}-team")).await.unwrap();
@@ -59,11 +73,13 @@ pub async fn install_release(
     write_secret_volume(&cert_dir, "v1", &ca.serving(&[], &[]).unwrap());
     let mut webhook_values = json!({"url": format!("https://127.0.0.1:{port}"), "caBundle": ca.cert_pem()});
     webhook_values.as_object_mut().unwrap().extend(webhook.as_object().cloned().unwrap_or_default());
+    let mut operator = json!({"rbac": {"scope": "namespace", "allowedNamespaces": [team]}});
+    operator.as_object_mut().unwrap().extend(operator_values.as_object().cloned().unwrap_or_default());
     let values = work.join("values.yaml");
     std::fs::write(
         &values,
         serde_json::to_string(&json!({
-            "operator": {"rbac": {"scope": "namespace", "allowedNamespaces": [team]}},
+            "operator": operator,
             "webhook": webhook_values,
             "tenancy": {"policy": policy}
         }))
@@ -91,8 +107,18 @@ pub async fn install_release(
         std::fs::write(&path, &client_ca.data.unwrap()["ca.crt"]).unwrap();
         args.push(format!("--webhook-client-ca={}", path.display()));
     }
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), &release_ns).get("toolhive-operator").await.unwrap();
+    let rendered: Vec<(String, String)> = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with("TOOLHIVE_DEFAULT_"))
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let mut env: Vec<(&str, &str)> = vec![("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)];
+    env.extend(rendered.iter().map(|(name, value)| (name.as_str(), value.as_str())));
     let sa_kc = impersonating_kubeconfig(kc, &work, &release_ns, "toolhive-operator");
-    let operator = Operator::spawn(&sa_kc, &work, "operator", &args, &[("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)]);
+    let operator = Operator::spawn(&sa_kc, &work, "operator", &args, &env);
     Install { release, release_ns, team, values, policy_path, port, operator }
 }
 

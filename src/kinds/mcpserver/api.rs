@@ -82,9 +82,10 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "ContainerResources::is_empty")]
     pub resources: ContainerResources,
 
-    /// Secret keys exposed to the MCP server as environment variables.
+    /// Secret keys exposed to the MCP server as environment variables (one entry per
+    /// Secret and key, so two keys of one Secret may both be used).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name", "key"]))]
     pub secrets: Vec<SecretRef>,
 
     /// Name of an existing ServiceAccount for the MCP server pod. When unset the operator
@@ -177,6 +178,22 @@ pub struct MCPServerSpec {
     /// Rate limits the proxy enforces on tool calls; requires redis session storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limiting: Option<crate::kinds::mcpserver::ratelimit::RateLimitConfig>,
+
+    /// Largest request body the proxy accepts, in bytes (0: the runner's default).
+    /// Refused for now: see `schema::UNSUPPORTED_FIELDS`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub max_request_body_size: i64,
+
+    /// How long the proxy may spend reading a whole request, as a duration ("1m").
+    /// Refused for now: see `schema::UNSUPPORTED_FIELDS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
+    pub proxy_read_timeout: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The proxy port when the spec names none (the CRD's default).
@@ -365,6 +382,16 @@ pub struct ProxyDeploymentOverrides {
     /// Pull secrets for the proxy runner, set on its Deployment and ServiceAccount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<NameRef>,
+    /// Node labels the proxy pod must be scheduled onto.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the proxy pod tolerates (a dedicated node pool, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Node and pod (anti-)affinity of the proxy pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
 }
 
 /// Labels and annotations to add.
@@ -454,6 +481,19 @@ pub struct SessionStorageConfig {
     /// The Secret key holding the Redis password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_ref: Option<SecretKeyRef>,
+    /// TLS to Redis (an empty object: verify against the system roots). Refused for
+    /// now: see `schema::UNSUPPORTED_FIELDS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS settings of a Redis connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTls {
+    /// The Secret key holding a PEM CA certificate for the Redis server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_secret_ref: Option<SecretKeyRef>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -564,11 +604,15 @@ mod tests {
     #[test]
     fn each_unsupported_field_is_found_by_its_own_accessor() {
         for unsupported in UNSUPPORTED_FIELDS {
-            let value = match unsupported.field {
-                "volumes" => json!([{"name": "x", "hostPath": "/x", "mountPath": "/x"}]),
-                _ => json!({"name": "x", "provider": "redis"}),
+            let spec = match unsupported.field {
+                "volumes" => json!({"image": "x", "volumes": [{"name": "x", "hostPath": "/x", "mountPath": "/x"}]}),
+                "maxRequestBodySize" => json!({"image": "x", "maxRequestBodySize": 1024}),
+                "proxyReadTimeout" => json!({"image": "x", "proxyReadTimeout": "1m"}),
+                "sessionStorage.tls" => json!({"image": "x", "sessionStorage": {"provider": "redis", "address": "r:6379", "tls": {}}}),
+                other => panic!("no sample spec for the unsupported field {other}"),
             };
-            let spec: MCPServerSpec = serde_json::from_value(json!({"image": "x", unsupported.field: value})).unwrap();
+            assert!(unsupported.value_in(&spec).is_some(), "{} is not found in its sample", unsupported.field);
+            let spec: MCPServerSpec = serde_json::from_value(spec).unwrap();
             let found: Vec<&str> = spec.unsupported_fields().iter().map(|u| u.field).collect();
             assert_eq!(found, vec![unsupported.field]);
         }

@@ -24,7 +24,7 @@ pub const REMOVED_FIELDS: &[(&str, &str)] = &[
 /// refused (CRD rule and webhook) instead of accepted and ignored: an MCPServer that
 /// asked for authentication or authorization must never run without it.
 pub struct Unsupported {
-    /// The field under `spec`.
+    /// The field under `spec` (a dotted path for a nested one).
     pub field: &'static str,
     /// What it would have configured.
     pub what: &'static str,
@@ -34,11 +34,25 @@ pub struct Unsupported {
 
 impl Unsupported {
     /// The CRD rule that refuses it, given its schema: absent, or for a list, empty.
+    /// A nested field is looked at only where its parents are set (CEL's `has` of
+    /// `a.b` fails when `a` is absent).
     pub fn rule(&self, schema: &Value) -> String {
-        match schema["type"].as_str() {
+        let refused = match schema["type"].as_str() {
             Some("array") => format!("!has(self.{0}) || size(self.{0}) == 0", self.field),
             _ => format!("!has(self.{})", self.field),
-        }
+        };
+        let parents: Vec<&str> = self.field.rmatch_indices('.').map(|(at, _)| &self.field[..at]).collect();
+        parents.iter().rev().map(|parent| format!("!has(self.{parent})")).chain([refused]).collect::<Vec<_>>().join(" || ")
+    }
+
+    /// The field's value in a spec given as JSON, if it is there.
+    pub fn value_in<'a>(&self, spec: &'a Value) -> Option<&'a Value> {
+        spec.pointer(&format!("/{}", self.field.replace('.', "/")))
+    }
+
+    /// The schema of the field, found in the spec's schema.
+    fn schema_in<'a>(&self, spec: &'a Value) -> &'a Value {
+        self.field.split('.').fold(spec, |schema, part| &schema["properties"][part])
     }
 
     /// Why it is refused, as the user reads it.
@@ -54,6 +68,24 @@ pub const UNSUPPORTED_FIELDS: &[Unsupported] = &[
     // Host paths mounted into the MCP server: a way out of the pod's isolation that
     // the Pod Security Standards refuse in podTemplateSpec; not carried out here.
     Unsupported { field: "volumes", what: "host path mounts", set_in: |s| !s.volumes.is_empty() },
+    // The next three are enforced by the proxy runner itself, and only by runners
+    // newer than the one this release drives (DEFAULT_RUNNER_IMAGE): carried in the
+    // RunConfig, an older runner would ignore them. Accepted once the runner is.
+    Unsupported {
+        field: "maxRequestBodySize",
+        what: "a request body limit, enforced only by proxy runners newer than v0.44.0",
+        set_in: |s| s.max_request_body_size != 0,
+    },
+    Unsupported {
+        field: "proxyReadTimeout",
+        what: "a request read timeout, enforced only by proxy runners newer than v0.44.0",
+        set_in: |s| s.proxy_read_timeout.is_some(),
+    },
+    Unsupported {
+        field: "sessionStorage.tls",
+        what: "TLS to Redis, spoken only by proxy runners newer than v0.44.0",
+        set_in: |s| s.session_storage.as_ref().is_some_and(|storage| storage.tls.is_some()),
+    },
 ];
 
 impl MCPServerSpec {
@@ -109,7 +141,7 @@ pub fn crd() -> CustomResourceDefinition {
             rules.push(json!({"rule": format!("!has(self.{old})"), "message": format!("spec.{old} was removed; use {new}")}));
         }
         for unsupported in UNSUPPORTED_FIELDS {
-            rules.push(json!({"rule": unsupported.rule(&spec["properties"][unsupported.field]), "message": unsupported.message()}));
+            rules.push(json!({"rule": unsupported.rule(unsupported.schema_in(spec)), "message": unsupported.message()}));
         }
         spec["x-kubernetes-validations"] = json!(rules);
     }

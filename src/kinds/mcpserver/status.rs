@@ -44,6 +44,23 @@ fn session_storage_warning(server: &MCPServer) -> ConditionReport {
 }
 const GROUP_REF: &str = crate::kinds::mcpserver::group_ref::CONDITION_GROUP_REF_VALIDATED;
 
+/// Whether spec.replicas was lowered to 1 for a stdio server (see `proxy_replicas`).
+pub const STDIO_REPLICA_CAPPED: &str = "StdioReplicaCapped";
+
+fn stdio_replica_cap(server: &MCPServer) -> ConditionReport {
+    let capped = server.spec.transport == crate::kinds::mcpserver::api::Transport::Stdio && server.spec.replicas.is_some_and(|r| r > 1);
+    if capped {
+        ConditionReport::new(
+            STDIO_REPLICA_CAPPED,
+            true,
+            "StdioTransportCapAt1",
+            "spec.replicas: a stdio server runs one proxy (each proxy attaches to the server's stdin and stdout); the Deployment has 1 replica",
+        )
+    } else {
+        ConditionReport::new(STDIO_REPLICA_CAPPED, false, "StdioReplicaCapNotActive", "the stdio replica cap does not apply")
+    }
+}
+
 /// Whether the stored server meets the tenancy policy in force (checked again when
 /// the policy changes); set only where the operator runs with a policy.
 pub const CONDITION_POLICY_COMPLIANT: &str = "PolicyCompliant";
@@ -142,6 +159,7 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
     });
     reports.extend(observed.group_ref.as_ref().map(|(group, state)| state.condition(group)));
     reports.push(session_storage_warning(server));
+    reports.push(stdio_replica_cap(server));
     reports.push(rate_limit_validity(server));
     reports.extend(observed.references.conditions.iter().cloned());
     reports.extend(observed.policy.as_deref().map(policy_compliance));
@@ -161,9 +179,17 @@ pub fn desired_status(server: &MCPServer, observed: &Observed, now: Time) -> MCP
 /// The condition types this operator sets on an MCPServer. Conditions of any other
 /// type belong to whoever set them: the operator never writes them back.
 pub fn our_condition_types() -> impl Iterator<Item = &'static str> {
-    [CONDITION_READY, CONDITION_POD_TEMPLATE_VALID, GROUP_REF, SESSION_STORAGE_WARNING, RATE_LIMIT_CONFIG_VALID, CONDITION_POLICY_COMPLIANT]
-        .into_iter()
-        .chain(crate::kinds::mcpserver::references::REF_CONDITION_TYPES.iter().copied())
+    [
+        CONDITION_READY,
+        CONDITION_POD_TEMPLATE_VALID,
+        GROUP_REF,
+        SESSION_STORAGE_WARNING,
+        STDIO_REPLICA_CAPPED,
+        RATE_LIMIT_CONFIG_VALID,
+        CONDITION_POLICY_COMPLIANT,
+    ]
+    .into_iter()
+    .chain(crate::kinds::mcpserver::references::REF_CONDITION_TYPES.iter().copied())
 }
 
 /// `status` as far as it is the operator's: its fields and its conditions only.

@@ -184,7 +184,7 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
   verbs: ["list", "watch", "create", "patch"]
 # The API server lets the operator create each proxy runner's Role only if it holds
 # every permission that Role grants (no `escalate`), so these match the runner's
-# rules (src/resources.rs proxy_role_rules); the operator itself uses a subset.
+# rules (src/kinds/mcpserver/resources/mod.rs proxy_role_rules); the operator itself uses a subset.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -233,3 +233,12 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 {{- end -}}
 {{- int $found -}}
 {{- end -}}
+
+{{/*
+Comma-separated names of a list of pull secrets given as names or {name} objects.
+*/}}
+{{- define "toolhive-operator.secretNames" -}}
+{{- $names := list }}
+{{- range . }}{{ if kindIs "map" . }}{{ $names = append $names .name }}{{ else }}{{ $names = append $names . }}{{ end }}{{ end }}
+{{- join "," $names }}
+{{- end }}

@@ -37,11 +37,17 @@ impl Base<'_> {
         }
     }
 
+    /// The server's own pull secrets, then the platform's defaults it does not name.
     pub(super) fn image_pull_secrets(&self) -> Option<Vec<LocalObjectReference>> {
-        let overrides = self.server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref())?;
-        let secrets: Vec<LocalObjectReference> =
-            overrides.image_pull_secrets.iter().map(|s| LocalObjectReference { name: s.name.clone() }).collect();
-        (!secrets.is_empty()).then_some(secrets)
+        let overrides = self.server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref());
+        let own = overrides.into_iter().flat_map(|o| o.image_pull_secrets.iter().map(|s| s.name.as_str()));
+        let mut names: Vec<&str> = Vec::new();
+        for name in own.chain(self.settings.default_image_pull_secrets.iter().map(String::as_str)) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        (!names.is_empty()).then(|| names.into_iter().map(|name| LocalObjectReference { name: name.into() }).collect())
     }
 
     pub(super) fn proxy_service_account(&self) -> ServiceAccount {
@@ -53,11 +59,15 @@ impl Base<'_> {
     }
 
     pub(super) fn mcp_service_account(&self) -> ServiceAccount {
-        ServiceAccount { metadata: self.plain_metadata(&names(self.server).mcp_service_account), ..Default::default() }
+        ServiceAccount {
+            metadata: self.plain_metadata(&names(self.server).mcp_service_account),
+            image_pull_secrets: self.image_pull_secrets(),
+            ..Default::default()
+        }
     }
 
     pub(super) fn proxy_role(&self) -> Role {
-        Role { metadata: self.plain_metadata(&names(self.server).proxy_runner), rules: Some(proxy_role_rules()) }
+        Role { metadata: self.plain_metadata(&names(self.server).proxy_runner), rules: Some(proxy_role_rules(self.server.spec.transport)) }
     }
 
     pub(super) fn proxy_role_binding(&self) -> RoleBinding {
@@ -132,7 +142,7 @@ impl Base<'_> {
         });
         env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
         // After the overrides, and in their place: the password comes from its Secret.
-        if let Some(password) = redis_password_env(&server.spec) {
+        if let Some(password) = redis_password_env(&server.spec, self.settings) {
             env_vars.retain(|e| e.name != password.name);
             env_vars.push(password);
         }
@@ -251,6 +261,9 @@ impl Base<'_> {
                             ..Default::default()
                         }),
                         image_pull_secrets: self.image_pull_secrets(),
+                        node_selector: overrides.and_then(|o| non_empty(o.node_selector.clone())),
+                        tolerations: overrides.and_then(|o| (!o.tolerations.is_empty()).then(|| o.tolerations.clone())),
+                        affinity: overrides.and_then(|o| o.affinity.clone()),
                         ..Default::default()
                     }),
                 },

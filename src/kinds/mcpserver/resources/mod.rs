@@ -194,7 +194,7 @@ pub fn pod_template_patch(server: &MCPServer) -> Value {
 const MCP_CONTAINER: &str = "mcp";
 
 /// What every proxy gets from the operator's own settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxySettings {
     /// Image of the ToolHive proxy runner.
     pub runner_image: String,
@@ -203,11 +203,22 @@ pub struct ProxySettings {
     /// The platform's Redis (host:port) for the sessions of servers that name no
     /// session storage of their own.
     pub default_redis: Option<String>,
+    /// The Secret key holding that Redis's password (a Secret of that name must be
+    /// in each server's namespace).
+    pub default_redis_password: Option<crate::shared::refs::SecretKeyRef>,
+    /// Pull secrets every proxy gets after its own (spec.resourceOverrides).
+    pub default_image_pull_secrets: Vec<String>,
 }
 
 impl ProxySettings {
     pub fn new(runner_image: impl Into<String>) -> Self {
-        Self { runner_image: runner_image.into(), host: DEFAULT_PROXY_HOST.into(), default_redis: None }
+        Self {
+            runner_image: runner_image.into(),
+            host: DEFAULT_PROXY_HOST.into(),
+            default_redis: None,
+            default_redis_password: None,
+            default_image_pull_secrets: Vec::new(),
+        }
     }
 }
 
@@ -359,7 +370,9 @@ fn names(server: &MCPServer) -> ChildNames {
 
 /// What the proxy runner needs to run the MCP server: its StatefulSet and Services,
 /// to watch its pods, attach to stdio and read logs, and read its RunConfig.
-pub fn proxy_role_rules() -> Vec<PolicyRule> {
+/// What a proxy runner may do. Attaching to pods (which auditors rate like exec) only
+/// for stdio servers: the runner reaches the others over the network.
+pub fn proxy_role_rules(transport: Transport) -> Vec<PolicyRule> {
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.into()]),
         resources: Some(vec![resource.into()]),
@@ -367,21 +380,33 @@ pub fn proxy_role_rules() -> Vec<PolicyRule> {
         ..Default::default()
     };
     let manage = ["create", "delete", "get", "list", "patch", "update", "watch"];
-    vec![
+    let mut rules = vec![
         rule("apps", "statefulsets", &manage),
         rule("", "services", &manage),
         rule("", "pods", &["get", "list", "watch"]),
         rule("", "pods/log", &["get"]),
-        rule("", "pods/attach", &["create", "get"]),
         rule("", "configmaps", &["get", "list", "watch"]),
-    ]
+    ];
+    if transport == Transport::Stdio {
+        rules.insert(4, rule("", "pods/attach", &["create", "get"]));
+    }
+    rules
 }
 
 /// The proxy's replicas: none at all while the spec asks for something this operator
 /// does not implement (an object stored before it was refused at admission), so it
 /// never serves without, say, the authentication it asked for.
+///
+/// A stdio server has one proxy at most: each proxy attaches to the server's own
+/// stdin and stdout, so a second one would split its replies.
 pub fn proxy_replicas(server: &MCPServer, unresolved: bool) -> Option<i32> {
-    if server.spec.unsupported_fields().is_empty() && !unresolved { server.spec.replicas } else { Some(0) }
+    if !server.spec.unsupported_fields().is_empty() || unresolved {
+        return Some(0);
+    }
+    match server.spec.replicas {
+        Some(n) if n > 1 && server.spec.transport == Transport::Stdio => Some(1),
+        replicas => replicas,
+    }
 }
 
 fn quantities(list: &crate::kinds::mcpserver::api::ResourceAmounts) -> Option<BTreeMap<String, Quantity>> {
@@ -662,7 +687,88 @@ mod tests {
         );
         assert_eq!(status.phase, Some(crate::kinds::mcpserver::api::Phase::Failed));
         assert!(status.message.starts_with("spec.volumes (host path mounts) is not supported"), "{}", status.message);
-        assert_eq!(deployment(&server(json!({"image": "img", "replicas": 2})))["spec"]["replicas"], 2);
+        assert_eq!(deployment(&server(json!({"image": "img", "transport": "sse", "replicas": 2})))["spec"]["replicas"], 2);
+    }
+
+    #[test]
+    fn a_stdio_server_gets_one_proxy_and_only_stdio_proxies_may_attach() {
+        let stdio = server(json!({"image": "img", "replicas": 3}));
+        assert_eq!(deployment(&stdio)["spec"]["replicas"], 1);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let capped = crate::kinds::mcpserver::status::desired_status(&stdio, &Default::default(), now.clone());
+        let condition = capped.conditions.iter().find(|c| c.type_ == "StdioReplicaCapped").unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "StdioTransportCapAt1"));
+        let http = server(json!({"image": "img", "transport": "streamable-http", "replicas": 3}));
+        assert_eq!(deployment(&http)["spec"]["replicas"], 3);
+        let uncapped = crate::kinds::mcpserver::status::desired_status(&http, &Default::default(), now);
+        assert!(uncapped.conditions.iter().any(|c| c.type_ == "StdioReplicaCapped" && c.status == "False"));
+
+        let attach = |rules: Vec<PolicyRule>| rules.iter().any(|r| r.resources.iter().flatten().any(|res| res == "pods/attach"));
+        assert!(attach(proxy_role_rules(Transport::Stdio)));
+        assert!(!attach(proxy_role_rules(Transport::StreamableHttp)));
+        assert!(!attach(proxy_role_rules(Transport::Sse)));
+    }
+
+    #[test]
+    fn the_platform_pull_secrets_follow_the_server_own_and_the_proxy_pod_is_placed_as_asked() {
+        let s = server(json!({"image": "img", "resourceOverrides": {"proxyDeployment": {
+            "imagePullSecrets": [{"name": "team"}, {"name": "shared"}],
+            "nodeSelector": {"pool": "mcp"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mcp", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+        }}}));
+        let settings = ProxySettings { default_image_pull_secrets: vec!["shared".into(), "platform".into()], ..ProxySettings::new("r") };
+        let children = desired_children(&s, &settings, &Resolved::default()).unwrap();
+        let find = |kind: &str, name: &str| {
+            let child = children.iter().find(|c| c.kind() == kind && c.name() == name).unwrap_or_else(|| panic!("no {kind} {name}"));
+            child.dynamic().1
+        };
+        let expected = json!([{"name": "team"}, {"name": "shared"}, {"name": "platform"}]);
+        let pod = find("Deployment", "osv")["spec"]["template"]["spec"].clone();
+        assert_eq!(pod["imagePullSecrets"], expected);
+        assert_eq!(find("ServiceAccount", "osv-proxy-runner")["imagePullSecrets"], expected);
+        assert_eq!(find("ServiceAccount", "osv-sa")["imagePullSecrets"], expected);
+        assert_eq!(pod["nodeSelector"], json!({"pool": "mcp"}));
+        assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"]
+                [0]["key"],
+            "zone"
+        );
+
+        let bare = desired_children(&server(json!({"image": "img"})), &ProxySettings::new("r"), &Resolved::default()).unwrap();
+        let bare_pod = bare.iter().find(|c| c.kind() == "Deployment").unwrap().dynamic().1;
+        for field in ["imagePullSecrets", "nodeSelector", "tolerations", "affinity"] {
+            assert!(bare_pod["spec"]["template"]["spec"].get(field).is_none(), "{field} set without being asked for");
+        }
+    }
+
+    #[test]
+    fn the_platform_redis_password_reaches_only_proxies_using_the_platform_redis() {
+        let password = |s: &MCPServer, settings: &ProxySettings| {
+            let d = desired_children(s, settings, &Resolved::default()).unwrap();
+            let d = d.iter().find(|c| c.kind() == "Deployment").unwrap().dynamic().1;
+            d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "THV_SESSION_REDIS_PASSWORD")
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+        };
+        let platform = ProxySettings {
+            default_redis: Some("redis.platform:6379".into()),
+            default_redis_password: Some(crate::shared::refs::SecretKeyRef { name: "redis".into(), key: "redis-password".into() }),
+            ..ProxySettings::new("r")
+        };
+        let plain = server(json!({"image": "img"}));
+        assert_eq!(password(&plain, &platform), Some(json!({"name": "redis", "key": "redis-password"})));
+        assert_eq!(password(&plain, &ProxySettings::new("r")), None);
+        let in_memory = server(json!({"image": "img", "sessionStorage": {"provider": "memory"}}));
+        assert_eq!(password(&in_memory, &platform), None, "a server that chose memory sessions gets no Redis password");
+        let own = server(json!({"image": "img", "sessionStorage": {"provider": "redis", "address": "mine:6379",
+            "passwordRef": {"name": "mine", "key": "pw"}}}));
+        assert_eq!(password(&own, &platform), Some(json!({"name": "mine", "key": "pw"})));
     }
 
     #[test]

@@ -175,9 +175,14 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// The Redis password, by reference to its Secret, as the runner reads it.
-pub(super) fn redis_password_env(spec: &MCPServerSpec) -> Option<EnvVar> {
-    Some(crate::shared::refs::secret_env("THV_SESSION_REDIS_PASSWORD", spec.redis_sessions()?.password_ref.as_ref()?))
+/// The Redis password, by reference to its Secret, as the runner reads it: the
+/// spec's own, or the platform's for the platform's Redis (see `session_redis`).
+pub(super) fn redis_password_env(spec: &MCPServerSpec, settings: &ProxySettings) -> Option<EnvVar> {
+    let secret = match &spec.session_storage {
+        None => settings.default_redis.as_ref().and(settings.default_redis_password.as_ref())?,
+        Some(_) => spec.redis_sessions()?.password_ref.as_ref()?,
+    };
+    Some(crate::shared::refs::secret_env("THV_SESSION_REDIS_PASSWORD", secret))
 }
 
 /// The Redis the proxies keep sessions in: the one the spec names, else (for a spec
