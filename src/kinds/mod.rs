@@ -7,6 +7,7 @@ pub mod externalauth;
 pub mod group;
 pub mod mcpserver;
 pub mod oidc;
+pub mod serverentry;
 pub mod telemetry;
 pub mod toolconfig;
 pub mod webhookconfig;
@@ -25,6 +26,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (group::CRD_CHART_FILE, group::crd()),
         (toolconfig::CRD_CHART_FILE, toolconfig::crd()),
         (telemetry::CRD_CHART_FILE, telemetry::crd()),
+        (serverentry::CRD_CHART_FILE, serverentry::crd()),
     ]
 }
 

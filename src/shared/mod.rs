@@ -9,3 +9,4 @@ pub mod error;
 pub mod meta;
 pub mod problem;
 pub mod refs;
+pub mod remote_url;

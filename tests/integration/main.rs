@@ -18,5 +18,6 @@ mod proxy_defaults;
 mod real_pods;
 mod reference_parity;
 mod release;
+mod server_entries;
 mod two_installs;
 mod webhook_access;

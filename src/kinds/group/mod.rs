@@ -9,7 +9,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Client, CustomResource, CustomResourceExt, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,7 @@ use tracing::info;
 use crate::runtime::cache::Cache;
 use crate::shared::conditions::condition;
 use crate::shared::error::Error;
+use crate::shared::problem::ConditionReport;
 
 /// A named group of MCPServers in one namespace.
 #[allow(clippy::duplicated_attributes)]
@@ -58,11 +63,12 @@ pub struct MCPGroupStatus {
     pub servers: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub server_count: i32,
-    /// Kept for the API's sake: this operator runs no MCPRemoteProxy or MCPServerEntry.
+    /// Kept for the API's sake: this operator runs no MCPRemoteProxy yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_proxies: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub remote_proxy_count: i32,
+    /// The MCPServerEntries that name this group, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -83,6 +89,58 @@ pub enum GroupPhase {
 }
 
 pub const CONDITION_SERVERS_CHECKED: &str = "MCPServersChecked";
+/// The condition of a member (MCPServer, MCPServerEntry) saying whether the group it
+/// names exists and is Ready.
+pub const CONDITION_GROUP_REF_VALIDATED: &str = "GroupRefValidated";
+
+/// Where a member's `spec.groupRef` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRefState {
+    NotFound,
+    NotReady,
+    Valid,
+}
+
+impl GroupRefState {
+    /// The state of a reference to the group `name` in `ns`, from the group cache.
+    pub fn of(groups: &Store<MCPGroup>, ns: &str, name: &str) -> GroupRefState {
+        match groups.get(&ObjectRef::new(name).within(ns)) {
+            None => GroupRefState::NotFound,
+            Some(g) if g.status.as_ref().and_then(|s| s.phase) != Some(GroupPhase::Ready) => GroupRefState::NotReady,
+            Some(_) => GroupRefState::Valid,
+        }
+    }
+
+    /// The GroupRefValidated condition.
+    pub fn condition(self, group: &str) -> ConditionReport {
+        let report = |status, reason, message: String| ConditionReport::new(CONDITION_GROUP_REF_VALIDATED, status, reason, message);
+        match self {
+            GroupRefState::Valid => report(true, "GroupRefIsValid", format!("MCPGroup {group} exists and is Ready")),
+            GroupRefState::NotReady => report(false, "GroupRefNotReady", format!("MCPGroup {group} is not Ready")),
+            GroupRefState::NotFound => report(false, "GroupRefNotFound", format!("MCPGroup {group} does not exist in this namespace")),
+        }
+    }
+}
+
+/// The names of the objects in `ns` whose `group_of` is `group`, sorted (deleted ones
+/// left out): a group's members of one kind.
+pub fn members_named<K: kube::Resource>(objects: &[Arc<K>], ns: &str, group: &str, group_of: impl Fn(&K) -> Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().deletion_timestamp.is_none())
+        .filter(|o| group_of(o) == Some(group))
+        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A group's members of each kind, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupMembers {
+    pub servers: Vec<String>,
+    pub entries: Vec<String>,
+}
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpgroups.yaml";
 
 /// The CRD: v1beta1 (storage) and the deprecated v1alpha1 sharing one schema, as the
@@ -92,15 +150,18 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 /// The group's status for these members; an unchanged group yields an identical status.
-pub fn desired_status(group: &MCPGroup, servers: Vec<String>, now: Time) -> MCPGroupStatus {
+pub fn desired_status(group: &MCPGroup, members: GroupMembers, now: Time) -> MCPGroupStatus {
     let previous = group.status.clone().unwrap_or_default();
     let generation = group.metadata.generation;
     let checked = "the group's MCPServers were listed";
+    let count = |names: &Vec<String>| i32::try_from(names.len()).unwrap_or(i32::MAX);
     MCPGroupStatus {
         observed_generation: generation,
         phase: Some(GroupPhase::Ready),
-        server_count: i32::try_from(servers.len()).unwrap_or(i32::MAX),
-        servers,
+        server_count: count(&members.servers),
+        servers: members.servers,
+        entry_count: count(&members.entries),
+        entries: members.entries,
         conditions: vec![condition(
             &previous.conditions,
             CONDITION_SERVERS_CHECKED,
@@ -114,8 +175,8 @@ pub fn desired_status(group: &MCPGroup, servers: Vec<String>, now: Time) -> MCPG
     }
 }
 
-/// Who belongs to a group: the names of its members, given its namespace and name.
-pub type Members = Arc<dyn Fn(&str, &str) -> Vec<String> + Send + Sync>;
+/// Who belongs to a group: its members, given its namespace and name.
+pub type Members = Arc<dyn Fn(&str, &str) -> GroupMembers + Send + Sync>;
 
 struct GroupContext {
     client: Client,
@@ -143,11 +204,11 @@ pub async fn run(
 async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let ns = group.namespace().unwrap_or_default();
     let name = group.name_any();
-    let servers = (ctx.members)(&ns, &name);
-    let desired = desired_status(&group, servers, Time(jiff::Timestamp::now()));
+    let members = (ctx.members)(&ns, &name);
+    let desired = desired_status(&group, members, Time(jiff::Timestamp::now()));
     if group.status.as_ref() != Some(&desired) {
         crate::runtime::status::apply_status::<MCPGroup>(&ctx.client, &ns, &name, &desired).await?;
-        info!(namespace = %ns, name = %name, servers = desired.server_count, "MCPGroup status written");
+        info!(namespace = %ns, name = %name, servers = desired.server_count, entries = desired.entry_count, "MCPGroup status written");
     }
     Ok(Action::requeue(std::time::Duration::from_secs(60)))
 }
@@ -161,12 +222,19 @@ mod tests {
     fn status_counts_members_and_keeps_its_transition_time() {
         let group: MCPGroup = serde_json::from_value(json!({"metadata": {"name": "tools", "generation": 2}, "spec": {}})).unwrap();
         let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
-        let first = desired_status(&group, vec!["a".into(), "b".into()], t0.clone());
-        assert_eq!((first.server_count, first.phase, first.observed_generation), (2, Some(GroupPhase::Ready), Some(2)));
+        let members = GroupMembers { servers: vec!["a".into(), "b".into()], entries: vec!["remote".into()] };
+        let first = desired_status(&group, members.clone(), t0.clone());
+        assert_eq!(
+            (first.server_count, first.entry_count, first.phase, first.observed_generation),
+            (2, 1, Some(GroupPhase::Ready), Some(2))
+        );
+        assert_eq!(first.entries, ["remote"]);
         let later = MCPGroup { status: Some(first.clone()), ..group };
-        assert_eq!(desired_status(&later, vec!["a".into(), "b".into()], Time("2026-02-01T00:00:00Z".parse().unwrap())), first);
-        let text = serde_json::to_value(desired_status(&later, vec![], t0)).unwrap();
-        assert!(text.get("serverCount").is_none() && text.get("servers").is_none(), "empty is omitted, as the reference does: {text}");
+        assert_eq!(desired_status(&later, members, Time("2026-02-01T00:00:00Z".parse().unwrap())), first);
+        let text = serde_json::to_value(desired_status(&later, GroupMembers::default(), t0)).unwrap();
+        for omitted in ["serverCount", "servers", "entryCount", "entries"] {
+            assert!(text.get(omitted).is_none(), "empty {omitted} is omitted, as the reference does: {text}");
+        }
     }
 
     #[test]

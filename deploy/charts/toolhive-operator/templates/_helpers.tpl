@@ -154,6 +154,13 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpgroups/status"]
   verbs: ["patch"]
+# MCPServerEntries: watched (checked, and listed in their groups) and their status applied.
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpserverentries"]
+  verbs: ["list", "watch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpserverentries/status"]
+  verbs: ["patch"]
 # The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
 # webhooks, external auth): watched (resolved into the RunConfig) and their status
 # applied.

@@ -23,6 +23,7 @@ use crate::kinds::group::MCPGroup;
 use crate::kinds::mcpserver::api::{MCPServer, RESTARTED_AT_ANNOTATION};
 use crate::kinds::mcpserver::resources::{self, Child, MANAGED_SELECTOR, SPEC_HASH_ANNOTATION};
 use crate::kinds::oidc::MCPOIDCConfig;
+use crate::kinds::serverentry::MCPServerEntry;
 use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
@@ -49,6 +50,9 @@ pub struct ScopeCaches {
     pub namespace: Option<String>,
     pub servers: Cache<MCPServer>,
     pub groups: Cache<MCPGroup>,
+    /// Remote servers registered into groups (no proxy here): their status, and the
+    /// groups' lists of them.
+    pub entries: Cache<MCPServerEntry>,
     pub configs: ConfigCaches,
     /// The proxies' RunConfigs (label `toolhive=true`), metadata only.
     pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
@@ -91,6 +95,7 @@ impl ScopeCaches {
         Self {
             servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics),
             groups: slimmed(client, ns, all(), &[], metrics),
+            entries: slimmed(client, ns, all(), &[], metrics),
             configs: ConfigCaches {
                 tool: slimmed(client, ns, all(), &[], metrics),
                 telemetry: slimmed(client, ns, all(), &[], metrics),
@@ -126,6 +131,7 @@ impl ScopeCaches {
         futures::join!(
             self.servers.ready(),
             self.groups.ready(),
+            self.entries.ready(),
             c.tool.ready(),
             c.telemetry.ready(),
             c.oidc.ready(),
@@ -169,7 +175,7 @@ impl ScopeCaches {
 
     /// How many watches a scope keeps open, besides one of ConfigMaps in each
     /// namespace where a server names one (reported in the log).
-    pub const WATCHES: usize = 15;
+    pub const WATCHES: usize = 16;
 }
 
 /// A pod as the controller reads it: name, namespace and labels, and the waiting

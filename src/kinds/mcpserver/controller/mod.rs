@@ -37,6 +37,7 @@ use crate::kinds::mcpserver::api::{FINALIZER, MCPServer, MCPServerStatus};
 use crate::kinds::mcpserver::resources::{self, Child, desired_children};
 use crate::kinds::mcpserver::status::Observed;
 use crate::kinds::mcpserver::{configmaps, group_ref, references};
+use crate::kinds::serverentry::MCPServerEntry;
 use crate::runtime::metrics::{CONTROLLER, Metrics};
 use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
@@ -196,12 +197,27 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         // Watch failures are the caches' (retried and counted there); results are
         // already recorded by reconcile and error_policy.
         .for_each(|_| futures::future::ready(()));
-    // MCPGroups list the servers that name them: a server's change triggers its group.
+    // MCPGroups list the servers and entries that name them: a member's change
+    // triggers its group.
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
-    let member_changes = c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s)));
-    let member_servers = servers.clone();
-    let members: crate::kinds::group::Members = Arc::new(move |ns, group| group_ref::members(&member_servers.state(), ns, group));
+    let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(&e.spec.group_ref.name).within(&e.namespace()?));
+    let member_changes = futures::stream::select(
+        c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s))),
+        c.entries.changes().filter_map(move |e| futures::future::ready(entry_of(e))),
+    );
+    let (member_servers, member_entries) = (servers.clone(), c.entries.store().clone());
+    let members: crate::kinds::group::Members = Arc::new(move |ns, group| crate::kinds::group::GroupMembers {
+        servers: group_ref::members(&member_servers.state(), ns, group),
+        entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
+    });
     let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone()));
+    let entries = crate::kinds::serverentry::run(
+        client.clone(),
+        c.entries.clone(),
+        c.groups.clone(),
+        cfg.external_auth.clone(),
+        wait(shutdown.clone()),
+    );
     let configs = futures::future::join(
         futures::future::join3(
             run_config_status(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
@@ -214,7 +230,7 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
             run_config_status(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
         ),
     );
-    futures::future::join3(servers_controller, groups, configs).await;
+    futures::future::join4(servers_controller, groups, entries, configs).await;
     info!(scope = %scope_label, "controllers stopped");
 }
 

@@ -74,7 +74,7 @@ pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
     // before it was installed) stops the proxy too: the runner could not start with it.
     references.problems.extend(crate::kinds::mcpserver::ratelimit::invalid(&server.spec).map(|(_, problem)| problem));
     resolved.unresolved = !references.problems.is_empty();
-    Resolution { resolved, references, group_ref: GroupRefState::of(server, view.groups) }
+    Resolution { resolved, references, group_ref: crate::kinds::mcpserver::group_ref::state(server, view.groups) }
 }
 
 #[cfg(test)]

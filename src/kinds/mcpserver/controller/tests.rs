@@ -87,6 +87,7 @@ fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::t
         namespace: None,
         servers: Cache::listed(vec![]),
         groups: Cache::listed(vec![]),
+        entries: Cache::listed(vec![]),
         configs: ConfigCaches {
             tool: Cache::listed(tool_configs),
             telemetry: Cache::listed(vec![]),
