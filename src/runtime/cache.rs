@@ -123,6 +123,16 @@ where
     pub async fn ready(&self) {
         listed(&self.store).await;
     }
+
+    /// Resolves once the cache holds an object (at once if it already does): a
+    /// controller of the kind waits for this, so a scope without one costs none.
+    pub async fn first_object(&self) {
+        let mut changes = std::pin::pin!(self.changes());
+        listed(&self.store).await;
+        if self.store.state().is_empty() {
+            let _ = changes.next().await;
+        }
+    }
 }
 
 /// Resolves once `store` has listed. kube's `Store::wait_until_ready` wakes only the
@@ -199,6 +209,25 @@ mod tests {
             metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some("a".into()), ..Default::default() },
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_controller_waiting_for_its_first_object_starts_on_it_and_not_before() {
+        let holding = Cache::listed([configmap("one")]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), holding.first_object()).await.expect("an object is already there");
+
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let empty = Cache::from_store(store);
+        let mut waiting = Box::pin(empty.first_object());
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "an empty scope starts no controller");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        let created = configmap("created");
+        writer.apply_watcher_event(&watcher::Event::Apply(created.clone()));
+        empty.touched(Arc::new(created));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.expect("the first object starts it");
     }
 
     #[tokio::test]

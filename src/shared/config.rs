@@ -43,11 +43,9 @@ pub struct Args {
     #[arg(long, default_value = "")]
     pub webhook_configuration: String,
     /// Carry the watches over HTTP/2, five scopes' watches sharing one connection as
-    /// streams: much less memory in namespace mode. Off by default until it has more
-    /// CI runs behind it (the start-up stall once blamed on it was a readiness race in
-    /// the caches, also seen without it, and fixed); false: one HTTP/1.1 connection
-    /// per watch.
-    #[arg(long, env = "TOOLHIVE_WATCH_HTTP2", default_value_t = false, action = clap::ArgAction::Set)]
+    /// streams: much less memory in namespace mode. false: one HTTP/1.1 connection
+    /// per watch (for an API server path that cannot carry HTTP/2).
+    #[arg(long, env = "TOOLHIVE_WATCH_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_http2: bool,
     /// PEM CA bundle: only clients with a certificate it signs may connect to the
     /// webhook (the API server, given its client certificate in an

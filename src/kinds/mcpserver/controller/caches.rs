@@ -44,7 +44,9 @@ pub struct ConfigCaches {
     pub external_auth: Cache<MCPExternalAuthConfig>,
 }
 
-/// Every watch of one scope.
+/// The watches of one scope that run for the life of the process: the kinds users
+/// write. The watches of what the operator makes for servers (`ChildCaches`) start
+/// only once the scope holds an MCPServer, so an idle namespace costs these alone.
 pub struct ScopeCaches {
     /// None: the whole cluster.
     pub namespace: Option<String>,
@@ -54,20 +56,31 @@ pub struct ScopeCaches {
     /// groups' lists of them.
     pub entries: Cache<MCPServerEntry>,
     pub configs: ConfigCaches,
-    /// The proxies' RunConfigs (label `toolhive=true`), metadata only.
-    pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
     /// The ConfigMaps servers name for their proxies (policies, permission
     /// profiles), metadata only (their existence and version is all the operator
     /// learns of them): watched only in the namespaces where a server names one.
     pub named_configmaps: Arc<OnDemand<PartialObjectMeta<ConfigMap>>>,
+    /// What the child watches start with, when the scope first holds a server.
+    pub(super) client: Client,
+    pub(super) metrics: Metrics,
+    /// The child watches, once started: they then run for the life of the process
+    /// (a later leadership term reuses them).
+    pub(super) children: std::sync::OnceLock<Arc<ChildCaches>>,
+}
+
+/// The watches of what the operator makes for the servers of one scope, each
+/// labelled `toolhive=true`, metadata only.
+pub struct ChildCaches {
+    /// The proxies' RunConfigs.
+    pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
     pub service_accounts: Cache<PartialObjectMeta<ServiceAccount>>,
     pub roles: Cache<PartialObjectMeta<Role>>,
     pub role_bindings: Cache<PartialObjectMeta<RoleBinding>>,
     pub services: Cache<PartialObjectMeta<Service>>,
     /// The proxy Deployments without their spec: ready replicas and rollout conditions.
     pub deployments: Cache<Deployment>,
-    /// The pods of the proxies and MCP servers (label `toolhive=true`), only their
-    /// containers' waiting states: a container that cannot start fails the server.
+    /// The pods of the proxies and MCP servers, only their containers' waiting
+    /// states: a container that cannot start fails the server.
     pub pods: Cache<Pod>,
 }
 
@@ -104,24 +117,11 @@ impl ScopeCaches {
                 webhook: slimmed(client, ns, all(), &[], metrics),
                 external_auth: slimmed(client, ns, all(), &[], metrics),
             },
-            configmaps: slimmed(client, ns, managed(), HASH, metrics),
             named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
-            service_accounts: slimmed(client, ns, managed(), HASH, metrics),
-            roles: slimmed(client, ns, managed(), HASH, metrics),
-            role_bindings: slimmed(client, ns, managed(), HASH, metrics),
-            services: slimmed(client, ns, managed(), HASH, metrics),
-            deployments: Cache::start(
-                scoped::<Deployment>(client, ns),
-                managed(),
-                |d: &mut Deployment| {
-                    d.spec = None;
-                    slim_metadata(&mut d.metadata, HASH);
-                },
-                "deployments",
-                metrics,
-            ),
-            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
             namespace,
+            client: client.clone(),
+            metrics: metrics.clone(),
+            children: std::sync::OnceLock::new(),
         }
     }
 
@@ -138,6 +138,44 @@ impl ScopeCaches {
             c.authz.ready(),
             c.webhook.ready(),
             c.external_auth.ready(),
+        );
+    }
+
+    /// The watches of the servers' children in this scope, started on first use.
+    pub fn children(&self) -> Arc<ChildCaches> {
+        self.children.get_or_init(|| Arc::new(ChildCaches::start(&self.client, self.namespace.as_deref(), &self.metrics))).clone()
+    }
+
+    /// How many watches a scope keeps open, idle, besides one of ConfigMaps in each
+    /// namespace where a server names one (reported in the log).
+    pub const WATCHES: usize = 9;
+}
+
+impl ChildCaches {
+    fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
+        Self {
+            configmaps: slimmed(client, ns, managed(), HASH, metrics),
+            service_accounts: slimmed(client, ns, managed(), HASH, metrics),
+            roles: slimmed(client, ns, managed(), HASH, metrics),
+            role_bindings: slimmed(client, ns, managed(), HASH, metrics),
+            services: slimmed(client, ns, managed(), HASH, metrics),
+            deployments: Cache::start(
+                scoped::<Deployment>(client, ns),
+                managed(),
+                |d: &mut Deployment| {
+                    d.spec = None;
+                    slim_metadata(&mut d.metadata, HASH);
+                },
+                "deployments",
+                metrics,
+            ),
+            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
+        }
+    }
+
+    /// Resolves once every child cache has listed.
+    pub async fn ready(&self) {
+        futures::join!(
             self.configmaps.ready(),
             self.service_accounts.ready(),
             self.roles.ready(),
@@ -173,9 +211,8 @@ impl ScopeCaches {
         self.pods.store().state().iter().filter(of_server).map(|p| p.as_ref().clone()).collect()
     }
 
-    /// How many watches a scope keeps open, besides one of ConfigMaps in each
-    /// namespace where a server names one (reported in the log).
-    pub const WATCHES: usize = 16;
+    /// How many watches the children of a scope's servers keep open.
+    pub const WATCHES: usize = 7;
 }
 
 /// A pod as the controller reads it: name, namespace and labels, and the waiting

@@ -8,7 +8,7 @@ mod children;
 mod report;
 pub mod resolve;
 
-pub use caches::{Caches, ConfigCaches, ScopeCaches};
+pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
 pub use report::{PolicyFindings, ServerPhases};
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ use crate::kinds::mcpserver::status::Observed;
 use crate::kinds::mcpserver::{configmaps, group_ref, references};
 use crate::kinds::serverentry::MCPServerEntry;
 use crate::runtime::metrics::{CONTROLLER, Metrics};
-use crate::runtime::status::run_config_status;
+use crate::runtime::status::{run_config_status, when_first};
 use crate::shared::config::FIELD_MANAGER;
 use crate::shared::error::{Error, Result};
 use children::{apply_child, delete_labelled, delete_unused, edit_version};
@@ -116,6 +116,7 @@ impl Shared {
 pub struct Context {
     pub shared: Arc<Shared>,
     caches: Arc<ScopeCaches>,
+    children: Arc<ChildCaches>,
 }
 
 impl Context {
@@ -137,12 +138,15 @@ impl Context {
 /// How long a new leader waits for its caches to list before it starts anyway.
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
 
-/// Runs every controller of one scope (MCPServers, MCPGroups, the configuration
-/// kinds' status) on its caches until `shutdown` flips to true.
+/// Resolves when `shutdown` flips to true.
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Runs every controller of one scope (MCPServers, MCPGroups, MCPServerEntries, the
+/// configuration kinds' status) on its caches until `shutdown` flips to true.
 pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let wait = stopped;
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
     // resolve as not found, and the rest of the operator still runs.
@@ -152,51 +156,9 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
     let client = shared.client.clone();
     let servers = caches.servers.store().clone();
-    let members_of = servers.clone();
-    // A change to a group reconciles the servers that name it (found in the server cache).
-    let naming_servers = move |group: Arc<crate::kinds::group::MCPGroup>| {
-        let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
-        group_ref::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
-    };
-    let (c, cfg) = (&caches, &caches.configs);
-    // The configuration kinds: resolved into the RunConfig; a change reconciles the
-    // servers that reference it (so the proxy rolls), found in the server cache.
-    // A new tenancy policy: every server is checked again (its PolicyCompliant condition).
-    let policy_changes = match &shared.policy {
-        Some(policy) => futures::stream::unfold(policy.changes.clone(), |mut rx| async move {
-            rx.changed().await.ok()?;
-            Some(((), rx))
-        })
-        .boxed(),
-        None => futures::stream::pending().boxed(),
-    };
-    let servers_controller = Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
-        .reconcile_all_on(policy_changes)
-        .watches_shared_stream(c.groups.changes(), naming_servers)
-        .watches_shared_stream(cfg.tool.changes(), references::referrers(servers.clone()))
-        .watches_shared_stream(cfg.telemetry.changes(), references::referrers(servers.clone()))
-        .watches_shared_stream(cfg.oidc.changes(), references::referrers(servers.clone()))
-        .watches_shared_stream(cfg.authz.changes(), references::referrers(servers.clone()))
-        .watches_shared_stream(cfg.webhook.changes(), references::referrers(servers.clone()))
-        .watches_shared_stream(cfg.external_auth.changes(), references::referrers(servers.clone()))
-        // The ConfigMaps servers name for their proxies, where they are watched.
-        .watches_shared_stream(c.named_configmaps.changes(), crate::kinds::mcpserver::configmaps::readers(servers.clone()))
-        .owns_shared_stream(c.configmaps.changes())
-        .owns_shared_stream(c.service_accounts.changes())
-        .owns_shared_stream(c.roles.changes())
-        .owns_shared_stream(c.role_bindings.changes())
-        .owns_shared_stream(c.deployments.changes())
-        .owns_shared_stream(c.services.changes())
-        // A proxy or MCP server container that cannot start, or starts again.
-        .watches_shared_stream(c.pods.changes(), |pod| {
-            let name = pod.labels().get(resources::NAME_LABEL)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
-        .graceful_shutdown_on(wait(shutdown.clone()))
-        .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone() }))
-        // Watch failures are the caches' (retried and counted there); results are
-        // already recorded by reconcile and error_policy.
-        .for_each(|_| futures::future::ready(()));
+    let c = &caches;
+    let cfg = &caches.configs;
+    let servers_controller = run_servers(shared.clone(), caches.clone(), shutdown.clone());
     // MCPGroups list the servers and entries that name them: a member's change
     // triggers its group.
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
@@ -210,28 +172,110 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         servers: group_ref::members(&member_servers.state(), ns, group),
         entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
     });
-    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone()));
-    let entries = crate::kinds::serverentry::run(
-        client.clone(),
-        c.entries.clone(),
-        c.groups.clone(),
-        cfg.external_auth.clone(),
+    // Each controller starts once the scope holds an object of its kind.
+    let groups = when_first(
+        &c.groups,
         wait(shutdown.clone()),
+        crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone())),
     );
+    let entries = when_first(
+        &c.entries,
+        wait(shutdown.clone()),
+        crate::kinds::serverentry::run(
+            client.clone(),
+            c.entries.clone(),
+            c.groups.clone(),
+            cfg.external_auth.clone(),
+            wait(shutdown.clone()),
+        ),
+    );
+    let (cl, sd) = (&client, &shutdown);
     let configs = futures::future::join(
         futures::future::join3(
-            run_config_status(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
+            when_first_config(cl, &cfg.tool, sd),
+            when_first_config(cl, &cfg.telemetry, sd),
+            when_first_config(cl, &cfg.oidc, sd),
         ),
         futures::future::join3(
-            run_config_status(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
+            when_first_config(cl, &cfg.authz, sd),
+            when_first_config(cl, &cfg.webhook, sd),
+            when_first_config(cl, &cfg.external_auth, sd),
         ),
     );
     futures::future::join4(servers_controller, groups, entries, configs).await;
     info!(scope = %scope_label, "controllers stopped");
+}
+
+/// The status controller of the configuration kind K in one scope, once it holds one.
+async fn when_first_config<K: crate::shared::configkind::ConfigKind>(
+    client: &Client,
+    cache: &crate::runtime::cache::Cache<K>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) {
+    when_first(cache, stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await;
+}
+
+/// The MCPServer controller of one scope. It starts, with the watches of what the
+/// operator makes for servers, once the scope holds an MCPServer: a namespace with
+/// no server costs none of them.
+async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
+    tokio::select! {
+        _ = caches.servers.first_object() => {}
+        _ = stopped(shutdown.clone()) => return,
+    }
+    let children = caches.children();
+    if tokio::time::timeout(CACHE_SYNC_WAIT, children.ready()).await.is_err() {
+        warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
+    }
+    info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an MCPServer: starting its controller");
+    let servers = caches.servers.store().clone();
+    let members_of = servers.clone();
+    // A change to a group reconciles the servers that name it (found in the server cache).
+    let naming_servers = move |group: Arc<crate::kinds::group::MCPGroup>| {
+        let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+        group_ref::members(&members_of.state(), &ns, &name).into_iter().map(move |s| ObjectRef::new(&s).within(&ns)).collect::<Vec<_>>()
+    };
+    let (c, cfg, k) = (&caches, &caches.configs, &children);
+    // The configuration kinds: resolved into the RunConfig; a change reconciles the
+    // servers that reference it (so the proxy rolls), found in the server cache.
+    // A new tenancy policy: every server is checked again (its PolicyCompliant condition).
+    let policy_changes = match &shared.policy {
+        Some(policy) => futures::stream::unfold(policy.changes.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+        .boxed(),
+        None => futures::stream::pending().boxed(),
+    };
+    Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
+        .reconcile_all_on(policy_changes)
+        .watches_shared_stream(c.groups.changes(), naming_servers)
+        .watches_shared_stream(cfg.tool.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.telemetry.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.oidc.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.authz.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.webhook.changes(), references::referrers(servers.clone()))
+        .watches_shared_stream(cfg.external_auth.changes(), references::referrers(servers.clone()))
+        // The ConfigMaps servers name for their proxies, where they are watched.
+        .watches_shared_stream(c.named_configmaps.changes(), crate::kinds::mcpserver::configmaps::readers(servers.clone()))
+        .owns_shared_stream(k.configmaps.changes())
+        .owns_shared_stream(k.service_accounts.changes())
+        .owns_shared_stream(k.roles.changes())
+        .owns_shared_stream(k.role_bindings.changes())
+        .owns_shared_stream(k.deployments.changes())
+        .owns_shared_stream(k.services.changes())
+        // A proxy or MCP server container that cannot start, or starts again.
+        .watches_shared_stream(k.pods.changes(), |pod| {
+            let name = pod.labels().get(resources::NAME_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(stopped(shutdown))
+        .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone(), children: children.clone() }))
+        // Watch failures are the caches' (retried and counted there); results are
+        // already recorded by reconcile and error_policy.
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 /// Runs every scope's controllers (one set per allowed namespace in namespace mode).
@@ -367,7 +411,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         format!("Created {}", restored.join(", "))
     });
 
-    if let Some(dep) = ctx.caches.deployments.store().get(&ObjectRef::new(&name).within(&ns)) {
+    if let Some(dep) = ctx.children.deployments.store().get(&ObjectRef::new(&name).within(&ns)) {
         let status = dep.status.clone().unwrap_or_default();
         observed.ready_replicas = status.ready_replicas.unwrap_or(0);
         observed.rollout_failure = status.conditions.unwrap_or_default().into_iter().find_map(|c| {
@@ -379,7 +423,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     if observed.ready_replicas == 0 && observed.rollout_failure.is_none() {
         // The pods are watched (their containers' waiting states only): a container
         // that cannot start triggers a reconcile, no polling.
-        observed.container_failure = crate::kinds::mcpserver::status::container_failure(&ctx.caches.server_pods(&ns, &name));
+        observed.container_failure = crate::kinds::mcpserver::status::container_failure(&ctx.children.server_pods(&ns, &name));
     }
     write_status_noting(server, ctx, &observed, created.as_deref()).await?;
     Ok(Action::requeue(PERIODIC_LOOK))
@@ -425,7 +469,7 @@ async fn apply_if_changed(ctx: &Context, ns: &str, child: &Child, uid: &str) -> 
     let shared = &ctx.shared;
     let key: ChildKey = (ns.to_string(), child.kind(), child.name().to_string());
     let desired_hash = child.hash().to_string();
-    let current = ctx.caches.child_meta(child, ns);
+    let current = ctx.children.child_meta(child, ns);
     if let Some(meta) = &current
         && resources::applied_hash(meta) == Some(desired_hash.as_str())
         && shared.applied.lock().get(&key) == Some(&(desired_hash.clone(), edit_version(meta)))
@@ -448,7 +492,7 @@ async fn remove_unused_service_account(ctx: &Context, server: &MCPServer, ns: &s
     if children.iter().any(|c| matches!(c, Child::ServiceAccount(_)) && c.name() == unused) {
         return Ok(());
     }
-    let Some(cached) = ctx.caches.service_accounts.store().get(&ObjectRef::new(&unused).within(ns)) else {
+    let Some(cached) = ctx.children.service_accounts.store().get(&ObjectRef::new(&unused).within(ns)) else {
         return Ok(());
     };
     if delete_unused::<ServiceAccount>(&ctx.shared.client, ns, &cached.metadata, uid).await? {

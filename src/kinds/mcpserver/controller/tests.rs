@@ -75,14 +75,8 @@ fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
     }
 }
 
-/// The caches of one scope: the given children (metadata, as the watches keep them)
-/// and configuration, nothing else.
-fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
-    let of_kind = |kind: &str| -> Vec<Value> { children.iter().filter(|c| c["kind"] == kind).cloned().collect() };
-    fn meta<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
-        objects.into_iter().map(|o| serde_json::from_value(o).unwrap()).collect()
-    }
-    let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = meta(of_kind("Deployment"));
+/// The caches of one scope: the given configuration, nothing else.
+fn caches(client: &Client, tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
     Arc::new(ScopeCaches {
         namespace: None,
         servers: Cache::listed(vec![]),
@@ -96,13 +90,27 @@ fn caches(client: &Client, children: &[Value], tool_configs: Vec<crate::kinds::t
             webhook: Cache::listed(vec![]),
             external_auth: Cache::listed(vec![]),
         },
-        configmaps: Cache::listed(meta(of_kind("ConfigMap"))),
         named_configmaps: Arc::new(crate::runtime::ondemand::OnDemand::new(
             client.clone(),
             watcher::Config::default(),
             |_| {},
             &Metrics::default(),
         )),
+        client: client.clone(),
+        metrics: Metrics::default(),
+        children: std::sync::OnceLock::new(),
+    })
+}
+
+/// The child caches of one scope: the given children (metadata, as the watches keep them).
+fn child_caches(children: &[Value]) -> Arc<ChildCaches> {
+    let of_kind = |kind: &str| -> Vec<Value> { children.iter().filter(|c| c["kind"] == kind).cloned().collect() };
+    fn meta<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
+        objects.into_iter().map(|o| serde_json::from_value(o).unwrap()).collect()
+    }
+    let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = meta(of_kind("Deployment"));
+    Arc::new(ChildCaches {
+        configmaps: Cache::listed(meta(of_kind("ConfigMap"))),
         service_accounts: Cache::listed(meta(of_kind("ServiceAccount"))),
         roles: Cache::listed(meta(of_kind("Role"))),
         role_bindings: Cache::listed(meta(of_kind("RoleBinding"))),
@@ -121,9 +129,9 @@ fn server(spec: Value) -> MCPServer {
     .unwrap()
 }
 
-fn context(client: Client, caches: Arc<ScopeCaches>) -> Arc<Context> {
+fn context(client: Client, caches: Arc<ScopeCaches>, children: Arc<ChildCaches>) -> Arc<Context> {
     let shared = Shared::new(client, Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 4);
-    Arc::new(Context { shared: Arc::new(shared), caches })
+    Arc::new(Context { shared: Arc::new(shared), caches, children })
 }
 
 /// Runs one reconcile and returns the requests it made.
@@ -159,7 +167,7 @@ fn applies(calls: &[Call]) -> Vec<String> {
 async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let ctx = context(client.clone(), caches(&client, &[], vec![]));
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&[]));
     let made = reconcile_with(&ctx, &s, &calls).await;
     assert_eq!(
         applies(&made),
@@ -189,13 +197,13 @@ async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event
 async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_changed() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let first = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
+    let first = reconcile_with(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &s, &calls).await;
     // The watches now show what was applied, and the server its status.
     let children = applied_children(&first);
     let status: MCPServerStatus =
         serde_json::from_value(first.iter().find(|c| c.path.contains("/status")).unwrap().body["status"].clone()).unwrap();
     let stored = MCPServer { status: Some(status), ..s.clone() };
-    let ctx = context(client.clone(), caches(&client, &children, vec![]));
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&children));
     // A restarted operator applies each child once (it has no record of its applies).
     reconcile_with(&ctx, &stored, &calls).await;
     let again = reconcile_with(&ctx, &stored, &calls).await;
@@ -214,7 +222,7 @@ async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_cha
 async fn a_missing_reference_fails_the_server_and_its_proxy_runs_no_replica() {
     let s = server(json!({"image": "ghcr.io/acme/fetch", "toolConfigRef": {"name": "filters"}}));
     let (client, calls) = mock_api(s.clone());
-    let made = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
+    let made = reconcile_with(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &s, &calls).await;
     let deployment = made.iter().find(|c| c.is("PATCH", "/apis/apps/v1/namespaces/team/deployments/fetch")).unwrap();
     assert_eq!(deployment.body["spec"]["replicas"], 0, "never serves tools it asked to filter");
     let status = &made.iter().find(|c| c.path.contains("/status")).unwrap().body["status"];
@@ -229,7 +237,7 @@ async fn deletion_reports_terminating_removes_what_the_runner_made_and_releases_
     let mut s = server(json!({"image": "ghcr.io/acme/fetch"}));
     s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
     let (client, calls) = mock_api(s.clone());
-    let made = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
+    let made = reconcile_with(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &s, &calls).await;
     let status = made.iter().find(|c| c.path.contains("/status")).unwrap();
     assert_eq!(status.body["status"]["phase"], "Terminating");
     let runner_lookups: Vec<&str> = made
@@ -248,9 +256,9 @@ async fn deletion_reports_terminating_removes_what_the_runner_made_and_releases_
 async fn naming_its_own_service_account_deletes_the_one_made_for_it() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s.clone());
-    let first = reconcile_with(&context(client.clone(), caches(&client, &[], vec![])), &s, &calls).await;
+    let first = reconcile_with(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &s, &calls).await;
     let children = applied_children(&first);
-    let ctx = context(client.clone(), caches(&client, &children, vec![]));
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&children));
     let named = MCPServer { spec: server(json!({"image": "ghcr.io/acme/fetch", "serviceAccount": "tool-runner"})).spec, ..s };
     let made = reconcile_with(&ctx, &named, &calls).await;
     let deleted: Vec<&Call> = made.iter().filter(|c| c.method == "DELETE").collect();
@@ -271,7 +279,7 @@ fn backoff_grows_and_caps() {
 async fn configmaps_are_watched_only_in_a_namespace_where_a_server_names_one() {
     let plain = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(plain.clone());
-    let ctx = context(client.clone(), caches(&client, &[], vec![]));
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&[]));
     let made = reconcile_with(&ctx, &plain, &calls).await;
     let lists_configmaps =
         |made: &[Call]| made.iter().any(|c| c.is("GET", "/api/v1/namespaces/team/configmaps?") && !c.path.contains("fieldSelector"));
