@@ -124,8 +124,9 @@ where
         listed(&self.store).await;
     }
 
-    /// Resolves once the cache holds an object (at once if it already does): a
-    /// controller of the kind waits for this, so a scope without one costs none.
+    /// Resolves once the cache holds an object (at once if it already does): the
+    /// MCPServer controller waits for this, so a scope without a server does not
+    /// watch what servers make.
     pub async fn first_object(&self) {
         let mut changes = std::pin::pin!(self.changes());
         listed(&self.store).await;

@@ -53,19 +53,6 @@ pub async fn run_config_status<K: ConfigKind>(
     drive(results).await;
 }
 
-/// Runs `controller` once `cache` holds an object, unless `shutdown` resolves first:
-/// a scope with nothing of a kind runs no controller for it.
-pub async fn when_first<K: Cached>(
-    cache: &Cache<K>,
-    shutdown: impl std::future::Future<Output = ()>,
-    controller: impl std::future::Future<Output = ()>,
-) {
-    tokio::select! {
-        _ = cache.first_object() => controller.await,
-        _ = shutdown => {}
-    }
-}
-
 async fn reconcile_config_status<K: ConfigKind>(config: Arc<K>, client: Arc<Client>) -> Result<Action> {
     let desired = desired_status(config.as_ref(), Time(jiff::Timestamp::now()));
     if config.status() != Some(&desired) {

@@ -10,7 +10,7 @@
 //! proxy at `status.url`. Then: the runner works with exactly the Role the operator
 //! grants it, a stdio server works too, OIDC tokens and Cedar policies (inline and
 //! from a mounted ConfigMap) are enforced, sessions live in a Redis on the host and
-//! a rate limit answers 429, the restarted-at annotation and a spec edit
+//! a rate limit answers 429, a proxy's nodeSelector places it, the restarted-at annotation and a spec edit
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
 //! the reason, and deleting the MCPServer removes what the runner created.
 //!
@@ -158,6 +158,30 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let greeting = controlplane::mcp::text(&stdio.call("greet", json!({"name": "toolhive-operator"})).await.unwrap());
     assert!(greeting.contains("Hi toolhive-operator"), "the stdio server's own answer: {greeting}");
     stdio.close().await.unwrap();
+
+    // Placement: a proxy whose nodeSelector no node matches waits unscheduled; once
+    // the node carries the label, it runs there and serves.
+    let placed = json!({"image": HELLO_IMAGE, "transport": "stdio",
+        "resourceOverrides": {"proxyDeployment": {"nodeSelector": {"toolhive.test/pool": "mcp"}}}});
+    create(&servers, &server("placed", placed)).await;
+    let unschedulable = operator
+        .within("the placed proxy to wait for a matching node", POD_LIMIT, || async {
+            let pod = runner_pods(&admin, &team, "placed").await.into_iter().next()?;
+            let scheduled = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?.clone();
+            (scheduled.status == "False").then_some(scheduled.reason.unwrap_or_default())
+        })
+        .await;
+    assert_eq!(unschedulable, "Unschedulable");
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items[0].name_any();
+    run_ok("kubectl", &kc, &["label", "node", &node, "toolhive.test/pool=mcp"]);
+    ready(&servers, operator, "placed").await;
+    let on = runner_pods(&admin, &team, "placed").await.into_iter().find(pod_ready).and_then(|p| p.spec?.node_name);
+    assert_eq!(on.as_deref(), Some(node.as_str()));
+    let placed_session = open_session(&admin, &team, "placed", operator).await;
+    assert!(controlplane::mcp::text(&placed_session.call("greet", json!({"name": "placed"})).await.unwrap()).contains("Hi placed"));
+    placed_session.close().await.unwrap();
+    run_ok("kubectl", &kc, &["label", "node", &node, "toolhive.test/pool-"]);
+    servers.delete("placed", &DeleteParams::default()).await.unwrap();
 
     // Authentication: with an MCPOIDCConfig for the cluster's service account tokens,
     // the proxy turns away a client without a token or with one for another audience,

@@ -39,7 +39,7 @@ use crate::kinds::mcpserver::status::Observed;
 use crate::kinds::mcpserver::{configmaps, group_ref, references};
 use crate::kinds::serverentry::MCPServerEntry;
 use crate::runtime::metrics::{CONTROLLER, Metrics};
-use crate::runtime::status::{run_config_status, when_first};
+use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
 use crate::shared::error::{Error, Result};
 use children::{apply_child, delete_labelled, delete_unused, edit_version};
@@ -172,47 +172,28 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         servers: group_ref::members(&member_servers.state(), ns, group),
         entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
     });
-    // Each controller starts once the scope holds an object of its kind.
-    let groups = when_first(
-        &c.groups,
+    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone()));
+    let entries = crate::kinds::serverentry::run(
+        client.clone(),
+        c.entries.clone(),
+        c.groups.clone(),
+        cfg.external_auth.clone(),
         wait(shutdown.clone()),
-        crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone())),
     );
-    let entries = when_first(
-        &c.entries,
-        wait(shutdown.clone()),
-        crate::kinds::serverentry::run(
-            client.clone(),
-            c.entries.clone(),
-            c.groups.clone(),
-            cfg.external_auth.clone(),
-            wait(shutdown.clone()),
-        ),
-    );
-    let (cl, sd) = (&client, &shutdown);
     let configs = futures::future::join(
         futures::future::join3(
-            when_first_config(cl, &cfg.tool, sd),
-            when_first_config(cl, &cfg.telemetry, sd),
-            when_first_config(cl, &cfg.oidc, sd),
+            run_config_status(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
         ),
         futures::future::join3(
-            when_first_config(cl, &cfg.authz, sd),
-            when_first_config(cl, &cfg.webhook, sd),
-            when_first_config(cl, &cfg.external_auth, sd),
+            run_config_status(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
         ),
     );
     futures::future::join4(servers_controller, groups, entries, configs).await;
     info!(scope = %scope_label, "controllers stopped");
-}
-
-/// The status controller of the configuration kind K in one scope, once it holds one.
-async fn when_first_config<K: crate::shared::configkind::ConfigKind>(
-    client: &Client,
-    cache: &crate::runtime::cache::Cache<K>,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
-) {
-    when_first(cache, stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await;
 }
 
 /// The MCPServer controller of one scope. It starts, with the watches of what the
