@@ -189,7 +189,7 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     }
     let answers: Vec<_> = futures::future::join_all(floods).await.into_iter().map(|f| f.unwrap()).collect();
     // 503: the review budget found no room for it within its wait (the webhook's
-    // answer to a burst larger than its memory budget; the API server retries).
+    // answer to a burst larger than its memory budget; the caller may try again).
     let refused_in_time = |a: &Result<u16, String>| match a {
         Ok(code) => *code == 200 || *code == 408 || *code == 503,
         Err(e) => e.contains("Broken pipe") || e.contains("reset") || e.contains("closed"),
