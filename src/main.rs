@@ -32,7 +32,7 @@ fn proxy_settings(args: &Args) -> Result<ProxySettings, ConfigError> {
     let default_redis_password = args
         .default_redis_secret_name
         .clone()
-        .filter(|name| !name.is_empty() && default_redis.is_some())
+        .filter(|name| !name.is_empty())
         .map(|name| SecretKeyRef { name, key: args.default_redis_secret_key.clone() });
     Ok(ProxySettings {
         runner_image: args.runner_image.clone(),

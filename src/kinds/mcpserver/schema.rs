@@ -94,6 +94,13 @@ impl MCPServerSpec {
         UNSUPPORTED_FIELDS.iter().filter(|u| (u.set_in)(self)).collect()
     }
 
+    /// Whether spec.replicas asks a stdio server for more than one proxy, which it
+    /// never gets: each proxy attaches to the server's stdin and stdout, so a second
+    /// would split its replies.
+    pub fn stdio_replicas_capped(&self) -> bool {
+        self.transport == super::api::Transport::Stdio && self.replicas.is_some_and(|r| r > 1)
+    }
+
     /// The spec's session storage when it is Redis.
     pub fn redis_sessions(&self) -> Option<&SessionStorageConfig> {
         self.session_storage.as_ref().filter(|s| s.provider == SessionStorageProvider::Redis)

@@ -48,8 +48,7 @@ const GROUP_REF: &str = crate::kinds::mcpserver::group_ref::CONDITION_GROUP_REF_
 pub const STDIO_REPLICA_CAPPED: &str = "StdioReplicaCapped";
 
 fn stdio_replica_cap(server: &MCPServer) -> ConditionReport {
-    let capped = server.spec.transport == crate::kinds::mcpserver::api::Transport::Stdio && server.spec.replicas.is_some_and(|r| r > 1);
-    if capped {
+    if server.spec.stdio_replicas_capped() {
         ConditionReport::new(
             STDIO_REPLICA_CAPPED,
             true,

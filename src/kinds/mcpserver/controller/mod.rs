@@ -146,7 +146,6 @@ async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
 /// Runs every controller of one scope (MCPServers, MCPGroups, MCPServerEntries, the
 /// configuration kinds' status) on its caches until `shutdown` flips to true.
 pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let wait = stopped;
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
     // resolve as not found, and the rest of the operator still runs.
@@ -172,24 +171,24 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         servers: group_ref::members(&member_servers.state(), ns, group),
         entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
     });
-    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, wait(shutdown.clone()));
+    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, stopped(shutdown.clone()));
     let entries = crate::kinds::serverentry::run(
         client.clone(),
         c.entries.clone(),
         c.groups.clone(),
         cfg.external_auth.clone(),
-        wait(shutdown.clone()),
+        stopped(shutdown.clone()),
     );
     let configs = futures::future::join(
         futures::future::join3(
-            run_config_status(client.clone(), cfg.tool.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.telemetry.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.oidc.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.tool.clone(), stopped(shutdown.clone())),
+            run_config_status(client.clone(), cfg.telemetry.clone(), stopped(shutdown.clone())),
+            run_config_status(client.clone(), cfg.oidc.clone(), stopped(shutdown.clone())),
         ),
         futures::future::join3(
-            run_config_status(client.clone(), cfg.authz.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.webhook.clone(), wait(shutdown.clone())),
-            run_config_status(client.clone(), cfg.external_auth.clone(), wait(shutdown.clone())),
+            run_config_status(client.clone(), cfg.authz.clone(), stopped(shutdown.clone())),
+            run_config_status(client.clone(), cfg.webhook.clone(), stopped(shutdown.clone())),
+            run_config_status(client.clone(), cfg.external_auth.clone(), stopped(shutdown.clone())),
         ),
     );
     futures::future::join4(servers_controller, groups, entries, configs).await;

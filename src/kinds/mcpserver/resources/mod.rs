@@ -380,32 +380,30 @@ pub fn proxy_role_rules(transport: Transport) -> Vec<PolicyRule> {
         ..Default::default()
     };
     let manage = ["create", "delete", "get", "list", "patch", "update", "watch"];
-    let mut rules = vec![
+    let attach = (transport == Transport::Stdio).then(|| rule("", "pods/attach", &["create", "get"]));
+    [
         rule("apps", "statefulsets", &manage),
         rule("", "services", &manage),
         rule("", "pods", &["get", "list", "watch"]),
         rule("", "pods/log", &["get"]),
-        rule("", "configmaps", &["get", "list", "watch"]),
-    ];
-    if transport == Transport::Stdio {
-        rules.insert(4, rule("", "pods/attach", &["create", "get"]));
-    }
-    rules
+    ]
+    .into_iter()
+    .chain(attach)
+    .chain([rule("", "configmaps", &["get", "list", "watch"])])
+    .collect()
 }
 
 /// The proxy's replicas: none at all while the spec asks for something this operator
 /// does not implement (an object stored before it was refused at admission), so it
 /// never serves without, say, the authentication it asked for.
-///
-/// A stdio server has one proxy at most: each proxy attaches to the server's own
-/// stdin and stdout, so a second one would split its replies.
+/// A stdio server has one proxy at most (`MCPServerSpec::stdio_replicas_capped`).
 pub fn proxy_replicas(server: &MCPServer, unresolved: bool) -> Option<i32> {
     if !server.spec.unsupported_fields().is_empty() || unresolved {
-        return Some(0);
-    }
-    match server.spec.replicas {
-        Some(n) if n > 1 && server.spec.transport == Transport::Stdio => Some(1),
-        replicas => replicas,
+        Some(0)
+    } else if server.spec.stdio_replicas_capped() {
+        Some(1)
+    } else {
+        server.spec.replicas
     }
 }
 
