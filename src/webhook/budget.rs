@@ -11,8 +11,10 @@ use axum::http::StatusCode;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// KiB that reviews being read and parsed may take at once: well inside the chart's
-/// 128 MiB limit beside the caches.
-pub const BUDGET_KIB: u32 = 48 * 1024;
+/// 128 MiB limit beside the caches. Two of the largest reviews (7 MiB, let in at
+/// twice that) fit at once, or four of the largest the API server sends for an
+/// MCPServer update (object and old object, 1.5 MiB each).
+pub const BUDGET_KIB: u32 = 32 * 1024;
 
 /// What one parsed JSON value is counted as (a tree node, its map or vector slot and
 /// allocator overhead; measured near 400 bytes for small objects).

@@ -517,8 +517,33 @@ impl OperatorPod {
 
 fn pod_logs(kubeconfig: &std::path::Path, team: &str) -> String {
     let (_, pods, _) = run("kubectl", kubeconfig, &["get", "pods", "-A", "-o", "wide"], None);
+    // Why pods ended or wait: the pod's own reason (Evicted, ...) and the node's
+    // pressure conditions and taints, which `get pods` hides.
+    let (_, reasons, _) = run(
+        "kubectl",
+        kubeconfig,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "custom-columns=NAME:.metadata.name,PHASE:.status.phase,REASON:.status.reason,MESSAGE:.status.message",
+        ],
+        None,
+    );
+    let (_, node, _) = run(
+        "kubectl",
+        kubeconfig,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} taints={.spec.taints}{\"\\n\"}{range .status.conditions[*]}  {.type}={.status} {.message}{\"\\n\"}{end}{end}",
+        ],
+        None,
+    );
     let (_, log, err) = run("kubectl", kubeconfig, &["-n", RELEASE_NS, "logs", "deploy/toolhive-operator", "--tail=40"], None);
-    let mut out = format!("{pods}\n{log}{err}");
+    let mut out = format!("{pods}\n{reasons}\n{node}\n{log}{err}");
     let (_, names, _) = run("kubectl", kubeconfig, &["-n", team, "get", "pods", "-o", "name"], None);
     for pod in names.lines() {
         let (_, log, err) = run("kubectl", kubeconfig, &["-n", team, "logs", pod, "--all-containers", "--tail=30"], None);

@@ -271,8 +271,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }))?,
     )?;
     let port = || crate::free_port();
-    // Low eviction thresholds: the machines here have small disks, and an evicting
-    // kubelet makes tests fail for reasons that are not theirs.
+    // No eviction at all ("0%" switches a signal off): the test machines' disks
+    // are sometimes nearly full, and a kubelet that evicts the operator and CoreDNS
+    // and taints its node makes tests fail for reasons that are not theirs. Each
+    // signal is named, so none falls back to its default.
     fs::write(
         &configs.kubelet,
         format!(
@@ -299,7 +301,7 @@ protectKernelDefaults: false
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {{memory.available: 10Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}}
+evictionHard: {{memory.available: \"0%\", nodefs.available: \"0%\", nodefs.inodesFree: \"0%\", imagefs.available: \"0%\", imagefs.inodesFree: \"0%\", pid.available: \"0%\"}}
 ",
             port = port()?,
             healthz = port()?,
