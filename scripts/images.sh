@@ -9,6 +9,8 @@
 #   mcp-hello  the Go MCP SDK's hello server (stdio; unlike the memory server, it
 #              writes no JSON-RPC log to stderr, which the proxy runner reads as
 #              part of stdout: see README "stdio servers")
+#   mcp-echo   tests/tools/mcp/echo: a tool answering with its request's headers
+#              (what an MCPRemoteProxy adds); keyed by its source's hash
 # Each image is one layer with one static binary, run as UID 65532. Needs umoci and
 # skopeo (scripts/node-packages.sh installs them).
 #
@@ -56,6 +58,8 @@ bins="$out/bin"; mkdir -p "$bins"
 [ -x "$bins/thv-proxyrunner" ] || { log "building thv-proxyrunner $RUNNER_VERSION (cold: several minutes)"; go_build mcp github.com/stacklok/toolhive/cmd/thv-proxyrunner "$bins/thv-proxyrunner"; }
 [ -x "$bins/mcp-memory" ] || { log "building the MCP SDK memory server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/memory "$bins/mcp-memory"; }
 [ -x "$bins/mcp-hello" ] || { log "building the MCP SDK hello server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/hello "$bins/mcp-hello"; }
+echo_rev=$(sha256sum "$root/tests/tools/mcp/echo/main.go" | cut -c1-12)
+[ -x "$bins/mcp-echo-$echo_rev" ] || { log "building mcp-echo"; go_build mcp ./echo "$bins/mcp-echo-$echo_rev"; }
 [ -x "$bins/pause" ] || { log "building pause"; go_build pause . "$bins/pause"; }
 
 image pause localhost/toolhive-node/pause:v1 "$bins/pause"
@@ -63,5 +67,8 @@ image coredns localhost/toolhive-node/coredns:$COREDNS_VERSION "$bins/coredns"
 image proxyrunner ghcr.io/stacklok/toolhive/proxyrunner:$RUNNER_VERSION "$bins/thv-proxyrunner"
 image mcp-memory localhost/toolhive-node/mcp-memory:$MCP_SDK_VERSION "$bins/mcp-memory"
 image mcp-hello localhost/toolhive-node/mcp-hello:$MCP_SDK_VERSION "$bins/mcp-hello"
+# One echo image only (the node imports every tar here): older builds go.
+find "$out" -maxdepth 1 -name 'mcp-echo-*.tar' ! -name "mcp-echo-$echo_rev.tar" -delete
+image "mcp-echo-$echo_rev" localhost/toolhive-node/mcp-echo:v1 "$bins/mcp-echo-$echo_rev"
 log "images ready in $(( $(date +%s) - start ))s: $out"
 echo "$out"

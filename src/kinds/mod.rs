@@ -27,6 +27,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (toolconfig::CRD_CHART_FILE, toolconfig::crd()),
         (telemetry::CRD_CHART_FILE, telemetry::crd()),
         (serverentry::CRD_CHART_FILE, serverentry::crd()),
+        (mcpserver::remote::CRD_CHART_FILE, mcpserver::remote::crd()),
     ]
 }
 

@@ -16,6 +16,7 @@ pub mod namespaces;
 pub mod pod_security;
 pub mod policy;
 pub mod quantity;
+pub mod remote_proxy;
 pub mod review;
 pub mod rules;
 pub mod serve;
@@ -50,6 +51,7 @@ use rules::Facts;
 /// API server sends v1alpha1 objects here converted).
 pub const MUTATE_PATH: &str = "/mutate-toolhive-stacklok-dev-v1beta1-mcpserver";
 pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
+pub const VALIDATE_REMOTE_PROXY_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpremoteproxy";
 /// The largest AdmissionReview the API server sends (object + oldObject near the
 /// 3 MiB etcd limit each, plus envelope).
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
@@ -104,6 +106,7 @@ struct Served {
     state: WebhookState,
     mutate: HookMetrics,
     validate: HookMetrics,
+    validate_remote_proxy: HookMetrics,
     budget: budget::ReviewBudget,
 }
 
@@ -126,6 +129,7 @@ pub fn router(state: WebhookState) -> Router {
     let served = Served {
         mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
         validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
+        validate_remote_proxy: HookMetrics::new(&state.metrics, "validate-mcpremoteproxy"),
         state,
         budget: budget::ReviewBudget::default(),
     };
@@ -135,6 +139,10 @@ pub fn router(state: WebhookState) -> Router {
             VALIDATE_PATH,
             post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::Validate, request).await }),
         )
+        .route(
+            VALIDATE_REMOTE_PROXY_PATH,
+            post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateRemoteProxy, request).await }),
+        )
         .with_state(Arc::new(served))
 }
 
@@ -142,6 +150,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
     let metrics = match hook {
         Hook::Mutate => &served.mutate,
         Hook::Validate => &served.validate,
+        Hook::ValidateRemoteProxy => &served.validate_remote_proxy,
     };
     // The body is read within the budget by the size it declares (the largest legal
     // one when it declares none), then parsed within it by what parsing will take.

@@ -85,6 +85,11 @@ pub struct Rules {
     /// Allowed spec.transport values. Unset: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_transports: Option<Vec<String>>,
+    /// Hosts an MCPRemoteProxy's spec.remoteUrl may name: a host as written
+    /// ("mcp.example.com"), or every subdomain of one ("*.example.com"). Unset: any
+    /// (loopback, link-local, metadata and API server hosts are refused regardless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_remote_hosts: Option<Vec<String>>,
     /// Most MCPServers the namespace may hold. Unset: no limit.
     #[serde(default, rename = "maxMCPServers", skip_serializing_if = "Option::is_none")]
     pub max_mcp_servers: Option<u32>,
@@ -216,6 +221,9 @@ pub struct Enforcement {
     /// allowedTransports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<Mode>,
+    /// allowedRemoteHosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_host: Option<Mode>,
     /// maxMCPServers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Mode>,
@@ -233,6 +241,7 @@ impl Enforcement {
             namespace: self.namespace.or(base.namespace),
             registry: self.registry.or(base.registry),
             transport: self.transport.or(base.transport),
+            remote_host: self.remote_host.or(base.remote_host),
             quota: self.quota.or(base.quota),
             resources: self.resources.or(base.resources),
             pod_security: self.pod_security.or(base.pod_security),
@@ -393,6 +402,11 @@ impl TenancyPolicy {
                     problems.push(format!("{path}.allowedRegistries: {e}"));
                 }
             }
+            for h in rules.allowed_remote_hosts.iter().flatten() {
+                if crate::webhook::remote_proxy::HostPattern::parse(h).is_none() {
+                    problems.push(format!("{path}.allowedRemoteHosts: {h:?} is not a host name or *.<domain>"));
+                }
+            }
             for t in rules.allowed_transports.iter().flatten() {
                 if !["stdio", "streamable-http", "sse"].contains(&t.as_str()) {
                     problems.push(format!("{path}.allowedTransports: {t:?} is not one of stdio, streamable-http, sse"));
@@ -460,6 +474,7 @@ impl Rules {
         Rules {
             allowed_registries: n.allowed_registries.clone().or_else(|| d.allowed_registries.clone()),
             allowed_transports: n.allowed_transports.clone().or_else(|| d.allowed_transports.clone()),
+            allowed_remote_hosts: n.allowed_remote_hosts.clone().or_else(|| d.allowed_remote_hosts.clone()),
             max_mcp_servers: n.max_mcp_servers.or(d.max_mcp_servers),
             proxy_resources: n.proxy_resources.clone().or_else(|| d.proxy_resources.clone()),
             mcp_resources: n.mcp_resources.clone().or_else(|| d.mcp_resources.clone()),

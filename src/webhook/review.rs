@@ -14,6 +14,18 @@ use super::rules::{self, Facts};
 pub enum Hook {
     Mutate,
     Validate,
+    /// The validating webhook of MCPRemoteProxies.
+    ValidateRemoteProxy,
+}
+
+impl Hook {
+    /// The kind the hook admits.
+    fn kind(self) -> &'static str {
+        match self {
+            Hook::Mutate | Hook::Validate => "MCPServer",
+            Hook::ValidateRemoteProxy => "MCPRemoteProxy",
+        }
+    }
 }
 
 /// The answer, with bounded values for metric labels and log fields.
@@ -80,10 +92,11 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     if request.uid.is_empty() {
         return refuse("AdmissionReview request has no uid".into());
     }
-    if request.kind.kind != "MCPServer" || request.kind.group != crate::shared::crd::GROUP {
+    if request.kind.kind != hook.kind() || request.kind.group != crate::shared::crd::GROUP {
         return refuse(format!(
-            "this webhook admits {} MCPServers only, not {}/{}",
+            "this webhook admits {} {}s only, not {}/{}",
             crate::shared::crd::GROUP,
+            hook.kind(),
             request.kind.group,
             request.kind.kind
         ));
@@ -97,7 +110,7 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     let response = AdmissionResponse::from(&request);
     let (response, reason) = match hook {
         Hook::Mutate => mutate_object(response, object, &namespace, facts),
-        Hook::Validate => validate_object(response, &request, object, &namespace, facts),
+        Hook::Validate | Hook::ValidateRemoteProxy => validate_object(response, &request, object, &namespace, hook, facts),
     };
     let decision = if !response.allowed {
         "denied"
@@ -158,6 +171,7 @@ fn validate_object(
     request: &AdmissionRequest<DynamicObject>,
     object: &DynamicObject,
     namespace: &str,
+    hook: Hook,
     facts: &Facts,
 ) -> (AdmissionResponse, &'static str) {
     let spec = object.data.get("spec");
@@ -169,7 +183,11 @@ fn validate_object(
     }
     let name = object.metadata.name.as_deref().unwrap_or(request.name.as_str());
     let create = (request.operation == Operation::Create).then_some(rules::Create { name, dry_run: request.dry_run });
-    let judged = rules::judge(rules::validate(spec, namespace, create, facts), namespace, facts);
+    let violations = match hook {
+        Hook::ValidateRemoteProxy => super::remote_proxy::validate(spec, namespace, facts),
+        Hook::Mutate | Hook::Validate => rules::validate(spec, namespace, create, facts),
+    };
+    let judged = rules::judge(violations, namespace, facts);
     let mut response = response;
     if !judged.warned.is_empty() {
         // kubectl prints each as "Warning: ..."; the rule is in warn mode, not yet enforced.

@@ -39,6 +39,11 @@ pub enum Rule {
     Quota,
     Resources,
     PodSecurity,
+    /// An MCPRemoteProxy's remote URL: one the cluster must never reach on a tenant's
+    /// behalf (always enforced).
+    RemoteUrl,
+    /// An MCPRemoteProxy's remote host, against the namespace's allowed hosts.
+    RemoteHost,
 }
 
 impl Rule {
@@ -50,10 +55,13 @@ impl Rule {
             Rule::Namespace => of(defaults, |e| e.namespace),
             Rule::Registry => of(rules, |e| e.registry),
             Rule::Transport => of(rules, |e| e.transport),
+            Rule::RemoteHost => of(rules, |e| e.remote_host),
             Rule::Quota => of(rules, |e| e.quota),
             Rule::Resources => of(rules, |e| e.resources),
             Rule::PodSecurity => of(rules, |e| e.pod_security),
-            Rule::Spec | Rule::RemovedField | Rule::Size | Rule::Unsupported | Rule::ServiceAccount | Rule::Image => Mode::Enforce,
+            Rule::Spec | Rule::RemovedField | Rule::Size | Rule::Unsupported | Rule::ServiceAccount | Rule::Image | Rule::RemoteUrl => {
+                Mode::Enforce
+            }
         }
     }
 
@@ -71,6 +79,8 @@ impl Rule {
             Rule::Quota => "quota",
             Rule::Resources => "resources",
             Rule::PodSecurity => "pod-security",
+            Rule::RemoteUrl => "remote-url",
+            Rule::RemoteHost => "remote-host",
         }
     }
 }
@@ -323,7 +333,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     out
 }
 
-fn size_violation(value: Option<&Value>, field: &str, max: usize) -> Option<Violation> {
+pub(super) fn size_violation(value: Option<&Value>, field: &str, max: usize) -> Option<Violation> {
     let size = serde_json::to_vec(value?).map_or(usize::MAX, |text| text.len());
     (size > max)
         .then(|| Violation::new(field, FieldError::TooLong, Rule::Size, format!("may be at most {max} bytes as JSON, this one has {size}")))
@@ -361,7 +371,7 @@ fn exact_field_names(sent: &Value, read: &Value, path: &str, out: &mut Vec<Viola
 }
 
 /// The namespace must be watched by the operator and allowed by the policy.
-fn namespace_violation(namespace: &str, facts: &Facts) -> Option<Violation> {
+pub(super) fn namespace_violation(namespace: &str, facts: &Facts) -> Option<Violation> {
     let policy = facts.policy;
     let in_policy = policy.allowed_namespaces.is_empty() || policy.allowed_namespaces.iter().any(|n| n == namespace);
     if facts.scope.allows(namespace) && in_policy {

@@ -38,6 +38,8 @@ const MEMORY_IMAGE: &str = "localhost/toolhive-node/mcp-memory:v1.8.0";
 /// A stdio server that writes nothing but JSON-RPC to stdout and nothing to stderr
 /// (the runner reads both as one stream).
 const HELLO_IMAGE: &str = "localhost/toolhive-node/mcp-hello:v1.8.0";
+/// An MCP server whose tool answers with the headers of the request (tests/tools/mcp/echo).
+const ECHO_IMAGE: &str = "localhost/toolhive-node/mcp-echo:v1";
 /// Pods start in seconds here, but a loaded 2-core CI machine runs the other
 /// integration tests beside this one.
 const POD_LIMIT: Duration = Duration::from_secs(240);
@@ -158,6 +160,9 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let greeting = controlplane::mcp::text(&stdio.call("greet", json!({"name": "toolhive-operator"})).await.unwrap());
     assert!(greeting.contains("Hi toolhive-operator"), "the stdio server's own answer: {greeting}");
     stdio.close().await.unwrap();
+
+    // A remote MCP server behind an MCPRemoteProxy, answering at the proxy's status.url.
+    remote_proxy(&admin, &team, operator).await;
 
     // Placement: a proxy whose nodeSelector no node matches waits unscheduled; once
     // the node carries the label, it runs there and serves.
@@ -607,4 +612,86 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// An MCP server the team runs itself (a Deployment and a Service, no MCPServer),
+/// reached through an MCPRemoteProxy that adds a plaintext header, a header from a
+/// Secret and a bearer token from a Secret (an MCPExternalAuthConfig of type
+/// bearerToken): the backend sees all three, and the proxy's runner reads no Secret
+/// (its Role grants none). A proxy to a metadata address is refused at admission.
+async fn remote_proxy(admin: &Client, team: &str, operator: &OperatorPod) {
+    use k8s_openapi::api::core::v1::Secret;
+    use toolhive_operator::kinds::externalauth::MCPExternalAuthConfig;
+    use toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy;
+    let post = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), team);
+    for (name, key, value) in [("saas-key", "key", "k-123"), ("saas-bearer", "token", "b-456")] {
+        let secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}})).unwrap();
+        secrets.create(&post, &secret).await.unwrap();
+    }
+    let labels = json!({"app": "echo-backend"});
+    let backend: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "echo-backend"},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "echo", "image": ECHO_IMAGE, "args": ["-http", ":8080"], "ports": [{"containerPort": 8080}],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(admin.clone(), team).create(&post, &backend).await.unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "echo-backend"}, "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(admin.clone(), team).create(&post, &service).await.unwrap();
+    let bearer: MCPExternalAuthConfig = serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPExternalAuthConfig", "metadata": {"name": "saas-bearer"},
+        "spec": {"type": "bearerToken", "bearerToken": {"tokenSecretRef": {"name": "saas-bearer", "key": "token"}}}
+    }))
+    .unwrap();
+    Api::<MCPExternalAuthConfig>::namespaced(admin.clone(), team).create(&post, &bearer).await.unwrap();
+
+    let proxies: Api<MCPRemoteProxy> = Api::namespaced(admin.clone(), team);
+    let proxy = |name: &str, url: String| -> MCPRemoteProxy {
+        serde_json::from_value(json!({
+            "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPRemoteProxy", "metadata": {"name": name},
+            "spec": {"remoteUrl": url, "allowPrivateEndpoint": true, "externalAuthConfigRef": {"name": "saas-bearer"},
+                "headerForward": {"addPlaintextHeaders": {"X-Tenant": team},
+                    "addHeadersFromSecret": [{"headerName": "X-API-Key", "valueSecretRef": {"name": "saas-key", "key": "key"}}]}}
+        }))
+        .unwrap()
+    };
+    let refused = proxies.create(&post, &proxy("metadata", "http://169.254.169.254/latest".into())).await.unwrap_err();
+    assert!(refused.to_string().contains("spec.remoteUrl: Invalid value: remote URL host 169.254.169.254 is never allowed"), "{refused}");
+    proxies.create(&post, &proxy("saas", format!("http://echo-backend.{team}.svc.cluster.local:8080/mcp"))).await.unwrap();
+    operator
+        .within("the MCPRemoteProxy Ready", POD_LIMIT, || async {
+            let status = proxies.get("saas").await.ok()?.status?;
+            (status.phase == Some(Phase::Ready)).then_some(())
+        })
+        .await;
+    let session = operator
+        .within("an MCP session through the remote proxy", POD_LIMIT, || async {
+            let (url, address) = controlplane::mcp::remote_proxy_endpoint(admin, team, "saas").await.ok()?;
+            let attempt = async {
+                let session = controlplane::mcp::Session::connect(&url, address).await?;
+                session.tools().await?;
+                Ok::<_, Box<dyn std::error::Error>>(session)
+            };
+            match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+                Ok(Ok(session)) => Some(session),
+                Ok(Err(e)) => {
+                    eprintln!("MCP session through the remote proxy at {url}: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+        .await;
+    let seen = controlplane::mcp::text(&session.call("request_headers", json!({})).await.unwrap());
+    let seen: std::collections::BTreeMap<String, String> = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen}"));
+    assert_eq!(seen.get("X-Tenant").map(String::as_str), Some(team), "{seen:?}");
+    assert_eq!(seen.get("X-Api-Key").map(String::as_str), Some("k-123"), "{seen:?}");
+    assert_eq!(seen.get("Authorization").map(String::as_str), Some("Bearer b-456"), "{seen:?}");
+    session.close().await.unwrap();
 }

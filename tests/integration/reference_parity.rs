@@ -42,6 +42,9 @@ const APPLIED_HASH: &str = "toolhive.stacklok.dev/applied-hash";
 #[derive(serde::Deserialize)]
 struct Case {
     name: String,
+    /// MCPServer unless it says MCPRemoteProxy.
+    #[serde(default = "mcpserver")]
+    kind: String,
     spec: Value,
     /// This operator refuses the spec (its CRD rule): the message names this.
     #[serde(default)]
@@ -52,6 +55,21 @@ struct Case {
     /// Companion objects (e.g. an MCPGroup) created first on both sides.
     #[serde(default)]
     companions: Vec<Value>,
+}
+
+fn mcpserver() -> String {
+    "MCPServer".into()
+}
+
+impl Case {
+    /// The API of the case's kind in `ns`.
+    fn api(&self, client: &Client, ns: &str) -> Api<kube::api::DynamicObject> {
+        let resource = match self.kind.as_str() {
+            "MCPRemoteProxy" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy>(&()),
+            _ => kube::discovery::ApiResource::erase::<MCPServer>(&()),
+        };
+        Api::namespaced_with(client.clone(), ns, &resource)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -159,11 +177,18 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
             }
         }
         for (client, ns) in sides {
-            let server: MCPServer = serde_json::from_value(json!({
-                "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": case.name}, "spec": case.spec
-            }))
-            .unwrap();
-            let created = Api::<MCPServer>::namespaced(client.clone(), ns).create(&PostParams::default(), &server).await;
+            // Through the typed kind, as users' clients of this API send it.
+            let written = json!({
+                "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": case.kind, "metadata": {"name": case.name}, "spec": case.spec
+            });
+            let typed = match case.kind.as_str() {
+                "MCPRemoteProxy" => serde_json::to_value(
+                    serde_json::from_value::<toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy>(written).unwrap(),
+                ),
+                _ => serde_json::to_value(serde_json::from_value::<MCPServer>(written).unwrap()),
+            };
+            let object: kube::api::DynamicObject = serde_json::from_value(typed.unwrap()).unwrap();
+            let created = case.api(client, ns).create(&PostParams::default(), &object).await;
             match (&case.refused_here, created) {
                 (Some(field), Err(e)) if ns == &ours_ns => assert!(e.to_string().contains(field.as_str()), "{}: {e}", case.name),
                 (Some(_), Ok(_)) if ns == &ours_ns => panic!("{} was accepted here; the corpus says it is refused", case.name),
@@ -188,7 +213,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
             let what = format!("the reference to fail on {} with {failure:?} (log: {})", case.name, reference_log.display());
             eventually_within(&what, &ours, Duration::from_secs(90), || async {
                 let log = std::fs::read_to_string(&reference_log).ok()?;
-                log.lines().any(|l| l.contains(&format!("MCPServer.name={}", case.name)) && l.contains(failure.as_str())).then_some(())
+                log.lines().any(|l| l.contains(&format!("{}.name={}", case.kind, case.name)) && l.contains(failure.as_str())).then_some(())
             })
             .await;
         }

@@ -43,13 +43,14 @@ pub struct MCPExternalAuthConfigSpec {
     pub auth_type: ExternalAuthType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_exchange: Option<TokenExchange>,
+    /// A header whose value comes from a Secret, added to each request a remote
+    /// proxy sends (MCPRemoteProxy only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_injection: Option<HeaderInjection>,
+    /// A bearer token from a Secret, sent to a remote MCP server (MCPRemoteProxy only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<BearerToken>,
     /// The sections of the types this release does not carry out: kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
-    pub header_injection: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
-    pub bearer_token: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "stored_as_written")]
     pub embedded_auth_server: Option<Value>,
@@ -120,6 +121,30 @@ pub struct TokenExchange {
     pub subject_provider_name: String,
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderInjection {
+    /// The HTTP header to add.
+    #[schemars(length(min = 1))]
+    pub header_name: String,
+    /// The Secret key holding its value.
+    pub value_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BearerToken {
+    /// The Secret key holding the token.
+    pub token_secret_ref: SecretKeyRef,
+}
+
+/// Whether the type authenticates a proxy to a remote MCP server: what an
+/// MCPRemoteProxy does with it, and an MCPServer (its backend is its own container)
+/// cannot.
+pub fn remote_only(auth_type: ExternalAuthType) -> bool {
+    matches!(auth_type, ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken)
+}
+
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpexternalauthconfigs.yaml";
 
 pub fn crd() -> CustomResourceDefinition {
@@ -157,10 +182,11 @@ impl MCPExternalAuthConfigSpec {
                 ),
                 Some(_) => None,
             },
-            // What the runner only does for a remote MCP server (it signs or authenticates
-            // requests to a URL); an MCPServer's own container has none.
-            ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken | ExternalAuthType::AwsSts => Some(format!(
-                "spec.type: {type_name} authenticates a proxy to a remote MCP server, which this operator release does not run; an MCPServer would ignore it"
+            // Carried out for remote proxies (see `remote_only`); the schema requires
+            // their fields.
+            ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken => None,
+            ExternalAuthType::AwsSts => Some(format!(
+                "spec.type: {type_name} (signing requests to a remote MCP server with AWS credentials) is not carried out by this operator release"
             )),
             ExternalAuthType::UpstreamInject | ExternalAuthType::Xaa => Some(format!(
                 "spec.type: {type_name} is carried out by a virtual MCP server, which this operator release does not run; an MCPServer would ignore it"
@@ -234,9 +260,12 @@ mod tests {
         let env = proxy_env(&exchange).unwrap();
         assert_eq!((env.name.as_str(), env.value), ("TOOLHIVE_TOKEN_EXCHANGE_CLIENT_SECRET", None));
         assert_eq!(spec(json!({"type": "unauthenticated"})).problem(), None);
-        let header = spec(json!({"type": "headerInjection", "headerInjection": {"headerName": "X-Key"}}));
-        assert!(header.problem().unwrap().contains("remote MCP server"));
-        assert!(spec(json!({"type": "awsSts", "awsSts": {}})).problem().unwrap().contains("awsSts authenticates a proxy to a remote"));
+        let header = spec(
+            json!({"type": "headerInjection", "headerInjection": {"headerName": "X-Key", "valueSecretRef": {"name": "s", "key": "k"}}}),
+        );
+        assert_eq!(header.problem(), None, "carried out for remote proxies");
+        assert!(remote_only(header.auth_type) && !remote_only(exchange.auth_type));
+        assert!(spec(json!({"type": "awsSts", "awsSts": {}})).problem().unwrap().contains("awsSts (signing requests"));
         assert!(spec(json!({"type": "xaa", "xaa": {}})).problem().unwrap().contains("virtual MCP server"));
         assert!(
             spec(json!({"type": "embeddedAuthServer", "embeddedAuthServer": {}})).problem().unwrap().contains("spec.embeddedAuthServer")
@@ -254,6 +283,7 @@ mod tests {
         assert_eq!(spec["x-kubernetes-validations"].as_array().unwrap().len(), 9);
         assert_eq!(spec["properties"]["type"]["enum"].as_array().unwrap().len(), 9);
         assert_eq!(spec["properties"]["awsSts"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(spec["properties"]["headerInjection"]["required"], json!(["headerName", "valueSecretRef"]));
         assert_eq!(spec["properties"]["tokenExchange"]["required"], json!(["audience", "tokenUrl"]));
     }
 }

@@ -63,7 +63,7 @@ pub struct MCPGroupStatus {
     pub servers: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub server_count: i32,
-    /// Kept for the API's sake: this operator runs no MCPRemoteProxy yet.
+    /// The MCPRemoteProxies that name this group, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_proxies: Vec<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -139,6 +139,7 @@ pub fn members_named<K: kube::Resource>(objects: &[Arc<K>], ns: &str, group: &st
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupMembers {
     pub servers: Vec<String>,
+    pub remote_proxies: Vec<String>,
     pub entries: Vec<String>,
 }
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpgroups.yaml";
@@ -160,6 +161,8 @@ pub fn desired_status(group: &MCPGroup, members: GroupMembers, now: Time) -> MCP
         phase: Some(GroupPhase::Ready),
         server_count: count(&members.servers),
         servers: members.servers,
+        remote_proxy_count: count(&members.remote_proxies),
+        remote_proxies: members.remote_proxies,
         entry_count: count(&members.entries),
         entries: members.entries,
         conditions: vec![condition(
@@ -171,7 +174,6 @@ pub fn desired_status(group: &MCPGroup, members: GroupMembers, now: Time) -> MCP
             generation,
             &now,
         )],
-        ..Default::default()
     }
 }
 
@@ -222,17 +224,19 @@ mod tests {
     fn status_counts_members_and_keeps_its_transition_time() {
         let group: MCPGroup = serde_json::from_value(json!({"metadata": {"name": "tools", "generation": 2}, "spec": {}})).unwrap();
         let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
-        let members = GroupMembers { servers: vec!["a".into(), "b".into()], entries: vec!["remote".into()] };
+        let members =
+            GroupMembers { servers: vec!["a".into(), "b".into()], remote_proxies: vec!["saas".into()], entries: vec!["remote".into()] };
         let first = desired_status(&group, members.clone(), t0.clone());
         assert_eq!(
             (first.server_count, first.entry_count, first.phase, first.observed_generation),
             (2, 1, Some(GroupPhase::Ready), Some(2))
         );
         assert_eq!(first.entries, ["remote"]);
+        assert_eq!((first.remote_proxies.as_slice(), first.remote_proxy_count), (["saas".to_string()].as_slice(), 1));
         let later = MCPGroup { status: Some(first.clone()), ..group };
         assert_eq!(desired_status(&later, members, Time("2026-02-01T00:00:00Z".parse().unwrap())), first);
         let text = serde_json::to_value(desired_status(&later, GroupMembers::default(), t0)).unwrap();
-        for omitted in ["serverCount", "servers", "entryCount", "entries"] {
+        for omitted in ["serverCount", "servers", "remoteProxyCount", "remoteProxies", "entryCount", "entries"] {
             assert!(text.get(omitted).is_none(), "empty {omitted} is omitted, as the reference does: {text}");
         }
     }

@@ -190,6 +190,12 @@ pub struct MCPServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "duration"))]
     pub proxy_read_timeout: Option<String>,
+
+    /// Set only on the MCPServer an MCPRemoteProxy is projected onto
+    /// (`remote::as_server`): never read from or written to the API.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub remote: Option<Box<super::remote::RemoteTarget>>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -559,33 +565,6 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
     .expect("static schema")
 }
 
-/// Why `spec.podTemplateSpec` is not a pod template: the path inside it and the error.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct PodTemplateError {
-    /// Below `spec.podTemplateSpec` ("." for the template itself).
-    pub path: String,
-    pub message: String,
-}
-
-impl MCPServerSpec {
-    /// `spec.podTemplateSpec` typed. It is a patch over the pod the runner builds, so
-    /// it may leave out the container list a whole template requires.
-    pub fn pod_template(&self) -> Result<Option<k8s_openapi::api::core::v1::PodTemplateSpec>, PodTemplateError> {
-        let Some(template) = &self.pod_template_spec else { return Ok(None) };
-        parse_pod_template(template).map(Some)
-    }
-}
-
-pub fn parse_pod_template(template: &Value) -> Result<k8s_openapi::api::core::v1::PodTemplateSpec, PodTemplateError> {
-    let mut template = template.clone();
-    if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.entry("containers").or_insert_with(|| Value::Array(Vec::new()));
-    }
-    serde_path_to_error::deserialize(&template)
-        .map_err(|e| PodTemplateError { path: e.path().to_string(), message: e.into_inner().to_string() })
-}
-
 impl MCPServer {
     pub fn proxy_port(&self) -> i32 {
         self.spec.proxy_port
@@ -595,7 +574,7 @@ impl MCPServer {
     }
 }
 
-pub use super::schema::{CRD_CHART_FILE, REMOVED_FIELDS, UNSUPPORTED_FIELDS, Unsupported, crd};
+pub use super::schema::{CRD_CHART_FILE, PodTemplateError, REMOVED_FIELDS, UNSUPPORTED_FIELDS, Unsupported, crd, parse_pod_template};
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod group_ref;
 pub mod ratelimit;
 pub mod references;
+pub mod remote;
 pub mod resources;
 pub mod schema;
 pub mod status;

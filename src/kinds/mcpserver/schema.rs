@@ -156,3 +156,30 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpservers.yaml";
+
+/// Why `spec.podTemplateSpec` is not a pod template: the path inside it and the error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PodTemplateError {
+    /// Below `spec.podTemplateSpec` ("." for the template itself).
+    pub path: String,
+    pub message: String,
+}
+
+impl super::api::MCPServerSpec {
+    /// `spec.podTemplateSpec` typed. It is a patch over the pod the runner builds, so
+    /// it may leave out the container list a whole template requires.
+    pub fn pod_template(&self) -> Result<Option<k8s_openapi::api::core::v1::PodTemplateSpec>, PodTemplateError> {
+        let Some(template) = &self.pod_template_spec else { return Ok(None) };
+        parse_pod_template(template).map(Some)
+    }
+}
+
+pub fn parse_pod_template(template: &Value) -> Result<k8s_openapi::api::core::v1::PodTemplateSpec, PodTemplateError> {
+    let mut template = template.clone();
+    if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("containers").or_insert_with(|| Value::Array(Vec::new()));
+    }
+    serde_path_to_error::deserialize(&template)
+        .map_err(|e| PodTemplateError { path: e.path().to_string(), message: e.into_inner().to_string() })
+}

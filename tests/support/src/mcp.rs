@@ -95,17 +95,32 @@ pub async fn http(method: &str, url: &str, address: IpAddr, body: Option<&str>) 
 /// `status.url` of an MCPServer and its proxy Service's ClusterIP (the Service is
 /// the URL's first host label, in the server's namespace).
 pub async fn proxy_endpoint(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, IpAddr)> {
+    endpoint_of(client, namespace, ("MCPServer", "mcpservers"), name).await
+}
+
+/// As [`proxy_endpoint`] for an MCPRemoteProxy, whose `status.url` is its Service's
+/// address alone: the MCP endpoint is `/mcp` below it.
+pub async fn remote_proxy_endpoint(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, IpAddr)> {
+    let (url, ip) = endpoint_of(client, namespace, ("MCPRemoteProxy", "mcpremoteproxies"), name).await?;
+    Ok((format!("{}/mcp", url.trim_end_matches('/')), ip))
+}
+
+async fn endpoint_of(client: &kube::Client, namespace: &str, (kind, plural): (&str, &str), name: &str) -> Result<(String, IpAddr)> {
     use k8s_openapi::api::core::v1::Service;
     use kube::{Api, api::DynamicObject, discovery::ApiResource};
     let resource = ApiResource {
         group: "toolhive.stacklok.dev".into(),
         version: "v1beta1".into(),
         api_version: "toolhive.stacklok.dev/v1beta1".into(),
-        kind: "MCPServer".into(),
-        plural: "mcpservers".into(),
+        kind: kind.into(),
+        plural: plural.into(),
     };
-    let server = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource).get(name).await?;
-    let url = server.data["status"]["url"].as_str().filter(|u| !u.is_empty()).context("the MCPServer has no status.url yet")?.to_string();
+    let object = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource).get(name).await?;
+    let url = object.data["status"]["url"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .with_context(|| format!("the {kind} has no status.url yet"))?
+        .to_string();
     let host = reqwest::Url::parse(&url)?.host_str().context("status.url has no host")?.to_string();
     let service_name = host.split('.').next().unwrap_or_default();
     let service = Api::<Service>::namespaced(client.clone(), namespace).get(service_name).await?;

@@ -161,6 +161,17 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpserverentries/status"]
   verbs: ["patch"]
+# MCPRemoteProxies: watched (each gets a proxy, as an MCPServer) and their status
+# applied; their children carry blockOwnerDeletion owner references to them.
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpremoteproxies"]
+  verbs: ["list", "watch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpremoteproxies/status"]
+  verbs: ["patch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcpremoteproxies/finalizers"]
+  verbs: ["update"]
 # The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
 # webhooks, external auth): watched (resolved into the RunConfig) and their status
 # applied.

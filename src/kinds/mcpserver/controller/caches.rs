@@ -55,6 +55,8 @@ pub struct ScopeCaches {
     /// Remote servers registered into groups (no proxy here): their status, and the
     /// groups' lists of them.
     pub entries: Cache<MCPServerEntry>,
+    /// Remote servers proxied here: each gets a proxy as an MCPServer does.
+    pub proxies: Cache<crate::kinds::mcpserver::remote::MCPRemoteProxy>,
     pub configs: ConfigCaches,
     /// The ConfigMaps servers name for their proxies (policies, permission
     /// profiles), metadata only (their existence and version is all the operator
@@ -109,6 +111,7 @@ impl ScopeCaches {
             servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics),
             groups: slimmed(client, ns, all(), &[], metrics),
             entries: slimmed(client, ns, all(), &[], metrics),
+            proxies: slimmed(client, ns, all(), &[], metrics),
             configs: ConfigCaches {
                 tool: slimmed(client, ns, all(), &[], metrics),
                 telemetry: slimmed(client, ns, all(), &[], metrics),
@@ -132,6 +135,7 @@ impl ScopeCaches {
             self.servers.ready(),
             self.groups.ready(),
             self.entries.ready(),
+            self.proxies.ready(),
             c.tool.ready(),
             c.telemetry.ready(),
             c.oidc.ready(),
@@ -148,7 +152,7 @@ impl ScopeCaches {
 
     /// How many watches a scope keeps open, idle, besides one of ConfigMaps in each
     /// namespace where a server names one (reported in the log).
-    pub const WATCHES: usize = 9;
+    pub const WATCHES: usize = 10;
 }
 
 impl ChildCaches {

@@ -5,6 +5,7 @@
 
 mod caches;
 mod children;
+mod remote;
 mod report;
 pub mod resolve;
 
@@ -162,13 +163,22 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     // triggers its group.
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
     let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(&e.spec.group_ref.name).within(&e.namespace()?));
+    let proxy_of = |p: Arc<crate::kinds::mcpserver::remote::MCPRemoteProxy>| {
+        Some(ObjectRef::new(&p.spec.group_ref.as_ref()?.name).within(&p.namespace()?))
+    };
     let member_changes = futures::stream::select(
-        c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s))),
+        futures::stream::select(
+            c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s))),
+            c.proxies.changes().filter_map(move |p| futures::future::ready(proxy_of(p))),
+        ),
         c.entries.changes().filter_map(move |e| futures::future::ready(entry_of(e))),
     );
-    let (member_servers, member_entries) = (servers.clone(), c.entries.store().clone());
+    let (member_servers, member_entries, member_proxies) = (servers.clone(), c.entries.store().clone(), c.proxies.store().clone());
     let members: crate::kinds::group::Members = Arc::new(move |ns, group| crate::kinds::group::GroupMembers {
         servers: group_ref::members(&member_servers.state(), ns, group),
+        remote_proxies: crate::kinds::group::members_named(&member_proxies.state(), ns, group, |p| {
+            p.spec.group_ref.as_ref().map(|g| g.name.as_str())
+        }),
         entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
     });
     let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, stopped(shutdown.clone()));
@@ -191,7 +201,8 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
             run_config_status(client.clone(), cfg.external_auth.clone(), stopped(shutdown.clone())),
         ),
     );
-    futures::future::join4(servers_controller, groups, entries, configs).await;
+    let proxies = remote::run(shared.clone(), caches.clone(), shutdown.clone());
+    futures::future::join5(servers_controller, proxies, groups, entries, configs).await;
     info!(scope = %scope_label, "controllers stopped");
 }
 
@@ -199,16 +210,9 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
 /// operator makes for servers, once the scope holds an MCPServer: a namespace with
 /// no server costs none of them.
 async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
-    tokio::select! {
-        _ = caches.servers.first_object() => {}
-        _ = stopped(shutdown.clone()) => return,
-    }
-    let children = caches.children();
-    if tokio::time::timeout(CACHE_SYNC_WAIT, children.ready()).await.is_err() {
-        warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
-    }
-    info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an MCPServer: starting its controller");
+    let Some(children) = children_once_holding(&caches, caches.servers.first_object(), "MCPServer", shutdown.clone()).await else {
+        return;
+    };
     let servers = caches.servers.store().clone();
     let members_of = servers.clone();
     // A change to a group reconciles the servers that name it (found in the server cache).
@@ -256,6 +260,27 @@ async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: to
         // already recorded by reconcile and error_policy.
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// Waits until `first` (the scope's first object of `kind`) or shutdown (None), then
+/// starts the scope's child watches, if no controller has, and gives them a while to list.
+async fn children_once_holding(
+    caches: &ScopeCaches,
+    first: impl std::future::Future<Output = ()>,
+    kind: &str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<Arc<ChildCaches>> {
+    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
+    tokio::select! {
+        _ = first => {}
+        _ = stopped(shutdown) => return None,
+    }
+    let children = caches.children();
+    if tokio::time::timeout(CACHE_SYNC_WAIT, children.ready()).await.is_err() {
+        warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
+    }
+    info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
+    Some(children)
 }
 
 /// Runs every scope's controllers (one set per allowed namespace in namespace mode).
@@ -314,10 +339,15 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_after_failure(&ctx, (server.namespace().unwrap_or_default(), server.name_any()), error)
+}
+
+/// A failed reconcile of the object `key` names: counted, logged, and retried after
+/// a backoff that grows with its consecutive failures.
+fn retry_after_failure(ctx: &Context, key: (String, String), error: &Error) -> Action {
     let m = &ctx.shared.metrics;
     m.reconcile_errors.with_label_values(&[CONTROLLER]).inc();
     m.reconcile_error_category.with_label_values(&[error.category()]).inc();
-    let key = (server.namespace().unwrap_or_default(), server.name_any());
     let attempts = {
         let mut f = ctx.shared.failures.lock();
         let n = f.entry(key.clone()).or_insert(0);

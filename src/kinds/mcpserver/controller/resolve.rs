@@ -64,6 +64,19 @@ pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
         auth_server: None,
         unresolved: false,
     };
+    // A type that authenticates a proxy to a remote server: an MCPRemoteProxy's to
+    // carry out, meaningless for an MCPServer's own container (never ignored).
+    if server.spec.remote.is_none()
+        && let Some(config) = resolved.external_auth.take_if(|c| crate::kinds::externalauth::remote_only(c.auth_type))
+    {
+        let type_name = serde_json::to_value(config.auth_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        references.problems.push(crate::shared::problem::Problem::at(
+            "spec.externalAuthConfigRef",
+            format!(
+                "{type_name} authenticates a proxy to a remote MCP server: name it from an MCPRemoteProxy; an MCPServer would ignore it"
+            ),
+        ));
+    }
     resolved.auth_server =
         crate::kinds::mcpserver::authserver::resolve(server, view.external_auth, resolved.external_auth.as_ref(), &mut references);
     if let Some(conflict) = resolved.auth_server.as_ref().and_then(|a| crate::kinds::mcpserver::authserver::conflict(server, a, &resolved))
@@ -210,9 +223,8 @@ mod tests {
         );
         let caches = Caches { external_auth: store(&[hdr]), ..Default::default() };
         let r = resolve(&s, caches.view());
-        assert!(!r.complete());
-        assert_eq!(condition(&r, "ExternalAuthConfigRefValidated").0, "False");
-        assert!(r.references.problems[0].to_string().contains("headerInjection"), "{:?}", r.references.problems);
+        assert!(!r.complete() && r.resolved.unresolved && r.resolved.external_auth.is_none());
+        assert!(r.references.problems[0].to_string().contains("headerInjection authenticates a proxy"), "{:?}", r.references.problems);
     }
 
     #[test]

@@ -53,6 +53,11 @@ fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
     match method {
         "GET" => list,
         "DELETE" => json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        "PATCH" if path.contains("/mcpremoteproxies/") => {
+            let mut stored = serde_json::to_value(remote_proxy(json!({"remoteUrl": "https://mcp.example.com/mcp"}))).unwrap();
+            stored["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+            stored
+        }
         "PATCH" if path.contains("/mcpservers/") => {
             let mut stored = serde_json::to_value(server).unwrap();
             if let Some(status) = body.get("status") {
@@ -82,6 +87,7 @@ fn caches(client: &Client, tool_configs: Vec<crate::kinds::toolconfig::MCPToolCo
         servers: Cache::listed(vec![]),
         groups: Cache::listed(vec![]),
         entries: Cache::listed(vec![]),
+        proxies: Cache::listed(vec![]),
         configs: ConfigCaches {
             tool: Cache::listed(tool_configs),
             telemetry: Cache::listed(vec![]),
@@ -296,4 +302,82 @@ async fn configmaps_are_watched_only_in_a_namespace_where_a_server_names_one() {
     // The server names none any more, and none other there does: the watch stops.
     reconcile_with(&ctx, &plain, &calls).await;
     assert!(!ctx.caches.named_configmaps.watched("team"));
+}
+
+fn remote_proxy(spec: Value) -> crate::kinds::mcpserver::remote::MCPRemoteProxy {
+    serde_json::from_value(json!({
+        "apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPRemoteProxy",
+        "metadata": {"name": "saas", "namespace": "team", "uid": "proxy-uid", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn reconcile_proxy(
+    ctx: &Arc<Context>,
+    proxy: &crate::kinds::mcpserver::remote::MCPRemoteProxy,
+    calls: &Arc<std::sync::Mutex<Vec<Call>>>,
+) -> Vec<Call> {
+    calls.lock().unwrap().clear();
+    remote::reconcile(Arc::new(proxy.clone()), ctx.clone()).await.unwrap();
+    calls.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_remote_proxy_gets_a_runner_that_forwards_to_its_url_and_reads_no_secret() {
+    let p = remote_proxy(json!({"remoteUrl": "https://mcp.example.com/mcp", "headerForward": {
+        "addPlaintextHeaders": {"X-Tenant": "team"},
+        "addHeadersFromSecret": [{"headerName": "X-API-Key", "valueSecretRef": {"name": "saas-key", "key": "token"}}]}}));
+    let (client, calls) = mock_api(server(json!({"image": "unused"})));
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&[]));
+    let made = reconcile_proxy(&ctx, &p, &calls).await;
+    assert_eq!(
+        applies(&made),
+        [
+            "configmaps/saas-runconfig",
+            "serviceaccounts/saas-remote-proxy-runner",
+            "roles/saas-remote-proxy-runner",
+            "rolebindings/saas-remote-proxy-runner",
+            "deployments/saas",
+            "services/mcp-saas-remote-proxy"
+        ],
+        "{made:#?}"
+    );
+    let body = |path: &str| made.iter().find(|c| c.method == "PATCH" && c.path.contains(path)).unwrap().body.clone();
+    let owner = &body("/configmaps/saas-runconfig")["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["kind"].as_str(), owner["uid"].as_str()), (Some("MCPRemoteProxy"), Some("proxy-uid")));
+    let runconfig: Value = serde_json::from_str(body("/configmaps/saas-runconfig")["data"]["runconfig.json"].as_str().unwrap()).unwrap();
+    assert_eq!(runconfig["remote_url"], "https://mcp.example.com/mcp");
+    assert_eq!(runconfig["header_forward"]["add_plaintext_headers"]["X-Tenant"], "team");
+    assert_eq!(runconfig["header_forward"]["add_headers_from_secret"]["X-API-Key"], "HEADER_FORWARD_X_API_KEY_SAAS");
+    assert_eq!(runconfig["image"], "", "no MCP server to run");
+    assert_eq!(runconfig["env_vars"], json!({"MCP_TRANSPORT": "streamable-http"}), "the transport alone: {runconfig}");
+    assert!(runconfig.get("target_port").is_none() && runconfig.get("mcpserver_generation").is_none(), "{runconfig}");
+    assert_eq!(
+        body("/roles/saas-remote-proxy-runner")["rules"],
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}])
+    );
+    let container = &body("/deployments/saas")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(["run", "--foreground=true", "placeholder-for-remote-proxy"]));
+    let env = container["env"].as_array().unwrap();
+    let key = env.iter().find(|e| e["name"] == "TOOLHIVE_SECRET_HEADER_FORWARD_X_API_KEY_SAAS").unwrap();
+    assert_eq!(key["valueFrom"]["secretKeyRef"], json!({"name": "saas-key", "key": "token"}), "set by the kubelet, not read by anyone");
+    assert!(env.iter().any(|e| e["name"] == "TOOLHIVE_SECRETS_PROVIDER" && e["value"] == "environment"));
+    assert_eq!(body("/services/mcp-saas-remote-proxy")["spec"]["selector"]["app"], "mcpremoteproxy");
+    let status = body("/mcpremoteproxies/saas/status");
+    assert_eq!(status["status"]["phase"], "Pending");
+    assert_eq!(status["status"]["url"], "http://mcp-saas-remote-proxy.team.svc.cluster.local:8080");
+    assert_eq!(made.iter().filter(|c| c.path.contains("/events")).count(), 1, "{made:#?}");
+}
+
+#[tokio::test]
+async fn a_remote_proxy_to_a_metadata_endpoint_fails_and_runs_no_replica() {
+    let p = remote_proxy(json!({"remoteUrl": "http://169.254.169.254/latest"}));
+    let (client, calls) = mock_api(server(json!({"image": "unused"})));
+    let made = reconcile_proxy(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &p, &calls).await;
+    let deployment = made.iter().find(|c| c.is("PATCH", "/apis/apps/v1/namespaces/team/deployments/saas")).unwrap();
+    assert_eq!(deployment.body["spec"]["replicas"], 0);
+    let status = &made.iter().find(|c| c.path.contains("/mcpremoteproxies/saas/status")).unwrap().body["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert!(status["message"].as_str().unwrap().contains("spec.remoteUrl"), "{status}");
 }

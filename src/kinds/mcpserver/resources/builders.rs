@@ -6,7 +6,7 @@ use super::*;
 impl Base<'_> {
     /// Name, namespace, labels (+ extra), annotations and owner of a child.
     fn metadata(&self, name: &str, extra_labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> ObjectMeta {
-        let mut all_labels = labels(server_name(self.server));
+        let mut all_labels = workload_labels(self.server);
         all_labels.extend(extra_labels.clone());
         ObjectMeta {
             name: Some(name.into()),
@@ -28,7 +28,11 @@ impl Base<'_> {
         let extra = BTreeMap::from([
             ("toolhive.stacklok.io/component".to_string(), "run-config".to_string()),
             ("toolhive.stacklok.io/managed-by".to_string(), "toolhive-operator".to_string()),
-            ("toolhive.stacklok.io/mcp-server".to_string(), server_name(self.server).to_string()),
+            (
+                if self.server.spec.remote.is_some() { "toolhive.stacklok.io/mcp-remote-proxy" } else { "toolhive.stacklok.io/mcp-server" }
+                    .to_string(),
+                server_name(self.server).to_string(),
+            ),
         ]);
         ConfigMap {
             metadata: self.metadata(&names(self.server).runconfig, &extra, &BTreeMap::new()),
@@ -67,7 +71,11 @@ impl Base<'_> {
     }
 
     pub(super) fn proxy_role(&self) -> Role {
-        Role { metadata: self.plain_metadata(&names(self.server).proxy_runner), rules: Some(proxy_role_rules(self.server.spec.transport)) }
+        let rules = match self.server.spec.remote {
+            Some(_) => remote_proxy_role_rules(),
+            None => proxy_role_rules(self.server.spec.transport),
+        };
+        Role { metadata: self.plain_metadata(&names(self.server).proxy_runner), rules: Some(rules) }
     }
 
     pub(super) fn proxy_role_binding(&self) -> RoleBinding {
@@ -94,8 +102,9 @@ impl Base<'_> {
 
         let mut pod_annotations = pod_meta.annotations.clone();
         pod_annotations.insert(RUNCONFIG_HASH_ANNOTATION.into(), crate::shared::meta::hash_of(&self.runconfig));
-        // The runner learns which MCPServer generation it runs from its own pod.
-        if let Some(generation) = server.metadata.generation {
+        // The runner learns which MCPServer generation it runs from its own pod (a
+        // remote proxy's runner runs no MCPServer).
+        if let Some(generation) = server.metadata.generation.filter(|_| server.spec.remote.is_none()) {
             pod_annotations.insert(GENERATION_ANNOTATION.into(), generation.to_string());
         }
         if let Some(versions) = &self.resolved.configmap_versions {
@@ -104,10 +113,17 @@ impl Base<'_> {
         if let Some(at) = server.metadata.annotations.as_ref().and_then(|a| a.get(RESTARTED_AT_ANNOTATION)) {
             pod_annotations.insert(RESTARTED_AT_ANNOTATION.into(), at.clone());
         }
-        let mut pod_labels = labels(name);
+        let mut pod_labels = workload_labels(server);
         pod_labels.extend(pod_meta.labels.clone());
 
-        let args = vec!["run".to_string(), format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch), server.spec.image.clone()];
+        // A remote proxy's runner reads everything from its RunConfig; the image
+        // argument it still wants names nothing.
+        let args = match server.spec.remote {
+            Some(_) => ["run", "--foreground=true", "placeholder-for-remote-proxy"].map(String::from).to_vec(),
+            None => {
+                vec!["run".to_string(), format!("--k8s-pod-patch={}", self.runconfig.k8s_pod_template_patch), server.spec.image.clone()]
+            }
+        };
 
         // Telemetry's first, where the reference puts them.
         let telemetry = self.resolved.telemetry.as_ref();
@@ -129,7 +145,7 @@ impl Base<'_> {
         env_vars.extend(self.resolved.oidc.as_ref().and_then(crate::kinds::oidc::proxy_env));
         env_vars.extend(self.resolved.external_auth.as_ref().and_then(crate::kinds::externalauth::proxy_env));
         env_vars.extend(self.resolved.auth_server.iter().flat_map(crate::kinds::externalauth::authserver::proxy_env));
-        env_vars.push(EnvVar {
+        env_vars.extend(server.spec.remote.is_none().then(|| EnvVar {
             name: "THV_MCPSERVER_GENERATION".into(),
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
@@ -139,7 +155,13 @@ impl Base<'_> {
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
+        let remote_credentials = server
+            .spec
+            .remote
+            .as_ref()
+            .map(|r| crate::kinds::mcpserver::remote::credentials(name, r, self.resolved.external_auth.as_ref()).env);
+        env_vars.extend(remote_credentials.unwrap_or_default());
         env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
         // After the overrides, and in their place: the password comes from its Secret.
         if let Some(password) = redis_password_env(&server.spec, self.settings) {
@@ -222,7 +244,8 @@ impl Base<'_> {
             }]),
             volume_mounts: Some(mounts),
             startup_probe: Some(health(None, 5, 3, Some(18))),
-            readiness_probe: Some(health(Some(5), 5, 3, None)),
+            // A remote proxy is ready once its remote server answers: given longer.
+            readiness_probe: Some(health(Some(if server.spec.remote.is_some() { 15 } else { 5 }), 5, 3, None)),
             liveness_probe: Some(health(Some(30), 10, 5, None)),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
@@ -238,8 +261,10 @@ impl Base<'_> {
             }),
             ..Default::default()
         };
-        let selector =
-            BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        let selector = BTreeMap::from([
+            ("app".to_string(), app_name(server).to_string()),
+            ("app.kubernetes.io/instance".to_string(), name.to_string()),
+        ]);
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
@@ -281,8 +306,10 @@ impl Base<'_> {
             SessionAffinity::ClientIP => "ClientIP",
             SessionAffinity::None => "None",
         };
-        let selector =
-            BTreeMap::from([("app".to_string(), "mcpserver".to_string()), ("app.kubernetes.io/instance".to_string(), name.to_string())]);
+        let selector = BTreeMap::from([
+            ("app".to_string(), app_name(server).to_string()),
+            ("app.kubernetes.io/instance".to_string(), name.to_string()),
+        ]);
         Service {
             metadata: self.metadata(&names(server).service, &overrides.labels, &overrides.annotations),
             spec: Some(ServiceSpec {

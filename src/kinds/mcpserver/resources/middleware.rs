@@ -77,6 +77,11 @@ pub fn middleware_configs(rc: &RunConfig) -> Vec<Middleware> {
     } else if !rc.authz_config_path.is_empty() {
         chain.push(step("authorization", json!({"config_path": rc.authz_config_path})));
     }
+    // A remote proxy's headers as known here (the plaintext ones); the runner adds
+    // them with the Secret-backed ones, once it has read those, as its last step.
+    if let Some(forward) = &rc.header_forward {
+        chain.push(step("header-forward", json!({"add_headers": forward.add_plaintext_headers})));
+    }
     chain.push(step("recovery", Value::Null));
     chain
 }

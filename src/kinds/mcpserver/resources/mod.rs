@@ -71,6 +71,17 @@ impl ChildNames {
             service: format!("mcp-{name}-proxy"),
         }
     }
+
+    /// An MCPRemoteProxy's: no MCP server, so no account for one.
+    pub fn for_remote_proxy(name: &str) -> Self {
+        Self {
+            runconfig: format!("{name}-runconfig"),
+            proxy_runner: format!("{name}-remote-proxy-runner"),
+            mcp_service_account: String::new(),
+            deployment: name.to_string(),
+            service: format!("mcp-{name}-remote-proxy"),
+        }
+    }
 }
 
 impl ChildNames {
@@ -83,9 +94,23 @@ impl ChildNames {
 }
 
 pub fn labels(name: &str) -> BTreeMap<String, String> {
+    labels_of_app("mcpserver", name)
+}
+
+/// The labels of `server`'s children: those of an MCPServer, or of an MCPRemoteProxy
+/// for a projected one.
+pub fn workload_labels(server: &MCPServer) -> BTreeMap<String, String> {
+    labels_of_app(app_name(server), server_name(server))
+}
+
+fn app_name(server: &MCPServer) -> &'static str {
+    if server.spec.remote.is_some() { "mcpremoteproxy" } else { "mcpserver" }
+}
+
+fn labels_of_app(app: &str, name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app".into(), "mcpserver".into()),
-        ("app.kubernetes.io/name".into(), "mcpserver".into()),
+        ("app".into(), app.into()),
+        ("app.kubernetes.io/name".into(), app.into()),
         ("app.kubernetes.io/instance".into(), name.into()),
         ("toolhive".into(), "true".into()),
         ("toolhive-name".into(), name.into()),
@@ -112,14 +137,18 @@ pub fn oidc_validation(server: &MCPServer, resolved: &Resolved) -> Option<crate:
 
 /// The proxy Service's address inside the cluster: `http://<service>.<ns>.svc.cluster.local:<port>`.
 pub fn service_base_url(server: &MCPServer) -> String {
-    let name = server.metadata.name.as_deref().unwrap_or_default();
     let ns = server.metadata.namespace.as_deref().unwrap_or_default();
-    format!("http://mcp-{name}-proxy.{ns}.svc.cluster.local:{}", server.proxy_port())
+    format!("http://{}.{ns}.svc.cluster.local:{}", names(server).service, server.proxy_port())
 }
 
+/// Where clients reach the proxy: with the transport's path for an MCPServer; the
+/// Service's address alone for an MCPRemoteProxy (as the reference reports it).
 pub fn service_url(server: &MCPServer) -> String {
     let name = server.metadata.name.as_deref().unwrap_or_default();
     let base = service_base_url(server);
+    if server.spec.remote.is_some() {
+        return base;
+    }
     match effective_proxy_mode(server) {
         ProxyMode::StreamableHttp => format!("{base}/mcp"),
         ProxyMode::Sse => format!("{base}/sse#{name}"),
@@ -334,7 +363,10 @@ impl Child {
 /// no uid yet (it has not been stored, so nothing can be owned by it).
 pub fn desired_children(server: &MCPServer, settings: &ProxySettings, resolved: &Resolved) -> Option<Vec<Child>> {
     // Foreground deletion of the MCPServer waits for its children, as the reference's do.
-    let owner = OwnerReference { block_owner_deletion: Some(true), ..server.controller_owner_ref(&())? };
+    let owner = match &server.spec.remote {
+        Some(remote) => remote.owner.clone(),
+        None => OwnerReference { block_owner_deletion: Some(true), ..server.controller_owner_ref(&())? },
+    };
     let base = Base { server, owner, settings, runconfig: runconfig(server, settings, resolved), resolved };
     let mut out = vec![
         Child::ConfigMap(base.runconfig_configmap()),
@@ -342,7 +374,7 @@ pub fn desired_children(server: &MCPServer, settings: &ProxySettings, resolved: 
         Child::Role(base.proxy_role()),
         Child::RoleBinding(base.proxy_role_binding()),
     ];
-    if server.spec.service_account.as_deref().is_none_or(str::is_empty) {
+    if server.spec.remote.is_none() && server.spec.service_account.as_deref().is_none_or(str::is_empty) {
         out.push(Child::ServiceAccount(base.mcp_service_account()));
     }
     out.push(Child::Deployment(base.proxy_deployment()));
@@ -365,7 +397,22 @@ fn server_name(server: &MCPServer) -> &str {
 }
 
 fn names(server: &MCPServer) -> ChildNames {
-    ChildNames::for_server(server_name(server))
+    match server.spec.remote {
+        Some(_) => ChildNames::for_remote_proxy(server_name(server)),
+        None => ChildNames::for_server(server_name(server)),
+    }
+}
+
+/// What a remote proxy's runner may do: read its RunConfig. (The reference grants
+/// Secrets too; here header and token Secrets reach the runner as environment the
+/// kubelet sets, so it reads none.)
+pub fn remote_proxy_role_rules() -> Vec<PolicyRule> {
+    vec![PolicyRule {
+        api_groups: Some(vec!["".into()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: ["get", "list", "watch"].iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }]
 }
 
 /// What the proxy runner needs to run the MCP server: its StatefulSet and Services,

@@ -13,6 +13,14 @@ pub struct RunConfig {
     /// The name the runner's own resources are derived from.
     pub base_name: String,
     pub image: String,
+    /// An MCPRemoteProxy's remote server: the runner forwards to it, running no
+    /// MCP server of its own.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub remote_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_forward: Option<crate::kinds::mcpserver::remote::RunnerHeaderForward>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_auth_config: Option<crate::kinds::mcpserver::remote::RunnerRemoteAuth>,
     pub transport: &'static str,
     pub host: String,
     pub port: i32,
@@ -259,6 +267,9 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         container_name: name.to_string(),
         base_name: name.to_string(),
         image: spec.image.clone(),
+        remote_url: String::new(),
+        header_forward: None,
+        remote_auth_config: None,
         transport,
         host: settings.host.clone(),
         port: server.proxy_port(),
@@ -301,6 +312,17 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
             (backend_replicas, session_redis) => Some(ScalingConfig { backend_replicas, session_redis }),
         },
     };
+    if let Some(remote) = &spec.remote {
+        // No MCP server to run: no image, port or environment of one; the runner
+        // is told only the transport, as the reference tells it.
+        rc.remote_url = remote.url.clone();
+        let credentials = crate::kinds::mcpserver::remote::credentials(name, remote, resolved.external_auth.as_ref());
+        rc.header_forward = credentials.header_forward;
+        rc.remote_auth_config = credentials.remote_auth_config;
+        rc.target_port = None;
+        rc.env_vars = BTreeMap::from([("MCP_TRANSPORT".to_string(), transport.to_string())]);
+        rc.mcpserver_generation = None;
+    }
     rc.middleware_configs = middleware_configs(&rc);
     rc
 }
