@@ -18,6 +18,7 @@ mod proxy_defaults;
 mod real_pods;
 mod reference_parity;
 mod release;
+mod remote_proxies;
 mod server_entries;
 mod two_installs;
 mod webhook_access;

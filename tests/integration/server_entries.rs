@@ -23,7 +23,7 @@ use super::guide::guide;
 use super::release::{install_release, ready};
 
 /// ToolHive's module source at the version the API follows (its examples).
-fn upstream_source() -> std::path::PathBuf {
+pub fn upstream_source() -> std::path::PathBuf {
     let script = controlplane::repo_root().join("scripts/upstream-source.sh");
     let out = Command::new(&script).stderr(Stdio::inherit()).output().unwrap();
     assert!(out.status.success(), "{} failed", script.display());
