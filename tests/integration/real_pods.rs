@@ -10,7 +10,9 @@
 //! proxy at `status.url`. Then: the runner works with exactly the Role the operator
 //! grants it, a stdio server works too, OIDC tokens and Cedar policies (inline and
 //! from a mounted ConfigMap) are enforced, sessions live in a Redis on the host and
-//! a rate limit answers 429, a proxy's nodeSelector places it, the restarted-at annotation and a spec edit
+//! a rate limit answers 429, a proxy's nodeSelector places it, the runner's StatefulSet
+//! is adopted and made again when deleted, an MCPRemoteProxy in front of an in-cluster
+//! MCP server passes on headers and a bearer token, the restarted-at annotation and a spec edit
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
 //! the reason, and deleting the MCPServer removes what the runner created.
 //!
@@ -150,8 +152,36 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     assert!(!cluster_bindings.items.iter().any(|b| binds_runner(b.subjects.as_ref())), "no cluster-wide grant to the runner");
     let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &team);
     let services: Api<Service> = Api::namespaced(admin.clone(), &team);
-    assert!(statefulsets.get_opt("memory").await.unwrap().is_some());
     assert!(services.get_opt("mcp-memory").await.unwrap().is_some() && services.get_opt("mcp-memory-headless").await.unwrap().is_some());
+    // The runner's StatefulSet is adopted under the MCPServer (garbage collection
+    // removes it, and the Services the runner hangs off it, with the server)...
+    let memory_uid = servers.get("memory").await.unwrap().metadata.uid.unwrap();
+    let adopted = operator
+        .within("the runner's StatefulSet adopted", POD_LIMIT, || async {
+            let sts = statefulsets.get_opt("memory").await.ok()??;
+            let owners = sts.metadata.owner_references.clone().unwrap_or_default();
+            owners.iter().any(|o| o.uid == memory_uid && o.controller == Some(true)).then_some(sts)
+        })
+        .await;
+    // ...and made again when deleted: the proxy is rolled so its runner recreates it.
+    statefulsets
+        .delete(
+            "memory",
+            &DeleteParams::default().preconditions(kube::api::Preconditions { uid: adopted.metadata.uid.clone(), resource_version: None }),
+        )
+        .await
+        .unwrap();
+    operator
+        .within("the deleted StatefulSet made again", POD_LIMIT, || async {
+            let sts = statefulsets.get_opt("memory").await.ok()??;
+            (sts.metadata.uid != adopted.metadata.uid).then_some(())
+        })
+        .await;
+    ready(&servers, operator, "memory").await;
+    let healed = open_session(&admin, &team, "memory", operator).await;
+    let graph = controlplane::mcp::text(&healed.call("read_graph", json!({})).await.unwrap());
+    assert!(!graph.contains("in a real pod"), "a new MCP server pod (its memory starts empty): {graph}");
+    healed.close().await.unwrap();
 
     // A stdio server: the runner attaches to its container.
     create(&servers, &server("hello-stdio", json!({"image": HELLO_IMAGE, "transport": "stdio"}))).await;

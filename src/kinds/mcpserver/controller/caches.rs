@@ -84,6 +84,9 @@ pub struct ChildCaches {
     /// The pods of the proxies and MCP servers, only their containers' waiting
     /// states: a container that cannot start fails the server.
     pub pods: Cache<Pod>,
+    /// The StatefulSets the proxy runners make for their MCP servers (metadata):
+    /// adopted, and healed when one goes missing (`workload`).
+    pub statefulsets: Cache<PartialObjectMeta<k8s_openapi::api::apps::v1::StatefulSet>>,
 }
 
 /// A namespaced kind cached without managedFields and annotations but `keep`.
@@ -174,6 +177,7 @@ impl ChildCaches {
                 metrics,
             ),
             pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
+            statefulsets: slimmed(client, ns, managed(), &[], metrics),
         }
     }
 
@@ -187,6 +191,7 @@ impl ChildCaches {
             self.services.ready(),
             self.deployments.ready(),
             self.pods.ready(),
+            self.statefulsets.ready(),
         );
     }
 
@@ -216,7 +221,7 @@ impl ChildCaches {
     }
 
     /// How many watches the children of a scope's servers keep open.
-    pub const WATCHES: usize = 7;
+    pub const WATCHES: usize = 8;
 }
 
 /// A pod as the controller reads it: name, namespace and labels, and the waiting

@@ -8,6 +8,7 @@ mod children;
 mod remote;
 mod report;
 pub mod resolve;
+pub mod workload;
 
 pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
 pub use report::{PolicyFindings, ServerPhases};
@@ -69,6 +70,8 @@ pub struct Shared {
     /// The tenancy policy stored servers are checked against, and its changes (each
     /// reconciles every server again); None without a policy.
     pub policy: Option<PolicyWatch>,
+    /// Per MCPServer: when its proxy was last rolled to recreate a missing StatefulSet.
+    healed: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// The policy check, and a counter bumped each time the policy in force changes.
@@ -105,6 +108,7 @@ impl Shared {
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
             status_written: Mutex::default(),
             policy: None,
+            healed: Mutex::default(),
         }
     }
 
@@ -253,6 +257,11 @@ async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: to
         .watches_shared_stream(k.pods.changes(), |pod| {
             let name = pod.labels().get(resources::NAME_LABEL)?.clone();
             Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        // The runner's StatefulSet: made (adopt it), or gone (heal it).
+        .watches_shared_stream(k.statefulsets.changes(), |sts| {
+            let name = sts.labels().get(resources::NAME_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&sts.namespace()?))
         })
         .graceful_shutdown_on(stopped(shutdown))
         .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone(), children: children.clone() }))
@@ -421,9 +430,11 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         format!("Created {}", restored.join(", "))
     });
 
+    let mut available = 0;
     if let Some(dep) = ctx.children.deployments.store().get(&ObjectRef::new(&name).within(&ns)) {
         let status = dep.status.clone().unwrap_or_default();
         observed.ready_replicas = status.ready_replicas.unwrap_or(0);
+        available = status.available_replicas.unwrap_or(0);
         observed.rollout_failure = status.conditions.unwrap_or_default().into_iter().find_map(|c| {
             let failed = (c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
                 || (c.type_ == "ReplicaFailure" && c.status == "True");
@@ -436,7 +447,8 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
         observed.container_failure = crate::kinds::mcpserver::status::container_failure(&ctx.children.server_pods(&ns, &name));
     }
     write_status_noting(server, ctx, &observed, created.as_deref()).await?;
-    Ok(Action::requeue(PERIODIC_LOOK))
+    let soon = workload::ensure(ctx, server, &ns, available).await?;
+    Ok(Action::requeue(soon.unwrap_or(PERIODIC_LOOK)))
 }
 
 /// How long a reconcile waits for a new ConfigMap watch to list before it retries.
@@ -538,6 +550,7 @@ async fn cleanup(server: &MCPServer, ctx: &Context) -> Result<Action> {
     }
     ctx.shared.applied.lock().retain(|(n, _, child), _| !(n == &ns && resources::ChildNames::for_server(&name).owns(child)));
     ctx.shared.status_written.lock().remove(&(ns.clone(), name.clone()));
+    ctx.shared.healed.lock().remove(&(ns.clone(), name.clone()));
     release_named_configmaps(ctx, &ns);
     info!(namespace = %ns, name = %name, "MCPServer cleaned up");
     Ok(Action::await_change())

@@ -123,6 +123,7 @@ fn child_caches(children: &[Value]) -> Arc<ChildCaches> {
         services: Cache::listed(meta(of_kind("Service"))),
         deployments: Cache::listed(deployments.into_iter().map(|d| k8s_openapi::api::apps::v1::Deployment { spec: None, ..d })),
         pods: Cache::listed(vec![]),
+        statefulsets: Cache::listed(vec![]),
     })
 }
 
@@ -380,4 +381,54 @@ async fn a_remote_proxy_to_a_metadata_endpoint_fails_and_runs_no_replica() {
     let status = &made.iter().find(|c| c.path.contains("/mcpremoteproxies/saas/status")).unwrap().body["status"];
     assert_eq!(status["phase"], "Failed");
     assert!(status["message"].as_str().unwrap().contains("spec.remoteUrl"), "{status}");
+}
+
+/// The child caches after a first reconcile, the proxy Deployment showing
+/// `available` replicas and the StatefulSets `statefulsets` (JSON, metadata).
+fn with_workload(children: &[Value], available: i32, statefulsets: Vec<Value>) -> Arc<ChildCaches> {
+    let mut children = children.to_vec();
+    for c in children.iter_mut().filter(|c| c["kind"] == "Deployment") {
+        c["status"] = json!({"availableReplicas": available, "readyReplicas": available});
+    }
+    let base = child_caches(&children);
+    let parsed = statefulsets.into_iter().map(|s| serde_json::from_value(s).unwrap());
+    Arc::new(ChildCaches {
+        configmaps: base.configmaps.clone(),
+        service_accounts: base.service_accounts.clone(),
+        roles: base.roles.clone(),
+        role_bindings: base.role_bindings.clone(),
+        services: base.services.clone(),
+        deployments: base.deployments.clone(),
+        pods: base.pods.clone(),
+        statefulsets: Cache::listed(parsed),
+    })
+}
+
+#[tokio::test]
+async fn a_missing_statefulset_under_a_running_proxy_rolls_it_once_and_a_found_one_is_adopted() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(s.clone());
+    let first = reconcile_with(&context(client.clone(), caches(&client, vec![]), child_caches(&[])), &s, &calls).await;
+    let children = applied_children(&first);
+
+    let ctx = context(client.clone(), caches(&client, vec![]), with_workload(&children, 1, vec![]));
+    let made = reconcile_with(&ctx, &s, &calls).await;
+    let roll =
+        made.iter().find(|c| c.path.contains("/deployments/fetch") && c.path.contains("fieldManager=toolhive-operator-heal")).unwrap();
+    assert!(roll.body["spec"]["template"]["metadata"]["annotations"][workload::HEALED_AT_ANNOTATION].is_string(), "{roll:?}");
+    assert!(made.iter().any(|c| c.path.contains("/events") && c.body["reason"] == "WorkloadMissing"), "{made:#?}");
+    let again = reconcile_with(&ctx, &s, &calls).await;
+    assert!(!again.iter().any(|c| c.path.contains("toolhive-operator-heal")), "not again within the cooldown: {again:#?}");
+
+    let made_by_runner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "fetch", "namespace": "team", "labels": {"toolhive": "true", "toolhive-name": "fetch"}}});
+    let ctx = context(client.clone(), caches(&client, vec![]), with_workload(&children, 1, vec![made_by_runner]));
+    let made = reconcile_with(&ctx, &s, &calls).await;
+    let adopt = made.iter().find(|c| c.is("PATCH", "/apis/apps/v1/namespaces/team/statefulsets/fetch")).unwrap();
+    let owner = &adopt.body["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["uid"].as_str(), owner["controller"].as_bool()),
+        (Some("MCPServer"), Some("server-uid"), Some(true))
+    );
+    assert!(!made.iter().any(|c| c.path.contains("toolhive-operator-heal")));
 }
