@@ -46,7 +46,7 @@ pub struct MCPTelemetryConfigSpec {
     pub open_telemetry: Option<OpenTelemetry>,
     /// A Prometheus `/metrics` endpoint on the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<Switch>,
+    pub prometheus: Option<Prometheus>,
 }
 
 pub type MCPTelemetryConfigStatus = ConfigStatus;
@@ -97,6 +97,19 @@ fn legacy_attributes_default() -> bool {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Prometheus {
+    #[serde(default)]
+    #[schemars(default)]
+    pub enabled: bool,
+    /// Serve `/metrics` on the proxy's own port too, beside a separate diagnostics
+    /// port. The proxy runner this release drives has no diagnostics port and serves
+    /// `/metrics` on its own port only, so only `true` (or unset) is carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_on_transport_port: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Switch {
     #[serde(default)]
     #[schemars(default)]
@@ -138,6 +151,11 @@ pub fn crd() -> CustomResourceDefinition {
 impl MCPTelemetryConfigSpec {
     /// What is wrong with it, if anything (what the API server's schema cannot say).
     pub fn problem(&self) -> Option<String> {
+        if self.prometheus.as_ref().and_then(|p| p.metrics_on_transport_port) == Some(false) {
+            return Some(
+                "spec.prometheus.metricsOnTransportPort: false moves /metrics to a diagnostics port, which the proxy runner this release drives does not have (it serves /metrics on the proxy's port only); remove it or set true".into(),
+            );
+        }
         let otel = self.open_telemetry.as_ref()?;
         let on = |s: Option<bool>| s.unwrap_or(false);
         if !otel.endpoint.is_empty() && !on(otel.tracing.as_ref().map(|t| t.enabled)) && !on(otel.metrics.as_ref().map(|m| m.enabled)) {
@@ -271,6 +289,9 @@ mod tests {
         let too_long = config(json!({"openTelemetry": {"caBundleRef": {"configMapRef": {"name": long, "key": ""}}}}));
         assert!(too_long.problem().unwrap().contains("at most 48"));
         assert_eq!(config(json!({"openTelemetry": {"endpoint": "otel:4317", "tracing": {"enabled": true}}})).problem(), None);
+        let moved = config(json!({"prometheus": {"enabled": true, "metricsOnTransportPort": false}}));
+        assert!(moved.problem().unwrap().starts_with("spec.prometheus.metricsOnTransportPort: false"), "{:?}", moved.problem());
+        assert_eq!(config(json!({"prometheus": {"enabled": true, "metricsOnTransportPort": true}})).problem(), None);
     }
 
     #[test]
