@@ -178,7 +178,12 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let ca: serde_json::Value = serde_json::from_str(&first_secret).unwrap();
     let ca = ca["ca.crt"].as_str().unwrap().to_string();
     assert!(!ca.is_empty());
-    assert_eq!(first_bundles, [String::new(), ca.clone()], "the validating webhook trusts the Secret's CA; there is no mutating one");
+    // Two validating webhooks (MCPServers, MCPRemoteProxies), each trusting it.
+    assert_eq!(
+        first_bundles,
+        [String::new(), format!("{ca} {ca}")],
+        "the validating webhooks trust the Secret's CA; there is no mutating one"
+    );
     run_ok(
         "helm",
         kc,

@@ -1167,7 +1167,7 @@ async fn a_token_exchange_reaches_the_proxy_and_auth_types_not_carried_out_stop_
     eventually("an awsSts config to stop the proxy", &g.operator, || async {
         let status = failed_and_stopped(&servers, &deployments, "exchanging").await?;
         let condition = status.conditions.iter().find(|c| c.type_ == "ExternalAuthConfigRefValidated")?;
-        let says = status.message.contains("awsSts authenticates a proxy to a remote MCP server");
+        let says = status.message.contains("awsSts (signing requests to a remote MCP server with AWS credentials) is not carried out");
         (says && condition.reason == "ExternalAuthConfigRefNotValid").then_some(())
     })
     .await;
