@@ -21,4 +21,5 @@ mod release;
 mod remote_proxies;
 mod server_entries;
 mod two_installs;
+mod upstream_examples;
 mod webhook_access;
