@@ -99,6 +99,13 @@ where
         &self.store
     }
 
+    /// How many change streams are subscribed (tests: a stream made but not read
+    /// holds every change sent after it until it is read or dropped).
+    #[cfg(test)]
+    pub fn subscribers(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
     /// Every object the watch touches (applied or deleted) from now on.
     pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let store = self.store.clone();

@@ -159,12 +159,72 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     }
     info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
     let client = shared.client.clone();
-    let servers = caches.servers.store().clone();
     let c = &caches;
     let cfg = &caches.configs;
     let servers_controller = run_servers(shared.clone(), caches.clone(), shutdown.clone());
-    // MCPGroups list the servers and entries that name them: a member's change
-    // triggers its group.
+    // Each of these starts once the scope holds an object of its kind: an idle
+    // namespace runs none of them. What one subscribes to (a change stream holds
+    // every change until read) is made when it starts, never before.
+    let groups = when_first(&c.groups, stopped(shutdown.clone()), {
+        let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
+        async move { run_groups(client, &caches, stopped(shutdown)).await }
+    });
+    let entries = when_first(&c.entries, stopped(shutdown.clone()), {
+        let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
+        async move {
+            let cfg = &caches.configs;
+            crate::kinds::serverentry::run(
+                client,
+                caches.entries.clone(),
+                caches.groups.clone(),
+                cfg.external_auth.clone(),
+                stopped(shutdown),
+            )
+            .await
+        }
+    });
+    let (cl, sd) = (&client, &shutdown);
+    let configs = futures::future::join(
+        futures::future::join3(
+            config_status_when_first(cl, &cfg.tool, sd),
+            config_status_when_first(cl, &cfg.telemetry, sd),
+            config_status_when_first(cl, &cfg.oidc, sd),
+        ),
+        futures::future::join3(
+            config_status_when_first(cl, &cfg.authz, sd),
+            config_status_when_first(cl, &cfg.webhook, sd),
+            config_status_when_first(cl, &cfg.external_auth, sd),
+        ),
+    );
+    let proxies = remote::run(shared.clone(), caches.clone(), shutdown.clone());
+    futures::future::join5(servers_controller, proxies, groups, entries, configs).await;
+    info!(scope = %scope_label, "controllers stopped");
+}
+
+/// Runs `controller` once `cache` holds an object, unless `shutdown` resolves first.
+async fn when_first<K: crate::runtime::cache::Cached>(
+    cache: &crate::runtime::cache::Cache<K>,
+    shutdown: impl std::future::Future<Output = ()>,
+    controller: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = cache.first_object() => controller.await,
+        _ = shutdown => {}
+    }
+}
+
+/// The status controller of a configuration kind in one scope, once it holds one.
+async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
+    client: &Client,
+    cache: &crate::runtime::cache::Cache<K>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) {
+    when_first(cache, stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
+}
+
+/// The MCPGroup controller of one scope: a group lists the servers, remote proxies
+/// and entries that name it, and a member's change triggers its group.
+async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
     let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(&e.spec.group_ref.name).within(&e.namespace()?));
     let proxy_of = |p: Arc<crate::kinds::mcpserver::remote::MCPRemoteProxy>| {
@@ -177,37 +237,15 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
         ),
         c.entries.changes().filter_map(move |e| futures::future::ready(entry_of(e))),
     );
-    let (member_servers, member_entries, member_proxies) = (servers.clone(), c.entries.store().clone(), c.proxies.store().clone());
+    let (servers, entries, proxies) = (c.servers.store().clone(), c.entries.store().clone(), c.proxies.store().clone());
     let members: crate::kinds::group::Members = Arc::new(move |ns, group| crate::kinds::group::GroupMembers {
-        servers: group_ref::members(&member_servers.state(), ns, group),
-        remote_proxies: crate::kinds::group::members_named(&member_proxies.state(), ns, group, |p| {
+        servers: group_ref::members(&servers.state(), ns, group),
+        remote_proxies: crate::kinds::group::members_named(&proxies.state(), ns, group, |p| {
             p.spec.group_ref.as_ref().map(|g| g.name.as_str())
         }),
-        entries: crate::kinds::serverentry::members(&member_entries.state(), ns, group),
+        entries: crate::kinds::serverentry::members(&entries.state(), ns, group),
     });
-    let groups = crate::kinds::group::run(client.clone(), c.groups.clone(), member_changes, members, stopped(shutdown.clone()));
-    let entries = crate::kinds::serverentry::run(
-        client.clone(),
-        c.entries.clone(),
-        c.groups.clone(),
-        cfg.external_auth.clone(),
-        stopped(shutdown.clone()),
-    );
-    let configs = futures::future::join(
-        futures::future::join3(
-            run_config_status(client.clone(), cfg.tool.clone(), stopped(shutdown.clone())),
-            run_config_status(client.clone(), cfg.telemetry.clone(), stopped(shutdown.clone())),
-            run_config_status(client.clone(), cfg.oidc.clone(), stopped(shutdown.clone())),
-        ),
-        futures::future::join3(
-            run_config_status(client.clone(), cfg.authz.clone(), stopped(shutdown.clone())),
-            run_config_status(client.clone(), cfg.webhook.clone(), stopped(shutdown.clone())),
-            run_config_status(client.clone(), cfg.external_auth.clone(), stopped(shutdown.clone())),
-        ),
-    );
-    let proxies = remote::run(shared.clone(), caches.clone(), shutdown.clone());
-    futures::future::join5(servers_controller, proxies, groups, entries, configs).await;
-    info!(scope = %scope_label, "controllers stopped");
+    crate::kinds::group::run(client, c.groups.clone(), member_changes, members, shutdown).await
 }
 
 /// The MCPServer controller of one scope. It starts, with the watches of what the

@@ -432,3 +432,35 @@ async fn a_missing_statefulset_under_a_running_proxy_rolls_it_once_and_a_found_o
     );
     assert!(!made.iter().any(|c| c.path.contains("toolhive-operator-heal")));
 }
+
+#[tokio::test]
+async fn an_idle_scope_runs_no_controller_of_groups_entries_or_configurations_and_subscribes_to_nothing_unread() {
+    let s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(s);
+    let scope = caches(&client, vec![]);
+    let shared = Arc::new(Shared::new(client, Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 4));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(run_scope(shared, scope.clone(), shutdown));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Only the waits for a first MCPServer and a first MCPRemoteProxy read changes; a
+    // group controller's stream of its members' changes, made before a group exists
+    // and never read, would hold every MCPServer change sent meanwhile.
+    let c = &scope.configs;
+    let subscribed = [
+        scope.servers.subscribers(),
+        scope.proxies.subscribers(),
+        scope.groups.subscribers(),
+        scope.entries.subscribers(),
+        c.tool.subscribers() + c.telemetry.subscribers() + c.oidc.subscribers(),
+        c.authz.subscribers() + c.webhook.subscribers() + c.external_auth.subscribers(),
+    ];
+    assert_eq!(subscribed, [1, 1, 1, 1, 3, 3], "each waits for its first object, nothing more");
+    scope
+        .groups
+        .touched(Arc::new(serde_json::from_value(json!({"metadata": {"name": "tools", "namespace": "team"}, "spec": {}})).unwrap()));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(scope.servers.subscribers() >= 2, "a group controller, once started, reads its members' changes");
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), running).await.unwrap().unwrap();
+    assert!(calls.lock().unwrap().iter().all(|c| c.method == "GET" || c.path.contains("mcpgroups")), "idle: no writes but the group's");
+}
