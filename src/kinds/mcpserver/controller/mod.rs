@@ -505,17 +505,21 @@ async fn watch_named_configmaps(ctx: &Context, server: &MCPServer, ns: &str) -> 
     Ok(())
 }
 
-/// Stops the ConfigMap watch of `ns` when no server there (being deleted or not)
-/// still names a ConfigMap.
+/// Stops the ConfigMap watch of `ns` when no server or remote proxy there (but those
+/// being deleted) still names a ConfigMap.
 fn release_named_configmaps(ctx: &Context, ns: &str) {
     let named = &ctx.caches.named_configmaps;
     if !named.watched(ns) {
         return;
     }
+    let live_here = |meta: &kube::core::ObjectMeta| meta.namespace.as_deref() == Some(ns) && meta.deletion_timestamp.is_none();
     let servers = ctx.caches.servers.store().state();
-    let needed = servers.iter().any(|s| {
-        s.metadata.namespace.as_deref() == Some(ns) && s.metadata.deletion_timestamp.is_none() && !configmaps::named(s).is_empty()
-    });
+    let proxies = ctx.caches.proxies.store().state();
+    // Remote proxies name ConfigMaps too (their authorization policies).
+    let needed = servers.iter().any(|s| live_here(&s.metadata) && !configmaps::named(s).is_empty())
+        || proxies.iter().any(|p| {
+            live_here(&p.metadata) && crate::kinds::mcpserver::remote::as_server(p).is_some_and(|s| !configmaps::named(&s).is_empty())
+        });
     if !needed {
         named.stop(ns);
     }

@@ -464,3 +464,29 @@ async fn an_idle_scope_runs_no_controller_of_groups_entries_or_configurations_an
     tokio::time::timeout(std::time::Duration::from_secs(5), running).await.unwrap().unwrap();
     assert!(calls.lock().unwrap().iter().all(|c| c.method == "GET" || c.path.contains("mcpgroups")), "idle: no writes but the group's");
 }
+
+#[tokio::test]
+async fn a_configmap_watch_a_remote_proxy_needs_outlives_a_server_that_names_none() {
+    let plain = server(json!({"image": "ghcr.io/acme/fetch"}));
+    let (client, calls) = mock_api(plain.clone());
+    let proxy = remote_proxy(json!({"remoteUrl": "https://mcp.example.com/mcp",
+        "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "authz.json"}}}));
+    let base = caches(&client, vec![]);
+    let scope = Arc::new(ScopeCaches {
+        namespace: None,
+        servers: base.servers.clone(),
+        groups: base.groups.clone(),
+        entries: base.entries.clone(),
+        proxies: Cache::listed(vec![proxy.clone()]),
+        configs: base.configs.clone(),
+        named_configmaps: base.named_configmaps.clone(),
+        client: client.clone(),
+        metrics: Metrics::default(),
+        children: std::sync::OnceLock::new(),
+    });
+    let ctx = context(client.clone(), scope, child_caches(&[]));
+    reconcile_proxy(&ctx, &proxy, &calls).await;
+    assert!(ctx.caches.named_configmaps.watched("team"), "the proxy's policies are watched");
+    reconcile_with(&ctx, &plain, &calls).await;
+    assert!(ctx.caches.named_configmaps.watched("team"), "still needed by the proxy");
+}
