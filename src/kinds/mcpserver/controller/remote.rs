@@ -68,6 +68,11 @@ pub(super) async fn run(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown:
         .owns_shared_stream(k.role_bindings.changes())
         .owns_shared_stream(k.deployments.changes())
         .owns_shared_stream(k.services.changes())
+        // A proxy container that cannot start, or starts again.
+        .watches_shared_stream(k.pods.changes(), |pod| {
+            let name = pod.labels().get(crate::kinds::mcpserver::resources::NAME_LABEL)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
         .graceful_shutdown_on(stopped(shutdown))
         .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone(), children: children.clone() }))
         .for_each(|_| futures::future::ready(()))
