@@ -131,6 +131,15 @@ where
         listed(&self.store).await;
     }
 
+    /// Runs `controller` once the cache holds an object, unless `shutdown` resolves
+    /// first: a scope with nothing of a kind runs no controller for it.
+    pub async fn when_first(&self, shutdown: impl std::future::Future<Output = ()>, controller: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            _ = self.first_object() => controller.await,
+            _ = shutdown => {}
+        }
+    }
+
     /// Resolves once the cache holds an object (at once if it already does): the
     /// MCPServer controller waits for this, so a scope without a server does not
     /// watch what servers make.

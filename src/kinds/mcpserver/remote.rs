@@ -242,6 +242,16 @@ pub fn as_server(proxy: &MCPRemoteProxy) -> Option<MCPServer> {
     })
 }
 
+/// The MCPGroup a proxy names, if any.
+pub fn group_of(proxy: &MCPRemoteProxy) -> Option<&str> {
+    proxy.spec.group_ref.as_ref().map(|g| g.name.as_str())
+}
+
+/// The names of the proxies in `ns` that name `group`, sorted (deleted ones left out).
+pub fn members(proxies: &[std::sync::Arc<MCPRemoteProxy>], ns: &str, group: &str) -> Vec<String> {
+    crate::kinds::group::members_named(proxies, ns, group, group_of)
+}
+
 /// The status an MCPRemoteProxy shows for the status its projection would have.
 pub fn proxy_status(status: MCPServerStatus) -> MCPRemoteProxyStatus {
     MCPRemoteProxyStatus {

@@ -165,11 +165,11 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     // Each of these starts once the scope holds an object of its kind: an idle
     // namespace runs none of them. What one subscribes to (a change stream holds
     // every change until read) is made when it starts, never before.
-    let groups = when_first(&c.groups, stopped(shutdown.clone()), {
+    let groups = c.groups.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
         async move { run_groups(client, &caches, stopped(shutdown)).await }
     });
-    let entries = when_first(&c.entries, stopped(shutdown.clone()), {
+    let entries = c.entries.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
         async move {
             let cfg = &caches.configs;
@@ -201,25 +201,13 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     info!(scope = %scope_label, "controllers stopped");
 }
 
-/// Runs `controller` once `cache` holds an object, unless `shutdown` resolves first.
-async fn when_first<K: crate::runtime::cache::Cached>(
-    cache: &crate::runtime::cache::Cache<K>,
-    shutdown: impl std::future::Future<Output = ()>,
-    controller: impl std::future::Future<Output = ()>,
-) {
-    tokio::select! {
-        _ = cache.first_object() => controller.await,
-        _ = shutdown => {}
-    }
-}
-
 /// The status controller of a configuration kind in one scope, once it holds one.
 async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
     client: &Client,
     cache: &crate::runtime::cache::Cache<K>,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) {
-    when_first(cache, stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
+    cache.when_first(stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
 }
 
 /// The MCPGroup controller of one scope: a group lists the servers, remote proxies
@@ -228,7 +216,7 @@ async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future:
     let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
     let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(&e.spec.group_ref.name).within(&e.namespace()?));
     let proxy_of = |p: Arc<crate::kinds::mcpserver::remote::MCPRemoteProxy>| {
-        Some(ObjectRef::new(&p.spec.group_ref.as_ref()?.name).within(&p.namespace()?))
+        Some(ObjectRef::new(crate::kinds::mcpserver::remote::group_of(&p)?).within(&p.namespace()?))
     };
     let member_changes = futures::stream::select(
         futures::stream::select(
@@ -240,9 +228,7 @@ async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future:
     let (servers, entries, proxies) = (c.servers.store().clone(), c.entries.store().clone(), c.proxies.store().clone());
     let members: crate::kinds::group::Members = Arc::new(move |ns, group| crate::kinds::group::GroupMembers {
         servers: group_ref::members(&servers.state(), ns, group),
-        remote_proxies: crate::kinds::group::members_named(&proxies.state(), ns, group, |p| {
-            p.spec.group_ref.as_ref().map(|g| g.name.as_str())
-        }),
+        remote_proxies: crate::kinds::mcpserver::remote::members(&proxies.state(), ns, group),
         entries: crate::kinds::serverentry::members(&entries.state(), ns, group),
     });
     crate::kinds::group::run(client, c.groups.clone(), member_changes, members, shutdown).await
@@ -292,21 +278,23 @@ async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: to
         .owns_shared_stream(k.deployments.changes())
         .owns_shared_stream(k.services.changes())
         // A proxy or MCP server container that cannot start, or starts again.
-        .watches_shared_stream(k.pods.changes(), |pod| {
-            let name = pod.labels().get(resources::NAME_LABEL)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
+        .watches_shared_stream(k.pods.changes(), labelled_for)
         // The runner's StatefulSet: made (adopt it), or gone (heal it).
-        .watches_shared_stream(k.statefulsets.changes(), |sts| {
-            let name = sts.labels().get(resources::NAME_LABEL)?.clone();
-            Some(ObjectRef::new(&name).within(&sts.namespace()?))
-        })
+        .watches_shared_stream(k.statefulsets.changes(), labelled_for)
         .graceful_shutdown_on(stopped(shutdown))
         .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone(), children: children.clone() }))
         // Watch failures are the caches' (retried and counted there); results are
         // already recorded by reconcile and error_policy.
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The server (or remote proxy) an object the runner or the operator made belongs
+/// to, by its `toolhive-name` label: the pods and StatefulSets carry no owner
+/// reference to it.
+fn labelled_for<T: kube::Resource<DynamicType = ()>>(object: Arc<impl kube::Resource>) -> Option<ObjectRef<T>> {
+    let name = object.labels().get(resources::NAME_LABEL)?.clone();
+    Some(ObjectRef::new(&name).within(&object.namespace()?))
 }
 
 /// Waits until `first` (the scope's first object of `kind`) or shutdown (None), then

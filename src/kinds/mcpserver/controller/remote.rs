@@ -36,10 +36,8 @@ pub(super) async fn run(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown:
     let in_group = {
         let proxies = proxies.clone();
         move |group: Arc<crate::kinds::group::MCPGroup>| {
-            let (ns, name) = (group.namespace(), group.name_any());
-            let state = proxies.state();
-            let members = state.iter().filter(|p| p.namespace() == ns && p.spec.group_ref.as_ref().is_some_and(|g| g.name == name));
-            members.map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
+            let (ns, name) = (group.namespace().unwrap_or_default(), group.name_any());
+            remote::members(&proxies.state(), &ns, &name).into_iter().map(|p| ObjectRef::new(&p).within(&ns)).collect::<Vec<_>>()
         }
     };
     let reading = {
@@ -69,10 +67,7 @@ pub(super) async fn run(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown:
         .owns_shared_stream(k.deployments.changes())
         .owns_shared_stream(k.services.changes())
         // A proxy container that cannot start, or starts again.
-        .watches_shared_stream(k.pods.changes(), |pod| {
-            let name = pod.labels().get(crate::kinds::mcpserver::resources::NAME_LABEL)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
+        .watches_shared_stream(k.pods.changes(), super::labelled_for)
         .graceful_shutdown_on(stopped(shutdown))
         .run(reconcile, error_policy, Arc::new(Context { shared: shared.clone(), caches: caches.clone(), children: children.clone() }))
         .for_each(|_| futures::future::ready(()))

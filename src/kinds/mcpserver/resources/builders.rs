@@ -94,7 +94,6 @@ impl Base<'_> {
 
     pub(super) fn proxy_deployment(&self) -> Deployment {
         let server = self.server;
-        let name = server_name(server);
         let names = names(server);
         let overrides = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_deployment.as_ref());
         let (dep_labels, dep_annotations) = overrides.map(|d| (d.labels.clone(), d.annotations.clone())).unwrap_or_default();
@@ -156,12 +155,7 @@ impl Base<'_> {
             }),
             ..Default::default()
         }));
-        let remote_credentials = server
-            .spec
-            .remote
-            .as_ref()
-            .map(|r| crate::kinds::mcpserver::remote::credentials(name, r, self.resolved.external_auth.as_ref()).env);
-        env_vars.extend(remote_credentials.unwrap_or_default());
+        env_vars.extend(self.runconfig.remote_secret_env.iter().cloned());
         env_vars.extend(overrides.into_iter().flat_map(|d| d.env.iter()).map(|e| env(&e.name, &e.value)));
         // After the overrides, and in their place: the password comes from its Secret.
         if let Some(password) = redis_password_env(&server.spec, self.settings) {
@@ -261,10 +255,7 @@ impl Base<'_> {
             }),
             ..Default::default()
         };
-        let selector = BTreeMap::from([
-            ("app".to_string(), app_name(server).to_string()),
-            ("app.kubernetes.io/instance".to_string(), name.to_string()),
-        ]);
+        let selector = proxy_selector(server);
         Deployment {
             metadata: self.metadata(&names.deployment, &dep_labels, &dep_annotations),
             spec: Some(DeploymentSpec {
@@ -300,16 +291,12 @@ impl Base<'_> {
 
     pub(super) fn proxy_service(&self) -> Service {
         let server = self.server;
-        let name = server_name(server);
         let overrides = server.spec.resource_overrides.as_ref().and_then(|o| o.proxy_service.clone()).unwrap_or_default();
         let affinity = match server.spec.session_affinity {
             SessionAffinity::ClientIP => "ClientIP",
             SessionAffinity::None => "None",
         };
-        let selector = BTreeMap::from([
-            ("app".to_string(), app_name(server).to_string()),
-            ("app.kubernetes.io/instance".to_string(), name.to_string()),
-        ]);
+        let selector = proxy_selector(server);
         Service {
             metadata: self.metadata(&names(server).service, &overrides.labels, &overrides.annotations),
             spec: Some(ServiceSpec {
@@ -328,4 +315,13 @@ impl Base<'_> {
             ..Default::default()
         }
     }
+}
+
+/// The labels that pick one server's (or remote proxy's) proxy pods: the Deployment's
+/// selector and its Service's.
+fn proxy_selector(server: &MCPServer) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), app_name(server).to_string()),
+        ("app.kubernetes.io/instance".to_string(), server_name(server).to_string()),
+    ])
 }

@@ -21,6 +21,10 @@ pub struct RunConfig {
     pub header_forward: Option<crate::kinds::mcpserver::remote::RunnerHeaderForward>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_auth_config: Option<crate::kinds::mcpserver::remote::RunnerRemoteAuth>,
+    /// The environment carrying a remote proxy's Secret-backed header values and
+    /// bearer token (set on the proxy container, not in runconfig.json).
+    #[serde(skip)]
+    pub remote_secret_env: Vec<EnvVar>,
     pub transport: &'static str,
     pub host: String,
     pub port: i32,
@@ -270,6 +274,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         remote_url: String::new(),
         header_forward: None,
         remote_auth_config: None,
+        remote_secret_env: Vec::new(),
         transport,
         host: settings.host.clone(),
         port: server.proxy_port(),
@@ -319,6 +324,7 @@ pub fn runconfig(server: &MCPServer, settings: &ProxySettings, resolved: &Resolv
         let credentials = crate::kinds::mcpserver::remote::credentials(name, remote, resolved.external_auth.as_ref());
         rc.header_forward = credentials.header_forward;
         rc.remote_auth_config = credentials.remote_auth_config;
+        rc.remote_secret_env = credentials.env;
         rc.target_port = None;
         rc.env_vars = BTreeMap::from([("MCP_TRANSPORT".to_string(), transport.to_string())]);
         rc.mcpserver_generation = None;
