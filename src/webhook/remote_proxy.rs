@@ -53,12 +53,9 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
         return vec![too_big];
     }
     let mut out = Vec::new();
-    for (field, why) in [
-        ("serviceAccount", "the proxy runs as the ServiceAccount the operator makes for it; remove it"),
-        ("podTemplateSpec", "pod templates of remote proxies are not supported by this release; remove it"),
-    ] {
-        if fields.contains_key(field) {
-            out.push(Violation::new(format!("spec.{field}"), FieldError::Forbidden, Rule::Unsupported, why));
+    for (path, why) in crate::kinds::mcpserver::remote::UNSUPPORTED_FIELDS {
+        if fields.contains_key(path.trim_start_matches("spec.")) {
+            out.push(Violation::new(path, FieldError::Forbidden, Rule::Unsupported, why));
         }
     }
     let url = fields.get("remoteUrl").and_then(Value::as_str).unwrap_or_default();

@@ -186,15 +186,16 @@ pub struct RemoteTarget {
 /// Fields of an MCPRemoteProxy this operator does not carry out yet: refused at
 /// admission, and a stored proxy naming one runs no replica.
 pub fn unsupported_fields(spec: &MCPRemoteProxySpec) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
-    if spec.service_account.is_some() {
-        out.push(("spec.serviceAccount", "the proxy runs as the ServiceAccount the operator makes for it; remove spec.serviceAccount"));
-    }
-    if spec.pod_template_spec.is_some() {
-        out.push(("spec.podTemplateSpec", "pod templates of remote proxies are not supported yet; remove spec.podTemplateSpec"));
-    }
-    out
+    let set = [spec.service_account.is_some(), spec.pod_template_spec.is_some()];
+    UNSUPPORTED_FIELDS.into_iter().zip(set).filter_map(|(field, set)| set.then_some(field)).collect()
 }
+
+/// Each field of [`unsupported_fields`], with what the user is told (the webhook
+/// refuses the same list).
+pub const UNSUPPORTED_FIELDS: [(&str, &str); 2] = [
+    ("spec.serviceAccount", "the proxy runs as the ServiceAccount the operator makes for it; remove it"),
+    ("spec.podTemplateSpec", "pod templates of remote proxies are not supported by this release; remove it"),
+];
 
 /// The MCPServer a proxy is run as: the same references and proxy settings, no MCP
 /// container. None before the proxy is stored (no uid to own children by).
