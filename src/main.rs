@@ -78,6 +78,11 @@ async fn main() {
     // One watch per kind per scope, for the life of the process, on every replica: the
     // webhook reads them, and a replica that comes to lead starts on warm caches.
     let caches = controller::Caches::start(&watch_clients, &scope, &metrics);
+    let virtual_servers: Vec<_> = caches
+        .scopes
+        .iter()
+        .map(|s| toolhive_operator::kinds::virtualmcp::controller::start_cache(s.watch_client(), s.namespace.as_deref(), &metrics))
+        .collect();
     metrics
         .registry
         .register(Box::new(controller::ServerPhases::new(caches.servers().iter().map(|c| c.store().clone()).collect())))
@@ -205,7 +210,16 @@ async fn main() {
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = controller::run(shared.clone(), &caches, stop_rx);
+        let run = futures::future::join(
+            controller::run(shared.clone(), &caches, stop_rx.clone()),
+            toolhive_operator::kinds::virtualmcp::controller::run(
+                shared.clone(),
+                &caches.scopes,
+                &virtual_servers,
+                args.vmcp_image.clone(),
+                stop_rx,
+            ),
+        );
         tokio::pin!(run);
         tokio::select! {
             _ = &mut run => warn!("the controller stopped on its own; standing for election again"),

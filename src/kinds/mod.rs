@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod serverentry;
 pub mod telemetry;
 pub mod toolconfig;
+pub mod virtualmcp;
 pub mod webhookconfig;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,6 +29,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (telemetry::CRD_CHART_FILE, telemetry::crd()),
         (serverentry::CRD_CHART_FILE, serverentry::crd()),
         (mcpserver::remote::CRD_CHART_FILE, mcpserver::remote::crd()),
+        (virtualmcp::CRD_CHART_FILE, virtualmcp::crd()),
     ]
 }
 

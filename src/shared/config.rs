@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
+pub const DEFAULT_VMCP_IMAGE: &str = "ghcr.io/stacklok/toolhive/vmcp:v0.44.0";
 pub const LEADER_LEASE_NAME: &str = "toolhive-operator-leader-election";
 pub const FIELD_MANAGER: &str = "toolhive-operator";
 /// The address every proxy runner listens on unless the chart says otherwise.
@@ -68,6 +69,9 @@ pub struct Args {
     /// Image of the ToolHive proxy runner put into every proxy Deployment.
     #[arg(long, env = "TOOLHIVE_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
+    /// Image of the vMCP put into every VirtualMCPServer's Deployment.
+    #[arg(long, env = "VMCP_IMAGE", default_value = DEFAULT_VMCP_IMAGE)]
+    pub vmcp_image: String,
     /// Address every proxy runner listens on (its RunConfig `host`).
     #[arg(long, env = "TOOLHIVE_PROXY_HOST", default_value = DEFAULT_PROXY_HOST)]
     pub proxy_host: String,

@@ -21,6 +21,7 @@ pub mod review;
 pub mod rules;
 pub mod serve;
 pub mod tls;
+pub mod virtual_server;
 
 pub use counts::{Ceiling, Quota, ServerCache};
 pub use serve::{Limits, serve_tls, serve_tls_on};
@@ -52,6 +53,7 @@ use rules::Facts;
 pub const MUTATE_PATH: &str = "/mutate-toolhive-stacklok-dev-v1beta1-mcpserver";
 pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
 pub const VALIDATE_REMOTE_PROXY_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpremoteproxy";
+pub const VALIDATE_VIRTUAL_SERVER_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-virtualmcpserver";
 /// The largest AdmissionReview the API server sends (object + oldObject near the
 /// 3 MiB etcd limit each, plus envelope).
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
@@ -107,6 +109,7 @@ struct Served {
     mutate: HookMetrics,
     validate: HookMetrics,
     validate_remote_proxy: HookMetrics,
+    validate_virtual_server: HookMetrics,
     budget: budget::ReviewBudget,
 }
 
@@ -130,6 +133,7 @@ pub fn router(state: WebhookState) -> Router {
         mutate: HookMetrics::new(&state.metrics, "mutate-mcpserver"),
         validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
         validate_remote_proxy: HookMetrics::new(&state.metrics, "validate-mcpremoteproxy"),
+        validate_virtual_server: HookMetrics::new(&state.metrics, "validate-virtualmcpserver"),
         state,
         budget: budget::ReviewBudget::default(),
     };
@@ -143,6 +147,10 @@ pub fn router(state: WebhookState) -> Router {
             VALIDATE_REMOTE_PROXY_PATH,
             post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateRemoteProxy, request).await }),
         )
+        .route(
+            VALIDATE_VIRTUAL_SERVER_PATH,
+            post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateVirtualServer, request).await }),
+        )
         .with_state(Arc::new(served))
 }
 
@@ -151,6 +159,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         Hook::Mutate => &served.mutate,
         Hook::Validate => &served.validate,
         Hook::ValidateRemoteProxy => &served.validate_remote_proxy,
+        Hook::ValidateVirtualServer => &served.validate_virtual_server,
     };
     // The body is read within the budget by the size it declares (the largest legal
     // one when it declares none), then parsed within it by what parsing will take.

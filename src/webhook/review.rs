@@ -16,6 +16,8 @@ pub enum Hook {
     Validate,
     /// The validating webhook of MCPRemoteProxies.
     ValidateRemoteProxy,
+    /// The validating webhook of VirtualMCPServers.
+    ValidateVirtualServer,
 }
 
 impl Hook {
@@ -24,6 +26,7 @@ impl Hook {
         match self {
             Hook::Mutate | Hook::Validate => "MCPServer",
             Hook::ValidateRemoteProxy => "MCPRemoteProxy",
+            Hook::ValidateVirtualServer => "VirtualMCPServer",
         }
     }
 }
@@ -110,7 +113,9 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     let response = AdmissionResponse::from(&request);
     let (response, reason) = match hook {
         Hook::Mutate => mutate_object(response, object, &namespace, facts),
-        Hook::Validate | Hook::ValidateRemoteProxy => validate_object(response, &request, object, &namespace, hook, facts),
+        Hook::Validate | Hook::ValidateRemoteProxy | Hook::ValidateVirtualServer => {
+            validate_object(response, &request, object, &namespace, hook, facts)
+        }
     };
     let decision = if !response.allowed {
         "denied"
@@ -185,6 +190,7 @@ fn validate_object(
     let create = (request.operation == Operation::Create).then_some(rules::Create { name, dry_run: request.dry_run });
     let violations = match hook {
         Hook::ValidateRemoteProxy => super::remote_proxy::validate(spec, namespace, facts),
+        Hook::ValidateVirtualServer => super::virtual_server::validate(spec, namespace, facts),
         Hook::Mutate | Hook::Validate => rules::validate(spec, namespace, create, facts),
     };
     let judged = rules::judge(violations, namespace, facts);

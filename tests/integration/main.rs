@@ -22,4 +22,5 @@ mod remote_proxies;
 mod server_entries;
 mod two_installs;
 mod upstream_examples;
+mod virtual_servers;
 mod webhook_access;

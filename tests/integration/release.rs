@@ -112,7 +112,7 @@ pub async fn install_release_with(
         .env
         .iter()
         .flatten()
-        .filter(|e| e.name.starts_with("TOOLHIVE_DEFAULT_"))
+        .filter(|e| e.name.starts_with("TOOLHIVE_DEFAULT_") || e.name == "VMCP_IMAGE")
         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
         .collect();
     let mut env: Vec<(&str, &str)> = vec![("POD_NAMESPACE", &release_ns), ("WATCH_NAMESPACE", &team)];

@@ -42,15 +42,11 @@ pub struct MCPAuthzConfigSpec {
     #[schemars(length(min = 1))]
     pub authorizer: String,
     /// The authorizer's own settings (for cedarv1: `policies`, `entities_json`, ...).
-    #[schemars(schema_with = "free_form_object")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub config: Value,
 }
 
 pub type MCPAuthzConfigStatus = ConfigStatus;
-
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
-}
 
 pub const CRD_CHART_FILE: &str = "deploy/charts/toolhive-operator-crds/templates/toolhive.stacklok.dev_mcpauthzconfigs.yaml";
 /// The version of the runner's authorization configuration format.

@@ -52,27 +52,23 @@ pub struct MCPExternalAuthConfigSpec {
     pub bearer_token: Option<BearerToken>,
     /// The sections of the types this release does not carry out: kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub embedded_auth_server: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub aws_sts: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub upstream_inject: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub obo: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "stored_as_written")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub xaa: Option<Value>,
 }
 
 pub type MCPExternalAuthConfigStatus = ConfigStatus;
-
-fn stored_as_written(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
-}
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

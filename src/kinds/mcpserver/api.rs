@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use crate::kinds::authz::{AuthzConfig, AuthzConfigType, ConfigMapKeyRef, InlineAuthz};
 pub use crate::kinds::oidc::OidcConfigRef;
@@ -100,7 +100,7 @@ pub struct MCPServerSpec {
 
     /// A PodTemplateSpec merged into the MCP server pod; the MCP container is named `mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserve_unknown_object")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub pod_template_spec: Option<Value>,
 
     /// Extra labels, annotations, environment and pull secrets for the objects the operator creates.
@@ -557,14 +557,6 @@ impl Phase {
     }
 }
 
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(json!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    }))
-    .expect("static schema")
-}
-
 impl MCPServer {
     pub fn proxy_port(&self) -> i32 {
         self.spec.proxy_port
@@ -579,6 +571,7 @@ pub use super::schema::{CRD_CHART_FILE, PodTemplateError, REMOVED_FIELDS, UNSUPP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn each_unsupported_field_is_found_by_its_own_accessor() {

@@ -100,7 +100,7 @@ pub struct MCPRemoteProxySpec {
     pub service_account: Option<String>,
     /// A PodTemplateSpec merged into the proxy pod. Refused for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserve_unknown_object")]
+    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
     pub pod_template_spec: Option<serde_json::Value>,
     /// Trust X-Forwarded-* headers from a reverse proxy when building endpoint URLs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -130,10 +130,6 @@ fn default_proxy_port() -> i32 {
     super::api::DEFAULT_PROXY_PORT
 }
 
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).expect("static schema")
-}
-
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum RemoteTransport {
     #[default]
@@ -141,6 +137,15 @@ pub enum RemoteTransport {
     StreamableHttp,
     #[serde(rename = "sse")]
     Sse,
+}
+
+impl RemoteTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteTransport::StreamableHttp => "streamable-http",
+            RemoteTransport::Sse => "sse",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

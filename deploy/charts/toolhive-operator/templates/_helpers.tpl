@@ -172,6 +172,19 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["mcpremoteproxies/finalizers"]
   verbs: ["update"]
+# VirtualMCPServers: watched (each gets a vMCP Deployment) and their status applied;
+# their children carry blockOwnerDeletion owner references to them. get and
+# status update are granted to each vMCP pod's Role (its own object, its runtime
+# report), so the operator holds them too (src/kinds/virtualmcp/children.rs role_rules).
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["virtualmcpservers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["virtualmcpservers/status"]
+  verbs: ["update", "patch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["virtualmcpservers/finalizers"]
+  verbs: ["update"]
 # The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
 # webhooks, external auth): watched (resolved into the RunConfig) and their status
 # applied.

@@ -148,14 +148,21 @@ impl ScopeCaches {
         );
     }
 
+    /// The client this scope's watches share (one HTTP/2 connection for several
+    /// scopes): another kind's watch of this scope uses it too.
+    pub fn watch_client(&self) -> &Client {
+        &self.client
+    }
+
     /// The watches of the servers' children in this scope, started on first use.
     pub fn children(&self) -> Arc<ChildCaches> {
         self.children.get_or_init(|| Arc::new(ChildCaches::start(&self.client, self.namespace.as_deref(), &self.metrics))).clone()
     }
 
     /// How many watches a scope keeps open, idle, besides one of ConfigMaps in each
-    /// namespace where a server names one (reported in the log).
-    pub const WATCHES: usize = 10;
+    /// namespace where a server names one (reported in the log): these, and the
+    /// VirtualMCPServer watch the binary starts beside them.
+    pub const WATCHES: usize = 11;
 }
 
 impl ChildCaches {

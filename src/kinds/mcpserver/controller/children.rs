@@ -110,3 +110,31 @@ where
     }
     Ok(())
 }
+
+/// Applies `child` of the object with `uid` unless the cache shows it as last applied
+/// (same hash, nobody's edit since): true when it was created. Shared with the other
+/// kinds whose children live in the same child caches.
+pub async fn apply_child_if_changed(
+    shared: &super::Shared,
+    children: &super::ChildCaches,
+    ns: &str,
+    child: &Child,
+    uid: &str,
+) -> Result<bool> {
+    let key: super::ChildKey = (ns.to_string(), child.kind(), child.name().to_string());
+    let desired_hash = child.hash().to_string();
+    let current = children.child_meta(child, ns);
+    if let Some(meta) = &current
+        && resources::applied_hash(meta) == Some(desired_hash.as_str())
+        && shared.applied.lock().get(&key) == Some(&(desired_hash.clone(), edit_version(meta)))
+    {
+        return Ok(false);
+    }
+    let t = std::time::Instant::now();
+    let result = apply_child(&shared.client, ns, child, uid, current.as_ref()).await;
+    shared.metrics.apply_latency.observe(t.elapsed().as_secs_f64());
+    let meta = result?;
+    shared.metrics.children_applied.with_label_values(&[child.kind()]).inc();
+    shared.applied.lock().insert(key, (desired_hash, edit_version(&meta)));
+    Ok(current.is_none())
+}

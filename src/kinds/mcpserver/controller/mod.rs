@@ -11,7 +11,7 @@ pub mod resolve;
 pub mod workload;
 
 pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
-pub use report::{PolicyFindings, ServerPhases};
+pub use report::{PolicyFindings, ServerPhases, publish_to};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +44,8 @@ use crate::runtime::metrics::{CONTROLLER, Metrics};
 use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
 use crate::shared::error::{Error, Result};
-use children::{apply_child, delete_labelled, delete_unused, edit_version};
+pub use children::apply_child_if_changed;
+use children::{delete_labelled, delete_unused};
 use report::{publish, write_status, write_status_noting};
 
 /// State shared by every watch scope.
@@ -110,6 +111,16 @@ impl Shared {
             policy: None,
             healed: Mutex::default(),
         }
+    }
+
+    /// A reconcile slot: held for the whole reconcile (see `reconcile_slots`).
+    pub async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.reconcile_slots.acquire().await.ok()
+    }
+
+    /// The object `key` names reconciled: its backoff starts over.
+    pub fn succeeded(&self, key: &(String, String)) {
+        self.failures.lock().remove(key);
     }
 
     /// Checks stored servers against `policy`, again whenever it changes.
@@ -299,7 +310,7 @@ fn labelled_for<T: kube::Resource<DynamicType = ()>>(object: Arc<impl kube::Reso
 
 /// Waits until `first` (the scope's first object of `kind`) or shutdown (None), then
 /// starts the scope's child watches, if no controller has, and gives them a while to list.
-async fn children_once_holding(
+pub async fn children_once_holding(
     caches: &ScopeCaches,
     first: impl std::future::Future<Output = ()>,
     kind: &str,
@@ -380,11 +391,17 @@ fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Act
 /// A failed reconcile of the object `key` names: counted, logged, and retried after
 /// a backoff that grows with its consecutive failures.
 fn retry_after_failure(ctx: &Context, key: (String, String), error: &Error) -> Action {
-    let m = &ctx.shared.metrics;
+    retry_later(&ctx.shared, key, error)
+}
+
+/// A failed reconcile of the object `key` names (namespace, kind-qualified name):
+/// counted, logged, and retried after a backoff that grows with its consecutive failures.
+pub fn retry_later(shared: &Shared, key: (String, String), error: &Error) -> Action {
+    let m = &shared.metrics;
     m.reconcile_errors.with_label_values(&[CONTROLLER]).inc();
     m.reconcile_error_category.with_label_values(&[error.category()]).inc();
     let attempts = {
-        let mut f = ctx.shared.failures.lock();
+        let mut f = shared.failures.lock();
         let n = f.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         *n
@@ -518,23 +535,7 @@ fn release_named_configmaps(ctx: &Context, ns: &str) {
 /// made while the operator was down is repaired, and an apply that changes nothing is
 /// not stored by the API server. True when the child did not exist.
 async fn apply_if_changed(ctx: &Context, ns: &str, child: &Child, uid: &str) -> Result<bool> {
-    let shared = &ctx.shared;
-    let key: ChildKey = (ns.to_string(), child.kind(), child.name().to_string());
-    let desired_hash = child.hash().to_string();
-    let current = ctx.children.child_meta(child, ns);
-    if let Some(meta) = &current
-        && resources::applied_hash(meta) == Some(desired_hash.as_str())
-        && shared.applied.lock().get(&key) == Some(&(desired_hash.clone(), edit_version(meta)))
-    {
-        return Ok(false);
-    }
-    let t = Instant::now();
-    let result = apply_child(&shared.client, ns, child, uid, current.as_ref()).await;
-    shared.metrics.apply_latency.observe(t.elapsed().as_secs_f64());
-    let meta = result?;
-    shared.metrics.children_applied.with_label_values(&[child.kind()]).inc();
-    shared.applied.lock().insert(key, (desired_hash, edit_version(&meta)));
-    Ok(current.is_none())
+    apply_child_if_changed(&ctx.shared, &ctx.children, ns, child, uid).await
 }
 
 /// `<name>-sa`, made for the MCP server while the server named no ServiceAccount of

@@ -172,7 +172,7 @@ async fn write_status(proxy: &MCPRemoteProxy, server: &MCPServer, ctx: &Context,
         let phase = desired.phase.unwrap_or(Phase::Pending);
         let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
         info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
-        super::report::publish_to(ctx, &proxy.object_ref(&()), kind, phase.as_str(), &desired.message).await;
+        super::report::publish_to(&ctx.shared, &proxy.object_ref(&()), kind, phase.as_str(), &desired.message).await;
     }
     Ok(())
 }

@@ -85,11 +85,17 @@ async fn policy_event(ctx: &Context, server: &MCPServer, previous: &MCPServerSta
 }
 
 pub async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason: &str, note: &str) {
-    publish_to(ctx, &server.object_ref(&()), type_, reason, note).await
+    publish_to(&ctx.shared, &server.object_ref(&()), type_, reason, note).await
 }
 
 /// An Event about the object `about` refers to.
-pub async fn publish_to(ctx: &Context, about: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: &str) {
+pub async fn publish_to(
+    shared: &super::Shared,
+    about: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     // The API server caps an Event note at 1 kB; cut on a character boundary.
     let mut end = note.len().min(1000);
     while !note.is_char_boundary(end) {
@@ -97,7 +103,7 @@ pub async fn publish_to(ctx: &Context, about: &k8s_openapi::api::core::v1::Objec
     }
     let note = note[..end].to_string();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.shared.recorder.publish(&event, about).await {
+    if let Err(e) = shared.recorder.publish(&event, about).await {
         warn!(namespace = ?about.namespace, name = ?about.name, error = %e, "could not publish event");
     }
 }

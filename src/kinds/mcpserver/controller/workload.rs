@@ -94,7 +94,7 @@ pub async fn ensure(ctx: &Context, server: &MCPServer, ns: &str, available: i32)
             ctx.shared.healed.lock().insert(key, Instant::now());
             let note = format!("the runner's StatefulSet {name} is missing; the proxy is rolled so its runner makes it again");
             info!(namespace = %ns, name = %name, "{note}");
-            super::report::publish_to(ctx, &server.object_ref(&()), EventType::Warning, "WorkloadMissing", &note).await;
+            super::report::publish_to(&ctx.shared, &server.object_ref(&()), EventType::Warning, "WorkloadMissing", &note).await;
             Ok(Some(MISSING_RECHECK))
         }
     }

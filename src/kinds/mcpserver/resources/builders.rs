@@ -241,13 +241,7 @@ impl Base<'_> {
             // A remote proxy is ready once its remote server answers: given longer.
             readiness_probe: Some(health(Some(if server.spec.remote.is_some() { 15 } else { 5 }), 5, 3, None)),
             liveness_probe: Some(health(Some(30), 10, 5, None)),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-                ..Default::default()
-            }),
+            security_context: Some(restricted_container()),
             resources: (!resources.is_empty()).then(|| ResourceRequirements {
                 limits: quantities(&resources.limits),
                 requests: quantities(&resources.requests),
@@ -324,4 +318,16 @@ fn proxy_selector(server: &MCPServer) -> BTreeMap<String, String> {
         ("app".to_string(), app_name(server).to_string()),
         ("app.kubernetes.io/instance".to_string(), server_name(server).to_string()),
     ])
+}
+
+/// A container's security context under the restricted Pod Security Standard, read-only
+/// root filesystem included: the proxy's and the vMCP's.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        ..Default::default()
+    }
 }

@@ -32,6 +32,7 @@ use crate::kinds::toolconfig::MCPToolConfigSpec;
 use crate::kinds::webhookconfig::{MCPWebhookConfigSpec, RunnerWebhook};
 
 mod builders;
+pub use builders::restricted_container;
 mod middleware;
 mod runconfig;
 
@@ -352,7 +353,7 @@ impl Child {
     }
 
     /// Stamps the hash of the content into the child's annotations.
-    fn stamped(mut self) -> Self {
+    pub(crate) fn stamped(mut self) -> Self {
         let hash = self.body_hash();
         self.meta_mut().annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.into(), hash);
         self

@@ -1,0 +1,349 @@
+//! What the operator keeps for a VirtualMCPServer, built by pure functions: the vMCP
+//! configuration ConfigMap, its ServiceAccount, Role and RoleBinding, the Deployment
+//! running the vMCP image and its Service. Names, labels, port, probes and default
+//! resources are the reference's, so tooling written for ToolHive finds them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, DeploymentSpec},
+    core::v1::{
+        ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, LocalObjectReference, PodSecurityContext,
+        PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+        VolumeMount,
+    },
+    rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+};
+use k8s_openapi::apimachinery::pkg::{
+    api::resource::Quantity,
+    apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    util::intstr::IntOrString,
+};
+use kube::Resource;
+
+use crate::kinds::mcpserver::api::SessionAffinity;
+use crate::kinds::mcpserver::resources::Child;
+use crate::kinds::virtualmcp::api::VirtualMCPServer;
+
+/// The port the vMCP serves MCP, health and readiness on.
+pub const VMCP_PORT: i32 = 4483;
+pub const CONFIG_KEY: &str = "config.yaml";
+pub const CONFIG_MOUNT_PATH: &str = "/etc/vmcp-config";
+pub const CONTAINER: &str = "vmcp";
+/// The hash of the configuration file on the pod template: a change rolls the pods
+/// (the vMCP reads its file once, at start).
+pub const CONFIG_HASH_ANNOTATION: &str = "toolhive.stacklok.dev/vmcp-config-hash";
+pub const CLIENT_SECRET_ENV: &str = "VMCP_OIDC_CLIENT_SECRET";
+
+/// What the children are built from besides the object: the image, and what the
+/// controller resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub image: String,
+    /// The configuration file's text.
+    pub config: String,
+    /// Extra environment (the OIDC client secret, by reference).
+    pub env: Vec<EnvVar>,
+    /// Extra volumes and mounts (the OIDC CA bundle).
+    pub volumes: Vec<(Volume, VolumeMount)>,
+    /// `--debug` (operational.logLevel debug: the vMCP sets its logging up before
+    /// it reads its file).
+    pub debug: bool,
+    /// False when the server cannot run (a problem in its spec or references, or a
+    /// group with no backend): its Deployment then runs no replica.
+    pub runs: bool,
+}
+
+pub fn service_name(name: &str) -> String {
+    format!("vmcp-{name}")
+}
+
+pub fn config_map_name(name: &str) -> String {
+    format!("{name}-vmcp-config")
+}
+
+pub fn service_account_name(name: &str) -> String {
+    format!("{name}-vmcp")
+}
+
+/// The endpoint clients use inside the cluster.
+pub fn url(name: &str, ns: &str) -> String {
+    format!("http://{}.{ns}.svc.cluster.local:{VMCP_PORT}", service_name(name))
+}
+
+fn labels(name: &str) -> BTreeMap<String, String> {
+    [
+        ("app", "virtualmcpserver"),
+        ("app.kubernetes.io/name", "virtualmcpserver"),
+        ("app.kubernetes.io/instance", name),
+        ("toolhive", "true"),
+        (crate::kinds::mcpserver::resources::NAME_LABEL, name),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// What the vMCP pod may do: read its own object and write its status (the runtime's
+/// backend health). It reads no Secret, ConfigMap or MCP object: the operator lists
+/// the backends in its configuration file.
+pub fn role_rules() -> Vec<PolicyRule> {
+    let rule = |resources: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![crate::shared::crd::GROUP.into()]),
+        resources: Some(vec![resources.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    vec![rule("virtualmcpservers", &["get"]), rule("virtualmcpservers/status", &["update", "patch"])]
+}
+
+/// Every child the server should have, in apply order; None before it is stored (no uid).
+pub fn desired_children(vmcp: &VirtualMCPServer, resolved: &Resolved) -> Option<Vec<Child>> {
+    let owner = OwnerReference { block_owner_deletion: Some(true), ..vmcp.controller_owner_ref(&())? };
+    let name = vmcp.metadata.name.clone()?;
+    let meta = |object_name: String| ObjectMeta {
+        name: Some(object_name),
+        namespace: vmcp.metadata.namespace.clone(),
+        labels: Some(labels(&name)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    };
+    let account = vmcp.spec.service_account.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| service_account_name(&name));
+    let pull_secrets = (!vmcp.spec.image_pull_secrets.is_empty()).then(|| vmcp.spec.image_pull_secrets.clone());
+    let mut out = vec![Child::ConfigMap(ConfigMap {
+        metadata: meta(config_map_name(&name)),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), resolved.config.clone())])),
+        ..Default::default()
+    })];
+    if vmcp.spec.service_account.as_deref().is_none_or(str::is_empty) {
+        out.push(Child::ServiceAccount(ServiceAccount {
+            metadata: meta(account.clone()),
+            image_pull_secrets: pull_secrets.clone(),
+            ..Default::default()
+        }));
+    }
+    out.push(Child::Role(Role { metadata: meta(service_account_name(&name)), rules: Some(role_rules()) }));
+    out.push(Child::RoleBinding(RoleBinding {
+        metadata: meta(service_account_name(&name)),
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: service_account_name(&name) },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.clone(),
+            namespace: vmcp.metadata.namespace.clone(),
+            ..Default::default()
+        }]),
+    }));
+    out.push(Child::Deployment(deployment(vmcp, &name, account, pull_secrets, resolved, meta(name.clone()))));
+    out.push(Child::Service(service(vmcp, &name, meta(service_name(&name)))));
+    Some(out.into_iter().map(Child::stamped).collect())
+}
+
+fn probe(path: &str, initial_delay: i32, period: i32, timeout: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("http".into()), ..Default::default() }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+fn quantities(cpu: &str, memory: &str) -> Option<BTreeMap<String, Quantity>> {
+    Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))]))
+}
+
+fn deployment(
+    vmcp: &VirtualMCPServer,
+    name: &str,
+    account: String,
+    pull_secrets: Option<Vec<LocalObjectReference>>,
+    resolved: &Resolved,
+    metadata: ObjectMeta,
+) -> Deployment {
+    let plain = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), ..Default::default() };
+    let mut env = vec![plain("VMCP_NAME", name), plain("VMCP_NAMESPACE", vmcp.metadata.namespace.as_deref().unwrap_or_default())];
+    env.extend(resolved.env.iter().cloned());
+    let mut volumes = vec![Volume {
+        name: "vmcp-config".into(),
+        config_map: Some(ConfigMapVolumeSource { name: config_map_name(name), ..Default::default() }),
+        ..Default::default()
+    }];
+    let mut mounts =
+        vec![VolumeMount { name: "vmcp-config".into(), mount_path: CONFIG_MOUNT_PATH.into(), read_only: Some(true), ..Default::default() }];
+    for (volume, mount) in &resolved.volumes {
+        volumes.push(volume.clone());
+        mounts.push(mount.clone());
+    }
+    let mut args = vec![
+        "serve".to_string(),
+        format!("--config={CONFIG_MOUNT_PATH}/{CONFIG_KEY}"),
+        "--host=0.0.0.0".into(),
+        format!("--port={VMCP_PORT}"),
+    ];
+    if resolved.debug {
+        args.push("--debug".into());
+    }
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(resolved.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: VMCP_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        liveness_probe: Some(probe("/health", 30, 10, 5)),
+        readiness_probe: Some(probe("/readyz", 15, 5, 3)),
+        security_context: Some(crate::kinds::mcpserver::resources::restricted_container()),
+        resources: Some(ResourceRequirements {
+            requests: quantities("100m", "128Mi"),
+            limits: quantities("500m", "512Mi"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), crate::shared::meta::hash_of(&resolved.config))]);
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: if resolved.runs { vmcp.spec.replicas } else { Some(0) },
+            selector: LabelSelector { match_labels: Some(labels(name)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(name)), annotations: Some(pod_annotations), ..Default::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(account),
+                    termination_grace_period_seconds: Some(30),
+                    image_pull_secrets: pull_secrets,
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn service(vmcp: &VirtualMCPServer, name: &str, metadata: ObjectMeta) -> Service {
+    let affinity = match vmcp.spec.session_affinity {
+        SessionAffinity::ClientIP => "ClientIP",
+        SessionAffinity::None => "None",
+    };
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(vmcp.spec.service_type.as_str().into()),
+            selector: Some(labels(name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: VMCP_PORT,
+                target_port: Some(IntOrString::Int(VMCP_PORT)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            session_affinity: Some(affinity.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vmcp(spec: serde_json::Value) -> VirtualMCPServer {
+        serde_json::from_value(json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "VirtualMCPServer",
+            "metadata": {"name": "team", "namespace": "a", "uid": "u-1", "generation": 1}, "spec": spec}))
+        .unwrap()
+    }
+
+    fn resolved(runs: bool) -> Resolved {
+        Resolved { image: "vmcp:test".into(), config: "name: team\n".into(), env: vec![], volumes: vec![], debug: false, runs }
+    }
+
+    fn spec() -> serde_json::Value {
+        json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}})
+    }
+
+    #[test]
+    fn the_children_are_named_and_labelled_as_the_reference_s() {
+        let children = desired_children(&vmcp(spec()), &resolved(true)).unwrap();
+        let names: Vec<(&str, &str)> = children.iter().map(|c| (c.kind(), c.name())).collect();
+        assert_eq!(
+            names,
+            [
+                ("ConfigMap", "team-vmcp-config"),
+                ("ServiceAccount", "team-vmcp"),
+                ("Role", "team-vmcp"),
+                ("RoleBinding", "team-vmcp"),
+                ("Deployment", "team"),
+                ("Service", "vmcp-team")
+            ]
+        );
+        for child in &children {
+            let meta = child.meta();
+            assert_eq!(meta.labels.as_ref().unwrap()["toolhive-name"], "team");
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "u-1");
+            assert!(!child.hash().is_empty());
+        }
+        let Child::Deployment(dep) = &children[4] else { panic!() };
+        let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.args.as_ref().unwrap()[1], "--config=/etc/vmcp-config/config.yaml");
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 4483);
+        assert_eq!(pod.service_account_name.as_deref(), Some("team-vmcp"));
+        assert_eq!(dep.spec.as_ref().unwrap().replicas, None);
+        let Child::Service(svc) = &children[5] else { panic!() };
+        assert_eq!(svc.spec.as_ref().unwrap().session_affinity.as_deref(), Some("ClientIP"));
+        assert_eq!(url("team", "a"), "http://vmcp-team.a.svc.cluster.local:4483");
+    }
+
+    #[test]
+    fn the_pod_may_read_its_own_object_and_write_its_status_only() {
+        let children = desired_children(&vmcp(spec()), &resolved(true)).unwrap();
+        let Child::Role(role) = &children[2] else { panic!() };
+        let rules = serde_json::to_value(role.rules.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            rules,
+            json!([{"apiGroups": ["toolhive.stacklok.dev"], "resources": ["virtualmcpservers"], "verbs": ["get"]},
+                   {"apiGroups": ["toolhive.stacklok.dev"], "resources": ["virtualmcpservers/status"], "verbs": ["update", "patch"]}])
+        );
+    }
+
+    #[test]
+    fn a_server_that_cannot_run_runs_no_replica_and_a_config_change_rolls_the_pods() {
+        let v = vmcp(spec());
+        let replicas = |r: &Resolved| match &desired_children(&v, r).unwrap()[4] {
+            Child::Deployment(d) => {
+                (d.spec.as_ref().unwrap().replicas, d.spec.as_ref().unwrap().template.metadata.clone().unwrap().annotations)
+            }
+            _ => panic!(),
+        };
+        assert_eq!(replicas(&resolved(false)).0, Some(0));
+        let changed = Resolved { config: "name: other\n".into(), ..resolved(true) };
+        assert_ne!(replicas(&resolved(true)).1, replicas(&changed).1);
+    }
+
+    #[test]
+    fn a_named_service_account_is_bound_and_none_is_made() {
+        let mut s = spec();
+        s["serviceAccount"] = json!("own");
+        let children = desired_children(&vmcp(s), &resolved(true)).unwrap();
+        assert!(!children.iter().any(|c| c.kind() == "ServiceAccount"));
+        let Some(Child::RoleBinding(binding)) = children.iter().find(|c| c.kind() == "RoleBinding") else { panic!() };
+        assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "own");
+    }
+}

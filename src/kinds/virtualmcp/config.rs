@@ -1,0 +1,404 @@
+//! The vMCP's configuration file (`config.yaml` in its ConfigMap): what the user
+//! wrote in `spec.config` that this operator carries out (aggregation, operational
+//! settings, metadata), checked field by field, plus what the operator resolves:
+//! the name, the group, the backends it found, incoming and outgoing auth.
+//!
+//! The backends are listed in the file (the vMCP's static mode) rather than
+//! discovered by the vMCP pod through the API: the pod then needs no read access to
+//! the namespace's Secrets, ConfigMaps or MCP objects, only to its own status.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::shared::problem::Problem;
+
+/// The part of `spec.config` this operator carries out. Unknown fields are refused
+/// by name (`parse`), so a field added upstream is never silently dropped.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserConfig {
+    /// Replaced by the object's name, as the reference does.
+    #[serde(default, skip_serializing)]
+    pub name: Option<String>,
+    /// Must match spec.groupRef when given.
+    #[serde(default, rename = "groupRef", skip_serializing)]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<Aggregation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operational: Option<Operational>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Aggregation {
+    pub conflict_resolution: ConflictResolution,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_resolution_config: Option<ConflictResolutionConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WorkloadTools>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_all_tools: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictResolution {
+    Prefix,
+    Priority,
+    Manual,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConflictResolutionConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix_format: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority_order: Vec<String>,
+}
+
+/// Which of one backend's tools are served, and under what names.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadTools {
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, ToolOverride>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_all: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolOverride {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Operational {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log_level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_handling: Option<FailureHandling>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<GoDuration>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_workload: BTreeMap<String, GoDuration>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailureHandling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval: Option<GoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout: Option<GoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_failure_mode: Option<PartialFailureMode>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PartialFailureMode {
+    Fail,
+    #[serde(rename = "best_effort")]
+    BestEffort,
+}
+
+/// A duration as Go writes one ("30s", "1m30s", "500ms"): checked here, so a typo
+/// fails the object with its path instead of the vMCP pod at start.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct GoDuration(String);
+
+impl TryFrom<String> for GoDuration {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let mut rest = text.as_str();
+        if rest.is_empty() {
+            return Err("an empty duration; write one such as 30s or 1m30s".into());
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let (number, tail) = rest.split_at(digits);
+            let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_len);
+            if number.is_empty() || number.parse::<f64>().is_err() || !["ns", "us", "µs", "ms", "s", "m", "h"].contains(&unit) {
+                return Err(format!("{text:?} is not a duration; write one such as 30s, 1m30s or 500ms"));
+            }
+            rest = tail;
+        }
+        Ok(GoDuration(text))
+    }
+}
+
+impl From<GoDuration> for String {
+    fn from(d: GoDuration) -> String {
+        d.0
+    }
+}
+
+/// The keys of `spec.config` this operator release does not carry out, with why.
+const NOT_CARRIED_OUT: &[(&str, &str)] = &[
+    ("backends", "static backends are found by the operator from spec.groupRef; remove it"),
+    ("incomingAuth", "set spec.incomingAuth instead"),
+    ("outgoingAuth", "set spec.outgoingAuth instead"),
+    ("passthroughHeaders", "forwarding client headers to backends is not carried out by this operator release; remove it"),
+    ("compositeTools", "composite tools are not carried out by this operator release; remove them"),
+    ("compositeToolRefs", "composite tools are not carried out by this operator release; remove them"),
+    ("telemetry", "telemetry of the vMCP is not carried out by this operator release; remove it"),
+    ("audit", "audit logging of the vMCP is not carried out by this operator release; remove it"),
+    ("optimizer", "the tool optimizer is not carried out by this operator release; remove it"),
+    ("codeMode", "code mode is not carried out by this operator release; remove it"),
+    ("sessionStorage", "shared session storage for the vMCP is not carried out by this operator release; remove it"),
+    ("rateLimiting", "rate limiting of the vMCP is not carried out by this operator release; remove it"),
+];
+
+/// `spec.config` read into what is carried out, or every problem with it, each with
+/// its field path. `group` is spec.groupRef's name.
+pub fn parse(config: Option<&Value>, group: &str) -> Result<UserConfig, Vec<Problem>> {
+    let Some(config) = config else { return Ok(UserConfig::default()) };
+    let Some(fields) = config.as_object() else {
+        return Err(vec![Problem::at("spec.config", "must be an object")]);
+    };
+    let mut problems: Vec<Problem> = fields
+        .keys()
+        .filter_map(|k| NOT_CARRIED_OUT.iter().find(|(name, _)| name == k))
+        .map(|(name, why)| Problem::at(format!("spec.config.{name}"), *why))
+        .collect();
+    let carried: serde_json::Map<String, Value> =
+        fields.iter().filter(|(k, _)| !NOT_CARRIED_OUT.iter().any(|(name, _)| name == k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let parsed = match serde_path_to_error::deserialize::<_, UserConfig>(Value::Object(carried)) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { "spec.config".to_string() } else { format!("spec.config.{path}") };
+            problems.push(Problem::at(path, e.into_inner().to_string()));
+            None
+        }
+    };
+    if let Some(parsed) = &parsed {
+        problems.extend(check(parsed, group));
+    }
+    match parsed {
+        Some(parsed) if problems.is_empty() => Ok(parsed),
+        _ => Err(problems),
+    }
+}
+
+/// What the types cannot say: the rules between fields.
+fn check(config: &UserConfig, group: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(named) = config.group.as_deref().filter(|g| *g != group) {
+        problems.push(Problem::at("spec.config.groupRef", format!("names group {named:?} but spec.groupRef names {group:?}; remove it")));
+    }
+    if let Some(agg) = &config.aggregation {
+        let priority = agg.conflict_resolution_config.as_ref().map(|c| c.priority_order.as_slice()).unwrap_or_default();
+        if agg.conflict_resolution == ConflictResolution::Priority && priority.is_empty() {
+            problems.push(Problem::at(
+                "spec.config.aggregation.conflictResolutionConfig.priorityOrder",
+                "required when conflictResolution is priority: list the backends, first wins",
+            ));
+        }
+        for (i, tools) in agg.tools.iter().enumerate() {
+            if tools.workload.is_empty() {
+                problems.push(Problem::at(format!("spec.config.aggregation.tools[{i}].workload"), "required: name the backend"));
+            }
+        }
+    }
+    if let Some(level) =
+        config.operational.as_ref().map(|o| o.log_level.as_str()).filter(|l| !l.is_empty() && *l != "debug" && *l != "info")
+    {
+        problems.push(Problem::at("spec.config.operational.logLevel", format!("{level:?}: use debug or info")));
+    }
+    problems
+}
+
+/// One backend the vMCP calls, as its configuration file lists it.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticBackend {
+    pub name: String,
+    pub url: String,
+    pub transport: String,
+    /// "entry" for an MCPServerEntry (reached directly); empty for a proxy.
+    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
+/// The vMCP's token validation, in its configuration file's field names.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Oidc {
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_secret_env: String,
+    pub audience: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(rename = "jwksUrl", skip_serializing_if = "String::is_empty")]
+    pub jwks_url: String,
+    #[serde(rename = "introspectionUrl", skip_serializing_if = "String::is_empty")]
+    pub introspection_url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(rename = "protectedResourceAllowPrivateIp", skip_serializing_if = "std::ops::Not::not")]
+    pub protected_resource_allow_private_ip: bool,
+    #[serde(rename = "jwksAllowPrivateIp", skip_serializing_if = "std::ops::Not::not")]
+    pub jwks_allow_private_ip: bool,
+    #[serde(rename = "insecureAllowHttp", skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_allow_http: bool,
+    #[serde(rename = "caBundlePath", skip_serializing_if = "String::is_empty")]
+    pub ca_bundle_path: String,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Authz {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub policies: Vec<String>,
+    #[serde(rename = "entitiesJson", skip_serializing_if = "String::is_empty")]
+    pub entities_json: String,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct IncomingAuth {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Oidc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<Authz>,
+}
+
+/// The vMCP's whole configuration file.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VmcpConfig {
+    pub name: String,
+    #[serde(rename = "groupRef")]
+    pub group: String,
+    pub backends: Vec<StaticBackend>,
+    pub incoming_auth: IncomingAuth,
+    pub outgoing_auth: Value,
+    pub aggregation: Aggregation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operational: Option<Operational>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The aggregation when none is given: each tool named after its backend, as the reference does.
+pub fn default_aggregation() -> Aggregation {
+    Aggregation {
+        conflict_resolution: ConflictResolution::Prefix,
+        conflict_resolution_config: Some(ConflictResolutionConfig { prefix_format: "{workload}_".into(), priority_order: vec![] }),
+        tools: vec![],
+        exclude_all_tools: false,
+    }
+}
+
+/// The configuration file's text.
+pub fn render(name: &str, group: &str, user: &UserConfig, backends: Vec<StaticBackend>, incoming_auth: IncomingAuth) -> String {
+    let config = VmcpConfig {
+        name: name.into(),
+        group: group.into(),
+        backends,
+        incoming_auth,
+        // Every backend is called without credentials: `unsupported` refuses any
+        // other outgoing auth, and a backend naming an external auth config fails
+        // the server (`status`).
+        outgoing_auth: serde_json::json!({"source": "inline", "default": {"type": "unauthenticated"}}),
+        aggregation: user.aggregation.clone().unwrap_or_else(default_aggregation),
+        operational: user.operational.clone(),
+        metadata: user.metadata.clone(),
+    };
+    serde_yaml_ng::to_string(&config).expect("the vMCP configuration serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_reference_s_example_settings_are_carried_out() {
+        let config = json!({"aggregation": {"conflictResolution": "prefix", "conflictResolutionConfig": {"prefixFormat": "{workload}_"},
+                "tools": [{"workload": "fetch", "filter": ["fetch"], "overrides": {"fetch": {"name": "get", "description": "GET a URL"}}}]},
+            "operational": {"logLevel": "debug", "timeouts": {"default": "30s", "perWorkload": {"slow": "2m30s"}},
+                "failureHandling": {"healthCheckInterval": "30s", "unhealthyThreshold": 3, "partialFailureMode": "best_effort"}},
+            "groupRef": "g", "name": "ignored"});
+        let parsed = parse(Some(&config), "g").unwrap();
+        let text = render("v", "g", &parsed, vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back["name"], "v");
+        assert_eq!(back["groupRef"], "g");
+        assert_eq!(back["aggregation"]["tools"][0]["overrides"]["fetch"]["name"], "get");
+        assert_eq!(back["operational"]["timeouts"]["perWorkload"]["slow"], "2m30s");
+        assert_eq!(back["operational"]["failureHandling"]["partialFailureMode"], "best_effort");
+        assert_eq!(back["outgoingAuth"], json!({"source": "inline", "default": {"type": "unauthenticated"}}));
+    }
+
+    #[test]
+    fn without_aggregation_tools_are_prefixed_with_their_backend() {
+        let text = render("v", "g", &UserConfig::default(), vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(
+            back["aggregation"],
+            json!({"conflictResolution": "prefix", "conflictResolutionConfig": {"prefixFormat": "{workload}_"}})
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        let problems = |config: Value| parse(Some(&config), "g").unwrap_err().into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let found = problems(json!({"compositeTools": [], "optimizer": {}, "aggregation": {"conflictResolution": "priority"}}));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("spec.config.compositeTools: composite tools"), "{found:?}");
+        assert!(found[2].starts_with("spec.config.aggregation.conflictResolutionConfig.priorityOrder: required"), "{found:?}");
+        let found = problems(json!({"operational": {"timeouts": {"default": "30 seconds"}}}));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("spec.config.operational.timeouts.default: \"30 seconds\" is not a duration"), "{found:?}");
+        let found = problems(json!({"aggregation": {"conflictResolution": "prefix", "unknownKnob": 1}}));
+        assert!(found[0].starts_with("spec.config.aggregation.unknownKnob: unknown field `unknownKnob`"), "{found:?}");
+        let found = problems(json!({"groupRef": "other"}));
+        assert!(found[0].contains("names group \"other\" but spec.groupRef names \"g\""), "{found:?}");
+        assert_eq!(
+            problems(json!({"operational": {"logLevel": "trace"}})),
+            ["spec.config.operational.logLevel: \"trace\": use debug or info"]
+        );
+        assert!(parse(None, "g").is_ok());
+    }
+
+    #[test]
+    fn durations_are_go_s() {
+        for good in ["30s", "1m30s", "500ms", "1.5h", "2h45m"] {
+            assert!(GoDuration::try_from(good.to_string()).is_ok(), "{good}");
+        }
+        for bad in ["", "30", "s", "1 m", "3d", "-1s"] {
+            assert!(GoDuration::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+}

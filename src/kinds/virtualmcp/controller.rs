@@ -1,0 +1,211 @@
+//! The VirtualMCPServer controller, per scope: it starts once the scope holds a
+//! VirtualMCPServer, reads the MCPServer controller's caches (groups, members, OIDC
+//! configs) and shares its child watches, keeps each server's children, and writes
+//! its status. Children carry an owner reference: deleting the server deletes them
+//! (no finalizer: the vMCP makes nothing of its own).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Client, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, reflector::Store},
+};
+use tracing::{Instrument, info, info_span};
+
+use crate::kinds::mcpserver::controller::{ChildCaches, ScopeCaches, Shared, apply_child_if_changed, children_once_holding, retry_later};
+use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
+use crate::kinds::virtualmcp::children::{Resolved, desired_children};
+use crate::kinds::virtualmcp::config;
+use crate::kinds::virtualmcp::resolve::{View, resolve};
+use crate::kinds::virtualmcp::status::{Observed, desired_status, unchanged};
+use crate::runtime::cache::{Cache, scoped};
+use crate::runtime::metrics::{CONTROLLER, Metrics};
+use crate::shared::error::{Error, Result};
+use crate::shared::meta::slim_metadata;
+
+/// The VirtualMCPServer watch of one scope; it runs for the life of the process.
+pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<VirtualMCPServer> {
+    Cache::start(
+        scoped::<VirtualMCPServer>(client, ns),
+        kube::runtime::watcher::Config::default(),
+        |v: &mut VirtualMCPServer| slim_metadata(&mut v.metadata, &[]),
+        "virtualmcpservers",
+        metrics,
+    )
+}
+
+struct Context {
+    shared: Arc<Shared>,
+    scope: Arc<ScopeCaches>,
+    children: Arc<ChildCaches>,
+    image: String,
+}
+
+/// How often a server is looked at without a change.
+const PERIODIC_LOOK: Duration = Duration::from_secs(600);
+
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Runs the controller of every scope: `caches[i]` is the VirtualMCPServer watch of
+/// `scopes[i]`.
+pub async fn run(
+    shared: Arc<Shared>,
+    scopes: &[Arc<ScopeCaches>],
+    caches: &[Cache<VirtualMCPServer>],
+    image: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let each = scopes
+        .iter()
+        .zip(caches)
+        .map(|(scope, cache)| run_scope(shared.clone(), scope.clone(), cache.clone(), image.clone(), shutdown.clone()));
+    futures::future::join_all(each).await;
+}
+
+/// The VirtualMCPServers in `store` that `pick` selects, as references.
+fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -> bool) -> Vec<ObjectRef<VirtualMCPServer>> {
+    store.state().iter().filter(|v| pick(v)).map(|v| ObjectRef::from_obj(v.as_ref())).collect()
+}
+
+/// The mapper from a changed object to the VirtualMCPServers of its namespace whose
+/// group is `group_of` it.
+fn in_group_of<K: Resource>(
+    store: Store<VirtualMCPServer>,
+    group_of: impl Fn(&K) -> Option<String> + Send + Sync + 'static,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<VirtualMCPServer>> + Send + Sync + 'static {
+    move |object| {
+        let (ns, group) = (object.meta().namespace.clone(), group_of(&object));
+        selecting(&store, |v| v.metadata.namespace == ns && Some(&v.spec.group_ref.name) == group.as_ref())
+    }
+}
+
+async fn run_scope(
+    shared: Arc<Shared>,
+    scope: Arc<ScopeCaches>,
+    cache: Cache<VirtualMCPServer>,
+    image: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(children) = children_once_holding(&scope, cache.first_object(), "VirtualMCPServer", shutdown.clone()).await else {
+        return;
+    };
+    let store = cache.store().clone();
+    let naming_oidc = {
+        let store = store.clone();
+        move |config: Arc<crate::kinds::oidc::MCPOIDCConfig>| {
+            let (ns, name) = (config.namespace(), config.name_any());
+            selecting(&store, |v| v.namespace() == ns && v.spec.incoming_auth.oidc_config_ref.as_ref().is_some_and(|r| r.name == name))
+        }
+    };
+    let s = &scope;
+    let ctx = Arc::new(Context { shared, scope: scope.clone(), children: children.clone(), image });
+    Controller::for_shared_stream(cache.everything_then_changes(), store.clone())
+        // A group's status lists its members: a member joining or leaving changes it.
+        .watches_shared_stream(s.groups.changes(), in_group_of(store.clone(), |g: &crate::kinds::group::MCPGroup| g.metadata.name.clone()))
+        // A member's phase: its backend's health.
+        .watches_shared_stream(
+            s.servers.changes(),
+            in_group_of(store.clone(), |m: &crate::kinds::mcpserver::api::MCPServer| m.spec.group_ref.as_ref().map(|g| g.name.clone())),
+        )
+        .watches_shared_stream(
+            s.proxies.changes(),
+            in_group_of(store.clone(), |p| crate::kinds::mcpserver::remote::group_of(p).map(String::from)),
+        )
+        .watches_shared_stream(
+            s.entries.changes(),
+            in_group_of(store.clone(), |e: &crate::kinds::serverentry::MCPServerEntry| Some(e.spec.group_ref.name.clone())),
+        )
+        .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
+        .owns_shared_stream(children.configmaps.changes())
+        .owns_shared_stream(children.service_accounts.changes())
+        .owns_shared_stream(children.roles.changes())
+        .owns_shared_stream(children.role_bindings.changes())
+        .owns_shared_stream(children.deployments.changes())
+        .owns_shared_stream(children.services.changes())
+        .graceful_shutdown_on(stopped(shutdown))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn key(vmcp: &VirtualMCPServer) -> (String, String) {
+    (vmcp.namespace().unwrap_or_default(), format!("VirtualMCPServer/{}", vmcp.name_any()))
+}
+
+async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = vmcp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let m = &ctx.shared.metrics;
+    let _slot = ctx.shared.slot().await;
+    let start = Instant::now();
+    let span = info_span!("reconcile", kind = "VirtualMCPServer", namespace = %ns, name = %vmcp.name_any());
+    let result = apply(&vmcp, &ns, &ctx).instrument(span).await;
+    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
+    m.reconcile_total.with_label_values(&[CONTROLLER, if result.is_ok() { "requeue_after" } else { "error" }]).inc();
+    if result.is_ok() {
+        ctx.shared.succeeded(&key(&vmcp));
+    }
+    result
+}
+
+fn error_policy(vmcp: Arc<VirtualMCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_later(&ctx.shared, key(&vmcp), error)
+}
+
+async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Action> {
+    let name = vmcp.name_any();
+    let uid = vmcp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let (s, cfg) = (&ctx.scope, &ctx.scope.configs);
+    let view = View {
+        groups: s.groups.store(),
+        servers: s.servers.store(),
+        proxies: s.proxies.store(),
+        entries: s.entries.store(),
+        oidc: cfg.oidc.store(),
+    };
+    let resolution = resolve(vmcp, view);
+    let served = resolution.served();
+    let resolved = Resolved {
+        image: ctx.image.clone(),
+        runs: resolution.problems.is_empty() && !served.is_empty(),
+        debug: resolution.user.operational.as_ref().is_some_and(|o| o.log_level == "debug"),
+        config: config::render(&name, &vmcp.spec.group_ref.name, &resolution.user, served, resolution.incoming_auth.clone()),
+        env: resolution.env.clone(),
+        volumes: resolution.volumes.clone(),
+    };
+    let children = desired_children(vmcp, &resolved).ok_or(Error::MissingField("metadata.uid"))?;
+    let mut created = Vec::new();
+    for child in &children {
+        if apply_child_if_changed(&ctx.shared, &ctx.children, ns, child, &uid).await? {
+            created.push(format!("{} {}", child.kind(), child.name()));
+        }
+    }
+    if !created.is_empty() {
+        info!(namespace = %ns, name = %name, created = ?created, "created child objects");
+    }
+    let ready_replicas = ctx
+        .children
+        .deployments
+        .store()
+        .get(&ObjectRef::new(&name).within(ns))
+        .and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas))
+        .unwrap_or(0);
+    let desired = desired_status(vmcp, &resolution, Observed { ready_replicas }, Time(jiff::Timestamp::now()));
+    if !unchanged(vmcp.status.as_ref(), &desired) {
+        crate::runtime::status::apply_status::<VirtualMCPServer>(&ctx.shared.client, ns, &name, &desired).await?;
+        ctx.shared.metrics.status_writes.inc();
+        let previous = vmcp.status.as_ref().and_then(|s| s.phase);
+        if previous != desired.phase {
+            let phase = desired.phase.unwrap_or(VirtualPhase::Pending);
+            let kind = if phase == VirtualPhase::Failed { EventType::Warning } else { EventType::Normal };
+            info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
+            crate::kinds::mcpserver::controller::publish_to(&ctx.shared, &vmcp.object_ref(&()), kind, phase.as_str(), &desired.message)
+                .await;
+        }
+    }
+    Ok(Action::requeue(PERIODIC_LOOK))
+}

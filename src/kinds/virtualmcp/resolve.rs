@@ -1,0 +1,318 @@
+//! Resolution of a VirtualMCPServer from a read-only view of its scope's caches:
+//! its group and the group's members (the backends), its OIDC provider, and every
+//! problem that stops it. Pure, so it is unit-tested without a cluster.
+
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::kinds::group::{GroupRefState, MCPGroup};
+use crate::kinds::mcpserver::api::{MCPServer, Phase};
+use crate::kinds::mcpserver::remote::MCPRemoteProxy;
+use crate::kinds::oidc::MCPOIDCConfig;
+use crate::kinds::serverentry::{EntryPhase, MCPServerEntry};
+use crate::kinds::virtualmcp::api::{IncomingAuthType, VirtualMCPServer, unsupported};
+use crate::kinds::virtualmcp::children::{CLIENT_SECRET_ENV, url};
+use crate::kinds::virtualmcp::config::{self, Authz, IncomingAuth, Oidc, StaticBackend, UserConfig};
+use crate::shared::configkind::ConfigKind;
+use crate::shared::problem::Problem;
+
+/// What resolution reads: one scope's caches.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub groups: &'a Store<MCPGroup>,
+    pub servers: &'a Store<MCPServer>,
+    pub proxies: &'a Store<MCPRemoteProxy>,
+    pub entries: &'a Store<MCPServerEntry>,
+    pub oidc: &'a Store<MCPOIDCConfig>,
+}
+
+/// One member of the group, as the vMCP would reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub config: StaticBackend,
+    /// Whether the member says it serves (its phase).
+    pub ready: bool,
+    /// Why the vMCP does not call it, when it does not: the member is left out of
+    /// the configuration file and reported unavailable.
+    pub excluded: Option<String>,
+}
+
+/// A VirtualMCPServer's resolution.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub group: GroupRefState,
+    /// Every member of the group, sorted by name.
+    pub backends: Vec<Backend>,
+    /// What stops the server; empty when it can run.
+    pub problems: Vec<Problem>,
+    pub user: UserConfig,
+    pub incoming_auth: IncomingAuth,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<(Volume, VolumeMount)>,
+}
+
+impl Resolution {
+    /// The backends the vMCP calls.
+    pub fn served(&self) -> Vec<StaticBackend> {
+        self.backends.iter().filter(|b| b.excluded.is_none()).map(|b| b.config.clone()).collect()
+    }
+}
+
+pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
+    let ns = vmcp.namespace().unwrap_or_default();
+    let group_name = vmcp.spec.group_ref.name.as_str();
+    let mut problems: Vec<Problem> = unsupported(&vmcp.spec).into_iter().map(|(field, why)| Problem::at(field, why)).collect();
+    let user = match config::parse(vmcp.spec.config.as_ref(), group_name) {
+        Ok(user) => user,
+        Err(found) => {
+            problems.extend(found);
+            UserConfig::default()
+        }
+    };
+    let group = GroupRefState::of(view.groups, &ns, group_name);
+    if group == GroupRefState::NotFound {
+        problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
+    }
+    let (incoming_auth, env, volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
+    Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes }
+}
+
+/// The members of `group` in `ns`: servers and remote proxies through their proxy
+/// Service, entries directly, each with why the vMCP cannot call it, if it cannot.
+pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
+    let needs_credentials = |kind: &str, config: &str| {
+        Some(format!(
+            "its {kind} names MCPExternalAuthConfig {config}: calling a backend with credentials is not carried out by this operator release"
+        ))
+    };
+    let mut out = Vec::new();
+    for server in view.servers.state().iter().filter(|s| s.namespace().as_deref() == Some(ns) && s.metadata.deletion_timestamp.is_none()) {
+        if server.spec.group_ref.as_ref().map(|g| g.name.as_str()) != Some(group) {
+            continue;
+        }
+        let mode = crate::kinds::mcpserver::resources::effective_proxy_mode(server);
+        out.push(Backend {
+            config: StaticBackend {
+                name: server.name_any(),
+                url: crate::kinds::mcpserver::resources::service_url(server).split('#').next().unwrap_or_default().to_string(),
+                transport: mode.as_str().into(),
+                kind: String::new(),
+            },
+            ready: server.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready),
+            excluded: server.spec.external_auth_config_ref.as_ref().and_then(|r| needs_credentials("MCPServer", &r.name)),
+        });
+    }
+    let group_proxies = crate::kinds::mcpserver::remote::members(&view.proxies.state(), ns, group);
+    for name in group_proxies {
+        let Some(proxy) = view.proxies.get(&ObjectRef::new(&name).within(ns)) else { continue };
+        let Some(server) = crate::kinds::mcpserver::remote::as_server(&proxy) else { continue };
+        let transport = proxy.spec.transport.as_str();
+        let path = if transport == "sse" { "/sse" } else { "/mcp" };
+        out.push(Backend {
+            config: StaticBackend {
+                name,
+                url: format!("{}{path}", crate::kinds::mcpserver::resources::service_base_url(&server)),
+                transport: transport.into(),
+                kind: String::new(),
+            },
+            ready: proxy.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready),
+            excluded: None,
+        });
+    }
+    for name in crate::kinds::serverentry::members(&view.entries.state(), ns, group) {
+        let Some(entry) = view.entries.get(&ObjectRef::new(&name).within(ns)) else { continue };
+        let transport = serde_json::to_value(entry.spec.transport).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let excluded = if let Some(r) = &entry.spec.external_auth_config_ref {
+            needs_credentials("MCPServerEntry", &r.name)
+        } else if entry.spec.header_forward.is_some() || entry.spec.ca_bundle_ref.is_some() {
+            Some("its headerForward and caBundleRef are not carried out for a vMCP by this operator release".to_string())
+        } else {
+            None
+        };
+        out.push(Backend {
+            config: StaticBackend { name, url: entry.spec.remote_url.clone(), transport, kind: "entry".into() },
+            ready: entry.status.as_ref().and_then(|s| s.phase) == Some(EntryPhase::Valid),
+            excluded,
+        });
+    }
+    out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+    out
+}
+
+/// Incoming auth as the vMCP's file says it, with the environment and volumes it needs.
+fn incoming(
+    vmcp: &VirtualMCPServer,
+    ns: &str,
+    oidc_configs: &Store<MCPOIDCConfig>,
+    problems: &mut Vec<Problem>,
+) -> (IncomingAuth, Vec<EnvVar>, Vec<(Volume, VolumeMount)>) {
+    let auth = &vmcp.spec.incoming_auth;
+    let authz = auth.authz_config.as_ref().and_then(|a| a.inline.as_ref()).map(|inline| Authz {
+        kind: "cedar",
+        policies: inline.policies.clone(),
+        entities_json: inline.entities_json.clone(),
+    });
+    let (mut env, mut volumes) = (Vec::new(), Vec::new());
+    let oidc = match (auth.auth_type, &auth.oidc_config_ref) {
+        (IncomingAuthType::Anonymous, _) => None,
+        (IncomingAuthType::Oidc, None) => {
+            problems.push(Problem::at("spec.incomingAuth.oidcConfigRef", "required when type is oidc"));
+            None
+        }
+        (IncomingAuthType::Oidc, Some(reference)) => match oidc_configs.get(&ObjectRef::new(&reference.name).within(ns)) {
+            None => {
+                problems.push(Problem::at(
+                    "spec.incomingAuth.oidcConfigRef",
+                    format!("MCPOIDCConfig {} does not exist in this namespace", reference.name),
+                ));
+                None
+            }
+            Some(config) if config.problem().is_some() => {
+                problems.push(Problem::at(
+                    "spec.incomingAuth.oidcConfigRef",
+                    format!("MCPOIDCConfig {} is invalid: {}", reference.name, config.problem().unwrap_or_default()),
+                ));
+                None
+            }
+            Some(config) => {
+                let service_url = url(&vmcp.name_any(), ns);
+                let validation = crate::kinds::oidc::token_validation(reference, &service_url, &config.spec);
+                let secret = config.spec.inline.as_ref().and_then(|i| i.client_secret_ref.as_ref());
+                env.extend(secret.map(|s| crate::shared::refs::secret_env(CLIENT_SECRET_ENV, s)));
+                volumes.extend(crate::kinds::oidc::ca_bundle_volume(&config.spec));
+                validation.map(|v| Oidc {
+                    issuer: v.issuer,
+                    client_id: v.client_id,
+                    client_secret_env: if secret.is_some() { CLIENT_SECRET_ENV.into() } else { String::new() },
+                    audience: v.audience,
+                    resource: v.resource_url,
+                    jwks_url: v.jwks_url,
+                    introspection_url: v.introspection_url,
+                    scopes: v.scopes.unwrap_or_default(),
+                    protected_resource_allow_private_ip: v.allow_private_ip,
+                    jwks_allow_private_ip: v.allow_private_ip,
+                    insecure_allow_http: v.insecure_allow_http,
+                    ca_bundle_path: v.ca_cert_path,
+                })
+            }
+        },
+    };
+    let kind = match auth.auth_type {
+        IncomingAuthType::Anonymous => "anonymous",
+        IncomingAuthType::Oidc => "oidc",
+    };
+    (IncomingAuth { kind, oidc, authz }, env, volumes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    fn store<K>(objects: Vec<serde_json::Value>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let (reader, mut writer) = reflector::store::<K>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(serde_json::from_value(o).unwrap()));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        reader
+    }
+
+    struct Caches {
+        groups: Store<MCPGroup>,
+        servers: Store<MCPServer>,
+        proxies: Store<MCPRemoteProxy>,
+        entries: Store<MCPServerEntry>,
+        oidc: Store<MCPOIDCConfig>,
+    }
+
+    impl Caches {
+        fn view(&self) -> View<'_> {
+            View { groups: &self.groups, servers: &self.servers, proxies: &self.proxies, entries: &self.entries, oidc: &self.oidc }
+        }
+    }
+
+    fn meta(name: &str) -> serde_json::Value {
+        json!({"name": name, "namespace": "a", "uid": format!("u-{name}")})
+    }
+
+    fn caches() -> Caches {
+        Caches {
+            groups: store(vec![json!({"metadata": meta("g"), "spec": {}, "status": {"phase": "Ready"}})]),
+            servers: store(vec![
+                json!({"metadata": meta("fetch"), "spec": {"image": "f", "transport": "streamable-http", "groupRef": {"name": "g"}},
+                    "status": {"phase": "Ready"}}),
+                json!({"metadata": meta("memory"), "spec": {"image": "m", "transport": "stdio", "proxyMode": "sse", "groupRef": {"name": "g"}}}),
+                json!({"metadata": meta("locked"), "spec": {"image": "l", "groupRef": {"name": "g"}, "externalAuthConfigRef": {"name": "x"}}}),
+                json!({"metadata": meta("elsewhere"), "spec": {"image": "e", "groupRef": {"name": "h"}}}),
+            ]),
+            proxies: store(vec![json!({"metadata": meta("saas"), "spec": {"remoteUrl": "https://mcp.example.com/mcp",
+                "groupRef": {"name": "g"}}, "status": {"phase": "Ready"}})]),
+            entries: store(vec![json!({"metadata": meta("docs"), "spec": {"remoteUrl": "https://docs.example.com/sse",
+                "transport": "sse", "groupRef": {"name": "g"}}, "status": {"phase": "Valid"}})]),
+            oidc: store(vec![json!({"metadata": meta("idp"), "spec": {"type": "inline", "inline": {"issuer": "https://idp.example.com",
+                "clientId": "vmcp", "clientSecretRef": {"name": "idp", "key": "secret"}}}})]),
+        }
+    }
+
+    fn vmcp(spec: serde_json::Value) -> VirtualMCPServer {
+        serde_json::from_value(json!({"metadata": meta("team"), "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_member_becomes_a_backend_the_vmcp_can_reach() {
+        let c = caches();
+        let r = resolve(&vmcp(json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}})), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let found: Vec<(&str, &str, &str, bool)> =
+            r.backends.iter().map(|b| (b.config.name.as_str(), b.config.url.as_str(), b.config.transport.as_str(), b.ready)).collect();
+        assert_eq!(
+            found,
+            [
+                ("docs", "https://docs.example.com/sse", "sse", true),
+                ("fetch", "http://mcp-fetch-proxy.a.svc.cluster.local:8080/mcp", "streamable-http", true),
+                ("locked", "http://mcp-locked-proxy.a.svc.cluster.local:8080/mcp", "streamable-http", false),
+                ("memory", "http://mcp-memory-proxy.a.svc.cluster.local:8080/sse", "sse", false),
+                ("saas", "http://mcp-saas-remote-proxy.a.svc.cluster.local:8080/mcp", "streamable-http", true),
+            ]
+        );
+        assert_eq!(r.backends[0].config.kind, "entry");
+        assert!(r.backends[2].excluded.as_deref().is_some_and(|w| w.contains("MCPExternalAuthConfig x")));
+        assert_eq!(r.served().iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["docs", "fetch", "memory", "saas"]);
+    }
+
+    #[test]
+    fn oidc_reaches_the_file_with_its_secret_as_environment() {
+        let c = caches();
+        let spec = json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "idp", "audience": "vmcp-team"},
+            "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]}}}});
+        let r = resolve(&vmcp(spec), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let oidc = r.incoming_auth.oidc.as_ref().unwrap();
+        assert_eq!(
+            (oidc.issuer.as_str(), oidc.audience.as_str(), oidc.client_id.as_str()),
+            ("https://idp.example.com", "vmcp-team", "vmcp")
+        );
+        assert_eq!(oidc.client_secret_env, CLIENT_SECRET_ENV);
+        assert_eq!(oidc.resource, "http://vmcp-team.a.svc.cluster.local:4483");
+        assert_eq!(r.env[0].name, CLIENT_SECRET_ENV);
+        assert_eq!(r.incoming_auth.authz.as_ref().unwrap().policies.len(), 1);
+    }
+
+    #[test]
+    fn what_is_missing_or_refused_is_a_problem_with_its_path() {
+        let c = caches();
+        let spec = json!({"groupRef": {"name": "nope"}, "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "gone", "audience": "a"}},
+            "config": {"optimizer": {}}});
+        let r = resolve(&vmcp(spec), c.view());
+        let paths: Vec<&str> = r.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["spec.config.optimizer", "spec.groupRef", "spec.incomingAuth.oidcConfigRef"]);
+        assert!(r.backends.is_empty());
+    }
+}

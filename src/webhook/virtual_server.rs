@@ -1,0 +1,78 @@
+//! The checks of a VirtualMCPServer at admission: the namespace may hold one, its
+//! spec reads as the API's types, and it sets nothing this release does not carry
+//! out (in the spec or in `spec.config`), each refusal with its field path. The
+//! controller reports the same problems in the status of objects stored before.
+
+use serde_json::Value;
+
+use super::rules::{Facts, FieldError, MAX_SPEC_BYTES, Rule, Violation, namespace_violation, size_violation};
+use crate::kinds::virtualmcp::api::{VirtualMCPServerSpec, unsupported};
+
+/// Every violation of a VirtualMCPServer with `spec` in `namespace`, all at once.
+pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
+    if let Some(denied) = namespace_violation(namespace, facts) {
+        return vec![denied];
+    }
+    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
+        return vec![too_big];
+    }
+    let Some(spec) = spec else {
+        return vec![Violation::new("spec", FieldError::Required, Rule::Spec, "a VirtualMCPServer needs a spec")];
+    };
+    let parsed: VirtualMCPServerSpec = match serde_path_to_error::deserialize(spec) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+            return vec![Violation::new(field, FieldError::Invalid, Rule::Spec, e.into_inner().to_string())];
+        }
+    };
+    let mut out: Vec<Violation> =
+        unsupported(&parsed).into_iter().map(|(field, why)| Violation::new(field, FieldError::Forbidden, Rule::Unsupported, why)).collect();
+    if let Err(problems) = crate::kinds::virtualmcp::config::parse(parsed.config.as_ref(), &parsed.group_ref.name) {
+        out.extend(problems.into_iter().map(|p| Violation::new(p.path, FieldError::Invalid, Rule::Spec, p.message)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::config::Scope;
+    use crate::webhook::policy::TenancyPolicy;
+    use serde_json::json;
+
+    fn violations(namespace: &str, spec: Value) -> Vec<String> {
+        let policy = TenancyPolicy::default();
+        let scope = Scope::Namespaces(vec!["team".into()]);
+        let no_quota = |_: &str| 0usize;
+        let levels = crate::webhook::namespaces::NamespaceLevels::default();
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
+        validate(Some(&spec), namespace, &facts).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_plain_server_passes_and_what_is_not_carried_out_is_refused_with_its_path() {
+        let plain = json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"},
+            "config": {"aggregation": {"conflictResolution": "prefix"}}});
+        assert!(violations("team", plain).is_empty());
+        let found = violations(
+            "team",
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "embeddingServerRef": {"name": "e"},
+                "config": {"compositeTools": [{"name": "x"}], "operational": {"timeouts": {"default": "soon"}}}}),
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("spec.embeddingServerRef: Forbidden: the tool optimizer"), "{found:?}");
+        assert!(found[1].starts_with("spec.config.compositeTools: Invalid value: composite tools are not carried out"), "{found:?}");
+        assert!(found[2].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
+    }
+
+    #[test]
+    fn a_spec_that_does_not_read_and_a_namespace_not_served_are_refused() {
+        let found = violations("team", json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "kerberos"}}));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("spec.incomingAuth.type: Invalid value: unknown variant `kerberos`"), "{found:?}");
+        let other = violations("elsewhere", json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}}));
+        assert!(other[0].starts_with("metadata.namespace"), "{other:?}");
+    }
+}

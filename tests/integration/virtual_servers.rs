@@ -1,0 +1,188 @@
+//! VirtualMCPServer through a real API server, the webhook called over TLS, the
+//! operator running as the chart's ServiceAccount (namespace mode, so the API
+//! server's RBAC proves the chart grants what the vMCP's Role needs):
+//! - ToolHive v0.66.0's simplest example applies and gets the reference's children,
+//!   with the group's backends listed in the vMCP's configuration file, the chart's
+//!   `vmcpImage`, and a Role that reads nothing but the server itself;
+//! - backends joining and leaving the group change the file (and so roll the pod);
+//! - a server naming a group that does not exist is Failed with the field;
+//! - what this release does not carry out is refused at admission with its path, and
+//!   every VirtualMCPServer of v0.66.0's examples either applies or is refused so.
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Service},
+    rbac::v1::Role,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
+use serde_json::{Value, json};
+use toolhive_operator::kinds::{
+    mcpserver::api::MCPServer,
+    serverentry::MCPServerEntry,
+    virtualmcp::api::{VirtualMCPServer, VirtualPhase},
+};
+
+use super::common::{eventually, run};
+use super::guide::guide;
+use super::release::{install_release_with, ready};
+use super::server_entries::upstream_source;
+
+const VMCP_IMAGE: &str = "registry.example.com/toolhive/vmcp:test";
+
+fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+    serde_json::from_value(json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": kind, "metadata": {"name": name}, "spec": spec}))
+        .unwrap()
+}
+
+/// The backends the vMCP's configuration file lists, by name.
+async fn listed_backends(configmaps: &Api<ConfigMap>, name: &str) -> Option<Vec<(String, String)>> {
+    let data = configmaps.get_opt(&format!("{name}-vmcp-config")).await.ok()??.data?;
+    let config: Value = serde_yaml_ng::from_str(data.get("config.yaml")?).ok()?;
+    let backends = config["backends"].as_array()?;
+    Some(backends.iter().map(|b| (b["name"].as_str().unwrap_or("").into(), b["url"].as_str().unwrap_or("").into())).collect())
+}
+
+#[tokio::test]
+async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
+    let _crds = guide();
+    let cp = controlplane::shared();
+    let admin = cp.client().await.unwrap();
+    let kc = cp.kubeconfig.as_path();
+    let ca = controlplane::Authority::new("virtual-webhook-ca").unwrap();
+    let install = install_release_with(&admin, kc, &ca, "virtual", json!({}), json!({}), json!({"vmcpImage": VMCP_IMAGE})).await;
+    ready(&install).await;
+    let ns = install.team.clone();
+    let post = PostParams::default();
+
+    // v0.66.0's simplest example: a group, a stdio server in it, a VirtualMCPServer.
+    let examples = upstream_source().join("examples/operator/virtual-mcps");
+    let text = std::fs::read_to_string(examples.join("vmcp_simple_discovered.yaml")).unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let Ok(mut object) = <Value as serde::Deserialize>::deserialize(doc) else { continue };
+        if object.is_null() {
+            continue;
+        }
+        object["metadata"]["namespace"] = json!(ns);
+        let (ok, _, err) = run("kubectl", kc, &["apply", "--server-side", "-f", "-"], Some(&object.to_string()));
+        assert!(ok, "{} {}: {err}", object["kind"], object["metadata"]["name"]);
+    }
+    let virtuals: Api<VirtualMCPServer> = Api::namespaced(admin.clone(), &ns);
+    let status = eventually("simple-vmcp reconciled", &install.operator, || async {
+        let status = virtuals.get("simple-vmcp").await.ok()?.status?;
+        (!status.discovered_backends.is_empty()).then_some(status)
+    })
+    .await;
+    assert_eq!(status.url, format!("http://vmcp-simple-vmcp.{ns}.svc.cluster.local:4483"));
+    // No node runs pods here: the server and the vMCP wait for their Deployments.
+    assert_eq!(status.phase, Some(VirtualPhase::Pending), "{}", status.message);
+    assert_eq!(
+        (status.discovered_backends[0].name.as_str(), status.discovered_backends[0].status.as_str()),
+        ("yardstick-simple", "unavailable")
+    );
+    assert_eq!(status.backend_count, 0);
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()));
+    assert_eq!(condition("BackendsDiscovered"), Some(("True".into(), "BackendsDiscoveredSuccessfully".into())));
+    assert_eq!(condition("GroupRefValidated"), Some(("True".into(), "GroupRefValid".into())));
+    assert_eq!(condition("Ready"), Some(("False".into(), "DeploymentNotReady".into())));
+
+    // The reference's children, the vMCP reaching each backend through its proxy Service.
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let backends = listed_backends(&configmaps, "simple-vmcp").await.unwrap();
+    assert_eq!(backends, [("yardstick-simple".into(), format!("http://mcp-yardstick-simple-proxy.{ns}.svc.cluster.local:8080/mcp"))]);
+    let config: Value =
+        serde_yaml_ng::from_str(&configmaps.get("simple-vmcp-vmcp-config").await.unwrap().data.unwrap()["config.yaml"]).unwrap();
+    assert_eq!(config["incomingAuth"]["authz"]["policies"], json!(["permit(principal, action, resource);"]));
+    assert_eq!(config["aggregation"]["conflictResolutionConfig"]["prefixFormat"], "{workload}_");
+    assert_eq!(config["operational"]["failureHandling"]["healthCheckInterval"], "30s");
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), &ns).get("simple-vmcp").await.unwrap();
+    let pod = deployment.spec.unwrap().template;
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some(VMCP_IMAGE), "the chart's vmcpImage");
+    assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some("simple-vmcp-vmcp"));
+    let hash_before = pod.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["toolhive.stacklok.dev/vmcp-config-hash"].clone();
+    let service = Api::<Service>::namespaced(admin.clone(), &ns).get("vmcp-simple-vmcp").await.unwrap();
+    assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 4483);
+    let role = Api::<Role>::namespaced(admin.clone(), &ns).get("simple-vmcp-vmcp").await.unwrap();
+    let resources: Vec<String> = role.rules.unwrap_or_default().iter().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
+    assert_eq!(resources, ["virtualmcpservers", "virtualmcpservers/status"], "the vMCP reads no Secret, ConfigMap or MCP object");
+
+    // A remote entry joins the group; the stdio server leaves it (deleted): the file follows.
+    let entries: Api<MCPServerEntry> = Api::namespaced(admin.clone(), &ns);
+    let docs = json!({"remoteUrl": "https://docs.example.com/mcp", "transport": "streamable-http", "groupRef": {"name": "my-services"}});
+    entries.create(&post, &object("MCPServerEntry", "docs", docs)).await.unwrap();
+    eventually("the entry in the vMCP's file", &install.operator, || async {
+        let names: Vec<String> = listed_backends(&configmaps, "simple-vmcp").await?.into_iter().map(|(n, _)| n).collect();
+        (names == ["docs", "yardstick-simple"]).then_some(())
+    })
+    .await;
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), &ns);
+    servers.delete("yardstick-simple", &DeleteParams::default()).await.unwrap();
+    eventually("the deleted server out of the vMCP's file", &install.operator, || async {
+        let names: Vec<String> = listed_backends(&configmaps, "simple-vmcp").await?.into_iter().map(|(n, _)| n).collect();
+        (names == ["docs"]).then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let hash_after = deployments.get("simple-vmcp").await.unwrap().spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+        ["toolhive.stacklok.dev/vmcp-config-hash"]
+        .clone();
+    assert_ne!(hash_before, hash_after, "a new file rolls the vMCP pod");
+
+    // A group that does not exist: Failed, naming the field; its Deployment runs nothing.
+    let lost = json!({"groupRef": {"name": "nope"}, "incomingAuth": {"type": "anonymous"}});
+    virtuals.create(&post, &object("VirtualMCPServer", "lost", lost)).await.unwrap();
+    let message = eventually("the VirtualMCPServer naming no group Failed", &install.operator, || async {
+        let status = virtuals.get("lost").await.ok()?.status?;
+        (status.phase == Some(VirtualPhase::Failed)).then_some(status.message)
+    })
+    .await;
+    assert!(message.contains("spec.groupRef: MCPGroup nope does not exist"), "{message}");
+    let replicas = eventually("the failed server's Deployment", &install.operator, || async {
+        deployments.get_opt("lost").await.ok()?.and_then(|d| d.spec?.replicas)
+    })
+    .await;
+    assert_eq!(replicas, 0);
+
+    // Refused at admission, with the field and why.
+    let refused = virtuals
+        .create(
+            &post,
+            &object(
+                "VirtualMCPServer",
+                "composite",
+                json!({"groupRef": {"name": "my-services"}, "incomingAuth": {"type": "anonymous"},
+                    "config": {"compositeTools": [{"name": "both", "steps": []}]}}),
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("spec.config.compositeTools: Invalid value: composite tools are not carried out"), "{refused}");
+
+    // Every VirtualMCPServer of v0.66.0's examples: applied, or refused with a field
+    // this release does not carry out (never a schema error).
+    let mut verdicts = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&examples).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let Ok(mut object) = <Value as serde::Deserialize>::deserialize(doc) else { continue };
+            if object["kind"] != "VirtualMCPServer" {
+                continue;
+            }
+            object["metadata"]["namespace"] = json!(ns);
+            let (ok, _, err) = run("kubectl", kc, &["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(&object.to_string()));
+            let name = format!("{} {}", file.file_name().unwrap().to_string_lossy(), object["metadata"]["name"].as_str().unwrap_or(""));
+            assert!(ok || err.contains("not carried out by this operator release"), "{name}: {err}");
+            verdicts.push(format!("{name}: {}", if ok { "applies".to_string() } else { err.trim().to_string() }));
+        }
+    }
+    println!("v0.66.0's VirtualMCPServer examples:\n{}", verdicts.join("\n"));
+    assert!(verdicts.len() >= 10, "{verdicts:?}");
+
+    run("helm", kc, &["uninstall", &install.release, "-n", &install.release_ns], None);
+}
