@@ -204,11 +204,6 @@ pub struct VirtualMCPServerStatus {
     /// How many backends can be routed to (ready ones).
     #[serde(default)]
     pub backend_count: i32,
-    /// The vMCP pod's own report (its health checks of the backends); written by the
-    /// pod, read by the operator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
-    pub runtime: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

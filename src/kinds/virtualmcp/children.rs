@@ -1,7 +1,9 @@
 //! What the operator keeps for a VirtualMCPServer, built by pure functions: the vMCP
-//! configuration ConfigMap, its ServiceAccount, Role and RoleBinding, the Deployment
-//! running the vMCP image and its Service. Names, labels, port, probes and default
-//! resources are the reference's, so tooling written for ToolHive finds them.
+//! configuration ConfigMap, its ServiceAccount, the Deployment running the vMCP image
+//! and its Service. Names, labels, port, probes and default resources are the
+//! reference's, so tooling written for ToolHive finds them. Unlike the reference's,
+//! the vMCP pod gets no Role and no API token: the operator lists its backends in
+//! its file, and is the one writer of its status.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,6 @@ use k8s_openapi::api::{
         PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
         VolumeMount,
     },
-    rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
 use k8s_openapi::apimachinery::pkg::{
     api::resource::Quantity,
@@ -84,19 +85,6 @@ fn labels(name: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// What the vMCP pod may do: read its own object and write its status (the runtime's
-/// backend health). It reads no Secret, ConfigMap or MCP object: the operator lists
-/// the backends in its configuration file.
-pub fn role_rules() -> Vec<PolicyRule> {
-    let rule = |resources: &str, verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![crate::shared::crd::GROUP.into()]),
-        resources: Some(vec![resources.into()]),
-        verbs: verbs.iter().map(|v| v.to_string()).collect(),
-        ..Default::default()
-    };
-    vec![rule("virtualmcpservers", &["get"]), rule("virtualmcpservers/status", &["update", "patch"])]
-}
-
 /// Every child the server should have, in apply order; None before it is stored (no uid).
 pub fn desired_children(vmcp: &VirtualMCPServer, resolved: &Resolved) -> Option<Vec<Child>> {
     let owner = OwnerReference { block_owner_deletion: Some(true), ..vmcp.controller_owner_ref(&())? };
@@ -122,17 +110,6 @@ pub fn desired_children(vmcp: &VirtualMCPServer, resolved: &Resolved) -> Option<
             ..Default::default()
         }));
     }
-    out.push(Child::Role(Role { metadata: meta(service_account_name(&name)), rules: Some(role_rules()) }));
-    out.push(Child::RoleBinding(RoleBinding {
-        metadata: meta(service_account_name(&name)),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: service_account_name(&name) },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account.clone(),
-            namespace: vmcp.metadata.namespace.clone(),
-            ..Default::default()
-        }]),
-    }));
     out.push(Child::Deployment(deployment(vmcp, &name, account, pull_secrets, resolved, meta(name.clone()))));
     out.push(Child::Service(service(vmcp, &name, meta(service_name(&name)))));
     Some(out.into_iter().map(Child::stamped).collect())
@@ -161,8 +138,10 @@ fn deployment(
     resolved: &Resolved,
     metadata: ObjectMeta,
 ) -> Deployment {
-    let plain = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), ..Default::default() };
-    let mut env = vec![plain("VMCP_NAME", name), plain("VMCP_NAMESPACE", vmcp.metadata.namespace.as_deref().unwrap_or_default())];
+    // VMCP_NAMESPACE names the vMCP's sessions; no VMCP_NAME: with both the vMCP
+    // writes its own view into the status, which the operator alone writes here.
+    let namespace = vmcp.metadata.namespace.clone().unwrap_or_default();
+    let mut env = vec![EnvVar { name: "VMCP_NAMESPACE".into(), value: Some(namespace), ..Default::default() }];
     env.extend(resolved.env.iter().cloned());
     let mut volumes = vec![Volume {
         name: "vmcp-config".into(),
@@ -217,6 +196,8 @@ fn deployment(
                 metadata: Some(ObjectMeta { labels: Some(labels(name)), annotations: Some(pod_annotations), ..Default::default() }),
                 spec: Some(PodSpec {
                     service_account_name: Some(account),
+                    // The vMCP calls no Kubernetes API: its backends are in its file.
+                    automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(30),
                     image_pull_secrets: pull_secrets,
                     containers: vec![container],
@@ -284,14 +265,7 @@ mod tests {
         let names: Vec<(&str, &str)> = children.iter().map(|c| (c.kind(), c.name())).collect();
         assert_eq!(
             names,
-            [
-                ("ConfigMap", "team-vmcp-config"),
-                ("ServiceAccount", "team-vmcp"),
-                ("Role", "team-vmcp"),
-                ("RoleBinding", "team-vmcp"),
-                ("Deployment", "team"),
-                ("Service", "vmcp-team")
-            ]
+            [("ConfigMap", "team-vmcp-config"), ("ServiceAccount", "team-vmcp"), ("Deployment", "team"), ("Service", "vmcp-team")]
         );
         for child in &children {
             let meta = child.meta();
@@ -299,34 +273,33 @@ mod tests {
             assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "u-1");
             assert!(!child.hash().is_empty());
         }
-        let Child::Deployment(dep) = &children[4] else { panic!() };
+        let Child::Deployment(dep) = &children[2] else { panic!() };
         let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let container = &pod.containers[0];
         assert_eq!(container.args.as_ref().unwrap()[1], "--config=/etc/vmcp-config/config.yaml");
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 4483);
         assert_eq!(pod.service_account_name.as_deref(), Some("team-vmcp"));
         assert_eq!(dep.spec.as_ref().unwrap().replicas, None);
-        let Child::Service(svc) = &children[5] else { panic!() };
+        let Child::Service(svc) = &children[3] else { panic!() };
         assert_eq!(svc.spec.as_ref().unwrap().session_affinity.as_deref(), Some("ClientIP"));
         assert_eq!(url("team", "a"), "http://vmcp-team.a.svc.cluster.local:4483");
     }
 
     #[test]
-    fn the_pod_may_read_its_own_object_and_write_its_status_only() {
+    fn the_pod_holds_no_api_token_and_the_server_no_role() {
         let children = desired_children(&vmcp(spec()), &resolved(true)).unwrap();
-        let Child::Role(role) = &children[2] else { panic!() };
-        let rules = serde_json::to_value(role.rules.as_ref().unwrap()).unwrap();
-        assert_eq!(
-            rules,
-            json!([{"apiGroups": ["toolhive.stacklok.dev"], "resources": ["virtualmcpservers"], "verbs": ["get"]},
-                   {"apiGroups": ["toolhive.stacklok.dev"], "resources": ["virtualmcpservers/status"], "verbs": ["update", "patch"]}])
-        );
+        assert!(!children.iter().any(|c| c.kind() == "Role" || c.kind() == "RoleBinding"));
+        let Some(Child::Deployment(dep)) = children.iter().find(|c| c.kind() == "Deployment") else { panic!() };
+        let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let env: Vec<&str> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, ["VMCP_NAMESPACE"], "no VMCP_NAME: the vMCP does not write the status");
     }
 
     #[test]
     fn a_server_that_cannot_run_runs_no_replica_and_a_config_change_rolls_the_pods() {
         let v = vmcp(spec());
-        let replicas = |r: &Resolved| match &desired_children(&v, r).unwrap()[4] {
+        let replicas = |r: &Resolved| match &desired_children(&v, r).unwrap()[2] {
             Child::Deployment(d) => {
                 (d.spec.as_ref().unwrap().replicas, d.spec.as_ref().unwrap().template.metadata.clone().unwrap().annotations)
             }
@@ -338,12 +311,12 @@ mod tests {
     }
 
     #[test]
-    fn a_named_service_account_is_bound_and_none_is_made() {
+    fn a_named_service_account_is_used_and_none_is_made() {
         let mut s = spec();
         s["serviceAccount"] = json!("own");
         let children = desired_children(&vmcp(s), &resolved(true)).unwrap();
         assert!(!children.iter().any(|c| c.kind() == "ServiceAccount"));
-        let Some(Child::RoleBinding(binding)) = children.iter().find(|c| c.kind() == "RoleBinding") else { panic!() };
-        assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "own");
+        let Some(Child::Deployment(dep)) = children.iter().find(|c| c.kind() == "Deployment") else { panic!() };
+        assert_eq!(dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap().service_account_name.as_deref(), Some("own"));
     }
 }

@@ -123,8 +123,6 @@ async fn run_scope(
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
         .owns_shared_stream(children.configmaps.changes())
         .owns_shared_stream(children.service_accounts.changes())
-        .owns_shared_stream(children.roles.changes())
-        .owns_shared_stream(children.role_bindings.changes())
         .owns_shared_stream(children.deployments.changes())
         .owns_shared_stream(children.services.changes())
         .graceful_shutdown_on(stopped(shutdown))

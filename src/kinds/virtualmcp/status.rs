@@ -2,9 +2,7 @@
 //! phase, URL, the backends with their health, and the reference's conditions
 //! (GroupRefValidated, BackendsDiscovered, Ready). Pure; an unchanged world yields an
 //! identical status, so nothing is written.
-//!
-//! The vMCP pod reports its own view of the backends under `status.runtime` (its
-//! health checks); where it has one for a backend, that is the backend's status.
+//! A backend is ready when its object says so (its phase).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -24,13 +22,6 @@ pub struct Observed {
     pub ready_replicas: i32,
 }
 
-/// The runtime's status of the backend `name`, if the vMCP pod reported one.
-fn runtime_status<'a>(vmcp: &'a VirtualMCPServer, name: &str) -> Option<&'a str> {
-    let runtime = vmcp.status.as_ref()?.runtime.as_ref()?;
-    let backends = runtime.get("discoveredBackends")?.as_array()?;
-    backends.iter().find(|b| b.get("name").and_then(|n| n.as_str()) == Some(name))?.get("status")?.as_str()
-}
-
 pub fn desired_status(vmcp: &VirtualMCPServer, resolution: &Resolution, observed: Observed, now: Time) -> VirtualMCPServerStatus {
     let name = vmcp.metadata.name.as_deref().unwrap_or_default();
     let ns = vmcp.metadata.namespace.as_deref().unwrap_or_default();
@@ -39,12 +30,7 @@ pub fn desired_status(vmcp: &VirtualMCPServer, resolution: &Resolution, observed
         .backends
         .iter()
         .map(|b| {
-            let status = match (&b.excluded, runtime_status(vmcp, &b.config.name)) {
-                (Some(_), _) => "unavailable",
-                (None, Some(reported)) => reported,
-                (None, None) if b.ready => "ready",
-                (None, None) => "unavailable",
-            };
+            let status = if b.excluded.is_none() && b.ready { "ready" } else { "unavailable" };
             DiscoveredBackend {
                 name: b.config.name.clone(),
                 url: b.config.url.clone(),
@@ -117,14 +103,12 @@ pub fn desired_status(vmcp: &VirtualMCPServer, resolution: &Resolution, observed
         url: crate::kinds::virtualmcp::children::url(name, ns),
         discovered_backends: backends,
         backend_count,
-        runtime: None,
     }
 }
 
-/// Whether `current` already says what `desired` does (the runtime's part is the
-/// vMCP pod's and not compared).
+/// Whether `current` already says what `desired` does.
 pub fn unchanged(current: Option<&VirtualMCPServerStatus>, desired: &VirtualMCPServerStatus) -> bool {
-    current.is_some_and(|c| VirtualMCPServerStatus { runtime: None, ..c.clone() } == *desired)
+    current == Some(desired)
 }
 
 #[cfg(test)]
@@ -198,14 +182,6 @@ mod tests {
         assert_eq!((s.phase, s.backend_count), (Some(VirtualPhase::Degraded), 1));
         assert_eq!(s.message, "serving; backends not ready: b, c");
         assert_eq!(s.discovered_backends[2].message, "needs credentials");
-    }
-
-    #[test]
-    fn the_pod_s_own_health_report_wins() {
-        let r = resolution(vec![backend("a", true, None)], vec![]);
-        let v = vmcp(Some(json!({"runtime": {"discoveredBackends": [{"name": "a", "status": "unavailable"}]}})));
-        let s = desired_status(&v, &r, Observed { ready_replicas: 1 }, now());
-        assert_eq!((s.phase, s.backend_count), (Some(VirtualPhase::Degraded), 0));
     }
 
     #[test]

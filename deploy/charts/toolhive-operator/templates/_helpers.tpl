@@ -173,15 +173,13 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
   resources: ["mcpremoteproxies/finalizers"]
   verbs: ["update"]
 # VirtualMCPServers: watched (each gets a vMCP Deployment) and their status applied;
-# their children carry blockOwnerDeletion owner references to them. get and
-# status update are granted to each vMCP pod's Role (its own object, its runtime
-# report), so the operator holds them too (src/kinds/virtualmcp/children.rs role_rules).
+# their children carry blockOwnerDeletion owner references to them.
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["virtualmcpservers"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["virtualmcpservers/status"]
-  verbs: ["update", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["virtualmcpservers/finalizers"]
   verbs: ["update"]
