@@ -5,6 +5,8 @@
 #   pause      the sandbox image: a static binary that sleeps until signalled
 #   coredns    cluster DNS (tests/tools/coredns: only the plugins the node uses)
 #   proxyrunner  ToolHive's proxy runner, the version the chart's toolhiveRunnerImage names
+#   vmcp       ToolHive's vMCP (cmd/vmcp of the same module), the version the chart's
+#              vmcpImage names
 #   mcp-memory the Go MCP SDK's memory server (streamable HTTP with -http)
 #   mcp-hello  the Go MCP SDK's hello server (stdio; unlike the memory server, it
 #              writes no JSON-RPC log to stderr, which the proxy runner reads as
@@ -56,6 +58,7 @@ start=$(date +%s)
 bins="$out/bin"; mkdir -p "$bins"
 [ -x "$bins/coredns" ] || { log "building CoreDNS $COREDNS_VERSION"; go_build coredns . "$bins/coredns"; }
 [ -x "$bins/thv-proxyrunner" ] || { log "building thv-proxyrunner $RUNNER_VERSION (cold: several minutes)"; go_build mcp github.com/stacklok/toolhive/cmd/thv-proxyrunner "$bins/thv-proxyrunner"; }
+[ -x "$bins/vmcp" ] || { log "building vmcp $RUNNER_VERSION (cold: several minutes)"; go_build mcp github.com/stacklok/toolhive/cmd/vmcp "$bins/vmcp"; }
 [ -x "$bins/mcp-memory" ] || { log "building the MCP SDK memory server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/memory "$bins/mcp-memory"; }
 [ -x "$bins/mcp-hello" ] || { log "building the MCP SDK hello server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/hello "$bins/mcp-hello"; }
 echo_rev=$(sha256sum "$root/tests/tools/mcp/echo/main.go" | cut -c1-12)
@@ -65,6 +68,7 @@ echo_rev=$(sha256sum "$root/tests/tools/mcp/echo/main.go" | cut -c1-12)
 image pause localhost/toolhive-node/pause:v1 "$bins/pause"
 image coredns localhost/toolhive-node/coredns:$COREDNS_VERSION "$bins/coredns"
 image proxyrunner ghcr.io/stacklok/toolhive/proxyrunner:$RUNNER_VERSION "$bins/thv-proxyrunner"
+image vmcp ghcr.io/stacklok/toolhive/vmcp:$RUNNER_VERSION "$bins/vmcp"
 image mcp-memory localhost/toolhive-node/mcp-memory:$MCP_SDK_VERSION "$bins/mcp-memory"
 image mcp-hello localhost/toolhive-node/mcp-hello:$MCP_SDK_VERSION "$bins/mcp-hello"
 # One echo image only (the node imports every tar here): older builds go.

@@ -14,7 +14,9 @@
 //! is adopted and made again when deleted, an MCPRemoteProxy in front of an in-cluster
 //! MCP server passes on headers and a bearer token, the restarted-at annotation and a spec edit
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
-//! the reason, and deleting the MCPServer removes what the runner created.
+//! the reason, and deleting the MCPServer removes what the runner created. Last, a
+//! VirtualMCPServer (ToolHive's vMCP v0.44.0) serves the tools of a group's HTTP
+//! server, stdio server and remote proxy through one endpoint.
 //!
 //! Needs root (the node does); one node per machine at a time.
 
@@ -462,6 +464,116 @@ async fn scenario(cp: &controlplane::ControlPlane) {
             gone.then_some(())
         })
         .await;
+
+    // One endpoint over a group of an HTTP server, a stdio server and a remote proxy.
+    virtual_server(&admin, &team, operator).await;
+}
+
+/// A VirtualMCPServer over a group holding an HTTP server, a stdio server and a remote
+/// proxy (to the echo server `remote_proxy` started): Ready with 3 backends, its
+/// `status.url` lists their tools under their prefixes and answers a call to each;
+/// a server leaving the group takes its tools with it.
+async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
+    use toolhive_operator::kinds::group::MCPGroup;
+    use toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy;
+    use toolhive_operator::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
+    let post = PostParams::default();
+    let object = |kind: &str, name: &str, spec: serde_json::Value| json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    let group = json!({"name": "team-tools"});
+    Api::<MCPGroup>::namespaced(admin.clone(), team)
+        .create(&post, &serde_json::from_value(object("MCPGroup", "team-tools", json!({}))).unwrap())
+        .await
+        .unwrap();
+    let servers: Api<MCPServer> = Api::namespaced(admin.clone(), team);
+    let http =
+        json!({"image": MEMORY_IMAGE, "transport": "streamable-http", "args": ["-http", ":8080"], "mcpPort": 8080, "groupRef": group});
+    create(&servers, &serde_json::from_value(object("MCPServer", "vm-memory", http)).unwrap()).await;
+    let stdio = json!({"image": HELLO_IMAGE, "transport": "stdio", "groupRef": group});
+    create(&servers, &serde_json::from_value(object("MCPServer", "vm-hello", stdio)).unwrap()).await;
+    let remote = json!({"remoteUrl": format!("http://echo-backend.{team}.svc.cluster.local:8080/mcp"), "allowPrivateEndpoint": true,
+        "groupRef": group});
+    Api::<MCPRemoteProxy>::namespaced(admin.clone(), team)
+        .create(&post, &serde_json::from_value(object("MCPRemoteProxy", "vm-echo", remote)).unwrap())
+        .await
+        .unwrap();
+    let virtuals: Api<VirtualMCPServer> = Api::namespaced(admin.clone(), team);
+    let spec = json!({"groupRef": {"name": "team-tools"}, "incomingAuth": {"type": "anonymous"}});
+    virtuals.create(&post, &serde_json::from_value(object("VirtualMCPServer", "team", spec)).unwrap()).await.unwrap();
+    operator
+        .within("the VirtualMCPServer Ready over 3 backends", POD_LIMIT, || async {
+            let status = virtuals.get("team").await.ok()?.status?;
+            (status.phase == Some(VirtualPhase::Ready) && status.backend_count == 3).then_some(())
+        })
+        .await;
+
+    // Each backend's tools under its prefix, each answering through the one endpoint.
+    let session = virtual_session(admin, team, operator, |tools| tools.iter().any(|t| t == "vm-hello_greet")).await;
+    let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    for tool in ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers"] {
+        assert!(tools.contains(&tool.to_string()), "{tool} in {tools:?}");
+    }
+    let greeting = controlplane::mcp::text(&session.call("vm-hello_greet", json!({"name": "vmcp"})).await.unwrap());
+    assert!(greeting.contains("Hi vmcp"), "the stdio server's answer: {greeting}");
+    let created = session
+        .call(
+            "vm-memory_create_entities",
+            json!({"entities": [{"name": "vmcp", "entityType": "endpoint", "observations": ["aggregated"]}]}),
+        )
+        .await
+        .unwrap();
+    assert_ne!(created.is_error, Some(true), "{}", controlplane::mcp::text(&created));
+    let graph = controlplane::mcp::text(&session.call("vm-memory_read_graph", json!({})).await.unwrap());
+    assert!(graph.contains("aggregated"), "the HTTP server's answer: {graph}");
+    let headers = controlplane::mcp::text(&session.call("vm-echo_request_headers", json!({})).await.unwrap());
+    assert!(headers.starts_with('{'), "the remote server's answer, through its proxy: {headers}");
+    session.close().await.unwrap();
+
+    // The stdio server leaves (deleted): 2 backends, and its tools are gone.
+    servers.delete("vm-hello", &DeleteParams::default()).await.unwrap();
+    operator
+        .within("the VirtualMCPServer down to 2 backends", POD_LIMIT, || async {
+            let status = virtuals.get("team").await.ok()?.status?;
+            (status.backend_count == 2 && status.discovered_backends.len() == 2).then_some(())
+        })
+        .await;
+    let session = virtual_session(admin, team, operator, |tools| !tools.iter().any(|t| t.starts_with("vm-hello_"))).await;
+    let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert!(tools.contains(&"vm-memory_read_graph".to_string()) && tools.contains(&"vm-echo_request_headers".to_string()), "{tools:?}");
+    session.close().await.unwrap();
+}
+
+/// An MCP session with the VirtualMCPServer `team` at its `status.url` whose tool
+/// names satisfy `wanted` (a rolled vMCP pod may still be behind the Service).
+async fn virtual_session(
+    admin: &Client,
+    ns: &str,
+    operator: &OperatorPod,
+    wanted: impl Fn(&[String]) -> bool,
+) -> controlplane::mcp::Session {
+    let wanted = &wanted;
+    operator
+        .within("an MCP session with the VirtualMCPServer at its status.url", POD_LIMIT, || async move {
+            let (url, address) = controlplane::mcp::virtual_server_endpoint(admin, ns, "team").await.ok()?;
+            let attempt = async {
+                let session = controlplane::mcp::Session::connect(&url, address).await?;
+                let tools: Vec<String> = session.tools().await?.into_iter().map(|t| t.name.to_string()).collect();
+                Ok::<_, Box<dyn std::error::Error>>((session, tools))
+            };
+            match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+                Ok(Ok((session, tools))) if wanted(&tools) => Some(session),
+                Ok(Ok((session, tools))) => {
+                    eprintln!("VirtualMCPServer at {url}: tools {tools:?}");
+                    let _ = session.close().await;
+                    None
+                }
+                Ok(Err(e)) => {
+                    eprintln!("VirtualMCPServer at {url}: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+        .await
 }
 
 /// Creates an MCPServer. Right after the chart is installed, kube-proxy may not yet

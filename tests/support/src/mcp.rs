@@ -105,6 +105,13 @@ pub async fn remote_proxy_endpoint(client: &kube::Client, namespace: &str, name:
     Ok((format!("{}/mcp", url.trim_end_matches('/')), ip))
 }
 
+/// As [`proxy_endpoint`] for a VirtualMCPServer, whose `status.url` is its Service's
+/// address alone: the MCP endpoint is `/mcp` below it.
+pub async fn virtual_server_endpoint(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, IpAddr)> {
+    let (url, ip) = endpoint_of(client, namespace, ("VirtualMCPServer", "virtualmcpservers"), name).await?;
+    Ok((format!("{}/mcp", url.trim_end_matches('/')), ip))
+}
+
 async fn endpoint_of(client: &kube::Client, namespace: &str, (kind, plural): (&str, &str), name: &str) -> Result<(String, IpAddr)> {
     use k8s_openapi::api::core::v1::Service;
     use kube::{Api, api::DynamicObject, discovery::ApiResource};
