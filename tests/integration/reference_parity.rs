@@ -37,6 +37,7 @@ fn run_ok_with_stdin(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) {
 }
 
 const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:v0.44.0";
+const VMCP_IMAGE: &str = "ghcr.io/stacklok/toolhive/vmcp:v0.44.0";
 const APPLIED_HASH: &str = "toolhive.stacklok.dev/applied-hash";
 
 #[derive(serde::Deserialize)]
@@ -66,6 +67,7 @@ impl Case {
     fn api(&self, client: &Client, ns: &str) -> Api<kube::api::DynamicObject> {
         let resource = match self.kind.as_str() {
             "MCPRemoteProxy" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy>(&()),
+            "VirtualMCPServer" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(&()),
             _ => kube::discovery::ApiResource::erase::<MCPServer>(&()),
         };
         Api::namespaced_with(client.clone(), ns, &resource)
@@ -151,6 +153,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         .env("WATCH_NAMESPACE", &reference_ns)
         .env("POD_NAMESPACE", &reference_system_ns)
         .env("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)
+        .env("VMCP_IMAGE", VMCP_IMAGE)
         // Its usage-metrics middleware depends on its environment (off in CI, on
         // elsewhere); this operator never adds it. Off, as the reference's own switch says.
         .env("TOOLHIVE_USAGE_METRICS_ENABLED", "false")
@@ -163,7 +166,12 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
         &work,
         "ours",
         &["--webhook-bind-address=".into()],
-        &[("WATCH_NAMESPACE", &ours_ns), ("POD_NAMESPACE", &system_ns), ("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)],
+        &[
+            ("WATCH_NAMESPACE", &ours_ns),
+            ("POD_NAMESPACE", &system_ns),
+            ("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE),
+            ("VMCP_IMAGE", VMCP_IMAGE),
+        ],
     );
 
     let corpus = std::fs::read_to_string(root.join("tests/fixtures/parity/corpus.yaml")).unwrap();
@@ -185,6 +193,9 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
                 "MCPRemoteProxy" => serde_json::to_value(
                     serde_json::from_value::<toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy>(written).unwrap(),
                 ),
+                "VirtualMCPServer" => {
+                    serde_json::to_value(serde_json::from_value::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(written).unwrap())
+                }
                 _ => serde_json::to_value(serde_json::from_value::<MCPServer>(written).unwrap()),
             };
             let object: kube::api::DynamicObject = serde_json::from_value(typed.unwrap()).unwrap();
@@ -302,12 +313,17 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
                 if let Some(runconfig) = value.pointer("/data/runconfig.json").and_then(Value::as_str) {
                     add("RunConfig", &name, serde_json::from_str(runconfig).unwrap_or(Value::String(runconfig.into())));
                 }
+                if let Some(config) = value.pointer("/data/config.yaml").and_then(Value::as_str) {
+                    add("VmcpConfig", &name, serde_yaml_ng::from_str(config).unwrap_or(Value::String(config.into())));
+                }
                 add(&kind, &name, value);
             }
         };
     }
-    // Companion kinds, as the API serves them (either operator's schema).
+    // Companion kinds, as the API serves them (either operator's schema), and the
+    // VirtualMCPServers (their status, as each operator writes it).
     let companions = [
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::group::MCPGroup>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::toolconfig::MCPToolConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::telemetry::MCPTelemetryConfig>(&()),
@@ -387,8 +403,11 @@ fn normalise(mut value: Value, ns: &str) -> Value {
         if !keeps_status {
             object.remove("status");
         }
-        // The RunConfig travels parsed, as its own kind.
-        object.get_mut("data").and_then(Value::as_object_mut).map(|d| d.remove("runconfig.json"));
+        // The RunConfig and the vMCP's file travel parsed, as kinds of their own.
+        object.get_mut("data").and_then(Value::as_object_mut).map(|d| {
+            d.remove("runconfig.json");
+            d.remove("config.yaml")
+        });
         if object.get("data").and_then(Value::as_object).is_some_and(|d| d.is_empty()) {
             object.remove("data");
         }

@@ -141,7 +141,16 @@ fn deployment(
     // VMCP_NAMESPACE names the vMCP's sessions; no VMCP_NAME: with both the vMCP
     // writes its own view into the status, which the operator alone writes here.
     let namespace = vmcp.metadata.namespace.clone().unwrap_or_default();
-    let mut env = vec![EnvVar { name: "VMCP_NAMESPACE".into(), value: Some(namespace), ..Default::default() }];
+    let plain = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    // As the reference's: a writable home for anything the vMCP keeps (the image's
+    // own /tmp), JSON logs, and the Kubernetes runtime named (as in any pod).
+    let mut env = vec![
+        plain("HOME", "/tmp".into()),
+        plain("XDG_CONFIG_HOME", "/tmp".into()),
+        plain("TOOLHIVE_RUNTIME", "kubernetes".into()),
+        plain("UNSTRUCTURED_LOGS", "false".into()),
+        plain("VMCP_NAMESPACE", namespace),
+    ];
     env.extend(resolved.env.iter().cloned());
     let mut volumes = vec![Volume {
         name: "vmcp-config".into(),
@@ -293,7 +302,7 @@ mod tests {
         let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let env: Vec<&str> = pod.containers[0].env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["VMCP_NAMESPACE"], "no VMCP_NAME: the vMCP does not write the status");
+        assert!(env.contains(&"VMCP_NAMESPACE") && !env.contains(&"VMCP_NAME"), "no VMCP_NAME: the vMCP does not write the status");
     }
 
     #[test]
