@@ -30,6 +30,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (serverentry::CRD_CHART_FILE, serverentry::crd()),
         (mcpserver::remote::CRD_CHART_FILE, mcpserver::remote::crd()),
         (virtualmcp::CRD_CHART_FILE, virtualmcp::crd()),
+        (virtualmcp::definition::CRD_CHART_FILE, virtualmcp::definition::crd()),
     ]
 }
 

@@ -23,8 +23,9 @@ pub fn with_deprecated_version(mut value: Value) -> CustomResourceDefinition {
 
 /// Lists a CRD's status conditions by type, for server-side apply.
 pub fn conditions_by_type(mut value: Value) -> Value {
-    let conditions = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
-    if conditions.is_object() {
+    // Looked up, not indexed: indexing a kind without status would insert nulls.
+    let path = "/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/conditions";
+    if let Some(conditions) = value.pointer_mut(path).filter(|c| c.is_object()) {
         conditions["x-kubernetes-list-type"] = json!("map");
         conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
     }

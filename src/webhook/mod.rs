@@ -54,6 +54,7 @@ pub const MUTATE_PATH: &str = "/mutate-toolhive-stacklok-dev-v1beta1-mcpserver";
 pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserver";
 pub const VALIDATE_REMOTE_PROXY_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpremoteproxy";
 pub const VALIDATE_VIRTUAL_SERVER_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-virtualmcpserver";
+pub const VALIDATE_COMPOSITE_TOOL_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-virtualmcpcompositetooldefinition";
 /// The largest AdmissionReview the API server sends (object + oldObject near the
 /// 3 MiB etcd limit each, plus envelope).
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
@@ -110,6 +111,7 @@ struct Served {
     validate: HookMetrics,
     validate_remote_proxy: HookMetrics,
     validate_virtual_server: HookMetrics,
+    validate_composite_tool: HookMetrics,
     budget: budget::ReviewBudget,
 }
 
@@ -134,6 +136,7 @@ pub fn router(state: WebhookState) -> Router {
         validate: HookMetrics::new(&state.metrics, "validate-mcpserver"),
         validate_remote_proxy: HookMetrics::new(&state.metrics, "validate-mcpremoteproxy"),
         validate_virtual_server: HookMetrics::new(&state.metrics, "validate-virtualmcpserver"),
+        validate_composite_tool: HookMetrics::new(&state.metrics, "validate-virtualmcpcompositetooldefinition"),
         state,
         budget: budget::ReviewBudget::default(),
     };
@@ -151,6 +154,10 @@ pub fn router(state: WebhookState) -> Router {
             VALIDATE_VIRTUAL_SERVER_PATH,
             post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateVirtualServer, request).await }),
         )
+        .route(
+            VALIDATE_COMPOSITE_TOOL_PATH,
+            post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateCompositeTool, request).await }),
+        )
         .with_state(Arc::new(served))
 }
 
@@ -160,6 +167,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         Hook::Validate => &served.validate,
         Hook::ValidateRemoteProxy => &served.validate_remote_proxy,
         Hook::ValidateVirtualServer => &served.validate_virtual_server,
+        Hook::ValidateCompositeTool => &served.validate_composite_tool,
     };
     // The body is read within the budget by the size it declares (the largest legal
     // one when it declares none), then parsed within it by what parsing will take.

@@ -18,6 +18,8 @@ pub enum Hook {
     ValidateRemoteProxy,
     /// The validating webhook of VirtualMCPServers.
     ValidateVirtualServer,
+    /// The validating webhook of VirtualMCPCompositeToolDefinitions.
+    ValidateCompositeTool,
 }
 
 impl Hook {
@@ -27,6 +29,7 @@ impl Hook {
             Hook::Mutate | Hook::Validate => "MCPServer",
             Hook::ValidateRemoteProxy => "MCPRemoteProxy",
             Hook::ValidateVirtualServer => "VirtualMCPServer",
+            Hook::ValidateCompositeTool => "VirtualMCPCompositeToolDefinition",
         }
     }
 }
@@ -113,7 +116,7 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     let response = AdmissionResponse::from(&request);
     let (response, reason) = match hook {
         Hook::Mutate => mutate_object(response, object, &namespace, facts),
-        Hook::Validate | Hook::ValidateRemoteProxy | Hook::ValidateVirtualServer => {
+        Hook::Validate | Hook::ValidateRemoteProxy | Hook::ValidateVirtualServer | Hook::ValidateCompositeTool => {
             validate_object(response, &request, object, &namespace, hook, facts)
         }
     };
@@ -191,6 +194,7 @@ fn validate_object(
     let violations = match hook {
         Hook::ValidateRemoteProxy => super::remote_proxy::validate(spec, namespace, facts),
         Hook::ValidateVirtualServer => super::virtual_server::validate(spec, namespace, facts),
+        Hook::ValidateCompositeTool => super::virtual_server::validate_definition(spec, namespace, facts),
         Hook::Mutate | Hook::Validate => rules::validate(spec, namespace, create, facts),
     };
     let judged = rules::judge(violations, namespace, facts);

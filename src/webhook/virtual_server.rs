@@ -35,6 +35,24 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     out
 }
 
+/// Every violation of a VirtualMCPCompositeToolDefinition with `spec` in `namespace`:
+/// the composite tool it defines must be one the vMCP can run.
+pub fn validate_definition(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
+    if let Some(denied) = namespace_violation(namespace, facts) {
+        return vec![denied];
+    }
+    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
+        return vec![too_big];
+    }
+    let Some(spec) = spec else {
+        return vec![Violation::new("spec", FieldError::Required, Rule::Spec, "a composite tool definition needs a spec")];
+    };
+    match crate::kinds::virtualmcp::composite::parse(spec, "spec") {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.into_iter().map(|p| Violation::new(p.path, FieldError::Invalid, Rule::Spec, p.message)).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,12 +77,26 @@ mod tests {
         let found = violations(
             "team",
             json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "embeddingServerRef": {"name": "e"},
-                "config": {"compositeTools": [{"name": "x"}], "operational": {"timeouts": {"default": "soon"}}}}),
+                "config": {"codeMode": {"enabled": true}, "operational": {"timeouts": {"default": "soon"}}}}),
         );
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].starts_with("spec.embeddingServerRef: Forbidden: the tool optimizer"), "{found:?}");
-        assert!(found[1].starts_with("spec.config.compositeTools: Invalid value: composite tools are not carried out"), "{found:?}");
+        assert!(found[1].starts_with("spec.config.codeMode: Invalid value: code mode is not carried out"), "{found:?}");
         assert!(found[2].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
+    }
+
+    #[test]
+    fn a_definition_is_held_to_what_the_vmcp_can_run() {
+        let policy = TenancyPolicy::default();
+        let scope = Scope::Namespaces(vec!["team".into()]);
+        let no_quota = |_: &str| 0usize;
+        let levels = crate::webhook::namespaces::NamespaceLevels::default();
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
+        let good = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch"}]});
+        assert!(validate_definition(Some(&good), "team", &facts).is_empty());
+        let looped = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch", "dependsOn": ["a"]}]});
+        let found: Vec<String> = validate_definition(Some(&looped), "team", &facts).iter().map(ToString::to_string).collect();
+        assert_eq!(found, ["spec.steps: Invalid value: the steps depend on each other in a cycle: a -> a"]);
     }
 
     #[test]

@@ -471,8 +471,8 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
 /// A VirtualMCPServer over a group holding an HTTP server, a stdio server and a remote
 /// proxy (to the echo server `remote_proxy` started): Ready with 3 backends, its
-/// `status.url` lists their tools under their prefixes and answers a call to each;
-/// a server leaving the group takes its tools with it.
+/// `status.url` lists their tools under their prefixes and answers a call to each and
+/// to a composite tool of two steps; a server leaving the group takes its tools with it.
 async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     use toolhive_operator::kinds::group::MCPGroup;
     use toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy;
@@ -497,7 +497,16 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
         .await
         .unwrap();
     let virtuals: Api<VirtualMCPServer> = Api::namespaced(admin.clone(), team);
-    let spec = json!({"groupRef": {"name": "team-tools"}, "incomingAuth": {"type": "anonymous"}});
+    // And one composite tool of two steps: store a fact (a parameter, templated into the
+    // first call), then read the graph back (the tool's answer is the last step's).
+    let remember = json!({"name": "remember", "description": "Stores a fact, then reads the graph back",
+    "parameters": {"type": "object", "properties": {"fact": {"type": "string"}}, "required": ["fact"]},
+    "steps": [
+        {"id": "store", "tool": "vm-memory.create_entities",
+         "arguments": {"entities": [{"name": "fact", "entityType": "note", "observations": ["{{.params.fact}}"]}]}},
+        {"id": "recall", "tool": "vm-memory_read_graph", "dependsOn": ["store"]}
+    ]});
+    let spec = json!({"groupRef": {"name": "team-tools"}, "incomingAuth": {"type": "anonymous"}, "config": {"compositeTools": [remember]}});
     virtuals.create(&post, &serde_json::from_value(object("VirtualMCPServer", "team", spec)).unwrap()).await.unwrap();
     operator
         .within("the VirtualMCPServer Ready over 3 backends", POD_LIMIT, || async {
@@ -509,7 +518,7 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     // Each backend's tools under its prefix, each answering through the one endpoint.
     let session = virtual_session(admin, team, operator, |tools| tools.iter().any(|t| t == "vm-hello_greet")).await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
-    for tool in ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers"] {
+    for tool in ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers", "remember"] {
         assert!(tools.contains(&tool.to_string()), "{tool} in {tools:?}");
     }
     let greeting = controlplane::mcp::text(&session.call("vm-hello_greet", json!({"name": "vmcp"})).await.unwrap());
@@ -526,6 +535,8 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     assert!(graph.contains("aggregated"), "the HTTP server's answer: {graph}");
     let headers = controlplane::mcp::text(&session.call("vm-echo_request_headers", json!({})).await.unwrap());
     assert!(headers.starts_with('{'), "the remote server's answer, through its proxy: {headers}");
+    let recalled = controlplane::mcp::text(&session.call("remember", json!({"fact": "composed in a real pod"})).await.unwrap());
+    assert!(recalled.contains("composed in a real pod"), "the composite tool's last step: {recalled}");
     session.close().await.unwrap();
 
     // The stdio server leaves (deleted): 2 backends, and its tools are gone.

@@ -7,7 +7,9 @@
 //! - backends joining and leaving the group change the file (and so roll the pod);
 //! - a server naming a group that does not exist is Failed with the field;
 //! - what this release does not carry out is refused at admission with its path, and
-//!   every VirtualMCPServer of v0.66.0's examples either applies or is refused so.
+//!   every VirtualMCPServer of v0.66.0's examples either applies or is refused so;
+//! - composite tools from VirtualMCPCompositeToolDefinitions reach the vMCP's file,
+//!   a missing one fails the server that names it, one that cannot run is refused.
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -22,7 +24,10 @@ use serde_json::{Value, json};
 use toolhive_operator::kinds::{
     mcpserver::api::MCPServer,
     serverentry::MCPServerEntry,
-    virtualmcp::api::{VirtualMCPServer, VirtualPhase},
+    virtualmcp::{
+        api::{VirtualMCPServer, VirtualPhase},
+        definition::VirtualMCPCompositeToolDefinition,
+    },
 };
 
 use super::common::{eventually, run};
@@ -154,16 +159,56 @@ async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
                 "VirtualMCPServer",
                 "composite",
                 json!({"groupRef": {"name": "my-services"}, "incomingAuth": {"type": "anonymous"},
-                    "config": {"compositeTools": [{"name": "both", "steps": []}]}}),
+                    "config": {"compositeTools": [{"name": "both", "description": "loops", "steps": [
+                        {"id": "a", "tool": "x.y", "dependsOn": ["b"]}, {"id": "b", "tool": "x.z", "dependsOn": ["a"]}]}]}}),
             ),
         )
         .await
         .unwrap_err()
         .to_string();
-    assert!(refused.contains("spec.config.compositeTools: Invalid value: composite tools are not carried out"), "{refused}");
+    assert!(refused.contains("spec.config.compositeTools[0].steps: Invalid value: the steps depend on each other in a cycle"), "{refused}");
 
-    // Every VirtualMCPServer of v0.66.0's examples: applied, or refused with a field
-    // this release does not carry out (never a schema error).
+    // Composite tools from a VirtualMCPCompositeToolDefinition: a server naming one that
+    // does not exist yet is Failed; once it is made (watched on demand), the tool
+    // joins the server's inline one in the vMCP's file. One that cannot run is refused.
+    let definitions: Api<VirtualMCPCompositeToolDefinition> = Api::namespaced(admin.clone(), &ns);
+    let composed = json!({"groupRef": {"name": "my-services"}, "incomingAuth": {"type": "anonymous"},
+        "config": {"compositeToolRefs": [{"name": "fetch-twice"}],
+            "compositeTools": [{"name": "docs_once", "description": "Reads the docs", "steps": [{"id": "a", "tool": "docs.read"}]}]}});
+    virtuals.create(&post, &object("VirtualMCPServer", "composed", composed)).await.unwrap();
+    let message = eventually("the server naming a missing definition Failed", &install.operator, || async {
+        let status = virtuals.get("composed").await.ok()?.status?;
+        (status.phase == Some(VirtualPhase::Failed)).then_some(status.message)
+    })
+    .await;
+    assert!(
+        message.contains("spec.config.compositeToolRefs[0]: VirtualMCPCompositeToolDefinition fetch-twice does not exist"),
+        "{message}"
+    );
+    let looped = json!({"name": "loops", "description": "d", "steps": [{"id": "a", "tool": "docs.read", "dependsOn": ["a"]}]});
+    let refused = definitions.create(&post, &object("VirtualMCPCompositeToolDefinition", "loops", looped)).await.unwrap_err().to_string();
+    assert!(refused.contains("spec.steps: Invalid value: the steps depend on each other in a cycle: a -> a"), "{refused}");
+    let twice = json!({"name": "fetch_twice", "description": "Reads the docs twice", "timeout": "1m",
+        "parameters": {"type": "object", "properties": {"page": {"type": "string"}}},
+        "steps": [{"id": "first", "tool": "docs.read", "arguments": {"page": "{{.params.page}}"}},
+                  {"id": "second", "tool": "docs.read", "dependsOn": ["first"], "onError": {"action": "continue"}}]});
+    definitions.create(&post, &object("VirtualMCPCompositeToolDefinition", "fetch-twice", twice)).await.unwrap();
+    let tools = eventually("the definition's tool in the vMCP's file", &install.operator, || async {
+        let data = configmaps.get_opt("composed-vmcp-config").await.ok()??.data?;
+        let config: Value = serde_yaml_ng::from_str(data.get("config.yaml")?).ok()?;
+        let names: Vec<String> =
+            config["compositeTools"].as_array()?.iter().filter_map(|t| Some(t["name"].as_str()?.to_string())).collect();
+        (names.len() == 2).then_some(config["compositeTools"].clone())
+    })
+    .await;
+    assert_eq!(tools[0]["name"], "docs_once");
+    assert_eq!((tools[1]["name"].as_str(), tools[1]["steps"][1]["dependsOn"][0].as_str()), (Some("fetch_twice"), Some("first")));
+    let status = virtuals.get("composed").await.unwrap().status.unwrap();
+    assert_ne!(status.phase, Some(VirtualPhase::Failed), "{}", status.message);
+
+    // Every VirtualMCPServer and composite tool definition of v0.66.0's examples:
+    // applied, or refused with a field this release does not carry out or does not
+    // know (never a schema error).
     let mut verdicts = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&examples).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
@@ -171,13 +216,13 @@ async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let Ok(mut object) = <Value as serde::Deserialize>::deserialize(doc) else { continue };
-            if object["kind"] != "VirtualMCPServer" {
+            if object["kind"] != "VirtualMCPServer" && object["kind"] != "VirtualMCPCompositeToolDefinition" {
                 continue;
             }
             object["metadata"]["namespace"] = json!(ns);
             let (ok, _, err) = run("kubectl", kc, &["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(&object.to_string()));
             let name = format!("{} {}", file.file_name().unwrap().to_string_lossy(), object["metadata"]["name"].as_str().unwrap_or(""));
-            assert!(ok || err.contains("not carried out by this operator release"), "{name}: {err}");
+            assert!(ok || err.contains("not carried out by this operator release") || err.contains("unknown field"), "{name}: {err}");
             verdicts.push(format!("{name}: {}", if ok { "applies".to_string() } else { err.trim().to_string() }));
         }
     }

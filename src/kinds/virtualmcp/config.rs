@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::kinds::virtualmcp::composite::CompositeTool;
 use crate::shared::problem::Problem;
 
 /// The part of `spec.config` this operator carries out. Unknown fields are refused
@@ -31,6 +32,19 @@ pub struct UserConfig {
     pub operational: Option<Operational>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Read apart (`composite::parse`), each checked with its path; then those of
+    /// the definitions named in `composite_tool_refs` (`resolve`).
+    #[serde(skip)]
+    pub composite_tools: Vec<CompositeTool>,
+    /// VirtualMCPCompositeToolDefinitions of this namespace, by name.
+    #[serde(default, skip_serializing)]
+    pub composite_tool_refs: Vec<CompositeToolRef>,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeToolRef {
+    pub name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -164,8 +178,6 @@ const NOT_CARRIED_OUT: &[(&str, &str)] = &[
     ("incomingAuth", "set spec.incomingAuth instead"),
     ("outgoingAuth", "set spec.outgoingAuth instead"),
     ("passthroughHeaders", "forwarding client headers to backends is not carried out by this operator release; remove it"),
-    ("compositeTools", "composite tools are not carried out by this operator release; remove them"),
-    ("compositeToolRefs", "composite tools are not carried out by this operator release; remove them"),
     ("telemetry", "telemetry of the vMCP is not carried out by this operator release; remove it"),
     ("audit", "audit logging of the vMCP is not carried out by this operator release; remove it"),
     ("optimizer", "the tool optimizer is not carried out by this operator release; remove it"),
@@ -186,10 +198,26 @@ pub fn parse(config: Option<&Value>, group: &str) -> Result<UserConfig, Vec<Prob
         .filter_map(|k| NOT_CARRIED_OUT.iter().find(|(name, _)| name == k))
         .map(|(name, why)| Problem::at(format!("spec.config.{name}"), *why))
         .collect();
-    let carried: serde_json::Map<String, Value> =
-        fields.iter().filter(|(k, _)| !NOT_CARRIED_OUT.iter().any(|(name, _)| name == k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let carried: serde_json::Map<String, Value> = fields
+        .iter()
+        .filter(|(k, _)| *k != "compositeTools" && !NOT_CARRIED_OUT.iter().any(|(name, _)| name == k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut composite_tools = Vec::new();
+    match fields.get("compositeTools") {
+        None => {}
+        Some(Value::Array(tools)) => {
+            for (i, tool) in tools.iter().enumerate() {
+                match crate::kinds::virtualmcp::composite::parse(tool, &format!("spec.config.compositeTools[{i}]")) {
+                    Ok(tool) => composite_tools.push(tool),
+                    Err(found) => problems.extend(found),
+                }
+            }
+        }
+        Some(_) => problems.push(Problem::at("spec.config.compositeTools", "must be a list of tools")),
+    }
     let parsed = match serde_path_to_error::deserialize::<_, UserConfig>(Value::Object(carried)) {
-        Ok(parsed) => Some(parsed),
+        Ok(parsed) => Some(UserConfig { composite_tools, ..parsed }),
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { "spec.config".to_string() } else { format!("spec.config.{path}") };
@@ -206,9 +234,17 @@ pub fn parse(config: Option<&Value>, group: &str) -> Result<UserConfig, Vec<Prob
     }
 }
 
+/// The composite tools whose names an earlier one has, as problems (`source` says
+/// where the i-th tool comes from).
+pub fn duplicate_tool_names(tools: &[CompositeTool], source: impl Fn(usize) -> String) -> Vec<Problem> {
+    let mut names = std::collections::BTreeSet::new();
+    let twice = tools.iter().enumerate().filter(|(_, tool)| !names.insert(tool.name.as_str()));
+    twice.map(|(i, tool)| Problem::at(source(i), format!("{:?} names an earlier composite tool", tool.name))).collect()
+}
+
 /// What the types cannot say: the rules between fields.
 fn check(config: &UserConfig, group: &str) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    let mut problems = duplicate_tool_names(&config.composite_tools, |i| format!("spec.config.compositeTools[{i}].name"));
     if let Some(named) = config.group.as_deref().filter(|g| *g != group) {
         problems.push(Problem::at("spec.config.groupRef", format!("names group {named:?} but spec.groupRef names {group:?}; remove it")));
     }
@@ -308,6 +344,8 @@ pub struct VmcpConfig {
     pub operational: Option<Operational>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub composite_tools: Vec<CompositeTool>,
 }
 
 /// The aggregation when none is given: each tool named after its backend, as the reference does.
@@ -334,6 +372,7 @@ pub fn render(name: &str, group: &str, user: &UserConfig, backends: Vec<StaticBa
         aggregation: user.aggregation.clone().unwrap_or_else(default_aggregation),
         operational: user.operational.clone(),
         metadata: user.metadata.clone(),
+        composite_tools: user.composite_tools.clone(),
     };
     serde_yaml_ng::to_string(&config).expect("the vMCP configuration serializes")
 }
@@ -374,9 +413,9 @@ mod tests {
     #[test]
     fn every_problem_is_named_with_its_path() {
         let problems = |config: Value| parse(Some(&config), "g").unwrap_err().into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let found = problems(json!({"compositeTools": [], "optimizer": {}, "aggregation": {"conflictResolution": "priority"}}));
+        let found = problems(json!({"codeMode": {}, "optimizer": {}, "aggregation": {"conflictResolution": "priority"}}));
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].starts_with("spec.config.compositeTools: composite tools"), "{found:?}");
+        assert!(found[0].starts_with("spec.config.codeMode: code mode is not carried out"), "{found:?}");
         assert!(found[2].starts_with("spec.config.aggregation.conflictResolutionConfig.priorityOrder: required"), "{found:?}");
         let found = problems(json!({"operational": {"timeouts": {"default": "30 seconds"}}}));
         assert_eq!(found.len(), 1);
@@ -390,6 +429,24 @@ mod tests {
             ["spec.config.operational.logLevel: \"trace\": use debug or info"]
         );
         assert!(parse(None, "g").is_ok());
+    }
+
+    #[test]
+    fn composite_tools_reach_the_file_and_their_names_are_unique() {
+        let tool = json!({"name": "both", "description": "d", "steps": [{"id": "a", "tool": "x.y"}]});
+        let parsed = parse(Some(&json!({"compositeTools": [tool]})), "g").unwrap();
+        let text = render("v", "g", &parsed, vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back["compositeTools"][0]["steps"][0]["tool"], "x.y");
+        let twice = parse(Some(&json!({"compositeTools": [tool, tool]})), "g").unwrap_err();
+        assert_eq!(twice[0].to_string(), "spec.config.compositeTools[1].name: \"both\" names an earlier composite tool");
+        let bad = parse(
+            Some(
+                &json!({"compositeTools": [{"name": "t", "description": "d", "steps": [{"id": "a", "tool": "x.y", "dependsOn": ["a"]}]}]}),
+            ),
+            "g",
+        );
+        assert!(bad.unwrap_err()[0].to_string().contains("cycle: a -> a"));
     }
 
     #[test]

@@ -19,10 +19,12 @@ use crate::kinds::mcpserver::controller::{ChildCaches, ScopeCaches, Shared, appl
 use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
 use crate::kinds::virtualmcp::children::{Resolved, desired_children};
 use crate::kinds::virtualmcp::config;
+use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::kinds::virtualmcp::resolve::{View, resolve};
 use crate::kinds::virtualmcp::status::{Observed, desired_status, unchanged};
 use crate::runtime::cache::{Cache, scoped};
 use crate::runtime::metrics::{CONTROLLER, Metrics};
+use crate::runtime::ondemand::OnDemand;
 use crate::shared::error::{Error, Result};
 use crate::shared::meta::slim_metadata;
 
@@ -42,7 +44,14 @@ struct Context {
     scope: Arc<ScopeCaches>,
     children: Arc<ChildCaches>,
     image: String,
+    /// The VirtualMCPCompositeToolDefinitions, watched in a namespace only while a
+    /// server there names one.
+    definitions: Arc<OnDemand<VirtualMCPCompositeToolDefinition>>,
+    store: Store<VirtualMCPServer>,
 }
+
+/// How long a reconcile waits for a namespace's definitions to list.
+const DEFINITIONS_SYNC: Duration = Duration::from_secs(30);
 
 /// How often a server is looked at without a change.
 const PERIODIC_LOOK: Duration = Duration::from_secs(600);
@@ -102,8 +111,28 @@ async fn run_scope(
             selecting(&store, |v| v.namespace() == ns && v.spec.incoming_auth.oidc_config_ref.as_ref().is_some_and(|r| r.name == name))
         }
     };
+    let definitions = Arc::new(OnDemand::new(
+        scope.watch_client().clone(),
+        kube::runtime::watcher::Config::default(),
+        |d: &mut VirtualMCPCompositeToolDefinition| slim_metadata(&mut d.metadata, &[]),
+        &shared.metrics,
+    ));
+    let naming_definition = {
+        let store = store.clone();
+        move |definition: Arc<VirtualMCPCompositeToolDefinition>| {
+            let (ns, name) = (definition.namespace(), definition.name_any());
+            selecting(&store, |v| v.namespace() == ns && definition_names(v).contains(&name))
+        }
+    };
     let s = &scope;
-    let ctx = Arc::new(Context { shared, scope: scope.clone(), children: children.clone(), image });
+    let ctx = Arc::new(Context {
+        shared,
+        scope: scope.clone(),
+        children: children.clone(),
+        image,
+        definitions: definitions.clone(),
+        store: store.clone(),
+    });
     Controller::for_shared_stream(cache.everything_then_changes(), store.clone())
         // A group's status lists its members: a member joining or leaving changes it.
         .watches_shared_stream(s.groups.changes(), in_group_of(store.clone(), |g: &crate::kinds::group::MCPGroup| g.metadata.name.clone()))
@@ -121,6 +150,7 @@ async fn run_scope(
             in_group_of(store.clone(), |e: &crate::kinds::serverentry::MCPServerEntry| Some(e.spec.group_ref.name.clone())),
         )
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
+        .watches_shared_stream(definitions.changes(), naming_definition)
         .owns_shared_stream(children.configmaps.changes())
         .owns_shared_stream(children.service_accounts.changes())
         .owns_shared_stream(children.deployments.changes())
@@ -158,12 +188,14 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
     let name = vmcp.name_any();
     let uid = vmcp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let (s, cfg) = (&ctx.scope, &ctx.scope.configs);
+    let definitions = watch_definitions(ctx, vmcp, ns).await?;
     let view = View {
         groups: s.groups.store(),
         servers: s.servers.store(),
         proxies: s.proxies.store(),
         entries: s.entries.store(),
         oidc: cfg.oidc.store(),
+        definitions: definitions.as_ref(),
     };
     let resolution = resolve(vmcp, view);
     let served = resolution.served();
@@ -206,4 +238,30 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         }
     }
     Ok(Action::requeue(PERIODIC_LOOK))
+}
+
+/// The VirtualMCPCompositeToolDefinitions `vmcp` names (spec.config.compositeToolRefs).
+fn definition_names(vmcp: &VirtualMCPServer) -> Vec<String> {
+    let refs = vmcp.spec.config.as_ref().and_then(|c| c.get("compositeToolRefs")).and_then(serde_json::Value::as_array);
+    refs.into_iter().flatten().filter_map(|r| Some(r.get("name")?.as_str()?.to_string())).collect()
+}
+
+/// The namespace's definitions when `vmcp` names any (the watch started and listed);
+/// otherwise None, and the watch stopped when no server there names one.
+async fn watch_definitions(ctx: &Context, vmcp: &VirtualMCPServer, ns: &str) -> Result<Option<Store<VirtualMCPCompositeToolDefinition>>> {
+    if !definition_names(vmcp).is_empty() {
+        let store = tokio::time::timeout(DEFINITIONS_SYNC, ctx.definitions.ensure(ns))
+            .await
+            .map_err(|_| Error::NotSynced("virtualmcpcompositetooldefinitions"))?;
+        return Ok(Some(store));
+    }
+    if ctx.definitions.watched(ns) {
+        let naming = |v: &Arc<VirtualMCPServer>| {
+            v.namespace().as_deref() == Some(ns) && v.metadata.deletion_timestamp.is_none() && !definition_names(v).is_empty()
+        };
+        if !ctx.store.state().iter().any(naming) {
+            ctx.definitions.stop(ns);
+        }
+    }
+    Ok(None)
 }

@@ -9,8 +9,10 @@
 
 pub mod api;
 pub mod children;
+pub mod composite;
 pub mod config;
 pub mod controller;
+pub mod definition;
 pub mod resolve;
 pub mod status;
 

@@ -14,6 +14,7 @@ use crate::kinds::serverentry::{EntryPhase, MCPServerEntry};
 use crate::kinds::virtualmcp::api::{IncomingAuthType, VirtualMCPServer, unsupported};
 use crate::kinds::virtualmcp::children::{CLIENT_SECRET_ENV, url};
 use crate::kinds::virtualmcp::config::{self, Authz, IncomingAuth, Oidc, StaticBackend, UserConfig};
+use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::shared::configkind::ConfigKind;
 use crate::shared::problem::Problem;
 
@@ -25,6 +26,9 @@ pub struct View<'a> {
     pub proxies: &'a Store<MCPRemoteProxy>,
     pub entries: &'a Store<MCPServerEntry>,
     pub oidc: &'a Store<MCPOIDCConfig>,
+    /// The namespace's VirtualMCPCompositeToolDefinitions, where watched (only where
+    /// a server names one).
+    pub definitions: Option<&'a Store<VirtualMCPCompositeToolDefinition>>,
 }
 
 /// One member of the group, as the vMCP would reach it.
@@ -63,13 +67,35 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
     let ns = vmcp.namespace().unwrap_or_default();
     let group_name = vmcp.spec.group_ref.name.as_str();
     let mut problems: Vec<Problem> = unsupported(&vmcp.spec).into_iter().map(|(field, why)| Problem::at(field, why)).collect();
-    let user = match config::parse(vmcp.spec.config.as_ref(), group_name) {
+    let mut user = match config::parse(vmcp.spec.config.as_ref(), group_name) {
         Ok(user) => user,
         Err(found) => {
             problems.extend(found);
             UserConfig::default()
         }
     };
+    let inline = user.composite_tools.len();
+    for (i, reference) in user.composite_tool_refs.iter().enumerate() {
+        let path = format!("spec.config.compositeToolRefs[{i}]");
+        let found = view.definitions.and_then(|d| d.get(&ObjectRef::new(&reference.name).within(&ns)));
+        let Some(definition) = found else {
+            problems
+                .push(Problem::at(path, format!("VirtualMCPCompositeToolDefinition {} does not exist in this namespace", reference.name)));
+            continue;
+        };
+        match crate::kinds::virtualmcp::composite::parse(&serde_json::Value::Object(definition.spec.tool.clone()), "spec") {
+            Ok(tool) => user.composite_tools.push(tool),
+            Err(found) => {
+                let why = found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                problems.push(Problem::at(path, format!("VirtualMCPCompositeToolDefinition {} cannot run: {why}", reference.name)));
+            }
+        }
+    }
+    let refs = &user.composite_tool_refs;
+    problems.extend(config::duplicate_tool_names(&user.composite_tools, |i| match i.checked_sub(inline) {
+        Some(r) => format!("spec.config.compositeToolRefs[{r}] ({})", refs.get(r).map_or("", |x| x.name.as_str())),
+        None => format!("spec.config.compositeTools[{i}].name"),
+    }));
     let group = GroupRefState::of(view.groups, &ns, group_name);
     if group == GroupRefState::NotFound {
         problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
@@ -230,11 +256,19 @@ mod tests {
         proxies: Store<MCPRemoteProxy>,
         entries: Store<MCPServerEntry>,
         oidc: Store<MCPOIDCConfig>,
+        definitions: Store<VirtualMCPCompositeToolDefinition>,
     }
 
     impl Caches {
         fn view(&self) -> View<'_> {
-            View { groups: &self.groups, servers: &self.servers, proxies: &self.proxies, entries: &self.entries, oidc: &self.oidc }
+            View {
+                groups: &self.groups,
+                servers: &self.servers,
+                proxies: &self.proxies,
+                entries: &self.entries,
+                oidc: &self.oidc,
+                definitions: Some(&self.definitions),
+            }
         }
     }
 
@@ -258,6 +292,12 @@ mod tests {
                 "transport": "sse", "groupRef": {"name": "g"}}, "status": {"phase": "Valid"}})]),
             oidc: store(vec![json!({"metadata": meta("idp"), "spec": {"type": "inline", "inline": {"issuer": "https://idp.example.com",
                 "clientId": "vmcp", "clientSecretRef": {"name": "idp", "key": "secret"}}}})]),
+            definitions: store(vec![
+                json!({"metadata": meta("fetch-twice"), "spec": {"name": "fetch_twice", "description": "d",
+                    "steps": [{"id": "a", "tool": "fetch.fetch"}, {"id": "b", "tool": "fetch.fetch", "dependsOn": ["a"]}]}}),
+                json!({"metadata": meta("broken"), "spec": {"name": "broken", "description": "d",
+                    "steps": [{"id": "a", "tool": "fetch.fetch", "dependsOn": ["a"]}]}}),
+            ]),
         }
     }
 
@@ -303,6 +343,31 @@ mod tests {
         assert_eq!(oidc.resource, "http://vmcp-team.a.svc.cluster.local:4483");
         assert_eq!(r.env[0].name, CLIENT_SECRET_ENV);
         assert_eq!(r.incoming_auth.authz.as_ref().unwrap().policies.len(), 1);
+    }
+
+    #[test]
+    fn named_definitions_join_the_inline_composite_tools_or_fail_the_server() {
+        let c = caches();
+        let spec = |refs: serde_json::Value| {
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"},
+                "config": {"compositeTools": [{"name": "own", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch"}]}],
+                    "compositeToolRefs": refs}})
+        };
+        let r = resolve(&vmcp(spec(json!([{"name": "fetch-twice"}]))), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.user.composite_tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["own", "fetch_twice"]);
+        let r =
+            resolve(&vmcp(spec(json!([{"name": "broken"}, {"name": "gone"}, {"name": "fetch-twice"}, {"name": "fetch-twice"}]))), c.view());
+        let found: Vec<String> = r.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "spec.config.compositeToolRefs[0]: VirtualMCPCompositeToolDefinition broken cannot run: spec.steps: the steps depend"
+            ),
+            "{found:?}"
+        );
+        assert_eq!(found[1], "spec.config.compositeToolRefs[1]: VirtualMCPCompositeToolDefinition gone does not exist in this namespace");
+        assert_eq!(found[2], "spec.config.compositeToolRefs[1] (gone): \"fetch_twice\" names an earlier composite tool");
     }
 
     #[test]

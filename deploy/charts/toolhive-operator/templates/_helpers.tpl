@@ -183,6 +183,11 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["virtualmcpservers/finalizers"]
   verbs: ["update"]
+# Composite tool definitions: watched in a namespace while a VirtualMCPServer there
+# names one (read into the vMCP's file).
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["virtualmcpcompositetooldefinitions"]
+  verbs: ["list", "watch"]
 # The configuration kinds MCPServers reference (tool, telemetry, OIDC, authorization,
 # webhooks, external auth): watched (resolved into the RunConfig) and their status
 # applied.
