@@ -57,8 +57,10 @@ pub struct ToolOverride {
     pub annotations: Option<ToolAnnotations>,
 }
 
+/// Tool annotation overrides (also a composite tool's annotations). Unknown keys are
+/// refused, not dropped (the CRD schema prunes them before they get here anyway).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolAnnotations {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
