@@ -431,7 +431,7 @@ fn check_transport(transport: &str, namespace: &str, rules: &Rules, out: &mut Ve
 }
 
 /// Every cpu and memory request and limit must parse and stay at or under the ceiling.
-fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
+pub(super) fn check_ceiling(resources: &ResourceRequirements, policy: &ResourcePolicy, path: &str, out: &mut Vec<Violation>) {
     for (section, amounts) in [("requests", &resources.requests), ("limits", &resources.limits)] {
         for (resource, max) in [("cpu", &policy.max.cpu), ("memory", &policy.max.memory)] {
             let Some(amount) = amounts.as_ref().and_then(|a| a.get(resource)) else { continue };

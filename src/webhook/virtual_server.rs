@@ -29,6 +29,19 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     };
     let mut out: Vec<Violation> =
         unsupported(&parsed).into_iter().map(|(field, why)| Violation::new(field, FieldError::Forbidden, Rule::Unsupported, why)).collect();
+    // The vMCP pod is a proxy: the namespace's proxy ceiling holds its fixed resources.
+    let (rules, _) = facts.rules_in(namespace);
+    if let Some(policy) = &rules.proxy_resources {
+        let mut over = Vec::new();
+        super::rules::check_ceiling(&crate::kinds::virtualmcp::children::container_resources(), policy, "resources", &mut over);
+        out.extend(over.into_iter().map(|v| {
+            let detail = format!(
+                "the vMCP container's {}: {} (fixed by this operator release; the platform team sets the ceiling)",
+                v.field, v.detail
+            );
+            Violation { field: "spec".into(), detail, ..v }
+        }));
+    }
     if let Err(problems) = crate::kinds::virtualmcp::config::parse(parsed.config.as_ref(), &parsed.group_ref.name) {
         out.extend(problems.into_iter().map(|p| Violation::new(p.path, FieldError::Invalid, Rule::Spec, p.message)));
     }
@@ -83,6 +96,23 @@ mod tests {
         assert!(found[0].starts_with("spec.embeddingServerRef: Forbidden: the tool optimizer"), "{found:?}");
         assert!(found[1].starts_with("spec.config.codeMode: Invalid value: code mode is not carried out"), "{found:?}");
         assert!(found[2].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
+    }
+
+    #[test]
+    fn the_vmcp_pod_is_held_to_the_namespace_s_proxy_ceiling() {
+        let policy = TenancyPolicy::from_text("defaults:\n  proxyResources:\n    max: {memory: 256Mi}\n").unwrap();
+        let scope = Scope::Namespaces(vec!["team".into()]);
+        let no_quota = |_: &str| 0usize;
+        let levels = crate::webhook::namespaces::NamespaceLevels::default();
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
+        let spec = json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}});
+        let found: Vec<String> = validate(Some(&spec), "team", &facts).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "spec: Forbidden: the vMCP container's resources.limits.memory: 512Mi exceeds the namespace maximum of 256Mi (fixed by this operator release; the platform team sets the ceiling)"
+            ]
+        );
     }
 
     #[test]

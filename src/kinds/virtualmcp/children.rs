@@ -130,6 +130,12 @@ fn quantities(cpu: &str, memory: &str) -> Option<BTreeMap<String, Quantity>> {
     Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))]))
 }
 
+/// The vMCP container's requests and limits (the reference's; not settable yet:
+/// podTemplateSpec is refused). The webhook holds them to the namespace's ceiling.
+pub fn container_resources() -> ResourceRequirements {
+    ResourceRequirements { requests: quantities("100m", "128Mi"), limits: quantities("500m", "512Mi"), ..Default::default() }
+}
+
 fn deployment(
     vmcp: &VirtualMCPServer,
     name: &str,
