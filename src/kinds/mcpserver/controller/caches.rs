@@ -148,6 +148,31 @@ impl ScopeCaches {
         );
     }
 
+    /// A scope's caches holding `servers` and `groups` as listed watches would, every
+    /// other kind empty (tests of controllers that read them; no watch).
+    #[cfg(test)]
+    pub fn listed(client: &Client, servers: Vec<MCPServer>, groups: Vec<MCPGroup>) -> Self {
+        Self {
+            namespace: None,
+            servers: Cache::listed(servers),
+            groups: Cache::listed(groups),
+            entries: Cache::listed(vec![]),
+            proxies: Cache::listed(vec![]),
+            configs: ConfigCaches {
+                tool: Cache::listed(vec![]),
+                telemetry: Cache::listed(vec![]),
+                oidc: Cache::listed(vec![]),
+                authz: Cache::listed(vec![]),
+                webhook: Cache::listed(vec![]),
+                external_auth: Cache::listed(vec![]),
+            },
+            named_configmaps: Arc::new(OnDemand::new(client.clone(), watcher::Config::default(), |_| {}, &Metrics::default())),
+            client: client.clone(),
+            metrics: Metrics::default(),
+            children: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The client this scope's watches share (one HTTP/2 connection for several
     /// scopes): another kind's watch of this scope uses it too.
     pub fn watch_client(&self) -> &Client {
