@@ -4,7 +4,8 @@
 //! - ToolHive v0.66.0's simplest example applies and gets the reference's children,
 //!   with the group's backends listed in the vMCP's configuration file, the chart's
 //!   `vmcpImage`, and no Role or API token for the vMCP pod;
-//! - backends joining and leaving the group change the file (and so roll the pod);
+//! - backends joining and leaving the group (created, deleted, or moved by an edit)
+//!   change the file (and so roll the pod);
 //! - a server naming a group that does not exist is Failed with the field;
 //! - what this release does not carry out is refused at admission with its path, and
 //!   every VirtualMCPServer of v0.66.0's examples either applies or is refused so;
@@ -130,6 +131,18 @@ async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
         (names == ["docs"]).then_some(())
     })
     .await;
+    // A server moved into the group by an edit joins the file; moved out, it leaves.
+    let moved = json!({"image": "ghcr.io/acme/tool:v1", "transport": "streamable-http"});
+    servers.create(&post, &object("MCPServer", "moved", moved)).await.unwrap();
+    let names =
+        || async { listed_backends(&configmaps, "simple-vmcp").await.map(|b| b.into_iter().map(|(n, _)| n).collect::<Vec<String>>()) };
+    let into_group = json!({"spec": {"groupRef": {"name": "my-services"}}});
+    servers.patch("moved", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(into_group)).await.unwrap();
+    eventually("the server moved in, in the file", &install.operator, || async { (names().await? == ["docs", "moved"]).then_some(()) })
+        .await;
+    let out_of_group = json!({"spec": {"groupRef": null}});
+    servers.patch("moved", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(out_of_group)).await.unwrap();
+    eventually("the server moved out, out of the file", &install.operator, || async { (names().await? == ["docs"]).then_some(()) }).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let hash_after = deployments.get("simple-vmcp").await.unwrap().spec.unwrap().template.metadata.unwrap().annotations.unwrap()
         ["toolhive.stacklok.dev/vmcp-config-hash"]
