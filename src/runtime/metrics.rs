@@ -4,6 +4,9 @@
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub const CONTROLLER: &str = "mcpserver";
+/// The `controller` label of the MCPRemoteProxy and VirtualMCPServer controllers.
+pub const REMOTE_PROXY_CONTROLLER: &str = "mcpremoteproxy";
+pub const VIRTUAL_SERVER_CONTROLLER: &str = "virtualmcpserver";
 
 #[derive(Clone)]
 pub struct Metrics {

@@ -2,8 +2,10 @@
 //! source), as a new user would apply them, against this operator's CRDs and its
 //! webhook (over TLS, through the real API server): every object of a kind served
 //! here applies (server-side dry run, so the webhook judges each as it would a real
-//! create). Kinds not served yet (VirtualMCPServer and the rest) and objects of other
-//! kinds (Redis, Vault, RBAC) are skipped and counted.
+//! create). VirtualMCPServers and composite tool definitions are judged in
+//! `virtual_servers.rs` (applied, or refused with the field not carried out); kinds not
+//! served yet (EmbeddingServer, MCPRegistry) and objects of other kinds (Redis, Vault,
+//! RBAC) are skipped and counted.
 
 use std::collections::BTreeMap;
 

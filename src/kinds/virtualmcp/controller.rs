@@ -23,7 +23,7 @@ use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::kinds::virtualmcp::resolve::{View, resolve};
 use crate::kinds::virtualmcp::status::{Observed, desired_status, unchanged};
 use crate::runtime::cache::{Cache, scoped};
-use crate::runtime::metrics::{CONTROLLER, Metrics};
+use crate::runtime::metrics::{Metrics, VIRTUAL_SERVER_CONTROLLER as CONTROLLER};
 use crate::runtime::ondemand::OnDemand;
 use crate::shared::error::{Error, Result};
 use crate::shared::meta::slim_metadata;
@@ -181,7 +181,7 @@ async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(vmcp: Arc<VirtualMCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
-    retry_later(&ctx.shared, key(&vmcp), error)
+    retry_later(&ctx.shared, CONTROLLER, key(&vmcp), error)
 }
 
 async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Action> {

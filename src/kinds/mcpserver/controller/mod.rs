@@ -385,20 +385,14 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
-    retry_after_failure(&ctx, (server.namespace().unwrap_or_default(), server.name_any()), error)
-}
-
-/// A failed reconcile of the object `key` names: counted, logged, and retried after
-/// a backoff that grows with its consecutive failures.
-fn retry_after_failure(ctx: &Context, key: (String, String), error: &Error) -> Action {
-    retry_later(&ctx.shared, key, error)
+    retry_later(&ctx.shared, CONTROLLER, (server.namespace().unwrap_or_default(), server.name_any()), error)
 }
 
 /// A failed reconcile of the object `key` names (namespace, kind-qualified name):
 /// counted, logged, and retried after a backoff that grows with its consecutive failures.
-pub fn retry_later(shared: &Shared, key: (String, String), error: &Error) -> Action {
+pub fn retry_later(shared: &Shared, controller: &str, key: (String, String), error: &Error) -> Action {
     let m = &shared.metrics;
-    m.reconcile_errors.with_label_values(&[CONTROLLER]).inc();
+    m.reconcile_errors.with_label_values(&[controller]).inc();
     m.reconcile_error_category.with_label_values(&[error.category()]).inc();
     let attempts = {
         let mut f = shared.failures.lock();

@@ -21,7 +21,7 @@ use crate::kinds::mcpserver::remote::{self, MCPRemoteProxy};
 use crate::kinds::mcpserver::resources::desired_children;
 use crate::kinds::mcpserver::status::{Observed, desired_status};
 use crate::kinds::mcpserver::{configmaps, references};
-use crate::runtime::metrics::CONTROLLER;
+use crate::runtime::metrics::REMOTE_PROXY_CONTROLLER as CONTROLLER;
 use crate::shared::error::{Error, Result};
 use crate::shared::problem::Problem;
 
@@ -107,7 +107,12 @@ pub(super) async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> 
 }
 
 fn error_policy(proxy: Arc<MCPRemoteProxy>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::retry_after_failure(&ctx, (proxy.namespace().unwrap_or_default(), format!("MCPRemoteProxy/{}", proxy.name_any())), error)
+    super::retry_later(
+        &ctx.shared,
+        CONTROLLER,
+        (proxy.namespace().unwrap_or_default(), format!("MCPRemoteProxy/{}", proxy.name_any())),
+        error,
+    )
 }
 
 /// What the proxy asks for that must stop it: a remote URL it may not reach, a
