@@ -29,6 +29,16 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Reads `value` as `T`; a value of the wrong shape is a problem at its field path
+/// below `base` (the value itself when the error is at its top).
+pub fn typed<T: serde::de::DeserializeOwned>(value: &serde_json::Value, base: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { base.to_string() } else { format!("{base}.{path}") };
+        Problem::at(field, e.into_inner().to_string())
+    })
+}
+
 /// One condition as a controller decided it: its type and reason are fixed names
 /// (they are matched by users' tooling), the message is for people.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,6 +118,11 @@ impl Violation {
     pub(super) fn new(field: impl Into<String>, error: FieldError, rule: Rule, detail: impl Into<String>) -> Self {
         Self { field: field.into(), error, detail: detail.into(), rule }
     }
+
+    /// A problem the kind's own checks found in the spec.
+    pub(super) fn invalid_spec(problem: crate::shared::problem::Problem) -> Self {
+        Self::new(problem.path, FieldError::Invalid, Rule::Spec, problem.message)
+    }
 }
 
 impl std::fmt::Display for Violation {
@@ -210,7 +215,7 @@ pub struct ReviewedSpec {
 
 /// Reads `value` as `T`, reporting a type error at its field path under `base`.
 fn typed<T: serde::de::DeserializeOwned>(value: &Value, base: &str) -> Result<T, Violation> {
-    serde_path_to_error::deserialize(value).map_err(|e| shape_violation(base, &e.path().to_string(), e.into_inner().to_string()))
+    crate::shared::problem::typed(value, base).map_err(Violation::invalid_spec)
 }
 
 /// A value of the wrong shape at `path` (as serde_path_to_error writes it, "." for
@@ -277,7 +282,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
     }
     check_transport(spec.transport.as_deref().unwrap_or("stdio"), namespace, &rules, &mut out);
     for problem in spec.rate_limiting.iter().flat_map(|r| r.problems()) {
-        out.push(Violation::new(problem.path, FieldError::Invalid, Rule::Spec, problem.message));
+        out.push(Violation::invalid_spec(problem));
     }
     if let (Some(policy), Some(resources)) = (&rules.proxy_resources, &spec.resources) {
         check_ceiling(resources, policy, "spec.resources", &mut out);

@@ -19,13 +19,9 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     let Some(spec) = spec else {
         return vec![Violation::new("spec", FieldError::Required, Rule::Spec, "a VirtualMCPServer needs a spec")];
     };
-    let parsed: VirtualMCPServerSpec = match serde_path_to_error::deserialize(spec) {
+    let parsed: VirtualMCPServerSpec = match crate::shared::problem::typed(spec, "spec") {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let path = e.path().to_string();
-            let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
-            return vec![Violation::new(field, FieldError::Invalid, Rule::Spec, e.into_inner().to_string())];
-        }
+        Err(problem) => return vec![Violation::invalid_spec(problem)],
     };
     let mut out: Vec<Violation> =
         unsupported(&parsed).into_iter().map(|(field, why)| Violation::new(field, FieldError::Forbidden, Rule::Unsupported, why)).collect();
@@ -43,7 +39,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
         }));
     }
     if let Err(problems) = crate::kinds::virtualmcp::config::parse(parsed.config.as_ref(), &parsed.group_ref.name) {
-        out.extend(problems.into_iter().map(|p| Violation::new(p.path, FieldError::Invalid, Rule::Spec, p.message)));
+        out.extend(problems.into_iter().map(Violation::invalid_spec));
     }
     out
 }
@@ -62,7 +58,7 @@ pub fn validate_definition(spec: Option<&Value>, namespace: &str, facts: &Facts)
     };
     match crate::kinds::virtualmcp::composite::parse(spec, "spec") {
         Ok(_) => Vec::new(),
-        Err(problems) => problems.into_iter().map(|p| Violation::new(p.path, FieldError::Invalid, Rule::Spec, p.message)).collect(),
+        Err(problems) => problems.into_iter().map(Violation::invalid_spec).collect(),
     }
 }
 

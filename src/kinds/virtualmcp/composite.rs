@@ -123,14 +123,7 @@ pub fn parse(value: &Value, path: &str) -> Result<CompositeTool, Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    let tool: CompositeTool = match serde_path_to_error::deserialize(value) {
-        Ok(tool) => tool,
-        Err(e) => {
-            let at = e.path().to_string();
-            let field = if at == "." { path.to_string() } else { format!("{path}.{at}") };
-            return Err(vec![Problem::at(field, e.into_inner().to_string())]);
-        }
-    };
+    let tool: CompositeTool = crate::shared::problem::typed(value, path).map_err(|problem| vec![problem])?;
     let problems = check(&tool, path);
     if problems.is_empty() { Ok(tool) } else { Err(problems) }
 }

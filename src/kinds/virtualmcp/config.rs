@@ -216,12 +216,10 @@ pub fn parse(config: Option<&Value>, group: &str) -> Result<UserConfig, Vec<Prob
         }
         Some(_) => problems.push(Problem::at("spec.config.compositeTools", "must be a list of tools")),
     }
-    let parsed = match serde_path_to_error::deserialize::<_, UserConfig>(Value::Object(carried)) {
+    let parsed = match crate::shared::problem::typed::<UserConfig>(&Value::Object(carried), "spec.config") {
         Ok(parsed) => Some(UserConfig { composite_tools, ..parsed }),
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { "spec.config".to_string() } else { format!("spec.config.{path}") };
-            problems.push(Problem::at(path, e.into_inner().to_string()));
+        Err(problem) => {
+            problems.push(problem);
             None
         }
     };
