@@ -122,15 +122,23 @@ impl GroupRefState {
     }
 }
 
-/// The names of the objects in `ns` whose `group_of` is `group`, sorted (deleted ones
-/// left out): a group's members of one kind.
-pub fn members_named<K: kube::Resource>(objects: &[Arc<K>], ns: &str, group: &str, group_of: impl Fn(&K) -> Option<&str>) -> Vec<String> {
-    let mut names: Vec<String> = objects
+/// The objects in `ns` whose `group_of` is `group` (deleted ones left out): a group's
+/// members of one kind.
+pub fn members_in<'a, K: kube::Resource>(
+    objects: &'a [Arc<K>],
+    ns: &'a str,
+    group: &'a str,
+    group_of: impl Fn(&K) -> Option<&str> + 'a,
+) -> impl Iterator<Item = &'a Arc<K>> + 'a {
+    objects
         .iter()
-        .filter(|o| o.meta().namespace.as_deref() == Some(ns) && o.meta().deletion_timestamp.is_none())
-        .filter(|o| group_of(o) == Some(group))
-        .map(|o| o.meta().name.clone().unwrap_or_default())
-        .collect();
+        .filter(move |o| o.meta().namespace.as_deref() == Some(ns) && o.meta().deletion_timestamp.is_none())
+        .filter(move |o| group_of(o) == Some(group))
+}
+
+/// The names of a group's members of one kind (`members_in`), sorted.
+pub fn members_named<K: kube::Resource>(objects: &[Arc<K>], ns: &str, group: &str, group_of: impl Fn(&K) -> Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = members_in(objects, ns, group, group_of).map(|o| o.meta().name.clone().unwrap_or_default()).collect();
     names.sort();
     names
 }

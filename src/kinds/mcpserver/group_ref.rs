@@ -14,7 +14,12 @@ pub use crate::kinds::group::{CONDITION_GROUP_REF_VALIDATED, GroupRefState};
 
 /// The names of the servers in `ns` that name `group`, sorted (deleted ones left out).
 pub fn members(servers: &[Arc<MCPServer>], ns: &str, group: &str) -> Vec<String> {
-    crate::kinds::group::members_named(servers, ns, group, |s| s.spec.group_ref.as_ref().map(|g| g.name.as_str()))
+    crate::kinds::group::members_named(servers, ns, group, group_of)
+}
+
+/// The MCPGroup `server` names, if any.
+pub fn group_of(server: &MCPServer) -> Option<&str> {
+    server.spec.group_ref.as_ref().map(|g| g.name.as_str())
 }
 
 /// The state of `server`'s group reference, from the group cache; None without one.

@@ -213,7 +213,12 @@ pub fn desired_status(entry: &MCPServerEntry, found: Found, now: Time) -> MCPSer
 
 /// The names of the entries in `ns` that name `group`, sorted (deleted ones left out).
 pub fn members(entries: &[Arc<MCPServerEntry>], ns: &str, group: &str) -> Vec<String> {
-    crate::kinds::group::members_named(entries, ns, group, |e| Some(e.spec.group_ref.name.as_str()))
+    crate::kinds::group::members_named(entries, ns, group, group_of)
+}
+
+/// The MCPGroup `entry` joins.
+pub fn group_of(entry: &MCPServerEntry) -> Option<&str> {
+    Some(entry.spec.group_ref.name.as_str())
 }
 
 struct EntryContext {

@@ -139,7 +139,7 @@ async fn run_scope(
         // A member's phase: its backend's health.
         .watches_shared_stream(
             s.servers.changes(),
-            in_group_of(store.clone(), |m: &crate::kinds::mcpserver::api::MCPServer| m.spec.group_ref.as_ref().map(|g| g.name.clone())),
+            in_group_of(store.clone(), |m| crate::kinds::mcpserver::group_ref::group_of(m).map(String::from)),
         )
         .watches_shared_stream(
             s.proxies.changes(),
@@ -147,7 +147,7 @@ async fn run_scope(
         )
         .watches_shared_stream(
             s.entries.changes(),
-            in_group_of(store.clone(), |e: &crate::kinds::serverentry::MCPServerEntry| Some(e.spec.group_ref.name.clone())),
+            in_group_of(store.clone(), |e| crate::kinds::serverentry::group_of(e).map(String::from)),
         )
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
         .watches_shared_stream(definitions.changes(), naming_definition)

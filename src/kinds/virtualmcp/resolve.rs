@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::kinds::group::{GroupRefState, MCPGroup};
+use crate::kinds::group::{GroupRefState, MCPGroup, members_in};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::MCPRemoteProxy;
 use crate::kinds::oidc::MCPOIDCConfig;
@@ -113,10 +113,8 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
         ))
     };
     let mut out = Vec::new();
-    for server in view.servers.state().iter().filter(|s| s.namespace().as_deref() == Some(ns) && s.metadata.deletion_timestamp.is_none()) {
-        if server.spec.group_ref.as_ref().map(|g| g.name.as_str()) != Some(group) {
-            continue;
-        }
+    let servers = view.servers.state();
+    for server in members_in(&servers, ns, group, crate::kinds::mcpserver::group_ref::group_of) {
         let mode = crate::kinds::mcpserver::resources::effective_proxy_mode(server);
         out.push(Backend {
             config: StaticBackend {
@@ -129,15 +127,14 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
             excluded: server.spec.external_auth_config_ref.as_ref().and_then(|r| needs_credentials("MCPServer", &r.name)),
         });
     }
-    let group_proxies = crate::kinds::mcpserver::remote::members(&view.proxies.state(), ns, group);
-    for name in group_proxies {
-        let Some(proxy) = view.proxies.get(&ObjectRef::new(&name).within(ns)) else { continue };
-        let Some(server) = crate::kinds::mcpserver::remote::as_server(&proxy) else { continue };
+    let proxies = view.proxies.state();
+    for proxy in members_in(&proxies, ns, group, crate::kinds::mcpserver::remote::group_of) {
+        let Some(server) = crate::kinds::mcpserver::remote::as_server(proxy) else { continue };
         let transport = proxy.spec.transport.as_str();
         let path = if transport == "sse" { "/sse" } else { "/mcp" };
         out.push(Backend {
             config: StaticBackend {
-                name,
+                name: proxy.name_any(),
                 url: format!("{}{path}", crate::kinds::mcpserver::resources::service_base_url(&server)),
                 transport: transport.into(),
                 kind: String::new(),
@@ -146,8 +143,8 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
             excluded: None,
         });
     }
-    for name in crate::kinds::serverentry::members(&view.entries.state(), ns, group) {
-        let Some(entry) = view.entries.get(&ObjectRef::new(&name).within(ns)) else { continue };
+    let entries = view.entries.state();
+    for entry in members_in(&entries, ns, group, crate::kinds::serverentry::group_of) {
         let transport = serde_json::to_value(entry.spec.transport).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let excluded = if let Some(r) = &entry.spec.external_auth_config_ref {
             needs_credentials("MCPServerEntry", &r.name)
@@ -157,7 +154,7 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
             None
         };
         out.push(Backend {
-            config: StaticBackend { name, url: entry.spec.remote_url.clone(), transport, kind: "entry".into() },
+            config: StaticBackend { name: entry.name_any(), url: entry.spec.remote_url.clone(), transport, kind: "entry".into() },
             ready: entry.status.as_ref().and_then(|s| s.phase) == Some(EntryPhase::Valid),
             excluded,
         });

@@ -224,8 +224,8 @@ async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
 /// The MCPGroup controller of one scope: a group lists the servers, remote proxies
 /// and entries that name it, and a member's change triggers its group.
 async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(&s.spec.group_ref.as_ref()?.name).within(&s.namespace()?));
-    let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(&e.spec.group_ref.name).within(&e.namespace()?));
+    let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(group_ref::group_of(&s)?).within(&s.namespace()?));
+    let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(crate::kinds::serverentry::group_of(&e)?).within(&e.namespace()?));
     let proxy_of = |p: Arc<crate::kinds::mcpserver::remote::MCPRemoteProxy>| {
         Some(ObjectRef::new(crate::kinds::mcpserver::remote::group_of(&p)?).within(&p.namespace()?))
     };
