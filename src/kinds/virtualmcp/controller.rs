@@ -5,7 +5,7 @@
 //! (no finalizer: the vMCP makes nothing of its own).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -15,7 +15,9 @@ use kube::{
 };
 use tracing::{Instrument, info, info_span};
 
-use crate::kinds::mcpserver::controller::{ChildCaches, ScopeCaches, Shared, apply_child_if_changed, children_once_holding, retry_later};
+use crate::kinds::mcpserver::controller::{
+    ChildCaches, PERIODIC_LOOK, ScopeCaches, Shared, apply_child_if_changed, children_once_holding, retry_later, stopped,
+};
 use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
 use crate::kinds::virtualmcp::children::{Resolved, desired_children};
 use crate::kinds::virtualmcp::config;
@@ -52,13 +54,6 @@ struct Context {
 
 /// How long a reconcile waits for a namespace's definitions to list.
 const DEFINITIONS_SYNC: Duration = Duration::from_secs(30);
-
-/// How often a server is looked at without a change.
-const PERIODIC_LOOK: Duration = Duration::from_secs(600);
-
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
 
 /// Runs the controller of every scope: `caches[i]` is the VirtualMCPServer watch of
 /// `scopes[i]`.
@@ -167,17 +162,8 @@ fn key(vmcp: &VirtualMCPServer) -> (String, String) {
 
 async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Action> {
     let ns = vmcp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let m = &ctx.shared.metrics;
-    let _slot = ctx.shared.slot().await;
-    let start = Instant::now();
     let span = info_span!("reconcile", kind = "VirtualMCPServer", namespace = %ns, name = %vmcp.name_any());
-    let result = apply(&vmcp, &ns, &ctx).instrument(span).await;
-    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
-    m.reconcile_total.with_label_values(&[CONTROLLER, if result.is_ok() { "requeue_after" } else { "error" }]).inc();
-    if result.is_ok() {
-        ctx.shared.succeeded(&key(&vmcp));
-    }
-    result
+    ctx.shared.reconciled(CONTROLLER, key(&vmcp), apply(&vmcp, &ns, &ctx).instrument(span)).await
 }
 
 fn error_policy(vmcp: Arc<VirtualMCPServer>, error: &Error, ctx: Arc<Context>) -> Action {

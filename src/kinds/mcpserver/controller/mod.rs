@@ -113,14 +113,24 @@ impl Shared {
         }
     }
 
-    /// A reconcile slot: held for the whole reconcile (see `reconcile_slots`).
-    pub async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.reconcile_slots.acquire().await.ok()
-    }
-
-    /// The object `key` names reconciled: its backoff starts over.
-    pub fn succeeded(&self, key: &(String, String)) {
-        self.failures.lock().remove(key);
+    /// One reconcile of the object `key` names (namespace, kind-qualified name) by
+    /// another kind's controller: a reconcile slot held throughout, its time and
+    /// outcome counted under `controller`, its backoff reset when it succeeds.
+    pub async fn reconciled(
+        &self,
+        controller: &'static str,
+        key: (String, String),
+        work: impl std::future::Future<Output = Result<Action>>,
+    ) -> Result<Action> {
+        let _slot = self.reconcile_slots.acquire().await;
+        let start = Instant::now();
+        let result = work.await;
+        self.metrics.reconcile_time.with_label_values(&[controller]).observe(start.elapsed().as_secs_f64());
+        self.metrics.reconcile_total.with_label_values(&[controller, if result.is_ok() { "requeue_after" } else { "error" }]).inc();
+        if result.is_ok() {
+            self.failures.lock().remove(&key);
+        }
+        result
     }
 
     /// Checks stored servers against `policy`, again whenever it changes.
@@ -155,7 +165,7 @@ impl Context {
 const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
 
 /// Resolves when `shutdown` flips to true.
-async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
@@ -427,7 +437,7 @@ impl Drop for WorkerGuard {
 
 /// How often a server is looked at without any change (a missed event cannot hide
 /// drift for longer); it writes nothing when all is in place.
-const PERIODIC_LOOK: Duration = Duration::from_secs(600);
+pub const PERIODIC_LOOK: Duration = Duration::from_secs(600);
 
 async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;

@@ -5,7 +5,6 @@
 //! a remote proxy creates nothing of its own: no finalizer is needed).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -92,18 +91,13 @@ fn naming<K: references::Referenced>(
 
 pub(super) async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = proxy.name_any();
-    let m = &ctx.shared.metrics;
-    let _slot = ctx.shared.reconcile_slots.acquire().await;
-    let start = Instant::now();
-    let span = info_span!("reconcile", kind = "MCPRemoteProxy", namespace = %ns, name = %name);
-    let result = apply(&proxy, &ns, &ctx).instrument(span).await;
-    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
-    m.reconcile_total.with_label_values(&[CONTROLLER, if result.is_ok() { "requeue_after" } else { "error" }]).inc();
-    if result.is_ok() {
-        ctx.shared.failures.lock().remove(&(ns, format!("MCPRemoteProxy/{name}")));
-    }
-    result
+    let span = info_span!("reconcile", kind = "MCPRemoteProxy", namespace = %ns, name = %proxy.name_any());
+    ctx.shared.reconciled(CONTROLLER, key(&proxy), apply(&proxy, &ns, &ctx).instrument(span)).await
+}
+
+/// The proxy's key for its backoff (beside servers of the same name).
+fn key(proxy: &MCPRemoteProxy) -> (String, String) {
+    (proxy.namespace().unwrap_or_default(), format!("MCPRemoteProxy/{}", proxy.name_any()))
 }
 
 fn error_policy(proxy: Arc<MCPRemoteProxy>, error: &Error, ctx: Arc<Context>) -> Action {
