@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::rules::{Facts, FieldError, MAX_SPEC_BYTES, Rule, Violation, namespace_violation, size_violation};
+use super::rules::{Facts, FieldError, Rule, Violation, admitted_spec};
 
 /// One entry of `allowedRemoteHosts`: a host, or every subdomain of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,23 +43,18 @@ impl HostPattern {
 
 /// Every violation of an MCPRemoteProxy with `spec` in `namespace`, all at once.
 pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
-    if let Some(denied) = namespace_violation(namespace, facts) {
-        return vec![denied];
-    }
-    let Some(fields) = spec.and_then(Value::as_object) else {
-        return vec![Violation::new("spec", FieldError::Invalid, Rule::Spec, "spec must be an object")];
+    let spec = match admitted_spec(spec, namespace, facts) {
+        Ok(spec) => spec,
+        Err(refused) => return vec![refused],
     };
-    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
-        return vec![too_big];
-    }
     let mut out = Vec::new();
     for (path, why) in crate::kinds::mcpserver::remote::UNSUPPORTED_FIELDS {
-        if fields.contains_key(path.trim_start_matches("spec.")) {
+        if spec.get(path.trim_start_matches("spec.")).is_some() {
             out.push(Violation::new(path, FieldError::Forbidden, Rule::Unsupported, why));
         }
     }
-    let url = fields.get("remoteUrl").and_then(Value::as_str).unwrap_or_default();
-    let allow_private = fields.get("allowPrivateEndpoint").and_then(Value::as_bool).unwrap_or(false);
+    let url = spec.get("remoteUrl").and_then(Value::as_str).unwrap_or_default();
+    let allow_private = spec.get("allowPrivateEndpoint").and_then(Value::as_bool).unwrap_or(false);
     if let Err(e) = crate::shared::remote_url::check(url, allow_private) {
         out.push(Violation::new("spec.remoteUrl", FieldError::Invalid, Rule::RemoteUrl, e.to_string()));
         return out;

@@ -225,6 +225,21 @@ fn shape_violation(base: &str, path: &str, message: String) -> Violation {
     Violation::new(field, FieldError::Invalid, Rule::Spec, message)
 }
 
+/// The spec a validating hook of a kind other than MCPServer goes on to check: none
+/// for a namespace not served, a spec that is no object, or one over the size bound.
+pub(super) fn admitted_spec<'a>(spec: Option<&'a Value>, namespace: &str, facts: &Facts) -> Result<&'a Value, Violation> {
+    if let Some(denied) = namespace_violation(namespace, facts) {
+        return Err(denied);
+    }
+    let Some(spec) = spec.filter(|s| s.is_object()) else {
+        return Err(Violation::new("spec", FieldError::Invalid, Rule::Spec, "spec must be an object"));
+    };
+    match size_violation(Some(spec), "spec", MAX_SPEC_BYTES) {
+        Some(too_big) => Err(too_big),
+        None => Ok(spec),
+    }
+}
+
 /// Every policy violation of an MCPServer with `spec` in `namespace`, all at once.
 pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, facts: &Facts) -> Vec<Violation> {
     if let Some(denied) = namespace_violation(namespace, facts) {

@@ -5,19 +5,14 @@
 
 use serde_json::Value;
 
-use super::rules::{Facts, FieldError, MAX_SPEC_BYTES, Rule, Violation, namespace_violation, size_violation};
+use super::rules::{Facts, FieldError, Rule, Violation, admitted_spec};
 use crate::kinds::virtualmcp::api::{VirtualMCPServerSpec, unsupported};
 
 /// Every violation of a VirtualMCPServer with `spec` in `namespace`, all at once.
 pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
-    if let Some(denied) = namespace_violation(namespace, facts) {
-        return vec![denied];
-    }
-    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
-        return vec![too_big];
-    }
-    let Some(spec) = spec else {
-        return vec![Violation::new("spec", FieldError::Required, Rule::Spec, "a VirtualMCPServer needs a spec")];
+    let spec = match admitted_spec(spec, namespace, facts) {
+        Ok(spec) => spec,
+        Err(refused) => return vec![refused],
     };
     let parsed: VirtualMCPServerSpec = match crate::shared::problem::typed(spec, "spec") {
         Ok(parsed) => parsed,
@@ -47,14 +42,9 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
 /// Every violation of a VirtualMCPCompositeToolDefinition with `spec` in `namespace`:
 /// the composite tool it defines must be one the vMCP can run.
 pub fn validate_definition(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
-    if let Some(denied) = namespace_violation(namespace, facts) {
-        return vec![denied];
-    }
-    if let Some(too_big) = size_violation(spec, "spec", MAX_SPEC_BYTES) {
-        return vec![too_big];
-    }
-    let Some(spec) = spec else {
-        return vec![Violation::new("spec", FieldError::Required, Rule::Spec, "a composite tool definition needs a spec")];
+    let spec = match admitted_spec(spec, namespace, facts) {
+        Ok(spec) => spec,
+        Err(refused) => return vec![refused],
     };
     match crate::kinds::virtualmcp::composite::parse(spec, "spec") {
         Ok(_) => Vec::new(),
