@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::*;
@@ -82,30 +81,9 @@ fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
 
 /// The caches of one scope: the given configuration, nothing else.
 fn caches(client: &Client, tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
-    Arc::new(ScopeCaches {
-        namespace: None,
-        servers: Cache::listed(vec![]),
-        groups: Cache::listed(vec![]),
-        entries: Cache::listed(vec![]),
-        proxies: Cache::listed(vec![]),
-        configs: ConfigCaches {
-            tool: Cache::listed(tool_configs),
-            telemetry: Cache::listed(vec![]),
-            oidc: Cache::listed(vec![]),
-            authz: Cache::listed(vec![]),
-            webhook: Cache::listed(vec![]),
-            external_auth: Cache::listed(vec![]),
-        },
-        named_configmaps: Arc::new(crate::runtime::ondemand::OnDemand::new(
-            client.clone(),
-            watcher::Config::default(),
-            |_| {},
-            &Metrics::default(),
-        )),
-        client: client.clone(),
-        metrics: Metrics::default(),
-        children: std::sync::OnceLock::new(),
-    })
+    let mut caches = ScopeCaches::listed(client, vec![], vec![]);
+    caches.configs.tool = Cache::listed(tool_configs);
+    Arc::new(caches)
 }
 
 /// The child caches of one scope: the given children (metadata, as the watches keep them).
@@ -471,19 +449,9 @@ async fn a_configmap_watch_a_remote_proxy_needs_outlives_a_server_that_names_non
     let (client, calls) = mock_api(plain.clone());
     let proxy = remote_proxy(json!({"remoteUrl": "https://mcp.example.com/mcp",
         "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "authz.json"}}}));
-    let base = caches(&client, vec![]);
-    let scope = Arc::new(ScopeCaches {
-        namespace: None,
-        servers: base.servers.clone(),
-        groups: base.groups.clone(),
-        entries: base.entries.clone(),
-        proxies: Cache::listed(vec![proxy.clone()]),
-        configs: base.configs.clone(),
-        named_configmaps: base.named_configmaps.clone(),
-        client: client.clone(),
-        metrics: Metrics::default(),
-        children: std::sync::OnceLock::new(),
-    });
+    let mut scope = ScopeCaches::listed(&client, vec![], vec![]);
+    scope.proxies = Cache::listed(vec![proxy.clone()]);
+    let scope = Arc::new(scope);
     let ctx = context(client.clone(), scope, child_caches(&[]));
     reconcile_proxy(&ctx, &proxy, &calls).await;
     assert!(ctx.caches.named_configmaps.watched("team"), "the proxy's policies are watched");
