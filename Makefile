@@ -19,12 +19,13 @@ tools:
 	@scripts/reference.sh >/dev/null
 
 ## Everything a fresh machine needs, then formatting, lints (benchmarks included) and
-## every test (unit + integration). CI runs this.
+## every test (unit + integration). CI runs this. No backtraces: a failing wait says
+## what it waited for, and CI shows only part of a long output.
 test: tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	scripts/operator-image.sh target/image/operator-image.tar
-	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) \
+	TOOLHIVE_TOOLS_BIN=$$(scripts/tools.sh --print) TOOLHIVE_IMAGES_DIR=$$(scripts/images.sh --print) RUST_BACKTRACE=0 \
 	  TOOLHIVE_OPERATOR_IMAGE=$(CURDIR)/target/image/operator-image.tar $(CARGO) test --workspace --locked -- --test-threads=4
 
 unit:

@@ -175,19 +175,53 @@ where
 {
     let (store, writer) = reflector::store();
     let restarts = metrics.watch_restarts.with_label_values(&[plural]);
-    let stream = watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer).touched_objects();
+    let stream = watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer);
     let plural = plural.to_string();
+    let reader = store.clone();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while let Some(touched) = stream.next().await {
-            match touched {
+        let mut before_relist = Vec::new();
+        while let Some(event) = stream.next().await {
+            match event {
                 // No reader is fine: the store is the truth, changes are only triggers.
-                Ok(object) => drop(changes.send(Arc::new(object))),
+                Ok(event) => {
+                    for object in touched(&event, &reader, &mut before_relist) {
+                        drop(changes.send(object));
+                    }
+                }
                 Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
             }
         }
     });
     (store, task)
+}
+
+/// What a watcher event, already applied to `store`, touched: announced only once it
+/// is in the store, since a reader looks an announced object up there. A (re)list is
+/// buffered by the store and swapped in whole at its end, so its objects are announced
+/// then, with those that were cached before it and are gone after it (deleted while
+/// the watch was down: whoever counted them must look again). `before_relist` holds
+/// the store as it was when the list began.
+fn touched<K>(event: &watcher::Event<K>, store: &Store<K>, before_relist: &mut Vec<Arc<K>>) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::Delete(object) => vec![Arc::new(object.clone())],
+        watcher::Event::Init => {
+            *before_relist = store.state();
+            Vec::new()
+        }
+        watcher::Event::InitApply(_) => Vec::new(),
+        watcher::Event::InitDone => {
+            let listed = store.state();
+            let gone: Vec<Arc<K>> = std::mem::take(before_relist)
+                .into_iter()
+                .filter(|old| store.get(&reflector::ObjectRef::from_obj(old.as_ref())).is_none())
+                .collect();
+            listed.into_iter().chain(gone).collect()
+        }
+    }
 }
 
 /// What `rx` announces; a reader that lags is handed `everything()` again: it is
@@ -262,6 +296,47 @@ mod tests {
         // Lagged: the whole cache (one object here) comes first, then the newest changes.
         assert_eq!(lagging.next().await.unwrap().metadata.name.as_deref(), Some("one"));
         assert!(lagging.next().await.unwrap().metadata.name.as_deref().unwrap().starts_with("burst-"));
+    }
+
+    fn names(objects: &[Arc<ConfigMap>]) -> Vec<String> {
+        let mut names: Vec<String> = objects.iter().map(|o| o.metadata.name.clone().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    /// An object made while the watch was down arrives in a relist; announced before
+    /// the store swaps the list in, a controller would look it up, miss it and drop it
+    /// for good.
+    #[test]
+    fn a_relist_is_announced_once_it_is_in_the_store_with_what_it_no_longer_holds() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let mut before = Vec::new();
+        let mut feed = |event: watcher::Event<ConfigMap>, before: &mut Vec<Arc<ConfigMap>>| {
+            writer.apply_watcher_event(&event);
+            touched(&event, &store, before)
+        };
+        assert!(feed(watcher::Event::Init, &mut before).is_empty());
+        assert!(feed(watcher::Event::InitApply(configmap("kept")), &mut before).is_empty());
+        assert!(feed(watcher::Event::InitApply(configmap("deleted-in-outage")), &mut before).is_empty());
+        assert_eq!(names(&feed(watcher::Event::InitDone, &mut before)), ["deleted-in-outage", "kept"]);
+        assert_eq!(names(&feed(watcher::Event::Apply(configmap("edited")), &mut before)), ["edited"]);
+
+        // The watch expires; the relist holds a new object and lacks a deleted one.
+        assert!(feed(watcher::Event::Init, &mut before).is_empty());
+        for object in ["kept", "edited", "made-in-outage"] {
+            assert!(feed(watcher::Event::InitApply(configmap(object)), &mut before).is_empty());
+        }
+        assert!(store.get(&reflector::ObjectRef::from_obj(&configmap("made-in-outage"))).is_none(), "not in the store yet");
+        let announced = feed(watcher::Event::InitDone, &mut before);
+        assert_eq!(names(&announced), ["deleted-in-outage", "edited", "kept", "made-in-outage"]);
+        for object in announced.iter().filter(|o| o.metadata.name.as_deref() != Some("deleted-in-outage")) {
+            assert!(
+                store.get(&reflector::ObjectRef::from_obj(object.as_ref())).is_some(),
+                "{:?} announced before it is cached",
+                object.metadata.name
+            );
+        }
+        assert!(before.is_empty(), "the snapshot is not kept past the relist");
     }
 
     #[tokio::test]

@@ -218,7 +218,8 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out waiting for {what}; operator log:\n{}", operator_log());
+    // The wait is named again last: CI shows the end of a long failure.
+    panic!("timed out waiting for {what}; operator log:\n{}\n(that was: timed out waiting for {what})", operator_log());
 }
 
 /// Writes a certificate pair the way the kubelet updates a Secret volume: files in a
