@@ -13,6 +13,9 @@
 #              part of stdout: see README "stdio servers")
 #   mcp-echo   tests/tools/mcp/echo: a tool answering with its request's headers
 #              (what an MCPRemoteProxy adds); keyed by its source's hash
+#   embed      tests/tools/mcp/embed: an offline stand-in for a text-embeddings
+#              inference server (/health, /info, /embed) for EmbeddingServers; keyed
+#              by its source's hash
 # Each image is one layer with one static binary, run as UID 65532. Needs umoci and
 # skopeo (scripts/node-packages.sh installs them).
 #
@@ -63,6 +66,8 @@ bins="$out/bin"; mkdir -p "$bins"
 [ -x "$bins/mcp-hello" ] || { log "building the MCP SDK hello server $MCP_SDK_VERSION"; go_build mcp github.com/modelcontextprotocol/go-sdk/examples/server/hello "$bins/mcp-hello"; }
 echo_rev=$(sha256sum "$root/tests/tools/mcp/echo/main.go" | cut -c1-12)
 [ -x "$bins/mcp-echo-$echo_rev" ] || { log "building mcp-echo"; go_build mcp ./echo "$bins/mcp-echo-$echo_rev"; }
+embed_rev=$(sha256sum "$root/tests/tools/mcp/embed/main.go" | cut -c1-12)
+[ -x "$bins/embed-$embed_rev" ] || { log "building embed"; go_build mcp ./embed "$bins/embed-$embed_rev"; }
 [ -x "$bins/pause" ] || { log "building pause"; go_build pause . "$bins/pause"; }
 
 image pause localhost/toolhive-node/pause:v1 "$bins/pause"
@@ -74,5 +79,7 @@ image mcp-hello localhost/toolhive-node/mcp-hello:$MCP_SDK_VERSION "$bins/mcp-he
 # One echo image only (the node imports every tar here): older builds go.
 find "$out" -maxdepth 1 -name 'mcp-echo-*.tar' ! -name "mcp-echo-$echo_rev.tar" -delete
 image "mcp-echo-$echo_rev" localhost/toolhive-node/mcp-echo:v1 "$bins/mcp-echo-$echo_rev"
+find "$out" -maxdepth 1 -name 'embed-*.tar' ! -name "embed-$embed_rev.tar" -delete
+image "embed-$embed_rev" localhost/toolhive-node/embed:v1 "$bins/embed-$embed_rev"
 log "images ready in $(( $(date +%s) - start ))s: $out"
 echo "$out"

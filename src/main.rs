@@ -83,6 +83,11 @@ async fn main() {
         .iter()
         .map(|s| toolhive_operator::kinds::virtualmcp::controller::start_cache(s.watch_client(), s.namespace.as_deref(), &metrics))
         .collect();
+    let embedding_servers: Vec<_> = caches
+        .scopes
+        .iter()
+        .map(|s| toolhive_operator::kinds::embedding::controller::start_cache(s.watch_client(), s.namespace.as_deref(), &metrics))
+        .collect();
     metrics
         .registry
         .register(Box::new(controller::ServerPhases::new(caches.servers().iter().map(|c| c.store().clone()).collect())))
@@ -210,15 +215,16 @@ async fn main() {
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = futures::future::join(
+        let run = futures::future::join3(
             controller::run(shared.clone(), &caches, stop_rx.clone()),
             toolhive_operator::kinds::virtualmcp::controller::run(
                 shared.clone(),
                 &caches.scopes,
                 &virtual_servers,
                 args.vmcp_image.clone(),
-                stop_rx,
+                stop_rx.clone(),
             ),
+            toolhive_operator::kinds::embedding::controller::run(shared.clone(), &caches.scopes, &embedding_servers, stop_rx),
         );
         tokio::pin!(run);
         tokio::select! {

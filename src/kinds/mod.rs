@@ -3,6 +3,7 @@
 //! `runtime`) and the kinds it references, never one that references it: MCPServer
 //! references the configuration kinds and MCPGroup; they know nothing of it.
 pub mod authz;
+pub mod embedding;
 pub mod externalauth;
 pub mod group;
 pub mod mcpserver;
@@ -31,6 +32,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (mcpserver::remote::CRD_CHART_FILE, mcpserver::remote::crd()),
         (virtualmcp::CRD_CHART_FILE, virtualmcp::crd()),
         (virtualmcp::definition::CRD_CHART_FILE, virtualmcp::definition::crd()),
+        (embedding::CRD_CHART_FILE, embedding::crd()),
     ]
 }
 

@@ -4,9 +4,10 @@
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub const CONTROLLER: &str = "mcpserver";
-/// The `controller` label of the MCPRemoteProxy and VirtualMCPServer controllers.
+/// The `controller` label of the MCPRemoteProxy, VirtualMCPServer and EmbeddingServer controllers.
 pub const REMOTE_PROXY_CONTROLLER: &str = "mcpremoteproxy";
 pub const VIRTUAL_SERVER_CONTROLLER: &str = "virtualmcpserver";
+pub const EMBEDDING_SERVER_CONTROLLER: &str = "embeddingserver";
 
 #[derive(Clone)]
 pub struct Metrics {

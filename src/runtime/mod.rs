@@ -5,6 +5,8 @@ pub mod http;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+#[cfg(test)]
+pub mod mock;
 pub mod ondemand;
 pub mod status;
 pub mod watch_client;

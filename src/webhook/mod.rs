@@ -3,19 +3,19 @@
 //! Layout, in the order a request meets it: `serve` (TLS connections and limits) ->
 //! this module (routes, metrics, logging) -> `review` (the AdmissionReview envelope)
 //! -> `mutate` (defaults) or `rules` (tenancy checks) -> `policy` (the platform
-//! team's file). `counts`, `image` and `quantity` are what the rules read; `tls` and
+//! team's file). `counts` and `image` are what the rules read; `tls` and
 //! `issuer` keep the serving certificate. Nothing on the request path calls the API
 //! server.
 
 pub mod budget;
 pub mod counts;
+pub mod embedding_server;
 pub mod image;
 pub mod issuer;
 pub mod mutate;
 pub mod namespaces;
 pub mod pod_security;
 pub mod policy;
-pub mod quantity;
 pub mod remote_proxy;
 pub mod review;
 pub mod rules;
@@ -55,6 +55,7 @@ pub const VALIDATE_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpserv
 pub const VALIDATE_REMOTE_PROXY_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-mcpremoteproxy";
 pub const VALIDATE_VIRTUAL_SERVER_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-virtualmcpserver";
 pub const VALIDATE_COMPOSITE_TOOL_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-virtualmcpcompositetooldefinition";
+pub const VALIDATE_EMBEDDING_SERVER_PATH: &str = "/validate-toolhive-stacklok-dev-v1beta1-embeddingserver";
 /// The largest AdmissionReview the API server sends (object + oldObject near the
 /// 3 MiB etcd limit each, plus envelope).
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
@@ -112,6 +113,7 @@ struct Served {
     validate_remote_proxy: HookMetrics,
     validate_virtual_server: HookMetrics,
     validate_composite_tool: HookMetrics,
+    validate_embedding_server: HookMetrics,
     budget: budget::ReviewBudget,
 }
 
@@ -137,6 +139,7 @@ pub fn router(state: WebhookState) -> Router {
         validate_remote_proxy: HookMetrics::new(&state.metrics, "validate-mcpremoteproxy"),
         validate_virtual_server: HookMetrics::new(&state.metrics, "validate-virtualmcpserver"),
         validate_composite_tool: HookMetrics::new(&state.metrics, "validate-virtualmcpcompositetooldefinition"),
+        validate_embedding_server: HookMetrics::new(&state.metrics, "validate-embeddingserver"),
         state,
         budget: budget::ReviewBudget::default(),
     };
@@ -158,6 +161,10 @@ pub fn router(state: WebhookState) -> Router {
             VALIDATE_COMPOSITE_TOOL_PATH,
             post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateCompositeTool, request).await }),
         )
+        .route(
+            VALIDATE_EMBEDDING_SERVER_PATH,
+            post(|State(s): State<Arc<Served>>, request: Request| async move { answer(s, Hook::ValidateEmbeddingServer, request).await }),
+        )
         .with_state(Arc::new(served))
 }
 
@@ -168,6 +175,7 @@ async fn answer(served: Arc<Served>, hook: Hook, request: Request) -> Response {
         Hook::ValidateRemoteProxy => &served.validate_remote_proxy,
         Hook::ValidateVirtualServer => &served.validate_virtual_server,
         Hook::ValidateCompositeTool => &served.validate_composite_tool,
+        Hook::ValidateEmbeddingServer => &served.validate_embedding_server,
     };
     // The body is read within the budget by the size it declares (the largest legal
     // one when it declares none), then parsed within it by what parsing will take.

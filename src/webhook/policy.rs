@@ -419,7 +419,7 @@ impl TenancyPolicy {
                 {
                     for (res, q) in [("cpu", &amounts.cpu), ("memory", &amounts.memory)] {
                         if let Some(q) = q
-                            && let Err(e) = super::quantity::parse(q)
+                            && let Err(e) = crate::shared::quantity::parse(q)
                         {
                             problems.push(format!("{path}.{which}.{sub}.{res}: {e}"));
                         }

@@ -20,6 +20,8 @@ pub enum Hook {
     ValidateVirtualServer,
     /// The validating webhook of VirtualMCPCompositeToolDefinitions.
     ValidateCompositeTool,
+    /// The validating webhook of EmbeddingServers.
+    ValidateEmbeddingServer,
 }
 
 impl Hook {
@@ -30,6 +32,7 @@ impl Hook {
             Hook::ValidateRemoteProxy => "MCPRemoteProxy",
             Hook::ValidateVirtualServer => "VirtualMCPServer",
             Hook::ValidateCompositeTool => "VirtualMCPCompositeToolDefinition",
+            Hook::ValidateEmbeddingServer => "EmbeddingServer",
         }
     }
 }
@@ -116,9 +119,11 @@ pub fn review(body: &[u8], hook: Hook, facts: &Facts) -> Outcome {
     let response = AdmissionResponse::from(&request);
     let (response, reason) = match hook {
         Hook::Mutate => mutate_object(response, object, &namespace, facts),
-        Hook::Validate | Hook::ValidateRemoteProxy | Hook::ValidateVirtualServer | Hook::ValidateCompositeTool => {
-            validate_object(response, &request, object, &namespace, hook, facts)
-        }
+        Hook::Validate
+        | Hook::ValidateRemoteProxy
+        | Hook::ValidateVirtualServer
+        | Hook::ValidateCompositeTool
+        | Hook::ValidateEmbeddingServer => validate_object(response, &request, object, &namespace, hook, facts),
     };
     let decision = if !response.allowed {
         "denied"
@@ -195,6 +200,10 @@ fn validate_object(
         Hook::ValidateRemoteProxy => super::remote_proxy::validate(spec, namespace, facts),
         Hook::ValidateVirtualServer => super::virtual_server::validate(spec, namespace, facts),
         Hook::ValidateCompositeTool => super::virtual_server::validate_definition(spec, namespace, facts),
+        Hook::ValidateEmbeddingServer => {
+            let old = request.old_object.as_ref().and_then(|old| old.data.get("spec"));
+            super::embedding_server::validate(spec, old, namespace, facts)
+        }
         Hook::Mutate | Hook::Validate => rules::validate(spec, namespace, create, facts),
     };
     let judged = rules::judge(violations, namespace, facts);

@@ -9,9 +9,9 @@ use super::counts::Ceiling;
 use super::image::ImageRef;
 use super::pod_security;
 use super::policy::{Enforcement, Mode, ResourcePolicy, Rules, TenancyPolicy, Tenant};
-use super::quantity;
 use crate::kinds::mcpserver::api::REMOVED_FIELDS;
 use crate::shared::config::Scope;
+use crate::shared::quantity;
 
 /// The container of the MCP server in `spec.podTemplateSpec`.
 pub const MCP_CONTAINER: &str = "mcp";
@@ -415,7 +415,7 @@ fn in_list_or_all(list: &[String], item: &str) -> bool {
 }
 
 /// The image must parse and come from a registry the namespace allows.
-fn check_image(image: &str, field: &str, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
+pub(super) fn check_image(image: &str, field: &str, namespace: &str, rules: &Rules, out: &mut Vec<Violation>) {
     match ImageRef::parse(image) {
         Err(e) => out.push(Violation::new(field, FieldError::Invalid, Rule::Image, e.to_string())),
         Ok(reference) => {

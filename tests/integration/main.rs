@@ -10,6 +10,7 @@ mod chart_modes;
 mod cluster_mode;
 mod common;
 mod controlplane_basics;
+mod embedding_servers;
 mod guide;
 mod guide_flow;
 mod operator_certs;

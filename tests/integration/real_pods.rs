@@ -16,7 +16,8 @@
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
 //! the reason, and deleting the MCPServer removes what the runner created. Last, a
 //! VirtualMCPServer (ToolHive's vMCP v0.44.0) serves the tools of a group's HTTP
-//! server, stdio server and remote proxy through one endpoint.
+//! server, stdio server and remote proxy through one endpoint, and an EmbeddingServer
+//! (an offline stand-in for the inference server's HTTP API) answers /embed.
 //!
 //! Needs root (the node does); one node per machine at a time.
 
@@ -44,6 +45,8 @@ const MEMORY_IMAGE: &str = "localhost/toolhive-node/mcp-memory:v1.8.0";
 const HELLO_IMAGE: &str = "localhost/toolhive-node/mcp-hello:v1.8.0";
 /// An MCP server whose tool answers with the headers of the request (tests/tools/mcp/echo).
 const ECHO_IMAGE: &str = "localhost/toolhive-node/mcp-echo:v1";
+/// The offline stand-in for a text-embeddings inference server (tests/tools/mcp/embed).
+const EMBED_IMAGE: &str = "localhost/toolhive-node/embed:v1";
 /// Pods start in seconds here, but a loaded 2-core CI machine runs the other
 /// integration tests beside this one.
 const POD_LIMIT: Duration = Duration::from_secs(240);
@@ -467,6 +470,47 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
     // One endpoint over a group of an HTTP server, a stdio server and a remote proxy.
     virtual_server(&admin, &team, operator).await;
+    embedding_server(&admin, &team, operator).await;
+}
+
+/// An EmbeddingServer running the offline stand-in for a text-embeddings inference
+/// server (tests/tools/mcp/embed): Ready once its pod is, and its `status.url` answers
+/// /embed; deleting it takes its StatefulSet and Service.
+async fn embedding_server(admin: &Client, team: &str, operator: &OperatorPod) {
+    use toolhive_operator::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer};
+    let embeddings: Api<EmbeddingServer> = Api::namespaced(admin.clone(), team);
+    let object = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "EmbeddingServer", "metadata": {"name": "embed"},
+        "spec": {"model": "sentence-transformers/all-MiniLM-L6-v2", "image": EMBED_IMAGE, "env": [{"name": "RUST_LOG", "value": "info"}]}});
+    embeddings.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await.unwrap();
+    operator
+        .within("the EmbeddingServer Ready with one ready replica", POD_LIMIT, || async {
+            let status = embeddings.get("embed").await.ok()?.status?;
+            (status.phase == Some(EmbeddingPhase::Ready) && status.ready_replicas == 1).then_some(())
+        })
+        .await;
+    let vectors = operator
+        .within("/embed answering at the EmbeddingServer's status.url", POD_LIMIT, || async {
+            match controlplane::mcp::embed(admin, team, "embed", &["tools for teams", "tools for teams", "weather"]).await {
+                Ok(vectors) => Some(vectors),
+                Err(e) => {
+                    eprintln!("EmbeddingServer: {e:#}");
+                    None
+                }
+            }
+        })
+        .await;
+    assert_eq!(vectors.len(), 3);
+    assert!(vectors.iter().all(|v| v.len() == 384), "one 384-dimension vector per text");
+    assert_eq!(vectors[0], vectors[1], "equal texts, equal vectors");
+    assert_ne!(vectors[0], vectors[2]);
+
+    embeddings.delete("embed", &DeleteParams::default()).await.unwrap();
+    let (statefulsets, services) = (Api::<StatefulSet>::namespaced(admin.clone(), team), Api::<Service>::namespaced(admin.clone(), team));
+    operator
+        .within("the EmbeddingServer's StatefulSet and Service gone", POD_LIMIT, || async {
+            (statefulsets.get_opt("embed").await.ok()?.is_none() && services.get_opt("embed").await.ok()?.is_none()).then_some(())
+        })
+        .await;
 }
 
 /// A VirtualMCPServer over a group holding an HTTP server, a stdio server and a remote

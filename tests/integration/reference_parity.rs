@@ -18,7 +18,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, StatefulSet},
     core::v1::{ConfigMap, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
@@ -68,6 +68,7 @@ impl Case {
         let resource = match self.kind.as_str() {
             "MCPRemoteProxy" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::mcpserver::remote::MCPRemoteProxy>(&()),
             "VirtualMCPServer" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(&()),
+            "EmbeddingServer" => kube::discovery::ApiResource::erase::<toolhive_operator::kinds::embedding::EmbeddingServer>(&()),
             _ => kube::discovery::ApiResource::erase::<MCPServer>(&()),
         };
         Api::namespaced_with(client.clone(), ns, &resource)
@@ -196,6 +197,9 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
                 "VirtualMCPServer" => {
                     serde_json::to_value(serde_json::from_value::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(written).unwrap())
                 }
+                "EmbeddingServer" => {
+                    serde_json::to_value(serde_json::from_value::<toolhive_operator::kinds::embedding::EmbeddingServer>(written).unwrap())
+                }
                 _ => serde_json::to_value(serde_json::from_value::<MCPServer>(written).unwrap()),
             };
             let object: kube::api::DynamicObject = serde_json::from_value(typed.unwrap()).unwrap();
@@ -209,16 +213,23 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
             }
         }
     }
-    // Each operator has made a server's objects when its Deployment exists; the
-    // reference writes it last.
+    // Each operator has made a server's objects when its Deployment exists (an
+    // EmbeddingServer's: its Service); the reference writes it last.
     let reference_log = work.join("reference.log");
     for case in &cases {
         let skip = usize::from(case.refused_here.is_some());
         let take = if case.reference_fails.is_some() { 1 } else { sides.len() };
         for (client, ns) in sides.iter().take(take).skip(skip) {
-            let deployments: Api<Deployment> = Api::namespaced((*client).clone(), ns);
-            let what = format!("Deployment {} in {ns} (reference log: {})", case.name, reference_log.display());
-            eventually_within(&what, &ours, Duration::from_secs(90), || async { deployments.get_opt(&case.name).await.ok()? }).await;
+            let what = format!("the children of {} in {ns} (reference log: {})", case.name, reference_log.display());
+            let (deployments, services) =
+                (Api::<Deployment>::namespaced((*client).clone(), ns), Api::<Service>::namespaced((*client).clone(), ns));
+            eventually_within(&what, &ours, Duration::from_secs(90), || async {
+                match case.kind.as_str() {
+                    "EmbeddingServer" => services.get_opt(&case.name).await.ok()?.map(|_| ()),
+                    _ => deployments.get_opt(&case.name).await.ok()?.map(|_| ()),
+                }
+            })
+            .await;
         }
         if let Some(failure) = &case.reference_fails {
             let what = format!("the reference to fail on {} with {failure:?} (log: {})", case.name, reference_log.display());
@@ -321,9 +332,10 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
         };
     }
     // Companion kinds, as the API serves them (either operator's schema), and the
-    // VirtualMCPServers (their status, as each operator writes it).
+    // VirtualMCPServers and EmbeddingServers (not their status).
     let companions = [
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::virtualmcp::VirtualMCPServer>(&()),
+        kube::discovery::ApiResource::erase::<toolhive_operator::kinds::embedding::EmbeddingServer>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::group::MCPGroup>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::toolconfig::MCPToolConfig>(&()),
         kube::discovery::ApiResource::erase::<toolhive_operator::kinds::telemetry::MCPTelemetryConfig>(&()),
@@ -345,6 +357,7 @@ async fn objects(client: &Client, ns: &str, servers: &[&str]) -> BTreeMap<(Strin
     collect!(RoleBinding);
     collect!(Deployment);
     collect!(Service);
+    collect!(StatefulSet);
     out
 }
 

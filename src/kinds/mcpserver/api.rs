@@ -297,6 +297,23 @@ impl ContainerResources {
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty() && self.requests.is_empty()
     }
+
+    /// As a container's resources; None when nothing is set.
+    pub fn requirements(&self) -> Option<k8s_openapi::api::core::v1::ResourceRequirements> {
+        fn quantities(list: &ResourceAmounts) -> Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>> {
+            let map: BTreeMap<_, _> = [("cpu", &list.cpu), ("memory", &list.memory)]
+                .into_iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(k, q)| (k.to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.clone())))
+                .collect();
+            (!map.is_empty()).then_some(map)
+        }
+        (!self.is_empty()).then(|| k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: quantities(&self.limits),
+            requests: quantities(&self.requests),
+            ..Default::default()
+        })
+    }
 }
 
 /// CPU and memory quantities.

@@ -11,12 +11,13 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, reflector::Store},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, reflector::Store},
 };
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info_span};
 
 use crate::kinds::mcpserver::controller::{
-    ChildCaches, PERIODIC_LOOK, ScopeCaches, Shared, apply_child_if_changed, children_once_holding, retry_later, stopped,
+    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, children_once_holding, retry_later, stopped,
+    write_phase_status,
 };
 use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
 use crate::kinds::virtualmcp::children::{Resolved, desired_children};
@@ -194,15 +195,7 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         volumes: resolution.volumes.clone(),
     };
     let children = desired_children(vmcp, &resolved).ok_or(Error::MissingField("metadata.uid"))?;
-    let mut created = Vec::new();
-    for child in &children {
-        if apply_child_if_changed(&ctx.shared, &ctx.children, ns, child, &uid).await? {
-            created.push(format!("{} {}", child.kind(), child.name()));
-        }
-    }
-    if !created.is_empty() {
-        info!(namespace = %ns, name = %name, created = ?created, "created child objects");
-    }
+    apply_children(&ctx.shared, &ctx.children, ns, &name, &children, &uid).await?;
     let ready_replicas = ctx
         .children
         .deployments
@@ -212,16 +205,10 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         .unwrap_or(0);
     let desired = desired_status(vmcp, &resolution, Observed { ready_replicas }, Time(jiff::Timestamp::now()));
     if !unchanged(vmcp.status.as_ref(), &desired) {
-        crate::runtime::status::apply_status::<VirtualMCPServer>(&ctx.shared.client, ns, &name, &desired).await?;
-        ctx.shared.metrics.status_writes.inc();
-        let previous = vmcp.status.as_ref().and_then(|s| s.phase);
-        if previous != desired.phase {
-            let phase = desired.phase.unwrap_or(VirtualPhase::Pending);
-            let kind = if phase == VirtualPhase::Failed { EventType::Warning } else { EventType::Normal };
-            info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
-            crate::kinds::mcpserver::controller::publish_to(&ctx.shared, &vmcp.object_ref(&()), kind, phase.as_str(), &desired.message)
-                .await;
-        }
+        let phase = desired.phase.unwrap_or(VirtualPhase::Pending);
+        let previous = vmcp.status.as_ref().and_then(|s| s.phase).map(VirtualPhase::as_str);
+        let report = PhaseReport { previous, phase: phase.as_str(), failed: phase == VirtualPhase::Failed, message: &desired.message };
+        write_phase_status(&ctx.shared, vmcp, &desired, report).await?;
     }
     Ok(Action::requeue(PERIODIC_LOOK))
 }
@@ -257,46 +244,16 @@ mod tests {
     //! The reconciler against a mocked API server (kube's client over `tower-test`):
     //! what a new VirtualMCPServer asks of the API, and that an unchanged one asks
     //! nothing.
-    use std::sync::Mutex;
-
-    use http::{Request, Response};
-    use kube::client::Body;
     use serde_json::{Value, json};
 
     use super::*;
     use crate::kinds::mcpserver::api::MCPServer;
+    use crate::runtime::mock::{applied_names, applied_objects, mock_api, writes};
 
-    type Calls = Arc<Mutex<Vec<(String, String, Value)>>>;
-
-    /// Answers as the API server would (an apply echoes the object with a uid, version
-    /// and generation; a list is empty) and records every request.
-    fn mock_api() -> (Client, Calls) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let calls: Calls = Arc::default();
-        let recorded = calls.clone();
-        tokio::spawn(async move {
-            while let Some((request, send)) = handle.next_request().await {
-                let (method, path) = (request.method().to_string(), request.uri().to_string());
-                let body: Value = serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap_or(Value::Null);
-                let answer = match method.as_str() {
-                    "GET" => json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
-                    // A status apply answers with the whole object.
-                    _ if path.contains("/status") => json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "VirtualMCPServer",
-                        "metadata": {"name": "team", "namespace": "team"},
-                        "spec": {"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}}, "status": body["status"]}),
-                    _ => {
-                        let mut object = body.clone();
-                        object["metadata"]["uid"] = json!("child-uid");
-                        object["metadata"]["resourceVersion"] = json!("7");
-                        object["metadata"]["generation"] = json!(1);
-                        object
-                    }
-                };
-                recorded.lock().unwrap().push((method, path, body));
-                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
-            }
-        });
-        (Client::new(service, "default"), calls)
+    fn mock() -> (Client, crate::runtime::mock::Calls) {
+        mock_api(json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "VirtualMCPServer",
+            "metadata": {"name": "team", "namespace": "team"},
+            "spec": {"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}}}))
     }
 
     fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
@@ -310,25 +267,11 @@ mod tests {
             object("MCPServer", "fetch", json!({"image": "f", "transport": "streamable-http", "groupRef": {"name": "g"}}));
         let mut group: crate::kinds::group::MCPGroup = object("MCPGroup", "g", json!({}));
         group.status = serde_json::from_value(json!({"phase": "Ready"})).unwrap();
-        fn of<K: serde::de::DeserializeOwned>(children: &[Value], kind: &str) -> Vec<K> {
-            children.iter().filter(|c| c["kind"] == kind).map(|c| serde_json::from_value(c.clone()).unwrap()).collect()
-        }
-        let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = of(&children, "Deployment");
-        let child_caches = ChildCaches {
-            configmaps: Cache::listed(of(&children, "ConfigMap")),
-            service_accounts: Cache::listed(of(&children, "ServiceAccount")),
-            roles: Cache::listed(vec![]),
-            role_bindings: Cache::listed(vec![]),
-            services: Cache::listed(of(&children, "Service")),
-            deployments: Cache::listed(deployments),
-            pods: Cache::listed(vec![]),
-            statefulsets: Cache::listed(vec![]),
-        };
         let proxy = crate::kinds::mcpserver::resources::ProxySettings::new("runner:test");
         Arc::new(Context {
             shared: Arc::new(Shared::new(client.clone(), Metrics::default(), proxy, "test".into(), 4)),
             scope: Arc::new(ScopeCaches::listed(client, vec![server], vec![group])),
-            children: Arc::new(child_caches),
+            children: Arc::new(ChildCaches::listed(&children)),
             image: "vmcp:test".into(),
             definitions: Arc::new(OnDemand::new(client.clone(), kube::runtime::watcher::Config::default(), |_| {}, &Metrics::default())),
             store: Cache::listed(vec![vmcp.clone()]).store().clone(),
@@ -337,18 +280,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_server_gets_its_children_and_status_and_an_unchanged_one_costs_no_write() {
-        let (client, calls) = mock_api();
+        let (client, calls) = mock();
         let vmcp: VirtualMCPServer =
             object("VirtualMCPServer", "team", json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}}));
         let ctx = context(&client, &vmcp, vec![]);
         reconcile(Arc::new(vmcp.clone()), ctx.clone()).await.unwrap();
+        assert_eq!(applied_names(&calls), ["team-vmcp-config", "team-vmcp", "team", "vmcp-team"], "{calls:#?}");
         let made = calls.lock().unwrap().clone();
-        let applied: Vec<&str> = made
-            .iter()
-            .filter(|(m, p, _)| m == "PATCH" && !p.contains("/status"))
-            .map(|(_, p, _)| p.split('?').next().unwrap().rsplit('/').next().unwrap())
-            .collect();
-        assert_eq!(applied, ["team-vmcp-config", "team-vmcp", "team", "vmcp-team"], "{made:#?}");
         let (_, _, status) = made.iter().find(|(m, p, _)| m == "PATCH" && p.contains("/virtualmcpservers/team/status")).expect("a status");
         assert_eq!(status["status"]["phase"], "Pending");
         assert_eq!(status["status"]["discoveredBackends"][0]["name"], "fetch");
@@ -358,17 +296,7 @@ mod tests {
         assert_eq!(made.iter().filter(|(_, p, _)| p.contains("/events")).count(), 1, "one Event: the first phase");
 
         // The same world again, as the watches now show it: nothing is written.
-        let stored: Vec<Value> = made
-            .iter()
-            .filter(|(m, p, _)| m == "PATCH" && !p.contains("/status"))
-            .map(|(_, _, body)| {
-                let mut o = body.clone();
-                o["metadata"]["uid"] = json!("child-uid");
-                o["metadata"]["resourceVersion"] = json!("7");
-                o["metadata"]["generation"] = json!(1);
-                o
-            })
-            .collect();
+        let stored = applied_objects(&calls);
         let mut written = vmcp.clone();
         written.status = serde_json::from_value(status["status"].clone()).unwrap();
         let again = context(&client, &written, stored);
@@ -376,7 +304,7 @@ mod tests {
         let again = Arc::new(Context { shared: ctx.shared.clone(), ..Arc::try_unwrap(again).ok().unwrap() });
         calls.lock().unwrap().clear();
         reconcile(Arc::new(written), again).await.unwrap();
-        let writes: Vec<_> = calls.lock().unwrap().iter().filter(|(m, _, _)| m != "GET").cloned().collect();
+        let writes = writes(&calls);
         assert!(writes.is_empty(), "an unchanged VirtualMCPServer writes nothing: {writes:#?}");
     }
 }

@@ -183,6 +183,17 @@ request.namespace in {{ toJson $teams }} ? {{ toJson $teams }}[request.namespace
 - apiGroups: ["toolhive.stacklok.dev"]
   resources: ["virtualmcpservers/finalizers"]
   verbs: ["update"]
+# EmbeddingServers: watched (each gets a StatefulSet and a Service) and their status
+# applied; their children carry blockOwnerDeletion owner references to them.
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["embeddingservers"]
+  verbs: ["list", "watch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["embeddingservers/status"]
+  verbs: ["patch"]
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["embeddingservers/finalizers"]
+  verbs: ["update"]
 # Composite tool definitions: watched in a namespace while a VirtualMCPServer there
 # names one (read into the vMCP's file).
 - apiGroups: ["toolhive.stacklok.dev"]

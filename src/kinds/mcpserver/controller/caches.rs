@@ -85,7 +85,7 @@ pub struct ChildCaches {
     /// states: a container that cannot start fails the server.
     pub pods: Cache<Pod>,
     /// The StatefulSets the proxy runners make for their MCP servers (metadata):
-    /// adopted, and healed when one goes missing (`workload`).
+    /// adopted, and healed when one goes missing (`workload`); and EmbeddingServers'.
     pub statefulsets: Cache<PartialObjectMeta<k8s_openapi::api::apps::v1::StatefulSet>>,
 }
 
@@ -209,7 +209,26 @@ impl ChildCaches {
                 metrics,
             ),
             pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
-            statefulsets: slimmed(client, ns, managed(), &[], metrics),
+            statefulsets: slimmed(client, ns, managed(), HASH, metrics),
+        }
+    }
+
+    /// The child caches holding `objects` (JSON, any of the child kinds) as listed
+    /// watches would (tests of controllers that read them; no watch).
+    #[cfg(test)]
+    pub fn listed(objects: &[serde_json::Value]) -> Self {
+        fn of<K: serde::de::DeserializeOwned>(objects: &[serde_json::Value], kind: &str) -> Vec<K> {
+            objects.iter().filter(|o| o["kind"] == kind).map(|o| serde_json::from_value(o.clone()).unwrap()).collect()
+        }
+        Self {
+            configmaps: Cache::listed(of(objects, "ConfigMap")),
+            service_accounts: Cache::listed(of(objects, "ServiceAccount")),
+            roles: Cache::listed(of(objects, "Role")),
+            role_bindings: Cache::listed(of(objects, "RoleBinding")),
+            services: Cache::listed(of(objects, "Service")),
+            deployments: Cache::listed(of(objects, "Deployment")),
+            pods: Cache::listed(of(objects, "Pod")),
+            statefulsets: Cache::listed(of(objects, "StatefulSet")),
         }
     }
 
@@ -240,6 +259,7 @@ impl ChildCaches {
             Child::RoleBinding(_) => get(&self.role_bindings, ns, name),
             Child::Deployment(_) => get(&self.deployments, ns, name),
             Child::Service(_) => get(&self.services, ns, name),
+            Child::StatefulSet(_) => get(&self.statefulsets, ns, name),
         }
     }
 

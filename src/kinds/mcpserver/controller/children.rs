@@ -138,3 +138,25 @@ pub async fn apply_child_if_changed(
     shared.applied.lock().insert(key, (desired_hash, edit_version(&meta)));
     Ok(current.is_none())
 }
+
+/// Applies `children` of the object `name` with `uid`, in order, each only when it
+/// changed (`apply_child_if_changed`), and logs those it created.
+pub async fn apply_children(
+    shared: &super::Shared,
+    caches: &super::ChildCaches,
+    ns: &str,
+    name: &str,
+    children: &[Child],
+    uid: &str,
+) -> Result<()> {
+    let mut created = Vec::new();
+    for child in children {
+        if apply_child_if_changed(shared, caches, ns, child, uid).await? {
+            created.push(format!("{} {}", child.kind(), child.name()));
+        }
+    }
+    if !created.is_empty() {
+        tracing::info!(namespace = %ns, name = %name, created = ?created, "created child objects");
+    }
+    Ok(())
+}

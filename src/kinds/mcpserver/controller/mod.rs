@@ -11,7 +11,7 @@ pub mod resolve;
 pub mod workload;
 
 pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
-pub use report::{PolicyFindings, ServerPhases, publish_to};
+pub use report::{PhaseReport, PolicyFindings, ServerPhases, publish_to, write_phase_status};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ use crate::runtime::metrics::{CONTROLLER, Metrics};
 use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
 use crate::shared::error::{Error, Result};
-pub use children::apply_child_if_changed;
+pub use children::{apply_child_if_changed, apply_children};
 use children::{delete_labelled, delete_unused};
 use report::{publish, write_status, write_status_noting};
 

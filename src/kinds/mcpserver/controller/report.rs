@@ -88,6 +88,34 @@ pub async fn publish(ctx: &Context, server: &MCPServer, type_: EventType, reason
     publish_to(&ctx.shared, &server.object_ref(&()), type_, reason, note).await
 }
 
+/// A status another kind's controller computed: its phase, whether that phase is a
+/// failure, and its message.
+pub struct PhaseReport<'a> {
+    pub previous: Option<&'static str>,
+    pub phase: &'static str,
+    pub failed: bool,
+    pub message: &'a str,
+}
+
+/// Server-side applies `desired` as the status of `object` (the caller has found it
+/// changed); on a new phase, logs it and publishes an Event (a Warning for a failure).
+pub async fn write_phase_status<K: crate::runtime::cache::Cached>(
+    shared: &super::Shared,
+    object: &K,
+    desired: &impl serde::Serialize,
+    report: PhaseReport<'_>,
+) -> Result<()> {
+    let (ns, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    crate::runtime::status::apply_status::<K>(&shared.client, &ns, &name, desired).await?;
+    shared.metrics.status_writes.inc();
+    if report.previous != Some(report.phase) {
+        let kind = if report.failed { EventType::Warning } else { EventType::Normal };
+        info!(namespace = %ns, name = %name, phase = report.phase, message = %report.message, "phase changed");
+        publish_to(shared, &object.object_ref(&()), kind, report.phase, report.message).await;
+    }
+    Ok(())
+}
+
 /// An Event about the object `about` refers to.
 pub async fn publish_to(
     shared: &super::Shared,

@@ -242,11 +242,7 @@ impl Base<'_> {
             readiness_probe: Some(health(Some(if server.spec.remote.is_some() { 15 } else { 5 }), 5, 3, None)),
             liveness_probe: Some(health(Some(30), 10, 5, None)),
             security_context: Some(restricted_container()),
-            resources: (!resources.is_empty()).then(|| ResourceRequirements {
-                limits: quantities(&resources.limits),
-                requests: quantities(&resources.requests),
-                ..Default::default()
-            }),
+            resources: resources.requirements(),
             ..Default::default()
         };
         let selector = proxy_selector(server);

@@ -7,13 +7,12 @@ use k8s_openapi::api::{
     apps::v1::{Deployment, DeploymentSpec},
     core::v1::{
         Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-        LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-        SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+        LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext,
+        Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
     },
     rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
 };
 use k8s_openapi::apimachinery::pkg::{
-    api::resource::Quantity,
     apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
     util::intstr::IntOrString,
 };
@@ -296,12 +295,13 @@ macro_rules! each_kind {
             $crate::kinds::mcpserver::resources::Child::RoleBinding($object) => $body,
             $crate::kinds::mcpserver::resources::Child::Deployment($object) => $body,
             $crate::kinds::mcpserver::resources::Child::Service($object) => $body,
+            $crate::kinds::mcpserver::resources::Child::StatefulSet($object) => $body,
         }
     };
 }
 pub(crate) use each_kind;
 
-/// One object the operator keeps for an MCPServer, typed by kind.
+/// One object the operator keeps for an object of the API, typed by kind.
 // Seven of these live for one reconcile: their sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -312,6 +312,8 @@ pub enum Child {
     RoleBinding(RoleBinding),
     Deployment(Deployment),
     Service(Service),
+    /// An EmbeddingServer's (an MCPServer's StatefulSet is the proxy runner's).
+    StatefulSet(k8s_openapi::api::apps::v1::StatefulSet),
 }
 
 impl Child {
@@ -453,15 +455,6 @@ pub fn proxy_replicas(server: &MCPServer, unresolved: bool) -> Option<i32> {
     } else {
         server.spec.replicas
     }
-}
-
-fn quantities(list: &crate::kinds::mcpserver::api::ResourceAmounts) -> Option<BTreeMap<String, Quantity>> {
-    let map: BTreeMap<String, Quantity> = [("cpu", &list.cpu), ("memory", &list.memory)]
-        .into_iter()
-        .filter(|(_, q)| !q.is_empty())
-        .map(|(k, q)| (k.to_string(), Quantity(q.clone())))
-        .collect();
-    (!map.is_empty()).then_some(map)
 }
 
 fn non_empty<K, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
