@@ -221,6 +221,7 @@ async fn main() {
                 shared.clone(),
                 &caches.scopes,
                 &virtual_servers,
+                &embedding_servers,
                 args.vmcp_image.clone(),
                 stop_rx.clone(),
             ),

@@ -75,11 +75,11 @@ mod tests {
         assert!(violations("team", plain).is_empty());
         let found = violations(
             "team",
-            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "embeddingServerRef": {"name": "e"},
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "passthroughHeaders": ["X-Team"],
                 "config": {"codeMode": {"enabled": true}, "operational": {"timeouts": {"default": "soon"}}}}),
         );
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].starts_with("spec.embeddingServerRef: Forbidden: the tool optimizer"), "{found:?}");
+        assert!(found[0].starts_with("spec.passthroughHeaders: Forbidden: forwarding client headers"), "{found:?}");
         assert!(found[1].starts_with("spec.config.codeMode: Invalid value: code mode is not carried out"), "{found:?}");
         assert!(found[2].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
     }

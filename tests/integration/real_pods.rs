@@ -475,7 +475,9 @@ async fn scenario(cp: &controlplane::ControlPlane) {
 
 /// An EmbeddingServer running the offline stand-in for a text-embeddings inference
 /// server (tests/tools/mcp/embed): Ready once its pod is, and its `status.url` answers
-/// /embed; deleting it takes its StatefulSet and Service.
+/// /embed; a VirtualMCPServer naming it serves the optimizer's find_tool and
+/// call_tool over the group `virtual_server` left; deleting it takes its StatefulSet
+/// and Service.
 async fn embedding_server(admin: &Client, team: &str, operator: &OperatorPod) {
     use toolhive_operator::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer};
     let embeddings: Api<EmbeddingServer> = Api::namespaced(admin.clone(), team);
@@ -503,6 +505,39 @@ async fn embedding_server(admin: &Client, team: &str, operator: &OperatorPod) {
     assert!(vectors.iter().all(|v| v.len() == 384), "one 384-dimension vector per text");
     assert_eq!(vectors[0], vectors[1], "equal texts, equal vectors");
     assert_ne!(vectors[0], vectors[2]);
+
+    // The optimizer: a VirtualMCPServer over the same group naming the EmbeddingServer
+    // serves find_tool and call_tool in place of the backends' tools.
+    use toolhive_operator::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
+    let virtuals: Api<VirtualMCPServer> = Api::namespaced(admin.clone(), team);
+    let optimized = json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "VirtualMCPServer", "metadata": {"name": "optimized"},
+        "spec": {"groupRef": {"name": "team-tools"}, "incomingAuth": {"type": "anonymous"}, "embeddingServerRef": {"name": "embed"},
+            "config": {"optimizer": {"maxToolsToReturn": 3}}}});
+    virtuals.create(&PostParams::default(), &serde_json::from_value(optimized).unwrap()).await.unwrap();
+    operator
+        .within("the optimized VirtualMCPServer Ready with its EmbeddingServer", POD_LIMIT, || async {
+            let status = virtuals.get("optimized").await.ok()?.status?;
+            let embedding = status.conditions.iter().any(|c| c.type_ == "EmbeddingServerReady" && c.status == "True");
+            (status.phase == Some(VirtualPhase::Ready) && embedding).then_some(())
+        })
+        .await;
+    let session = virtual_session(admin, team, "optimized", operator, |tools| tools.iter().any(|t| t == "find_tool")).await;
+    let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert!(
+        tools.contains(&"call_tool".to_string()) && !tools.iter().any(|t| t.starts_with("vm-")),
+        "only the optimizer's tools: {tools:?}"
+    );
+    let found = session
+        .call("find_tool", json!({"tool_description": "read the whole knowledge graph", "tool_keywords": ["read_graph"]}))
+        .await
+        .unwrap();
+    let found = controlplane::mcp::text(&found);
+    assert!(found.contains("vm-memory_read_graph"), "find_tool finds the memory server's tool: {found}");
+    let graph = session.call("call_tool", json!({"tool_name": "vm-memory_read_graph", "parameters": {}})).await.unwrap();
+    let graph = controlplane::mcp::text(&graph);
+    assert!(graph.contains("aggregated"), "call_tool reaches the backend: {graph}");
+    session.close().await.unwrap();
+    virtuals.delete("optimized", &DeleteParams::default()).await.unwrap();
 
     embeddings.delete("embed", &DeleteParams::default()).await.unwrap();
     let (statefulsets, services) = (Api::<StatefulSet>::namespaced(admin.clone(), team), Api::<Service>::namespaced(admin.clone(), team));
@@ -560,7 +595,7 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
         .await;
 
     // Each backend's tools under its prefix, each answering through the one endpoint.
-    let session = virtual_session(admin, team, operator, |tools| tools.iter().any(|t| t == "vm-hello_greet")).await;
+    let session = virtual_session(admin, team, "team", operator, |tools| tools.iter().any(|t| t == "vm-hello_greet")).await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     for tool in ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers", "remember"] {
         assert!(tools.contains(&tool.to_string()), "{tool} in {tools:?}");
@@ -591,24 +626,25 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
             (status.backend_count == 2 && status.discovered_backends.len() == 2).then_some(())
         })
         .await;
-    let session = virtual_session(admin, team, operator, |tools| !tools.iter().any(|t| t.starts_with("vm-hello_"))).await;
+    let session = virtual_session(admin, team, "team", operator, |tools| !tools.iter().any(|t| t.starts_with("vm-hello_"))).await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(tools.contains(&"vm-memory_read_graph".to_string()) && tools.contains(&"vm-echo_request_headers".to_string()), "{tools:?}");
     session.close().await.unwrap();
 }
 
-/// An MCP session with the VirtualMCPServer `team` at its `status.url` whose tool
+/// An MCP session with the VirtualMCPServer `name` at its `status.url` whose tool
 /// names satisfy `wanted` (a rolled vMCP pod may still be behind the Service).
 async fn virtual_session(
     admin: &Client,
     ns: &str,
+    name: &str,
     operator: &OperatorPod,
     wanted: impl Fn(&[String]) -> bool,
 ) -> controlplane::mcp::Session {
     let wanted = &wanted;
     operator
         .within("an MCP session with the VirtualMCPServer at its status.url", POD_LIMIT, || async move {
-            let (url, address) = controlplane::mcp::virtual_server_endpoint(admin, ns, "team").await.ok()?;
+            let (url, address) = controlplane::mcp::virtual_server_endpoint(admin, ns, name).await.ok()?;
             let attempt = async {
                 let session = controlplane::mcp::Session::connect(&url, address).await?;
                 let tools: Vec<String> = session.tools().await?.into_iter().map(|t| t.name.to_string()).collect();

@@ -71,7 +71,7 @@ pub struct VirtualMCPServerSpec {
     /// A shared MCPTelemetryConfig (same namespace). Refused for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry_config_ref: Option<crate::kinds::mcpserver::api::TelemetryConfigRef>,
-    /// An EmbeddingServer (same namespace) for the tool optimizer. Refused for now.
+    /// An EmbeddingServer (same namespace): turns the tool optimizer on, with its URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_server_ref: Option<NameRef>,
     /// An embedded OAuth authorization server. Refused for now.
@@ -285,11 +285,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
         "telemetry of the vMCP is not carried out by this operator release; remove it",
     );
     refuse(
-        spec.embedding_server_ref.is_some(),
-        "embeddingServerRef",
-        "the tool optimizer and EmbeddingServers are not carried out by this operator release; remove it",
-    );
-    refuse(
         spec.auth_server_config.is_some(),
         "authServerConfig",
         "the embedded authorization server is not carried out by this operator release; remove it",
@@ -360,15 +355,11 @@ mod tests {
             "groupRef": {"name": "g"},
             "incomingAuth": {"type": "anonymous", "authzConfigRef": {"name": "a"}},
             "outgoingAuth": {"source": "inline", "backends": {"x": {"type": "discovered"}}},
-            "embeddingServerRef": {"name": "e"},
             "sessionStorage": {"provider": "redis"}
         }))
         .unwrap();
         let fields: Vec<String> = unsupported(&spec).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(
-            fields,
-            ["spec.embeddingServerRef", "spec.sessionStorage", "spec.incomingAuth.authzConfigRef", "spec.outgoingAuth.backends"]
-        );
+        assert_eq!(fields, ["spec.sessionStorage", "spec.incomingAuth.authzConfigRef", "spec.outgoingAuth.backends"]);
         let plain: VirtualMCPServerSpec =
             serde_json::from_value(json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}})).unwrap();
         assert!(unsupported(&plain).is_empty());

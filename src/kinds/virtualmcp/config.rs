@@ -39,6 +39,36 @@ pub struct UserConfig {
     /// VirtualMCPCompositeToolDefinitions of this namespace, by name.
     #[serde(default, skip_serializing)]
     pub composite_tool_refs: Vec<CompositeToolRef>,
+    /// The tool optimizer: the vMCP serves find_tool and call_tool in place of the
+    /// backends' tools, searching them by meaning through an embedding service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<Optimizer>,
+}
+
+/// The tool optimizer's settings. Its embedding service is an EmbeddingServer
+/// (spec.embeddingServerRef; the operator writes its URL) or a URL given here.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Optimizer {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub embedding_service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_service_timeout: Option<GoDuration>,
+    /// Only the text-embeddings-inference API (an EmbeddingServer's) is carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_provider: Option<EmbeddingProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tools_to_return: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hybrid_search_semantic_ratio: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_distance_threshold: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    #[serde(rename = "tei")]
+    Tei,
 }
 
 #[derive(Deserialize, Clone, Debug, PartialEq)]
@@ -180,7 +210,6 @@ const NOT_CARRIED_OUT: &[(&str, &str)] = &[
     ("passthroughHeaders", "forwarding client headers to backends is not carried out by this operator release; remove it"),
     ("telemetry", "telemetry of the vMCP is not carried out by this operator release; remove it"),
     ("audit", "audit logging of the vMCP is not carried out by this operator release; remove it"),
-    ("optimizer", "the tool optimizer is not carried out by this operator release; remove it"),
     ("codeMode", "code mode is not carried out by this operator release; remove it"),
     ("sessionStorage", "shared session storage for the vMCP is not carried out by this operator release; remove it"),
     ("rateLimiting", "rate limiting of the vMCP is not carried out by this operator release; remove it"),
@@ -260,10 +289,38 @@ fn check(config: &UserConfig, group: &str) -> Vec<Problem> {
             }
         }
     }
+    if let Some(optimizer) = &config.optimizer {
+        problems.extend(optimizer_problems(optimizer));
+    }
     if let Some(level) =
         config.operational.as_ref().map(|o| o.log_level.as_str()).filter(|l| !l.is_empty() && *l != "debug" && *l != "info")
     {
         problems.push(Problem::at("spec.config.operational.logLevel", format!("{level:?}: use debug or info")));
+    }
+    problems
+}
+
+/// The optimizer's numbers within the ranges the vMCP accepts.
+fn optimizer_problems(optimizer: &Optimizer) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if optimizer.max_tools_to_return.is_some_and(|n| !(1..=50).contains(&n)) {
+        problems.push(Problem::at("spec.config.optimizer.maxToolsToReturn", "must be from 1 to 50"));
+    }
+    let ranges = [
+        ("hybridSearchSemanticRatio", &optimizer.hybrid_search_semantic_ratio, 1.0, "0 (keyword search only) to 1 (meaning only)"),
+        ("semanticDistanceThreshold", &optimizer.semantic_distance_threshold, 2.0, "0 (identical) to 2 (unrelated)"),
+    ];
+    for (field, value, max, range) in ranges {
+        let Some(text) = value else { continue };
+        let plain = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if !plain || text.parse::<f64>().map_or(true, |v| v > max) {
+            problems.push(Problem::at(format!("spec.config.optimizer.{field}"), format!("{text:?}: write a number from {range}")));
+        }
+    }
+    if let Some(url) = Some(optimizer.embedding_service.as_str()).filter(|u| !u.is_empty())
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        problems.push(Problem::at("spec.config.optimizer.embeddingService", format!("{url:?}: write an http:// or https:// URL")));
     }
     problems
 }
@@ -344,6 +401,8 @@ pub struct VmcpConfig {
     pub metadata: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub composite_tools: Vec<CompositeTool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<Optimizer>,
 }
 
 /// The aggregation when none is given: each tool named after its backend, as the reference does.
@@ -371,6 +430,7 @@ pub fn render(name: &str, group: &str, user: &UserConfig, backends: Vec<StaticBa
         operational: user.operational.clone(),
         metadata: user.metadata.clone(),
         composite_tools: user.composite_tools.clone(),
+        optimizer: user.optimizer.clone(),
     };
     serde_yaml_ng::to_string(&config).expect("the vMCP configuration serializes")
 }
@@ -411,10 +471,17 @@ mod tests {
     #[test]
     fn every_problem_is_named_with_its_path() {
         let problems = |config: Value| parse(Some(&config), "g").unwrap_err().into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let found = problems(json!({"codeMode": {}, "optimizer": {}, "aggregation": {"conflictResolution": "priority"}}));
+        let found =
+            problems(json!({"codeMode": {}, "optimizer": {"maxToolsToReturn": 99}, "aggregation": {"conflictResolution": "priority"}}));
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].starts_with("spec.config.codeMode: code mode is not carried out"), "{found:?}");
-        assert!(found[2].starts_with("spec.config.aggregation.conflictResolutionConfig.priorityOrder: required"), "{found:?}");
+        assert!(found[1].starts_with("spec.config.aggregation.conflictResolutionConfig.priorityOrder: required"), "{found:?}");
+        assert!(found[2].starts_with("spec.config.optimizer.maxToolsToReturn: must be from 1 to 50"), "{found:?}");
+        let found = problems(json!({"optimizer": {"embeddingProvider": "openai", "semanticDistanceThreshold": "3"}}));
+        assert!(found[0].starts_with("spec.config.optimizer.embeddingProvider: unknown variant `openai`"), "{found:?}");
+        let found = problems(json!({"optimizer": {"semanticDistanceThreshold": "3", "embeddingService": "embed:8080"}}));
+        assert!(found[0].starts_with("spec.config.optimizer.semanticDistanceThreshold: \"3\": write a number from 0"), "{found:?}");
+        assert!(found[1].starts_with("spec.config.optimizer.embeddingService: \"embed:8080\""), "{found:?}");
         let found = problems(json!({"operational": {"timeouts": {"default": "30 seconds"}}}));
         assert_eq!(found.len(), 1);
         assert!(found[0].starts_with("spec.config.operational.timeouts.default: \"30 seconds\" is not a duration"), "{found:?}");

@@ -15,6 +15,7 @@ use kube::{
 };
 use tracing::{Instrument, info_span};
 
+use crate::kinds::embedding::EmbeddingServer;
 use crate::kinds::mcpserver::controller::{
     ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, children_once_holding, retry_later, stopped,
     write_phase_status,
@@ -50,6 +51,8 @@ struct Context {
     /// The VirtualMCPCompositeToolDefinitions, watched in a namespace only while a
     /// server there names one.
     definitions: Arc<OnDemand<VirtualMCPCompositeToolDefinition>>,
+    /// The scope's EmbeddingServers (the optimizer's embedding service).
+    embeddings: Store<EmbeddingServer>,
     store: Store<VirtualMCPServer>,
 }
 
@@ -57,18 +60,18 @@ struct Context {
 const DEFINITIONS_SYNC: Duration = Duration::from_secs(30);
 
 /// Runs the controller of every scope: `caches[i]` is the VirtualMCPServer watch of
-/// `scopes[i]`.
+/// `scopes[i]`, `embeddings[i]` its EmbeddingServer watch.
 pub async fn run(
     shared: Arc<Shared>,
     scopes: &[Arc<ScopeCaches>],
     caches: &[Cache<VirtualMCPServer>],
+    embeddings: &[Cache<EmbeddingServer>],
     image: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let each = scopes
-        .iter()
-        .zip(caches)
-        .map(|(scope, cache)| run_scope(shared.clone(), scope.clone(), cache.clone(), image.clone(), shutdown.clone()));
+    let each = scopes.iter().zip(caches).zip(embeddings).map(|((scope, cache), embeddings)| {
+        run_scope(shared.clone(), scope.clone(), cache.clone(), embeddings.clone(), image.clone(), shutdown.clone())
+    });
     futures::future::join_all(each).await;
 }
 
@@ -93,6 +96,7 @@ async fn run_scope(
     shared: Arc<Shared>,
     scope: Arc<ScopeCaches>,
     cache: Cache<VirtualMCPServer>,
+    embeddings: Cache<EmbeddingServer>,
     image: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -120,6 +124,13 @@ async fn run_scope(
             selecting(&store, |v| v.namespace() == ns && definition_names(v).contains(&name))
         }
     };
+    let naming_embedding = {
+        let store = store.clone();
+        move |server: Arc<EmbeddingServer>| {
+            let (ns, name) = (server.namespace(), server.name_any());
+            selecting(&store, |v| v.namespace() == ns && v.spec.embedding_server_ref.as_ref().is_some_and(|r| r.name == name))
+        }
+    };
     let s = &scope;
     let ctx = Arc::new(Context {
         shared,
@@ -127,6 +138,7 @@ async fn run_scope(
         children: children.clone(),
         image,
         definitions: definitions.clone(),
+        embeddings: embeddings.store().clone(),
         store: store.clone(),
     });
     Controller::for_shared_stream(cache.everything_then_changes(), store.clone())
@@ -147,6 +159,7 @@ async fn run_scope(
         )
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
         .watches_shared_stream(definitions.changes(), naming_definition)
+        .watches_shared_stream(embeddings.changes(), naming_embedding)
         .owns_shared_stream(children.configmaps.changes())
         .owns_shared_stream(children.service_accounts.changes())
         .owns_shared_stream(children.deployments.changes())
@@ -183,12 +196,13 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         entries: s.entries.store(),
         oidc: cfg.oidc.store(),
         definitions: definitions.as_ref(),
+        embeddings: &ctx.embeddings,
     };
     let resolution = resolve(vmcp, view);
     let served = resolution.served();
     let resolved = Resolved {
         image: ctx.image.clone(),
-        runs: resolution.problems.is_empty() && !served.is_empty(),
+        runs: resolution.problems.is_empty() && !served.is_empty() && resolution.embedding.as_ref().is_none_or(|e| e.ready),
         debug: resolution.user.operational.as_ref().is_some_and(|o| o.log_level == "debug"),
         config: config::render(&name, &vmcp.spec.group_ref.name, &resolution.user, served, resolution.incoming_auth.clone()),
         env: resolution.env.clone(),
@@ -274,6 +288,7 @@ mod tests {
             children: Arc::new(ChildCaches::listed(&children)),
             image: "vmcp:test".into(),
             definitions: Arc::new(OnDemand::new(client.clone(), kube::runtime::watcher::Config::default(), |_| {}, &Metrics::default())),
+            embeddings: Cache::listed(vec![]).store().clone(),
             store: Cache::listed(vec![vmcp.clone()]).store().clone(),
         })
     }

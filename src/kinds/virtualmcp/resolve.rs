@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use crate::kinds::embedding::EmbeddingServer;
 use crate::kinds::group::{GroupRefState, MCPGroup, members_in};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::MCPRemoteProxy;
@@ -29,6 +30,15 @@ pub struct View<'a> {
     /// The namespace's VirtualMCPCompositeToolDefinitions, where watched (only where
     /// a server names one).
     pub definitions: Option<&'a Store<VirtualMCPCompositeToolDefinition>>,
+    pub embeddings: &'a Store<EmbeddingServer>,
+}
+
+/// The EmbeddingServer spec.embeddingServerRef names, as the vMCP needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Embedding {
+    pub name: String,
+    /// Whether it exists and says Ready: until then the vMCP runs no replica.
+    pub ready: bool,
 }
 
 /// One member of the group, as the vMCP would reach it.
@@ -54,6 +64,8 @@ pub struct Resolution {
     pub incoming_auth: IncomingAuth,
     pub env: Vec<EnvVar>,
     pub volumes: Vec<(Volume, VolumeMount)>,
+    /// The optimizer's EmbeddingServer, when spec.embeddingServerRef names one.
+    pub embedding: Option<Embedding>,
 }
 
 impl Resolution {
@@ -101,7 +113,40 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
         problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
     }
     let (incoming_auth, env, volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
-    Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes }
+    let embedding = optimizer(vmcp, &ns, view.embeddings, &mut user, &mut problems);
+    Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes, embedding }
+}
+
+/// The optimizer's embedding service: the URL of the EmbeddingServer
+/// spec.embeddingServerRef names (which turns the optimizer on, with its defaults
+/// unless spec.config.optimizer says more), or spec.config.optimizer.embeddingService.
+fn optimizer(
+    vmcp: &VirtualMCPServer,
+    ns: &str,
+    embeddings: &Store<EmbeddingServer>,
+    user: &mut UserConfig,
+    problems: &mut Vec<Problem>,
+) -> Option<Embedding> {
+    let Some(reference) = &vmcp.spec.embedding_server_ref else {
+        if user.optimizer.as_ref().is_some_and(|o| o.embedding_service.is_empty()) {
+            problems.push(Problem::at(
+                "spec.config.optimizer.embeddingService",
+                "the optimizer needs an embedding service: name an EmbeddingServer in spec.embeddingServerRef",
+            ));
+        }
+        return None;
+    };
+    let Some(server) = embeddings.get(&ObjectRef::new(&reference.name).within(ns)) else {
+        problems
+            .push(Problem::at("spec.embeddingServerRef", format!("EmbeddingServer {} does not exist in this namespace", reference.name)));
+        return Some(Embedding { name: reference.name.clone(), ready: false });
+    };
+    let url = server.status.as_ref().map(|s| s.url.clone()).filter(|u| !u.is_empty());
+    // The reference's precedence: the EmbeddingServer's URL replaces one written in the config.
+    user.optimizer.get_or_insert_with(Default::default).embedding_service =
+        url.unwrap_or_else(|| crate::kinds::embedding::children::url(&server));
+    let ready = server.status.as_ref().and_then(|s| s.phase) == Some(crate::kinds::embedding::api::EmbeddingPhase::Ready);
+    Some(Embedding { name: reference.name.clone(), ready })
 }
 
 /// The members of `group` in `ns`: servers and remote proxies through their proxy
@@ -254,6 +299,7 @@ mod tests {
         entries: Store<MCPServerEntry>,
         oidc: Store<MCPOIDCConfig>,
         definitions: Store<VirtualMCPCompositeToolDefinition>,
+        embeddings: Store<EmbeddingServer>,
     }
 
     impl Caches {
@@ -265,6 +311,7 @@ mod tests {
                 entries: &self.entries,
                 oidc: &self.oidc,
                 definitions: Some(&self.definitions),
+                embeddings: &self.embeddings,
             }
         }
     }
@@ -295,11 +342,45 @@ mod tests {
                 json!({"metadata": meta("broken"), "spec": {"name": "broken", "description": "d",
                     "steps": [{"id": "a", "tool": "fetch.fetch", "dependsOn": ["a"]}]}}),
             ]),
+            embeddings: store(vec![
+                json!({"metadata": meta("embed"), "spec": {"port": 9000},
+                    "status": {"phase": "Ready", "url": "http://embed.a.svc.cluster.local:9000", "readyReplicas": 1}}),
+                json!({"metadata": meta("loading"), "spec": {}, "status": {"phase": "Downloading"}}),
+            ]),
         }
     }
 
     fn vmcp(spec: serde_json::Value) -> VirtualMCPServer {
         serde_json::from_value(json!({"metadata": meta("team"), "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn an_embedding_server_reference_turns_the_optimizer_on_with_its_url() {
+        let c = caches();
+        let spec = |reference: &str, optimizer: serde_json::Value| {
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "embeddingServerRef": {"name": reference},
+                "config": {"optimizer": optimizer}})
+        };
+        let r = resolve(&vmcp(spec("embed", json!({"maxToolsToReturn": 5, "embeddingService": "http://elsewhere:1"}))), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let optimizer = r.user.optimizer.clone().unwrap();
+        assert_eq!(
+            (optimizer.embedding_service.as_str(), optimizer.max_tools_to_return),
+            ("http://embed.a.svc.cluster.local:9000", Some(5))
+        );
+        assert_eq!(r.embedding, Some(Embedding { name: "embed".into(), ready: true }));
+        let r = resolve(&vmcp(spec("loading", json!({}))), c.view());
+        assert_eq!(r.embedding, Some(Embedding { name: "loading".into(), ready: false }));
+        assert_eq!(
+            r.user.optimizer.unwrap().embedding_service,
+            "http://loading.a.svc.cluster.local:8080",
+            "from its spec until its status says"
+        );
+        let r = resolve(&vmcp(spec("missing", json!({}))), c.view());
+        assert_eq!(r.problems[0].to_string(), "spec.embeddingServerRef: EmbeddingServer missing does not exist in this namespace");
+        let without = json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "config": {"optimizer": {}}});
+        let r = resolve(&vmcp(without), c.view());
+        assert!(r.problems[0].to_string().starts_with("spec.config.optimizer.embeddingService: the optimizer needs an embedding service"));
     }
 
     #[test]
@@ -371,10 +452,10 @@ mod tests {
     fn what_is_missing_or_refused_is_a_problem_with_its_path() {
         let c = caches();
         let spec = json!({"groupRef": {"name": "nope"}, "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "gone", "audience": "a"}},
-            "config": {"optimizer": {}}});
+            "config": {"codeMode": {}}});
         let r = resolve(&vmcp(spec), c.view());
         let paths: Vec<&str> = r.problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["spec.config.optimizer", "spec.groupRef", "spec.incomingAuth.oidcConfigRef"]);
+        assert_eq!(paths, ["spec.config.codeMode", "spec.groupRef", "spec.incomingAuth.oidcConfigRef"]);
         assert!(r.backends.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use crate::shared::problem::ConditionReport;
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_GROUP_REF: &str = "GroupRefValidated";
 pub const CONDITION_BACKENDS: &str = "BackendsDiscovered";
+pub const CONDITION_EMBEDDING: &str = "EmbeddingServerReady";
 
 /// What the Deployment shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub fn desired_status(vmcp: &VirtualMCPServer, resolution: &Resolution, observed
         (VirtualPhase::Failed, ConditionReport::new(CONDITION_READY, false, "ConfigurationInvalid", message))
     } else if served == 0 {
         (VirtualPhase::Pending, ConditionReport::new(CONDITION_READY, false, "NoBackends", backends_report.message.clone()))
+    } else if let Some(embedding) = resolution.embedding.as_ref().filter(|e| !e.ready) {
+        let message = format!("waiting for EmbeddingServer {} to be Ready (the optimizer's embedding service)", embedding.name);
+        (VirtualPhase::Pending, ConditionReport::new(CONDITION_READY, false, "EmbeddingServerNotReady", message))
     } else if observed.ready_replicas == 0 {
         (VirtualPhase::Pending, ConditionReport::new(CONDITION_READY, false, "DeploymentNotReady", "waiting for the vMCP pod to be ready"))
     } else if backend_count < backends.len() as i32 {
@@ -94,12 +98,23 @@ pub fn desired_status(vmcp: &VirtualMCPServer, resolution: &Resolution, observed
 
     let previous = vmcp.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = vmcp.metadata.generation;
-    let reports = [group_report, backends_report, ready_report];
+    let message = ready_report.message.clone();
+    let embedding_report = resolution.embedding.as_ref().map(|e| match e.ready {
+        true => ConditionReport::new(CONDITION_EMBEDDING, true, "EmbeddingServerReady", format!("EmbeddingServer {} is Ready", e.name)),
+        false => {
+            ConditionReport::new(CONDITION_EMBEDDING, false, "EmbeddingServerNotReady", format!("EmbeddingServer {} is not Ready", e.name))
+        }
+    });
+    let reports = [Some(group_report), Some(backends_report), embedding_report, Some(ready_report)];
     VirtualMCPServerStatus {
-        conditions: reports.iter().map(|r| condition(previous, r.type_, r.status_str(), r.reason, &r.message, generation, &now)).collect(),
+        conditions: reports
+            .iter()
+            .flatten()
+            .map(|r| condition(previous, r.type_, r.status_str(), r.reason, &r.message, generation, &now))
+            .collect(),
         observed_generation: generation,
         phase: Some(phase),
-        message: reports[2].message.clone(),
+        message,
         url: crate::kinds::virtualmcp::children::url(name, ns),
         discovered_backends: backends,
         backend_count,
@@ -150,6 +165,7 @@ mod tests {
             incoming_auth: IncomingAuth { kind: "anonymous", oidc: None, authz: None },
             env: vec![],
             volumes: vec![],
+            embedding: None,
         }
     }
 
@@ -194,5 +210,11 @@ mod tests {
         assert_eq!((s.phase, reason(&s, CONDITION_BACKENDS).as_str()), (Some(VirtualPhase::Pending), "NoBackends"));
         let s = desired_status(&vmcp(None), &resolution(vec![backend("a", true, None)], vec![]), Observed::default(), now());
         assert_eq!(reason(&s, CONDITION_READY), "DeploymentNotReady");
+        let mut r = resolution(vec![backend("a", true, None)], vec![]);
+        r.embedding = Some(crate::kinds::virtualmcp::resolve::Embedding { name: "embed".into(), ready: false });
+        let s = desired_status(&vmcp(None), &r, Observed { ready_replicas: 0 }, now());
+        assert_eq!((s.phase, reason(&s, CONDITION_READY).as_str()), (Some(VirtualPhase::Pending), "EmbeddingServerNotReady"));
+        assert_eq!(reason(&s, CONDITION_EMBEDDING), "EmbeddingServerNotReady");
+        assert!(s.conditions.iter().all(|c| c.type_ != CONDITION_EMBEDDING) == r.embedding.is_none());
     }
 }

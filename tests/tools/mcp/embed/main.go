@@ -32,7 +32,7 @@ func main() {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /info", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
-			"model_id": model, "model_dtype": "float32", "max_input_length": 512,
+			"model_id": model, "model_dtype": "float32", "max_input_length": 512, "max_client_batch_size": 32,
 			"model_type": map[string]any{"embedding": map[string]any{"pooling": "mean"}},
 			"version": "offline-stand-in",
 		})
