@@ -8,6 +8,7 @@ pub mod externalauth;
 pub mod group;
 pub mod mcpserver;
 pub mod oidc;
+pub mod registry;
 pub mod serverentry;
 pub mod telemetry;
 pub mod toolconfig;
@@ -33,6 +34,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         (virtualmcp::CRD_CHART_FILE, virtualmcp::crd()),
         (virtualmcp::definition::CRD_CHART_FILE, virtualmcp::definition::crd()),
         (embedding::CRD_CHART_FILE, embedding::crd()),
+        (registry::CRD_CHART_FILE, registry::crd()),
     ]
 }
 

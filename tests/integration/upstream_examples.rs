@@ -3,9 +3,10 @@
 //! webhook (over TLS, through the real API server): every object of a kind served
 //! here applies (server-side dry run, so the webhook judges each as it would a real
 //! create). VirtualMCPServers and composite tool definitions are judged in
-//! `virtual_servers.rs` (applied, or refused with the field not carried out); kinds not
-//! served yet (MCPRegistry) and objects of other kinds (Redis, Vault, RBAC) are skipped
-//! and counted. One example is refused for a reason of its own (`REFUSED`).
+//! `virtual_servers.rs` (applied, or refused with the field not carried out); objects
+//! of other kinds (Redis, Vault, RBAC) are skipped and counted. One example is refused
+//! for a reason of its own (`REFUSED`). MCPRegistries apply and are not run: kubectl
+//! warns so, and their status says so.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ const SERVED: &[&str] = &[
     "MCPWebhookConfig",
     "MCPExternalAuthConfig",
     "EmbeddingServer",
+    "MCPRegistry",
     "ConfigMap",
     "Secret",
 ];
@@ -99,5 +101,22 @@ async fn upstream_examples_of_the_kinds_served_here_apply() {
     // As many as v0.66.0 ships: a missing directory or a parse that drops documents fails here.
     assert!(applied.get("MCPServer").copied().unwrap_or(0) >= 45 && applied.get("MCPRemoteProxy") == Some(&2), "{applied:?}");
     assert_eq!(applied.get("EmbeddingServer"), Some(&4), "basic, with-cache and the two optimizer examples': {applied:?}");
+    assert_eq!(applied.get("MCPRegistry"), Some(&6), "{applied:?}");
+
+    // An MCPRegistry stored for real: kubectl warns it is not run, and its status says so.
+    let text = std::fs::read_to_string(root.join("mcp-registries/mcpregistry-configyaml-api.yaml")).unwrap();
+    let mut registry = serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|doc| <Value as serde::Deserialize>::deserialize(doc).ok())
+        .find(|o| o["kind"] == "MCPRegistry")
+        .expect("an MCPRegistry in the example");
+    registry["metadata"]["namespace"] = json!(ns);
+    let (ok, _, warned) = run("kubectl", kc, &["apply", "--server-side", "-f", "-"], Some(&registry.to_string()));
+    assert!(ok && warned.contains("not run by this operator"), "{warned}");
+    let name = registry["metadata"]["name"].as_str().unwrap();
+    let (ok, shown, err) = run("kubectl", kc, &["get", "mcpregistry", name, "-n", &ns, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let status = serde_json::from_str::<Value>(&shown).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert_eq!(status["message"], toolhive_operator::kinds::registry::NOT_RUN);
     run("helm", kc, &["uninstall", &install.release, "-n", &install.release_ns], None);
 }
