@@ -16,7 +16,8 @@
 //! roll the proxy, an image that cannot be pulled makes the MCPServer Failed with
 //! the reason, and deleting the MCPServer removes what the runner created. Last, a
 //! VirtualMCPServer (ToolHive's vMCP v0.44.0) serves the tools of a group's HTTP
-//! server, stdio server and remote proxy through one endpoint, and an EmbeddingServer
+//! server, stdio server and remote proxy through one endpoint (and, with OIDC, only to
+//! a caller holding a service account token for it), and an EmbeddingServer
 //! (an offline stand-in for the inference server's HTTP API) answers /embed.
 //!
 //! Needs root (the node does); one node per machine at a time.
@@ -630,6 +631,57 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(tools.contains(&"vm-memory_read_graph".to_string()) && tools.contains(&"vm-echo_request_headers".to_string()), "{tools:?}");
     session.close().await.unwrap();
+
+    // Incoming OIDC with the cluster's service account tokens (the MCPOIDCConfig the
+    // proxies used above). The vMCP reads the cluster's keys without an API token of
+    // its own, so here the API server serves them to anonymous clients (the platform
+    // team's choice: README, "Incoming OIDC").
+    let discovery: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": "anonymous-service-account-issuer-discovery"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:service-account-issuer-discovery"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}]}))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &discovery).await.unwrap();
+    let guarded = json!({"groupRef": {"name": "team-tools"},
+        "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "cluster-tokens", "audience": "team-vmcp"}}});
+    virtuals.create(&post, &serde_json::from_value(object("VirtualMCPServer", "guarded-vmcp", guarded)).unwrap()).await.unwrap();
+    operator
+        .within("the OIDC VirtualMCPServer Ready", POD_LIMIT, || async {
+            let status = virtuals.get("guarded-vmcp").await.ok()?.status?;
+            (status.phase == Some(VirtualPhase::Ready)).then_some(())
+        })
+        .await;
+    let (url, address) = controlplane::mcp::virtual_server_endpoint(admin, team, "guarded-vmcp").await.unwrap();
+    let token_for = |audience: &'static str| async move {
+        let request: k8s_openapi::api::authentication::v1::TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": [audience], "expirationSeconds": 600}})).unwrap();
+        let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), team);
+        accounts.create_token_request("default", &PostParams::default(), &request).await.unwrap().status.unwrap().token.expect("a token")
+    };
+    let other = token_for("someone-else").await;
+    let refused = operator
+        .within("the OIDC VirtualMCPServer answering 401 without a token", POD_LIMIT, || async {
+            let refused = controlplane::mcp::Session::connect_as(&url, address, None).await.err().map(|e| format!("{e:#}"))?;
+            refused.contains("Auth required").then_some(refused)
+        })
+        .await;
+    let wrong = controlplane::mcp::Session::connect_as(&url, address, Some(&other)).await.err().map(|e| format!("{e:#}"));
+    assert!(wrong.as_deref().is_some_and(|e| e.contains("Auth required")), "another audience's token: {wrong:?} (no token: {refused})");
+    let token = token_for("team-vmcp").await;
+    let session = operator
+        .within("an authenticated session with the OIDC VirtualMCPServer", POD_LIMIT, || async {
+            match controlplane::mcp::Session::connect_as(&url, address, Some(&token)).await {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    eprintln!("OIDC VirtualMCPServer: {e:#}");
+                    None
+                }
+            }
+        })
+        .await;
+    let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert!(tools.contains(&"vm-memory_read_graph".to_string()), "a token for the right audience gets the tools: {tools:?}");
+    session.close().await.unwrap();
+    virtuals.delete("guarded-vmcp", &DeleteParams::default()).await.unwrap();
 }
 
 /// An MCP session with the VirtualMCPServer `name` at its `status.url` whose tool

@@ -288,6 +288,26 @@ pub fn ca_bundle_volume(spec: &MCPOIDCConfigSpec) -> Option<(Volume, VolumeMount
     CA_BUNDLE.volume(spec.inline.as_ref()?.ca_bundle_ref.as_ref()?)
 }
 
+/// The cluster's signing keys, as a pod reaches them inside the cluster.
+pub const CLUSTER_JWKS_URL: &str = "https://kubernetes.default.svc/openid/v1/jwks";
+
+/// For a pod without an API token of its own (the vMCP): the cluster's CA from the
+/// `kube-root-ca.crt` ConfigMap every namespace holds, where a token mount would put
+/// it (`token_validation`'s `ca_cert_path` for cluster tokens).
+pub fn cluster_ca_volume() -> (Volume, VolumeMount) {
+    let name = "kube-root-ca";
+    let volume = Volume {
+        name: name.into(),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+            name: "kube-root-ca.crt".into(),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (volume, VolumeMount { name: name.into(), mount_path: SERVICE_ACCOUNT_DIR.into(), read_only: Some(true), ..Default::default() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

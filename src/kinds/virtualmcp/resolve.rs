@@ -245,7 +245,17 @@ fn incoming(
             }
             Some(config) => {
                 let service_url = url(&vmcp.name_any(), ns);
-                let validation = crate::kinds::oidc::token_validation(reference, &service_url, &config.spec);
+                let mut validation = crate::kinds::oidc::token_validation(reference, &service_url, &config.spec);
+                // Cluster tokens: the vMCP pod has no API token (its file has no token-file
+                // setting), so it gets the cluster's CA from kube-root-ca.crt and reads the keys
+                // at the in-cluster JWKS URL, which the API server must serve to anonymous
+                // clients (README, "Incoming OIDC").
+                if let Some(v) = validation.as_mut().filter(|v| !v.auth_token_file.is_empty()) {
+                    volumes.push(crate::kinds::oidc::cluster_ca_volume());
+                    if v.jwks_url.is_empty() {
+                        v.jwks_url = crate::kinds::oidc::CLUSTER_JWKS_URL.into();
+                    }
+                }
                 let secret = config.spec.inline.as_ref().and_then(|i| i.client_secret_ref.as_ref());
                 env.extend(secret.map(|s| crate::shared::refs::secret_env(CLIENT_SECRET_ENV, s)));
                 volumes.extend(crate::kinds::oidc::ca_bundle_volume(&config.spec));
@@ -421,6 +431,23 @@ mod tests {
         assert_eq!(oidc.resource, "http://vmcp-team.a.svc.cluster.local:4483");
         assert_eq!(r.env[0].name, CLIENT_SECRET_ENV);
         assert_eq!(r.incoming_auth.authz.as_ref().unwrap().policies.len(), 1);
+    }
+
+    #[test]
+    fn cluster_tokens_get_the_cluster_s_ca_and_the_in_cluster_keys_without_an_api_token() {
+        let mut c = caches();
+        c.oidc = store(vec![json!({"metadata": meta("cluster"), "spec": {"type": "kubernetesServiceAccount",
+            "kubernetesServiceAccount": {"issuer": "https://kubernetes.default.svc.cluster.local"}}})]);
+        let spec =
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "cluster", "audience": "team"}}});
+        let r = resolve(&vmcp(spec), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let oidc = r.incoming_auth.oidc.as_ref().unwrap();
+        assert_eq!(oidc.jwks_url, "https://kubernetes.default.svc/openid/v1/jwks");
+        assert_eq!(oidc.ca_bundle_path, "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt");
+        let (volume, mount) = &r.volumes[0];
+        assert_eq!(volume.config_map.as_ref().map(|c| c.name.as_str()), Some("kube-root-ca.crt"));
+        assert_eq!(mount.mount_path, "/var/run/secrets/kubernetes.io/serviceaccount");
     }
 
     #[test]
