@@ -178,11 +178,11 @@ async fn scenario(cp: &controlplane::ControlPlane) {
     let ca: serde_json::Value = serde_json::from_str(&first_secret).unwrap();
     let ca = ca["ca.crt"].as_str().unwrap().to_string();
     assert!(!ca.is_empty());
-    // Four validating webhooks (MCPServers, MCPRemoteProxies, VirtualMCPServers,
-    // VirtualMCPCompositeToolDefinitions), each trusting it.
+    // Five validating webhooks (MCPServers, MCPRemoteProxies, VirtualMCPServers,
+    // VirtualMCPCompositeToolDefinitions, EmbeddingServers), each trusting it.
     assert_eq!(
         first_bundles,
-        [String::new(), format!("{ca} {ca} {ca} {ca}")],
+        [String::new(), [ca.as_str(); 5].join(" ")],
         "the validating webhooks trust the Secret's CA; there is no mutating one"
     );
     run_ok(

@@ -61,9 +61,9 @@ async fn operator_issues_renews_and_publishes_webhook_certificates() {
         out.extend(v.webhooks.unwrap_or_default().into_iter().map(|w| w.client_config.ca_bundle.map(|b| String::from_utf8(b.0).unwrap())));
         out
     };
-    // One mutating webhook (MCPServers), four validating (MCPServers, MCPRemoteProxies,
-    // VirtualMCPServers, VirtualMCPCompositeToolDefinitions).
-    assert_eq!(bundles().await, vec![None, None, None, None, None], "the chart leaves the caBundle to the operator");
+    // One mutating webhook (MCPServers), five validating (MCPServers, MCPRemoteProxies,
+    // VirtualMCPServers, VirtualMCPCompositeToolDefinitions, EmbeddingServers).
+    assert_eq!(bundles().await, vec![None; 6], "the chart leaves the caBundle to the operator");
     let args =
         run_ok("kubectl", &kc, &["get", "deployment", "-n", &release_ns, &full, "-o", "jsonpath={.spec.template.spec.containers[0].args}"]);
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
