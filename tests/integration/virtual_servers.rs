@@ -143,6 +143,12 @@ async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
     let out_of_group = json!({"spec": {"groupRef": null}});
     servers.patch("moved", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(out_of_group)).await.unwrap();
     eventually("the server moved out, out of the file", &install.operator, || async { (names().await? == ["docs"]).then_some(()) }).await;
+    let groups: Api<toolhive_operator::kinds::group::MCPGroup> = Api::namespaced(admin.clone(), &ns);
+    eventually("the server moved out, out of the group's list", &install.operator, || async {
+        let status = groups.get("my-services").await.ok()?.status?;
+        (status.servers.is_empty() && status.server_count == 0).then_some(())
+    })
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let hash_after = deployments.get("simple-vmcp").await.unwrap().spec.unwrap().template.metadata.unwrap().annotations.unwrap()
         ["toolhive.stacklok.dev/vmcp-config-hash"]

@@ -136,6 +136,41 @@ pub fn members_in<'a, K: kube::Resource>(
         .filter(move |o| group_of(o) == Some(group))
 }
 
+/// Which member list of a group's status a kind's members are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    Server,
+    RemoteProxy,
+    Entry,
+}
+
+/// The groups of `ns` a change to the member `name` concerns: the group it names now
+/// (`now`), and every group whose status still lists it, so a member that left (by an
+/// edit or its deletion) is dropped from the list of the group it left.
+pub fn groups_concerned(groups: &Store<MCPGroup>, ns: &str, name: &str, kind: MemberKind, now: Option<&str>) -> Vec<ObjectRef<MCPGroup>> {
+    let lists = |g: &MCPGroup| {
+        g.status.as_ref().is_some_and(|s| {
+            let listed = match kind {
+                MemberKind::Server => &s.servers,
+                MemberKind::RemoteProxy => &s.remote_proxies,
+                MemberKind::Entry => &s.entries,
+            };
+            listed.iter().any(|n| n == name)
+        })
+    };
+    let mut out: Vec<ObjectRef<MCPGroup>> = groups
+        .state()
+        .iter()
+        .filter(|g| g.metadata.namespace.as_deref() == Some(ns) && (g.metadata.name.as_deref() == now || lists(g)))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect();
+    // A group not cached yet is still named: its reconcile sees it once it is.
+    if let Some(now) = now.filter(|n| !out.iter().any(|r| r.name == *n)) {
+        out.push(ObjectRef::new(now).within(ns));
+    }
+    out
+}
+
 /// The names of a group's members of one kind (`members_in`), sorted.
 pub fn members_named<K: kube::Resource>(objects: &[Arc<K>], ns: &str, group: &str, group_of: impl Fn(&K) -> Option<&str>) -> Vec<String> {
     let mut names: Vec<String> = members_in(objects, ns, group, group_of).map(|o| o.meta().name.clone().unwrap_or_default()).collect();
@@ -227,6 +262,26 @@ async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<GroupContext>) -> Result<Actio
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_member_change_concerns_its_group_now_and_every_group_that_still_lists_it() {
+        let (store, mut writer) = kube::runtime::reflector::store::<MCPGroup>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for (ns, name, servers) in [("a", "left", vec!["moved"]), ("a", "joined", vec![]), ("b", "elsewhere", vec!["moved"])] {
+            let group = json!({"metadata": {"name": name, "namespace": ns}, "spec": {}, "status": {"servers": servers}});
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(serde_json::from_value(group).unwrap()));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let names = |now: Option<&str>, kind: MemberKind| {
+            let mut names: Vec<String> = groups_concerned(&store, "a", "moved", kind, now).into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(Some("joined"), MemberKind::Server), ["joined", "left"], "the group it joined and the one it left");
+        assert_eq!(names(None, MemberKind::Server), ["left"], "moved out of every group: the one that lists it");
+        assert_eq!(names(None, MemberKind::Entry), Vec::<String>::new(), "an entry of that name is listed nowhere");
+        assert_eq!(names(Some("not-cached"), MemberKind::Server), ["left", "not-cached"]);
+    }
 
     #[test]
     fn status_counts_members_and_keeps_its_transition_time() {

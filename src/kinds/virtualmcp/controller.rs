@@ -92,6 +92,22 @@ fn in_group_of<K: Resource>(
     }
 }
 
+/// The mapper from a changed group member to the VirtualMCPServers of its namespace
+/// it concerns: those over the group it names now, and those that list it as a
+/// backend still (it left their group, by an edit or its deletion).
+fn member_of<K: Resource>(
+    store: Store<VirtualMCPServer>,
+    group_of: impl Fn(&K) -> Option<String> + Send + Sync + 'static,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<VirtualMCPServer>> + Send + Sync + 'static {
+    move |member| {
+        let (ns, name, group) = (member.meta().namespace.clone(), member.meta().name.clone(), group_of(&member));
+        selecting(&store, |v| {
+            let lists = v.status.as_ref().is_some_and(|s| s.discovered_backends.iter().any(|b| Some(&b.name) == name.as_ref()));
+            v.metadata.namespace == ns && (Some(&v.spec.group_ref.name) == group.as_ref() || lists)
+        })
+    }
+}
+
 async fn run_scope(
     shared: Arc<Shared>,
     scope: Arc<ScopeCaches>,
@@ -147,16 +163,13 @@ async fn run_scope(
         // A member's phase: its backend's health.
         .watches_shared_stream(
             s.servers.changes(),
-            in_group_of(store.clone(), |m| crate::kinds::mcpserver::group_ref::group_of(m).map(String::from)),
+            member_of(store.clone(), |m| crate::kinds::mcpserver::group_ref::group_of(m).map(String::from)),
         )
         .watches_shared_stream(
             s.proxies.changes(),
-            in_group_of(store.clone(), |p| crate::kinds::mcpserver::remote::group_of(p).map(String::from)),
+            member_of(store.clone(), |p| crate::kinds::mcpserver::remote::group_of(p).map(String::from)),
         )
-        .watches_shared_stream(
-            s.entries.changes(),
-            in_group_of(store.clone(), |e| crate::kinds::serverentry::group_of(e).map(String::from)),
-        )
+        .watches_shared_stream(s.entries.changes(), member_of(store.clone(), |e| crate::kinds::serverentry::group_of(e).map(String::from)))
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
         .watches_shared_stream(definitions.changes(), naming_definition)
         .watches_shared_stream(embeddings.changes(), naming_embedding)

@@ -39,7 +39,6 @@ use crate::kinds::mcpserver::api::{FINALIZER, MCPServer, MCPServerStatus};
 use crate::kinds::mcpserver::resources::{self, Child, desired_children};
 use crate::kinds::mcpserver::status::Observed;
 use crate::kinds::mcpserver::{configmaps, group_ref, references};
-use crate::kinds::serverentry::MCPServerEntry;
 use crate::runtime::metrics::{CONTROLLER, Metrics};
 use crate::runtime::status::run_config_status;
 use crate::shared::config::FIELD_MANAGER;
@@ -234,17 +233,24 @@ async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
 /// The MCPGroup controller of one scope: a group lists the servers, remote proxies
 /// and entries that name it, and a member's change triggers its group.
 async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let member_of = |s: Arc<MCPServer>| Some(ObjectRef::new(group_ref::group_of(&s)?).within(&s.namespace()?));
-    let entry_of = |e: Arc<MCPServerEntry>| Some(ObjectRef::new(crate::kinds::serverentry::group_of(&e)?).within(&e.namespace()?));
-    let proxy_of = |p: Arc<crate::kinds::mcpserver::remote::MCPRemoteProxy>| {
-        Some(ObjectRef::new(crate::kinds::mcpserver::remote::group_of(&p)?).within(&p.namespace()?))
+    use crate::kinds::group::{MemberKind, groups_concerned};
+    let concerned = |groups: kube::runtime::reflector::Store<crate::kinds::group::MCPGroup>, kind: MemberKind| {
+        move |meta: &kube::api::ObjectMeta, now: Option<&str>| {
+            let (ns, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+            futures::stream::iter(groups_concerned(&groups, &ns, &name, kind, now))
+        }
     };
+    let (server_groups, proxy_groups, entry_groups) = (
+        concerned(c.groups.store().clone(), MemberKind::Server),
+        concerned(c.groups.store().clone(), MemberKind::RemoteProxy),
+        concerned(c.groups.store().clone(), MemberKind::Entry),
+    );
     let member_changes = futures::stream::select(
         futures::stream::select(
-            c.servers.changes().filter_map(move |s| futures::future::ready(member_of(s))),
-            c.proxies.changes().filter_map(move |p| futures::future::ready(proxy_of(p))),
+            c.servers.changes().flat_map(move |s| server_groups(&s.metadata, group_ref::group_of(&s))),
+            c.proxies.changes().flat_map(move |p| proxy_groups(&p.metadata, crate::kinds::mcpserver::remote::group_of(&p))),
         ),
-        c.entries.changes().filter_map(move |e| futures::future::ready(entry_of(e))),
+        c.entries.changes().flat_map(move |e| entry_groups(&e.metadata, crate::kinds::serverentry::group_of(&e))),
     );
     let (servers, entries, proxies) = (c.servers.store().clone(), c.entries.store().clone(), c.proxies.store().clone());
     let members: crate::kinds::group::Members = Arc::new(move |ns, group| crate::kinds::group::GroupMembers {
