@@ -26,9 +26,18 @@ use tracing::warn;
 
 use super::metrics::Metrics;
 
-/// How many touched objects wait for a slow reader before it lags. A reader that
-/// lags is handed the whole cache again: it is triggered for more, never for less.
-const CHANGE_BUFFER: usize = 128;
+/// How many touched objects wait for a slow reader before it lags, for the kinds a
+/// scope holds many of, changing often (MCPServers and what the operator makes for
+/// them). A reader that lags is handed the whole cache again: it is triggered for
+/// more, never for less.
+pub const BUSY: usize = 128;
+/// The same for kinds a scope holds few of, changing rarely (groups, entries, remote
+/// proxies, configuration kinds, VirtualMCPServers, EmbeddingServers). Every slot is
+/// allocated up front, per kind and scope: with 100 allowed namespaces the smaller
+/// buffer saves about 4 MiB, and a burst past it costs reconciles, not writes.
+pub const RARE: usize = 16;
+#[cfg(test)]
+const CHANGE_BUFFER: usize = BUSY;
 
 /// A kind the operator caches: any namespaced Kubernetes object type.
 pub trait Cached:
@@ -66,16 +75,23 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Starts the watch (retried with backoff for the life of the process). `slim`
-    /// drops what no reader needs before an object is stored.
-    pub fn start(api: Api<K>, config: watcher::Config, slim: impl FnMut(&mut K) + Send + 'static, plural: &str, metrics: &Metrics) -> Self {
-        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+    /// drops what no reader needs before an object is stored; `buffer` is `BUSY` or `RARE`.
+    pub fn start(
+        api: Api<K>,
+        config: watcher::Config,
+        slim: impl FnMut(&mut K) + Send + 'static,
+        plural: &str,
+        metrics: &Metrics,
+        buffer: usize,
+    ) -> Self {
+        let (changes, _) = broadcast::channel(buffer);
         let (store, _task) = watch_into(api, config, slim, plural, metrics, changes.clone());
         Self { store, changes }
     }
 
     /// A cache fed by hand (tests): the store, and the sender of changes.
     pub fn from_store(store: Store<K>) -> Self {
-        Self { store, changes: broadcast::channel(CHANGE_BUFFER).0 }
+        Self { store, changes: broadcast::channel(BUSY).0 }
     }
 
     /// A cache holding `objects` as a watch that has listed them would (tests; no watch).

@@ -40,7 +40,7 @@ where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     pub fn new(client: Client, config: watcher::Config, slim: fn(&mut K), metrics: &Metrics) -> Self {
-        let (changes, _) = broadcast::channel(128);
+        let (changes, _) = broadcast::channel(super::cache::RARE);
         Self { client, config, slim, metrics: metrics.clone(), watches: Mutex::default(), changes }
     }
 

@@ -35,6 +35,7 @@ pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cach
         |e: &mut EmbeddingServer| slim_metadata(&mut e.metadata, &[]),
         "embeddingservers",
         metrics,
+        crate::runtime::cache::RARE,
     )
 }
 

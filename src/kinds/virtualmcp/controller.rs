@@ -40,6 +40,7 @@ pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cach
         |v: &mut VirtualMCPServer| slim_metadata(&mut v.metadata, &[]),
         "virtualmcpservers",
         metrics,
+        crate::runtime::cache::RARE,
     )
 }
 

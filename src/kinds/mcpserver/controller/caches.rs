@@ -27,7 +27,7 @@ use crate::kinds::serverentry::MCPServerEntry;
 use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
-use crate::runtime::cache::{Cache, Cached, scoped};
+use crate::runtime::cache::{BUSY, Cache, Cached, RARE, scoped};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ondemand::OnDemand;
 use crate::shared::config::Scope;
@@ -96,8 +96,9 @@ fn slimmed<K: Cached>(
     config: watcher::Config,
     keep: &'static [&'static str],
     metrics: &Metrics,
+    buffer: usize,
 ) -> Cache<K> {
-    Cache::start(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics)
+    Cache::start(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
 }
 
 fn managed() -> watcher::Config {
@@ -111,17 +112,17 @@ impl ScopeCaches {
         let ns = namespace.as_deref();
         let all = watcher::Config::default;
         Self {
-            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics),
-            groups: slimmed(client, ns, all(), &[], metrics),
-            entries: slimmed(client, ns, all(), &[], metrics),
-            proxies: slimmed(client, ns, all(), &[], metrics),
+            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, BUSY),
+            groups: slimmed(client, ns, all(), &[], metrics, RARE),
+            entries: slimmed(client, ns, all(), &[], metrics, RARE),
+            proxies: slimmed(client, ns, all(), &[], metrics, RARE),
             configs: ConfigCaches {
-                tool: slimmed(client, ns, all(), &[], metrics),
-                telemetry: slimmed(client, ns, all(), &[], metrics),
-                oidc: slimmed(client, ns, all(), &[], metrics),
-                authz: slimmed(client, ns, all(), &[], metrics),
-                webhook: slimmed(client, ns, all(), &[], metrics),
-                external_auth: slimmed(client, ns, all(), &[], metrics),
+                tool: slimmed(client, ns, all(), &[], metrics, RARE),
+                telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
+                oidc: slimmed(client, ns, all(), &[], metrics, RARE),
+                authz: slimmed(client, ns, all(), &[], metrics, RARE),
+                webhook: slimmed(client, ns, all(), &[], metrics, RARE),
+                external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
             },
             named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
             namespace,
@@ -193,11 +194,11 @@ impl ScopeCaches {
 impl ChildCaches {
     fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
         Self {
-            configmaps: slimmed(client, ns, managed(), HASH, metrics),
-            service_accounts: slimmed(client, ns, managed(), HASH, metrics),
-            roles: slimmed(client, ns, managed(), HASH, metrics),
-            role_bindings: slimmed(client, ns, managed(), HASH, metrics),
-            services: slimmed(client, ns, managed(), HASH, metrics),
+            configmaps: slimmed(client, ns, managed(), HASH, metrics, BUSY),
+            service_accounts: slimmed(client, ns, managed(), HASH, metrics, BUSY),
+            roles: slimmed(client, ns, managed(), HASH, metrics, BUSY),
+            role_bindings: slimmed(client, ns, managed(), HASH, metrics, BUSY),
+            services: slimmed(client, ns, managed(), HASH, metrics, BUSY),
             deployments: Cache::start(
                 scoped::<Deployment>(client, ns),
                 managed(),
@@ -207,9 +208,10 @@ impl ChildCaches {
                 },
                 "deployments",
                 metrics,
+                BUSY,
             ),
-            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics),
-            statefulsets: slimmed(client, ns, managed(), HASH, metrics),
+            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, BUSY),
+            statefulsets: slimmed(client, ns, managed(), HASH, metrics, BUSY),
         }
     }
 
