@@ -9,8 +9,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Resource, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef},
+    ResourceExt,
+    runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 use tracing::{Instrument, info, info_span};
 
@@ -159,19 +159,12 @@ async fn apply(proxy: &MCPRemoteProxy, ns: &str, ctx: &Context) -> Result<Action
 
 /// Writes the proxy's status when it changed, with an Event when its phase does.
 async fn write_status(proxy: &MCPRemoteProxy, server: &MCPServer, ctx: &Context, observed: &Observed) -> Result<()> {
-    let (ns, name) = (proxy.namespace().unwrap_or_default(), proxy.name_any());
     let desired = remote::proxy_status(desired_status(server, observed, Time(jiff::Timestamp::now())));
-    let previous = proxy.status.clone().unwrap_or_default();
-    if previous == desired {
+    if proxy.status.as_ref() == Some(&desired) {
         return Ok(());
     }
-    crate::runtime::status::apply_status::<MCPRemoteProxy>(&ctx.shared.client, &ns, &name, &desired).await?;
-    ctx.shared.metrics.status_writes.inc();
-    if previous.phase != desired.phase {
-        let phase = desired.phase.unwrap_or(Phase::Pending);
-        let kind = if phase == Phase::Failed { EventType::Warning } else { EventType::Normal };
-        info!(namespace = %ns, name = %name, phase = phase.as_str(), message = %desired.message, "phase changed");
-        super::report::publish_to(&ctx.shared, &proxy.object_ref(&()), kind, phase.as_str(), &desired.message).await;
-    }
-    Ok(())
+    let phase = desired.phase.unwrap_or(Phase::Pending);
+    let previous = proxy.status.as_ref().and_then(|s| s.phase).map(Phase::as_str);
+    let report = super::PhaseReport { previous, phase: phase.as_str(), failed: phase == Phase::Failed, message: &desired.message };
+    super::write_phase_status(&ctx.shared, proxy, &desired, report).await
 }
