@@ -112,9 +112,10 @@ impl Shared {
         }
     }
 
-    /// One reconcile of the object `key` names (namespace, kind-qualified name) by
-    /// another kind's controller: a reconcile slot held throughout, its time and
-    /// outcome counted under `controller`, its backoff reset when it succeeds.
+    /// One reconcile of the object `key` names (namespace, name; kind-qualified for
+    /// the kinds beside MCPServer) by `controller`: a reconcile slot held throughout,
+    /// counted as an active worker, its time and outcome counted, its backoff reset
+    /// when it succeeds.
     pub async fn reconciled(
         &self,
         controller: &'static str,
@@ -122,10 +123,16 @@ impl Shared {
         work: impl std::future::Future<Output = Result<Action>>,
     ) -> Result<Action> {
         let _slot = self.reconcile_slots.acquire().await;
+        let _worker = WorkerGuard::new(&self.metrics, controller);
         let start = Instant::now();
         let result = work.await;
         self.metrics.reconcile_time.with_label_values(&[controller]).observe(start.elapsed().as_secs_f64());
-        self.metrics.reconcile_total.with_label_values(&[controller, if result.is_ok() { "requeue_after" } else { "error" }]).inc();
+        let outcome = match &result {
+            Ok(a) if a == &Action::await_change() => "success",
+            Ok(_) => "requeue_after",
+            Err(_) => "error",
+        };
+        self.metrics.reconcile_total.with_label_values(&[controller, outcome]).inc();
         if result.is_ok() {
             self.failures.lock().remove(&key);
         }
@@ -369,35 +376,23 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
-    let m = &ctx.shared.metrics;
-    let _slot = ctx.shared.reconcile_slots.acquire().await;
-    let _workers = WorkerGuard::new(m);
-    let start = Instant::now();
     let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, server, |event| async {
-        match event {
-            FinalizerEvent::Apply(s) => apply(&s, &ctx).await,
-            FinalizerEvent::Cleanup(s) => cleanup(&s, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::Finalizer(other.to_string()),
-    });
-    m.reconcile_time.with_label_values(&[CONTROLLER]).observe(start.elapsed().as_secs_f64());
-    let outcome = match &result {
-        Ok(a) if a == &Action::await_change() => "success",
-        Ok(_) => "requeue_after",
-        Err(_) => "error",
+    let work = async {
+        finalizer(&api, FINALIZER, server, |event| async {
+            match event {
+                FinalizerEvent::Apply(s) => apply(&s, &ctx).await,
+                FinalizerEvent::Cleanup(s) => cleanup(&s, &ctx).await,
+            }
+        })
+        .instrument(span)
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::Finalizer(other.to_string()),
+        })
     };
-    m.reconcile_total.with_label_values(&[CONTROLLER, outcome]).inc();
-    if result.is_ok() {
-        ctx.shared.failures.lock().remove(&(ns, name));
-    }
-    result
+    ctx.shared.reconciled(CONTROLLER, (ns, name), work).await
 }
 
 fn error_policy(server: Arc<MCPServer>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -429,8 +424,8 @@ pub fn backoff(attempts: u32) -> Duration {
 
 struct WorkerGuard(prometheus::IntGauge);
 impl WorkerGuard {
-    fn new(m: &Metrics) -> Self {
-        let g = m.active_workers.with_label_values(&[CONTROLLER]);
+    fn new(m: &Metrics, controller: &str) -> Self {
+        let g = m.active_workers.with_label_values(&[controller]);
         g.inc();
         Self(g)
     }
