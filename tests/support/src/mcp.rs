@@ -116,17 +116,9 @@ pub async fn virtual_server_endpoint(client: &kube::Client, namespace: &str, nam
 /// /embed, the text-embeddings inference API): one vector per text.
 pub async fn embed(client: &kube::Client, namespace: &str, name: &str, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
     let (url, address) = endpoint_of(client, namespace, ("EmbeddingServer", "embeddingservers"), name).await?;
-    let parsed = reqwest::Url::parse(&url).with_context(|| format!("status.url {url:?}"))?;
-    let host = parsed.host_str().context("status.url has no host")?.to_string();
-    let port = parsed.port_or_known_default().context("status.url has no port")?;
-    let http =
-        reqwest::Client::builder().resolve(&host, SocketAddr::new(address, port)).timeout(std::time::Duration::from_secs(10)).build()?;
-    let body = serde_json::to_vec(&serde_json::json!({"inputs": texts}))?;
-    let response =
-        http.post(format!("{}/embed", url.trim_end_matches('/'))).header("content-type", "application/json").body(body).send().await?;
-    let status = response.status();
-    let text = response.text().await?;
-    anyhow::ensure!(status.is_success(), "POST /embed at {url}: {status}: {text}");
+    let body = serde_json::json!({"inputs": texts}).to_string();
+    let (status, _, text) = http("POST", &format!("{}/embed", url.trim_end_matches('/')), address, Some(&body)).await?;
+    anyhow::ensure!(status == 200, "POST /embed at {url}: {status}: {text}");
     serde_json::from_str(&text).with_context(|| format!("POST /embed at {url} answered {text}"))
 }
 
