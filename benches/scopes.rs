@@ -45,7 +45,8 @@ fn main() {
     println!("| figure | value |");
     println!("|---|---|");
     println!("| allowed namespaces | {namespaces} |");
-    println!("| RSS idle (no MCPServer) | {rss:.1} MiB |");
+    let (rss, anon, file) = rss;
+    println!("| RSS idle (no MCPServer) | {rss:.1} MiB (anonymous {anon:.1}, file-backed {file:.1}) |");
     println!("| watches open | {total} ({:.1} per scope) |", total / namespaces as f64);
     for (resource, n) in &watches {
         println!("| watches of {resource} | {n} ({:.1} per scope) |", n / namespaces as f64);
@@ -154,10 +155,15 @@ async fn leads(op: &OperatorProcess) -> bool {
     text.lines().any(|l| l.starts_with("leader_election_master_status{") && l.trim_end().ends_with(" 1"))
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// The process's resident memory: total, anonymous (heap, stacks) and file-backed
+/// (the binary's pages), in MiB.
+fn rss_mib(pid: u32) -> (f64, f64, f64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = text.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
-    kb.map(|kb| kb / 1024.0).unwrap_or(f64::NAN)
+    let field = |name: &str| {
+        let kb = text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
+        kb.map(|kb| kb / 1024.0).unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 /// Watches the API server holds open, by resource.
@@ -176,7 +182,12 @@ async fn open_watches(client: &Client) -> BTreeMap<String, f64> {
     out
 }
 
-async fn idle_in_namespace_mode(cp: &controlplane::ControlPlane, bin: &str, count: usize, idle: Duration) -> (f64, BTreeMap<String, f64>) {
+async fn idle_in_namespace_mode(
+    cp: &controlplane::ControlPlane,
+    bin: &str,
+    count: usize,
+    idle: Duration,
+) -> ((f64, f64, f64), BTreeMap<String, f64>) {
     let client = cp.client().await.unwrap();
     install_crds(&client).await;
     let mut allowed = Vec::new();

@@ -20,8 +20,12 @@ use kube::{
         watcher,
     },
 };
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    watch,
+};
 use tracing::warn;
 
 use super::metrics::Metrics;
@@ -62,11 +66,22 @@ pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
+    /// A deferred cache's watch, until something asks for it (`watch`).
+    deferred: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    /// True once the first list is in the store. (kube's `Store::wait_until_ready`
+    /// wakes only the last of several tasks waiting at once, and a deferred cache may
+    /// be waited on for hours by many.)
+    has_listed: watch::Receiver<bool>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), changes: self.changes.clone() }
+        Self {
+            store: self.store.clone(),
+            changes: self.changes.clone(),
+            deferred: self.deferred.clone(),
+            has_listed: self.has_listed.clone(),
+        }
     }
 }
 
@@ -84,14 +99,51 @@ where
         metrics: &Metrics,
         buffer: usize,
     ) -> Self {
-        let (changes, _) = broadcast::channel(buffer);
-        let (store, _task) = watch_into(api, config, slim, plural, metrics, changes.clone());
-        Self { store, changes }
+        let cache = Self::deferred(api, config, slim, plural, metrics, buffer);
+        cache.watch();
+        cache
     }
 
-    /// A cache fed by hand (tests): the store, and the sender of changes.
+    /// As `start`, but the watch starts only when something asks for it (`watch`);
+    /// until then the cache is empty and not `ready`. What a scope needs only once it
+    /// holds work costs an idle namespace nothing.
+    pub fn deferred(
+        api: Api<K>,
+        config: watcher::Config,
+        slim: impl FnMut(&mut K) + Send + 'static,
+        plural: &str,
+        metrics: &Metrics,
+        buffer: usize,
+    ) -> Self {
+        let (changes, _) = broadcast::channel(buffer);
+        let (store, writer) = reflector::store();
+        let (listed, has_listed) = watch::channel(false);
+        let start = {
+            let (changes, reader, plural, metrics) = (changes.clone(), store.clone(), plural.to_string(), metrics.clone());
+            move || drop(feed(api, config, slim, &plural, &metrics, Fed { changes, writer, reader, listed }))
+        };
+        Self { store, changes, deferred: Arc::new(Mutex::new(Some(Box::new(start)))), has_listed }
+    }
+
+    /// Starts the watch of a deferred cache, if it has not started; it then runs for
+    /// the life of the process.
+    pub fn watch(&self) {
+        if let Some(start) = self.deferred.lock().take() {
+            start();
+        }
+    }
+
+    /// A cache fed by hand (tests): `ready` once `store` is.
+    #[cfg(test)]
     pub fn from_store(store: Store<K>) -> Self {
-        Self { store, changes: broadcast::channel(BUSY).0 }
+        let (listed, has_listed) = watch::channel(false);
+        let reader = store.clone();
+        tokio::spawn(async move {
+            if reader.wait_until_ready().await.is_ok() {
+                listed.send_replace(true);
+            }
+        });
+        Self { store, changes: broadcast::channel(BUSY).0, deferred: Arc::default(), has_listed }
     }
 
     /// A cache holding `objects` as a watch that has listed them would (tests; no watch).
@@ -103,7 +155,7 @@ where
             writer.apply_watcher_event(&watcher::Event::InitApply(object));
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        Self::from_store(store)
+        Self { store, changes: broadcast::channel(BUSY).0, deferred: Arc::default(), has_listed: watch::channel(true).1 }
     }
 
     /// Announces `object` as touched by the watch (tests feeding a cache by hand).
@@ -133,9 +185,9 @@ where
     pub fn everything_then_changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         // Subscribed before the snapshot: a change in between is seen (twice at worst).
         let changes = self.changes();
-        let store = self.store.clone();
+        let (store, cache) = (self.store.clone(), self.clone());
         futures::stream::once(async move {
-            listed(&store).await;
+            cache.ready().await;
             futures::stream::iter(store.state())
         })
         .flatten()
@@ -144,14 +196,22 @@ where
 
     /// Resolves once the first list is in the store.
     pub async fn ready(&self) {
-        listed(&self.store).await;
+        let mut has_listed = self.has_listed.clone();
+        // An error: the watch is gone (never, while the process runs).
+        let _ = has_listed.wait_for(|listed| *listed).await;
     }
 
-    /// Runs `controller` once the cache holds an object, unless `shutdown` resolves
-    /// first: a scope with nothing of a kind runs no controller for it.
-    pub async fn when_first(&self, shutdown: impl std::future::Future<Output = ()>, controller: impl std::future::Future<Output = ()>) {
+    /// Runs the controller `start` makes once the cache holds an object, unless
+    /// `shutdown` resolves first: a scope with nothing of a kind runs no controller
+    /// for it, and holds only this wait (the controller's state is allocated when it
+    /// starts, not reserved in every idle scope).
+    pub async fn when_first<F: std::future::Future<Output = ()>>(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+        start: impl FnOnce() -> F,
+    ) {
         tokio::select! {
-            _ = self.first_object() => controller.await,
+            _ = self.first_object() => Box::pin(start()).await,
             _ = shutdown => {}
         }
     }
@@ -161,23 +221,16 @@ where
     /// watch what servers make.
     pub async fn first_object(&self) {
         let mut changes = std::pin::pin!(self.changes());
-        listed(&self.store).await;
+        self.ready().await;
         if self.store.state().is_empty() {
             let _ = changes.next().await;
         }
     }
 }
 
-/// Resolves once `store` has listed. kube's `Store::wait_until_ready` wakes only the
-/// last of several tasks waiting at once (its one-shot channel keeps one waker), so a
-/// webhook waiting beside a controller on the same store could wait forever; here each
-/// waiter looks again every 100 ms, which registers it anew.
-pub(super) async fn listed<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) {
-    while tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await.is_err() {}
-}
-
 /// Starts a watch of `api` into a new store, announcing what it touches on `changes`;
-/// retried with backoff until the task is aborted.
+/// retried with backoff until the task is aborted. The receiver turns true once the
+/// store has listed.
 pub(super) fn watch_into<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -185,22 +238,51 @@ pub(super) fn watch_into<K>(
     plural: &str,
     metrics: &Metrics,
     changes: broadcast::Sender<Arc<K>>,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
+) -> (Store<K>, tokio::task::JoinHandle<()>, watch::Receiver<bool>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
+    let (reader, writer) = reflector::store();
+    let (listed, has_listed) = watch::channel(false);
+    let task = feed(api, config, slim, plural, metrics, Fed { changes, writer, reader: reader.clone(), listed });
+    (reader, task, has_listed)
+}
+
+/// What a watch feeds: the store (written through `writer`, read through `reader`),
+/// the announcements of what it touches, and whether it has listed.
+struct Fed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    changes: broadcast::Sender<Arc<K>>,
+    writer: reflector::store::Writer<K>,
+    reader: Store<K>,
+    listed: watch::Sender<bool>,
+}
+
+/// Spawns the watch of `api` that feeds `fed`; retried with backoff until aborted.
+fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
+    plural: &str,
+    metrics: &Metrics,
+    fed: Fed<K>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let restarts = metrics.watch_restarts.with_label_values(&[plural]);
+    let Fed { changes, writer, reader, listed } = fed;
     let stream = watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer);
     let plural = plural.to_string();
-    let reader = store.clone();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut before_relist = Vec::new();
         while let Some(event) = stream.next().await {
             match event {
                 // No reader is fine: the store is the truth, changes are only triggers.
                 Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) {
+                        listed.send_if_modified(|listed| !std::mem::replace(listed, true));
+                    }
                     for object in touched(&event, &reader, &mut before_relist) {
                         drop(changes.send(object));
                     }
@@ -208,8 +290,7 @@ where
                 Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
             }
         }
-    });
-    (store, task)
+    })
 }
 
 /// What a watcher event, already applied to `store`, touched: announced only once it
@@ -353,6 +434,33 @@ mod tests {
             );
         }
         assert!(before.is_empty(), "the snapshot is not kept past the relist");
+    }
+
+    /// What an idle namespace does not need costs it no request until something asks
+    /// for it; then it lists, and everyone waiting on it wakes.
+    #[tokio::test]
+    async fn a_deferred_cache_asks_nothing_until_watched_then_lists() {
+        let (client, calls) = crate::runtime::mock::mock_api(serde_json::json!({}));
+        let api: Api<ConfigMap> = Api::namespaced(client, "a");
+        let cache = Cache::deferred(api, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(calls.lock().unwrap().is_empty(), "no request before it is watched");
+        assert!(waiters.iter().all(|w| !w.is_finished()), "not ready before it has listed");
+
+        cache.watch();
+        cache.watch();
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.expect("every waiter wakes").unwrap();
+        }
+        let calls = calls.lock().unwrap();
+        let (method, path, _) = &calls[0];
+        assert_eq!((method.as_str(), path.split('?').next().unwrap()), ("GET", "/api/v1/namespaces/a/configmaps"), "{calls:?}");
     }
 
     #[tokio::test]

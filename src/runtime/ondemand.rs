@@ -29,8 +29,9 @@ pub struct OnDemand<K: Resource<DynamicType = ()> + Clone + 'static> {
     config: watcher::Config,
     slim: fn(&mut K),
     metrics: Metrics,
-    /// The namespaces watched now: each one's store and the task feeding it.
-    watches: Mutex<HashMap<String, (Store<K>, tokio::task::AbortHandle)>>,
+    /// The namespaces watched now: each one's store, the task feeding it, and
+    /// whether it has listed.
+    watches: Mutex<HashMap<String, (Store<K>, tokio::task::AbortHandle, tokio::sync::watch::Receiver<bool>)>>,
     /// What every namespace's watch touches.
     changes: broadcast::Sender<Arc<K>>,
 }
@@ -46,23 +47,25 @@ where
 
     /// `ns`'s store, its watch started if it was not; resolves once it has listed.
     pub async fn ensure(&self, ns: &str) -> Store<K> {
-        let store = {
+        let (store, mut has_listed) = {
             let mut watches = self.watches.lock();
-            let (store, _) = watches.entry(ns.to_string()).or_insert_with(|| {
+            let (store, _, has_listed) = watches.entry(ns.to_string()).or_insert_with(|| {
                 info!(kind = %K::plural(&()), namespace = %ns, "watching: a server here names one");
                 let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-                let (store, task) = watch_into(api, self.config.clone(), self.slim, &K::plural(&()), &self.metrics, self.changes.clone());
-                (store, task.abort_handle())
+                let (store, task, has_listed) =
+                    watch_into(api, self.config.clone(), self.slim, &K::plural(&()), &self.metrics, self.changes.clone());
+                (store, task.abort_handle(), has_listed)
             });
-            store.clone()
+            (store.clone(), has_listed.clone())
         };
-        super::cache::listed(&store).await;
+        // An error: the watch was stopped meanwhile (its store stays empty).
+        let _ = has_listed.wait_for(|listed| *listed).await;
         store
     }
 
     /// Stops watching `ns` (nothing there needs it any more).
     pub fn stop(&self, ns: &str) {
-        if let Some((_, task)) = self.watches.lock().remove(ns) {
+        if let Some((_, task, _)) = self.watches.lock().remove(ns) {
             task.abort();
             info!(kind = %K::plural(&()), namespace = %ns, "no longer watching: no server here names one");
         }
@@ -83,7 +86,7 @@ where
         let me = Arc::downgrade(self);
         changes_from(self.changes.subscribe(), move || {
             let Some(me) = me.upgrade() else { return Vec::new() };
-            let stores: Vec<Store<K>> = me.watches.lock().values().map(|(s, _)| s.clone()).collect();
+            let stores: Vec<Store<K>> = me.watches.lock().values().map(|(s, _, _)| s.clone()).collect();
             stores.iter().flat_map(Store::state).collect()
         })
     }

@@ -776,12 +776,13 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     }))
     .unwrap();
     configs.create(&PostParams::default(), &config).await.unwrap();
+    // Its status is written once the namespace holds a workload that can name it.
+    create(g, &servers, &server("filtered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "filters"}}))).await;
     eventually("the tool config to be Valid", &g.operator, || async {
         let status = configs.get("filters").await.ok()?.status?;
         (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
     })
     .await;
-    create(g, &servers, &server("filtered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "filters"}}))).await;
     let runconfig = |name: &'static str| runconfig_of(&configmaps, name);
     let template_hash = |name: &'static str| proxy_template(&deployments, name);
     let rc = eventually("the filter in the RunConfig", &g.operator, || async {
@@ -1078,12 +1079,13 @@ async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops
     }))
     .unwrap();
     configs.create(&PostParams::default(), &hooks).await.unwrap();
+    // Its status is written once the namespace holds a workload that can name it.
+    create(g, &servers, &server("hooked", json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "hooks"}}))).await;
     eventually("the webhook config to be Valid", &g.operator, || async {
         let status = configs.get("hooks").await.ok()?.status?;
         (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
     })
     .await;
-    create(g, &servers, &server("hooked", json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "hooks"}}))).await;
     let rc = eventually("the webhook in the RunConfig", &g.operator, || async {
         let rc = runconfig_of(&configmaps, "hooked").await?;
         (rc["validating_webhooks"][0]["name"] == "policy").then_some(rc)
@@ -1228,6 +1230,10 @@ async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_p
     }))
     .unwrap();
     configs.create(&PostParams::default(), &config).await.unwrap();
+    // Referenced: the RunConfig carries it, the proxy gets the header by reference.
+    // (Its status is written once the namespace holds a workload that can name it.)
+    let reference = json!({"name": "otel", "serviceName": "traced-svc"});
+    create(g, &servers, &server("traced", json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": reference}))).await;
     let defaulted = eventually("the telemetry config to be Valid", &g.operator, || async {
         let config = configs.get("otel").await.ok()?;
         let status = config.status.as_ref()?;
@@ -1237,9 +1243,6 @@ async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_p
     let otel = defaulted.spec.open_telemetry.unwrap();
     assert_eq!((otel.use_legacy_attributes, otel.tracing.unwrap().sampling_rate.as_str()), (true, "0.05"), "the schema's defaults");
 
-    // Referenced: the RunConfig carries it, the proxy gets the header by reference.
-    let reference = json!({"name": "otel", "serviceName": "traced-svc"});
-    create(g, &servers, &server("traced", json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": reference}))).await;
     let rc = eventually("the telemetry in the RunConfig", &g.operator, || async {
         let rc = runconfig_of(&configmaps, "traced").await?;
         (rc["telemetry_config"]["endpoint"] == "collector.obs:4317").then_some(rc)

@@ -14,6 +14,7 @@ use kube::{
 use serde_json::{Value, json};
 use toolhive_operator::kinds::{
     externalauth::MCPExternalAuthConfig,
+    toolconfig::MCPToolConfig,
     group::MCPGroup,
     serverentry::{EntryPhase, MCPServerEntry},
 };
@@ -55,6 +56,13 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
     let groups: Api<MCPGroup> = Api::namespaced(admin.clone(), &ns);
     let post = PostParams::default();
 
+    // A configuration object alone in a namespace: the namespace holds nothing that
+    // can name it, so its kind is not watched there yet and it gets no status.
+    let tools: Api<MCPToolConfig> = Api::namespaced(admin.clone(), &ns);
+    tools.create(&post, &serde_json::from_value(json!({"metadata": {"name": "alone"}, "spec": {"toolsFilter": ["read"]}})).unwrap()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(tools.get("alone").await.unwrap().status.is_none(), "an idle namespace's configuration kinds are not watched");
+
     // Every MCPServerEntry of ToolHive v0.66.0's examples, with what it names (the
     // examples' other kinds: not served here yet), in the team's namespace.
     let examples = upstream_source().join("examples/operator/mcp-server-entries");
@@ -74,6 +82,13 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
         }
     }
     assert!(example_entries >= 5, "only {example_entries} example entries found in {}", examples.display());
+    // Entries can name a configuration object: the namespace's are watched now, and
+    // the lone one gets its status.
+    eventually("the lone tool config's status once the namespace holds entries", &install.operator, || async {
+        let status = tools.get("alone").await.ok()?.status?;
+        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
+    })
+    .await;
 
     groups.create(&post, &serde_json::from_value(json!({"metadata": {"name": "tools"}, "spec": {}})).unwrap()).await.unwrap();
     let good = json!({"remoteUrl": "https://mcp.example.com/mcp", "transport": "streamable-http", "groupRef": {"name": "tools"}});

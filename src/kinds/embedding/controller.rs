@@ -19,8 +19,7 @@ use crate::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer, invalid, uns
 use crate::kinds::embedding::children::desired_children;
 use crate::kinds::embedding::status::{Observed, desired_status};
 use crate::kinds::mcpserver::controller::{
-    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, children_once_holding, retry_later, stopped,
-    write_phase_status,
+    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, retry_later, stopped, write_phase_status,
 };
 use crate::runtime::cache::{Cache, scoped};
 use crate::runtime::metrics::{EMBEDDING_SERVER_CONTROLLER as CONTROLLER, Metrics};
@@ -61,9 +60,16 @@ async fn run_scope(
     cache: Cache<EmbeddingServer>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Some(children) = children_once_holding(&scope, cache.first_object(), "EmbeddingServer", shutdown.clone()).await else {
-        return;
-    };
+    let first = cache.first_object();
+    scope.once_holding(first, "EmbeddingServer", shutdown.clone(), |children| serve(shared, cache.clone(), children, shutdown)).await
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    cache: Cache<EmbeddingServer>,
+    children: Arc<ChildCaches>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let ctx = Arc::new(Context { shared, children: children.clone() });
     Controller::for_shared_stream(cache.everything_then_changes(), cache.store().clone())
         .owns_shared_stream(children.statefulsets.changes())

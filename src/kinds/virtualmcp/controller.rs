@@ -17,8 +17,7 @@ use tracing::{Instrument, info_span};
 
 use crate::kinds::embedding::EmbeddingServer;
 use crate::kinds::mcpserver::controller::{
-    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, children_once_holding, retry_later, stopped,
-    write_phase_status,
+    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, retry_later, stopped, write_phase_status,
 };
 use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
 use crate::kinds::virtualmcp::children::{Resolved, desired_children};
@@ -117,9 +116,23 @@ async fn run_scope(
     image: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Some(children) = children_once_holding(&scope, cache.first_object(), "VirtualMCPServer", shutdown.clone()).await else {
-        return;
-    };
+    let (watching, first) = (scope.clone(), cache.first_object());
+    watching
+        .once_holding(first, "VirtualMCPServer", shutdown.clone(), |children| {
+            serve(shared, scope, cache.clone(), embeddings, image, children, shutdown)
+        })
+        .await
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    scope: Arc<ScopeCaches>,
+    cache: Cache<VirtualMCPServer>,
+    embeddings: Cache<EmbeddingServer>,
+    image: String,
+    children: Arc<ChildCaches>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let store = cache.store().clone();
     let naming_oidc = {
         let store = store.clone();

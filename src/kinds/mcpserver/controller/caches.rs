@@ -98,7 +98,21 @@ fn slimmed<K: Cached>(
     metrics: &Metrics,
     buffer: usize,
 ) -> Cache<K> {
-    Cache::start(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
+    let cache = slimmed_deferred(client, ns, config, keep, metrics, buffer);
+    cache.watch();
+    cache
+}
+
+/// As `slimmed`, watched only once something asks for it (`Cache::watch`).
+fn slimmed_deferred<K: Cached>(
+    client: &Client,
+    ns: Option<&str>,
+    config: watcher::Config,
+    keep: &'static [&'static str],
+    metrics: &Metrics,
+    buffer: usize,
+) -> Cache<K> {
+    Cache::deferred(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
 }
 
 fn managed() -> watcher::Config {
@@ -117,12 +131,12 @@ impl ScopeCaches {
             entries: slimmed(client, ns, all(), &[], metrics, RARE),
             proxies: slimmed(client, ns, all(), &[], metrics, RARE),
             configs: ConfigCaches {
-                tool: slimmed(client, ns, all(), &[], metrics, RARE),
-                telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
-                oidc: slimmed(client, ns, all(), &[], metrics, RARE),
-                authz: slimmed(client, ns, all(), &[], metrics, RARE),
-                webhook: slimmed(client, ns, all(), &[], metrics, RARE),
-                external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
+                tool: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                telemetry: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                oidc: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                authz: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                webhook: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                external_auth: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
             },
             named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
             namespace,
@@ -134,19 +148,30 @@ impl ScopeCaches {
 
     /// Resolves once every cache has listed.
     pub async fn ready(&self) {
+        futures::join!(self.servers.ready(), self.groups.ready(), self.entries.ready(), self.proxies.ready());
+    }
+
+    /// The configuration kinds' caches, their watches started if they were not;
+    /// resolves once they have listed (or `CACHE_SYNC_WAIT` has passed: a kind whose
+    /// CRD is missing never lists, and its references resolve as not found). They
+    /// are watched once the scope holds something that can name one: an idle
+    /// namespace does not watch them, and a configuration object there gets its
+    /// status once its namespace holds a workload.
+    pub async fn watched_configs(&self) -> &ConfigCaches {
         let c = &self.configs;
-        futures::join!(
-            self.servers.ready(),
-            self.groups.ready(),
-            self.entries.ready(),
-            self.proxies.ready(),
-            c.tool.ready(),
-            c.telemetry.ready(),
-            c.oidc.ready(),
-            c.authz.ready(),
-            c.webhook.ready(),
-            c.external_auth.ready(),
-        );
+        c.tool.watch();
+        c.telemetry.watch();
+        c.oidc.watch();
+        c.authz.watch();
+        c.webhook.watch();
+        c.external_auth.watch();
+        let listed = async {
+            futures::join!(c.tool.ready(), c.telemetry.ready(), c.oidc.ready(), c.authz.ready(), c.webhook.ready(), c.external_auth.ready())
+        };
+        if tokio::time::timeout(super::CACHE_SYNC_WAIT, listed).await.is_err() {
+            tracing::warn!(scope = %self.namespace.as_deref().unwrap_or("*"), "not every configuration kind has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
+        }
+        c
     }
 
     /// A scope's caches holding `servers` and `groups` as listed watches would, every
@@ -174,6 +199,35 @@ impl ScopeCaches {
         }
     }
 
+    /// Waits until `first` (the scope's first object of `kind`) or shutdown, then starts
+    /// the scope's child watches and its configuration kinds' (`watched_configs`), if
+    /// no controller has, gives them a while to list, and runs the controller `start`
+    /// makes with the children. The controller is boxed when it
+    /// starts: a scope waiting for its first object holds only this wait, not the
+    /// controller's state (the MCPServer controller's is about 45 KiB, per scope).
+    pub async fn once_holding<F: std::future::Future<Output = ()>>(
+        &self,
+        first: impl std::future::Future<Output = ()>,
+        kind: &str,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        start: impl FnOnce(Arc<ChildCaches>) -> F,
+    ) {
+        let scope_label = self.namespace.clone().unwrap_or_else(|| "*".into());
+        tokio::select! {
+            _ = first => {}
+            _ = super::stopped(shutdown) => return,
+        }
+        let children = self.children();
+        let children_listed = async {
+            if tokio::time::timeout(super::CACHE_SYNC_WAIT, children.ready()).await.is_err() {
+                tracing::warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
+            }
+        };
+        futures::join!(children_listed, self.watched_configs());
+        tracing::info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
+        Box::pin(start(children)).await
+    }
+
     /// The client this scope's watches share (one HTTP/2 connection for several
     /// scopes): another kind's watch of this scope uses it too.
     pub fn watch_client(&self) -> &Client {
@@ -185,10 +239,12 @@ impl ScopeCaches {
         self.children.get_or_init(|| Arc::new(ChildCaches::start(&self.client, self.namespace.as_deref(), &self.metrics))).clone()
     }
 
-    /// How many watches a scope keeps open, idle, besides one of ConfigMaps in each
-    /// namespace where a server names one (reported in the log): these, and the
-    /// VirtualMCPServer watch the binary starts beside them.
-    pub const WATCHES: usize = 11;
+    /// How many watches a scope keeps open, idle (reported in the log): servers,
+    /// groups, entries and remote proxies; the VirtualMCPServer and EmbeddingServer
+    /// watches the binary starts beside them make six. The configuration kinds
+    /// (`watched_configs`), the children and the ConfigMaps servers name are watched
+    /// once the scope holds work that needs them.
+    pub const WATCHES: usize = 4;
 }
 
 impl ChildCaches {

@@ -72,6 +72,11 @@ pub struct Shared {
     pub policy: Option<PolicyWatch>,
     /// Per MCPServer: when its proxy was last rolled to recreate a missing StatefulSet.
     healed: Mutex<HashMap<(String, String), Instant>>,
+    /// Per MCPServer uid: the resourceVersion it had when we added our finalizer. A
+    /// reconcile of that same version is the cache lagging our own write (a burst
+    /// replays every server): it waits for the watch instead of patching again, a
+    /// patch the API server would refuse.
+    finalizer_added: Mutex<HashMap<String, String>>,
 }
 
 /// The policy check, and a counter bumped each time the policy in force changes.
@@ -107,6 +112,7 @@ impl Shared {
             failures: Mutex::default(),
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
             status_written: Mutex::default(),
+            finalizer_added: Mutex::default(),
             policy: None,
             healed: Mutex::default(),
         }
@@ -168,7 +174,7 @@ impl Context {
 }
 
 /// How long a new leader waits for its caches to list before it starts anyway.
-const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
+pub(super) const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
 
 /// Resolves when `shutdown` flips to true.
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -176,7 +182,10 @@ pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Runs every controller of one scope (MCPServers, MCPGroups, MCPServerEntries, the
-/// configuration kinds' status) on its caches until `shutdown` flips to true.
+/// configuration kinds' status) on its caches until `shutdown` flips to true. Each
+/// starts once the scope holds an object of its kind; the configuration kinds are
+/// watched, and their status written, once the scope holds a workload that can name
+/// one (`ScopeCaches::watched_configs`).
 pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
@@ -194,12 +203,12 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     // every change until read) is made when it starts, never before.
     let groups = c.groups.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
-        async move { run_groups(client, &caches, stopped(shutdown)).await }
+        || async move { run_groups(client, &caches, stopped(shutdown)).await }
     });
     let entries = c.entries.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
-        async move {
-            let cfg = &caches.configs;
+        || async move {
+            let cfg = caches.watched_configs().await;
             crate::kinds::serverentry::run(
                 client,
                 caches.entries.clone(),
@@ -234,7 +243,7 @@ async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
     cache: &crate::runtime::cache::Cache<K>,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) {
-    cache.when_first(stopped(shutdown.clone()), run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
+    cache.when_first(stopped(shutdown.clone()), || run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
 }
 
 /// The MCPGroup controller of one scope: a group lists the servers, remote proxies
@@ -272,9 +281,20 @@ async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future:
 /// operator makes for servers, once the scope holds an MCPServer: a namespace with
 /// no server costs none of them.
 async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let Some(children) = children_once_holding(&caches, caches.servers.first_object(), "MCPServer", shutdown.clone()).await else {
-        return;
-    };
+    let scope = caches.clone();
+    scope
+        .once_holding(scope.servers.first_object(), "MCPServer", shutdown.clone(), |children| {
+            serve_servers(shared, caches, children, shutdown)
+        })
+        .await
+}
+
+async fn serve_servers(
+    shared: Arc<Shared>,
+    caches: Arc<ScopeCaches>,
+    children: Arc<ChildCaches>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let servers = caches.servers.store().clone();
     let members_of = servers.clone();
     // A change to a group reconciles the servers that name it (found in the server cache).
@@ -331,27 +351,6 @@ fn labelled_for<T: kube::Resource<DynamicType = ()>>(object: Arc<impl kube::Reso
     Some(ObjectRef::new(&name).within(&object.namespace()?))
 }
 
-/// Waits until `first` (the scope's first object of `kind`) or shutdown (None), then
-/// starts the scope's child watches, if no controller has, and gives them a while to list.
-pub async fn children_once_holding(
-    caches: &ScopeCaches,
-    first: impl std::future::Future<Output = ()>,
-    kind: &str,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Option<Arc<ChildCaches>> {
-    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
-    tokio::select! {
-        _ = first => {}
-        _ = stopped(shutdown) => return None,
-    }
-    let children = caches.children();
-    if tokio::time::timeout(CACHE_SYNC_WAIT, children.ready()).await.is_err() {
-        warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
-    }
-    info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
-    Some(children)
-}
-
 /// Runs every scope's controllers (one set per allowed namespace in namespace mode).
 pub async fn run(shared: Arc<Shared>, caches: &Caches, shutdown: tokio::sync::watch::Receiver<bool>) {
     futures::future::join_all(caches.scopes.iter().map(|scope| run_scope(shared.clone(), scope.clone(), shutdown.clone()))).await;
@@ -377,8 +376,19 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
     let name = server.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
     let api: Api<MCPServer> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    let uid = server.uid().unwrap_or_default();
+    let version = server.resource_version().unwrap_or_default();
+    let adds_finalizer = server.metadata.deletion_timestamp.is_none() && !server.finalizers().iter().any(|f| f == FINALIZER);
     let work = async {
-        finalizer(&api, FINALIZER, server, |event| async {
+        {
+            let mut added = ctx.shared.finalizer_added.lock();
+            if !adds_finalizer {
+                added.remove(&uid);
+            } else if added.get(&uid) == Some(&version) {
+                return Ok(Action::await_change());
+            }
+        }
+        let result = finalizer(&api, FINALIZER, server, |event| async {
             match event {
                 FinalizerEvent::Apply(s) => apply(&s, &ctx).await,
                 FinalizerEvent::Cleanup(s) => cleanup(&s, &ctx).await,
@@ -390,7 +400,11 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
             kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
             kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
             other => Error::Finalizer(other.to_string()),
-        })
+        });
+        if adds_finalizer && result.is_ok() {
+            ctx.shared.finalizer_added.lock().insert(uid, version);
+        }
+        result
     };
     ctx.shared.reconciled(CONTROLLER, (ns, name), work).await
 }

@@ -14,7 +14,7 @@ use kube::{
 };
 use tracing::{Instrument, info, info_span};
 
-use super::{Context, PERIODIC_LOOK, ScopeCaches, Shared, apply_if_changed, stopped, watch_named_configmaps};
+use super::{ChildCaches, Context, PERIODIC_LOOK, ScopeCaches, Shared, apply_if_changed, stopped, watch_named_configmaps};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::{self, MCPRemoteProxy};
 use crate::kinds::mcpserver::resources::desired_children;
@@ -27,10 +27,12 @@ use crate::shared::problem::Problem;
 /// The remote proxies' controller of one scope; it starts, with the child watches,
 /// once the scope holds an MCPRemoteProxy.
 pub(super) async fn run(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let Some(children) = super::children_once_holding(&caches, caches.proxies.first_object(), "MCPRemoteProxy", shutdown.clone()).await
-    else {
-        return;
-    };
+    let scope = caches.clone();
+    let first = scope.proxies.first_object();
+    scope.once_holding(first, "MCPRemoteProxy", shutdown.clone(), |children| serve(shared, caches, children, shutdown)).await
+}
+
+async fn serve(shared: Arc<Shared>, caches: Arc<ScopeCaches>, children: Arc<ChildCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let proxies = caches.proxies.store().clone();
     let in_group = {
         let proxies = proxies.clone();

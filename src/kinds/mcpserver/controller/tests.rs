@@ -178,6 +178,34 @@ async fn a_new_server_gets_its_children_applied_its_status_written_and_one_event
     assert_eq!(writes, 9, "seven applies, a status, an Event: {made:#?}");
 }
 
+/// The watch cache lags the operator's own writes: under a burst, a reader that falls
+/// behind is handed every server again, and a server whose finalizer was just added
+/// is reconciled as it was before. That version is not patched twice (the API server
+/// would refuse the second patch: its test of the finalizers fails).
+#[tokio::test]
+async fn a_finalizer_is_added_once_even_when_the_cache_still_shows_the_server_without_it() {
+    let mut s = server(json!({"image": "ghcr.io/acme/fetch"}));
+    s.metadata.finalizers = None;
+    s.metadata.resource_version = Some("5".into());
+    let (client, calls) = mock_api(s.clone());
+    let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&[]));
+    let patches = |made: &[Call]| made.iter().filter(|c| c.is("PATCH", "/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/mcpservers/fetch")).count();
+    let first = reconcile_with(&ctx, &s, &calls).await;
+    assert_eq!((patches(&first), first.len()), (1, 1), "the finalizer alone: {first:#?}");
+    assert_eq!(first[0].body[1]["path"], "/metadata/finalizers", "{first:#?}");
+    let stale = reconcile_with(&ctx, &s, &calls).await;
+    assert!(stale.is_empty(), "the same version again: wait for the watch: {stale:#?}");
+    // The watch brings the server with its finalizer: the work goes on.
+    s.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    s.metadata.resource_version = Some("6".into());
+    let next = reconcile_with(&ctx, &s, &calls).await;
+    assert_eq!(applies(&next).len(), 7, "{next:#?}");
+    // Someone removes the finalizer by hand later: it is added again.
+    s.metadata.finalizers = None;
+    s.metadata.resource_version = Some("9".into());
+    assert_eq!(patches(&reconcile_with(&ctx, &s, &calls).await), 1);
+}
+
 #[tokio::test]
 async fn an_unchanged_server_costs_no_request_and_an_edit_rewrites_only_what_changed() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
