@@ -62,12 +62,15 @@ pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
     }
 }
 
+/// Starts a deferred cache's watch.
+type StartWatch = Box<dyn FnOnce() + Send>;
+
 /// A watched kind in one scope: its store and the stream of what the watch touches.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
     /// A deferred cache's watch, until something asks for it (`watch`).
-    deferred: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    deferred: Arc<Mutex<Option<StartWatch>>>,
     /// True once the first list is in the store. (kube's `Store::wait_until_ready`
     /// wakes only the last of several tasks waiting at once, and a deferred cache may
     /// be waited on for hours by many.)

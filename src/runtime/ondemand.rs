@@ -23,6 +23,9 @@ use tracing::info;
 use super::cache::{changes_from, watch_into};
 use super::metrics::Metrics;
 
+/// One namespace's watch: its store, the task feeding it, and whether it has listed.
+type Watched<K> = (Store<K>, tokio::task::AbortHandle, tokio::sync::watch::Receiver<bool>);
+
 /// One kind, watched per namespace on demand.
 pub struct OnDemand<K: Resource<DynamicType = ()> + Clone + 'static> {
     client: Client,
@@ -31,7 +34,7 @@ pub struct OnDemand<K: Resource<DynamicType = ()> + Clone + 'static> {
     metrics: Metrics,
     /// The namespaces watched now: each one's store, the task feeding it, and
     /// whether it has listed.
-    watches: Mutex<HashMap<String, (Store<K>, tokio::task::AbortHandle, tokio::sync::watch::Receiver<bool>)>>,
+    watches: Mutex<HashMap<String, Watched<K>>>,
     /// What every namespace's watch touches.
     changes: broadcast::Sender<Arc<K>>,
 }

@@ -14,9 +14,9 @@ use kube::{
 use serde_json::{Value, json};
 use toolhive_operator::kinds::{
     externalauth::MCPExternalAuthConfig,
-    toolconfig::MCPToolConfig,
     group::MCPGroup,
     serverentry::{EntryPhase, MCPServerEntry},
+    toolconfig::MCPToolConfig,
 };
 
 use super::common::{eventually, run};
@@ -59,7 +59,10 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
     // A configuration object alone in a namespace: the namespace holds nothing that
     // can name it, so its kind is not watched there yet and it gets no status.
     let tools: Api<MCPToolConfig> = Api::namespaced(admin.clone(), &ns);
-    tools.create(&post, &serde_json::from_value(json!({"metadata": {"name": "alone"}, "spec": {"toolsFilter": ["read"]}})).unwrap()).await.unwrap();
+    tools
+        .create(&post, &serde_json::from_value(json!({"metadata": {"name": "alone"}, "spec": {"toolsFilter": ["read"]}})).unwrap())
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(tools.get("alone").await.unwrap().status.is_none(), "an idle namespace's configuration kinds are not watched");
 

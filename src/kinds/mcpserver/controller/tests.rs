@@ -189,7 +189,9 @@ async fn a_finalizer_is_added_once_even_when_the_cache_still_shows_the_server_wi
     s.metadata.resource_version = Some("5".into());
     let (client, calls) = mock_api(s.clone());
     let ctx = context(client.clone(), caches(&client, vec![]), child_caches(&[]));
-    let patches = |made: &[Call]| made.iter().filter(|c| c.is("PATCH", "/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/mcpservers/fetch")).count();
+    let patches = |made: &[Call]| {
+        made.iter().filter(|c| c.is("PATCH", "/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/mcpservers/fetch")).count()
+    };
     let first = reconcile_with(&ctx, &s, &calls).await;
     assert_eq!((patches(&first), first.len()), (1, 1), "the finalizer alone: {first:#?}");
     assert_eq!(first[0].body[1]["path"], "/metadata/finalizers", "{first:#?}");
