@@ -96,8 +96,8 @@ bench-admission: tools
 
 ## The image's static binary (needs `rustup target add x86_64-unknown-linux-musl` and musl-tools).
 static:
-	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl --bin toolhive-operator
-	@ls -l target/x86_64-unknown-linux-musl/release/toolhive-operator
+	$(CARGO) build --profile image --locked --target x86_64-unknown-linux-musl --bin toolhive-operator
+	@ls -l target/x86_64-unknown-linux-musl/image/toolhive-operator
 
 clean: controlplane-down
 	$(CARGO) clean

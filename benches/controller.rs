@@ -1,4 +1,6 @@
-//! Controller benchmark (not a test): 1,000 MCPServers across 10 namespaces.
+//! Controller benchmark (not a test): 1,000 MCPServers across 10 namespaces
+//! (`BENCH_NAMESPACES`), the operator watching the cluster, or with
+//! `BENCH_WATCH=namespaces` only those namespaces (namespace mode).
 //!
 //! Two fresh control planes (etcd + kube-apiserver, no controller-manager so nothing
 //! else writes), one after the other:
@@ -13,7 +15,8 @@
 //!
 //!   cargo bench --bench controller            # or: make bench-controller
 //!   BENCH_SERVERS=200 BENCH_IDLE_SECS=30 cargo bench --bench controller   # quicker
-//!   BENCH_OPERATOR_BIN=target/x86_64-unknown-linux-musl/release/toolhive-operator ...
+//!   BENCH_WATCH=namespaces BENCH_NAMESPACES=100 cargo bench --bench controller
+//!   BENCH_OPERATOR_BIN=target/x86_64-unknown-linux-musl/image/toolhive-operator ...
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -35,8 +38,23 @@ use toolhive_operator::kinds::mcpserver::{
 };
 
 const RUNNER_IMAGE: &str = "ghcr.io/stacklok/toolhive/proxyrunner:bench";
-const NAMESPACES: usize = 10;
 const WRITE_VERBS: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+
+/// What the operator watches: the cluster, or only the bench's namespaces.
+#[derive(Debug, Clone, Copy)]
+enum Watch {
+    Cluster,
+    Namespaces,
+}
+
+impl Watch {
+    fn from_env() -> Self {
+        match std::env::var("BENCH_WATCH").as_deref() {
+            Ok("namespaces") => Watch::Namespaces,
+            _ => Watch::Cluster,
+        }
+    }
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -47,9 +65,10 @@ fn main() {
     let servers = env_usize("BENCH_SERVERS", 1000);
     let idle_secs = env_usize("BENCH_IDLE_SECS", 300) as u64;
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
+    let (namespaces, watch) = (env_usize("BENCH_NAMESPACES", 10), Watch::from_env());
     let _ = rustls::crypto::ring::default_provider().install_default();
     println!(
-        "controller benchmark: {servers} MCPServers across {NAMESPACES} namespaces, client concurrency {concurrency}, idle {idle_secs} s"
+        "controller benchmark: {servers} MCPServers across {namespaces} namespaces ({watch:?} mode), client concurrency {concurrency}, idle {idle_secs} s"
     );
 
     let floor = {
@@ -74,7 +93,7 @@ fn main() {
     println!();
     println!("| figure | value |");
     println!("|---|---|");
-    println!("| MCPServers | {servers} in {NAMESPACES} namespaces |");
+    println!("| MCPServers | {servers} in {namespaces} namespaces, {watch:?} mode |");
     println!("| floor: plain client writes the same objects | {:.2} s |", floor.as_secs_f64());
     println!("| operator: create to all converged | {:.2} s |", report.converge.as_secs_f64());
     println!("| ratio operator / floor | {ratio:.2}x |");
@@ -120,7 +139,7 @@ async fn install_crd(client: &Client) {
 
 async fn namespaces(cp: &controlplane::ControlPlane, client: &Client, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for _ in 0..NAMESPACES {
+    for _ in 0..env_usize("BENCH_NAMESPACES", 10) {
         out.push(cp.namespace(client, prefix).await.unwrap());
     }
     out
@@ -263,7 +282,8 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
     // BENCH_OPERATOR_BIN measures another build (e.g. the image's static musl binary).
     let bin = std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into());
     println!("operator binary: {bin}");
-    let child = std::process::Command::new(bin)
+    let mut command = std::process::Command::new(bin);
+    command
         .args([
             "--leader-elect".to_string(),
             format!("--metrics-bind-address=127.0.0.1:{}", port()),
@@ -277,9 +297,11 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
         .env("TOOLHIVE_RUNNER_IMAGE", RUNNER_IMAGE)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(std::fs::File::create(std::env::temp_dir().join("bench-operator.log")).unwrap())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::inherit());
+    if let Watch::Namespaces = Watch::from_env() {
+        command.env("WATCH_NAMESPACE", nss.join(","));
+    }
+    let child = command.spawn().unwrap();
     let op = OperatorProcess(child);
     let pid = op.0.id();
     wait_ready(health).await;

@@ -9,14 +9,14 @@ target=x86_64-unknown-linux-musl
 image=$(sed -n 's/^  image: //p' "$root/deploy/charts/toolhive-operator/values.yaml" | head -1)
 rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
 command -v musl-gcc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q musl-tools >/dev/null
-echo "[operator-image] building the static operator binary (release, $target)" >&2
+echo "[operator-image] building the static operator binary (profile image, $target)" >&2
 # Its own target dir: this may run inside `cargo test`, which holds the main one.
-cargo build --quiet --release --locked --target "$target" --target-dir "$root/target/image" --bin toolhive-operator --manifest-path "$root/Cargo.toml"
+cargo build --quiet --profile image --locked --target "$target" --target-dir "$root/target/image" --bin toolhive-operator --manifest-path "$root/Cargo.toml"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 umoci init --layout "$work/oci" >/dev/null
 umoci new --image "$work/oci:img"
 umoci unpack --image "$work/oci:img" "$work/bundle" >/dev/null
-install -m 0755 "$root/target/image/$target/release/toolhive-operator" "$work/bundle/rootfs/toolhive-operator"
+install -m 0755 "$root/target/image/$target/image/toolhive-operator" "$work/bundle/rootfs/toolhive-operator"
 umoci repack --image "$work/oci:img" "$work/bundle"
 umoci config --image "$work/oci:img" --config.user 65532:65532 --config.entrypoint /toolhive-operator
 rm -f "$out"

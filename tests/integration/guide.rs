@@ -151,6 +151,24 @@ async fn set_up() -> (Guide, Operator) {
     let crds_chart = root.join("deploy/charts/toolhive-operator-crds");
     let (ok, _, err) = run("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds_chart.to_str().unwrap(), "--wait"], None);
     assert!(ok, "crds chart: {err}");
+    // Established is not yet servable by server-side apply: the API server answers
+    // "ServiceUnavailable ... kind not found" until it has the new kinds' schemas.
+    for (_, crd) in toolhive_operator::kinds::crds() {
+        let version = crd.spec.versions.iter().find(|v| v.storage).map(|v| v.name.clone()).unwrap_or_default();
+        let probe = json!({"apiVersion": format!("{}/{version}", crd.spec.group), "kind": crd.spec.names.kind,
+            "metadata": {"name": "servable-probe", "namespace": "default"}, "spec": {}});
+        let mut last = String::new();
+        for _ in 0..300 {
+            let (_, _, err) = run("kubectl", &kc, &["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(&probe.to_string()));
+            if !err.contains("ServiceUnavailable") {
+                last.clear();
+                break;
+            }
+            last = err;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(last.is_empty(), "{} never servable: {last}", crd.spec.names.kind);
+    }
 
     // An MCPServer outside the allowed namespaces, created before the webhook exists.
     let stray: MCPServer = serde_json::from_value(json!({

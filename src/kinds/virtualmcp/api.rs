@@ -280,11 +280,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
         "pod template overrides of the vMCP pod are not carried out by this operator release; remove it",
     );
     refuse(
-        spec.telemetry_config_ref.is_some(),
-        "telemetryConfigRef",
-        "telemetry of the vMCP is not carried out by this operator release; remove it",
-    );
-    refuse(
         spec.auth_server_config.is_some(),
         "authServerConfig",
         "the embedded authorization server is not carried out by this operator release; remove it",

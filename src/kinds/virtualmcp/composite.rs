@@ -115,10 +115,16 @@ pub fn parse(value: &Value, path: &str) -> Result<CompositeTool, Vec<Problem>> {
             })
         })
         .collect();
-    for field in ["output", "failureMode"] {
-        if value.get(field).is_some() {
-            problems.push(Problem::at(format!("{path}.{field}"), "not carried out by this operator release; remove it"));
-        }
+    if value.get("output").is_some() {
+        problems.push(Problem::at(format!("{path}.output"), "not carried out by this operator release; remove it"));
+    }
+    // In some of ToolHive's examples, but in no version of its schema (its kubectl
+    // refuses it as an unknown field too).
+    if value.get("failureMode").is_some() {
+        problems.push(Problem::at(
+            format!("{path}.failureMode"),
+            "not a field of a composite tool (what a failed step does is its onError); remove it",
+        ));
     }
     if !problems.is_empty() {
         return Err(problems);

@@ -43,6 +43,10 @@ pub struct UserConfig {
     /// backends' tools, searching them by meaning through an embedding service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<Optimizer>,
+    /// From the MCPTelemetryConfig spec.telemetryConfigRef names (`resolve`); the
+    /// inline `spec.config.telemetry` is refused, as the reference no longer reads it.
+    #[serde(skip)]
+    pub telemetry: Option<crate::kinds::telemetry::RunnerTelemetry>,
 }
 
 /// The tool optimizer's settings. Its embedding service is an EmbeddingServer
@@ -208,7 +212,7 @@ const NOT_CARRIED_OUT: &[(&str, &str)] = &[
     ("incomingAuth", "set spec.incomingAuth instead"),
     ("outgoingAuth", "set spec.outgoingAuth instead"),
     ("passthroughHeaders", "forwarding client headers to backends is not carried out by this operator release; remove it"),
-    ("telemetry", "telemetry of the vMCP is not carried out by this operator release; remove it"),
+    ("telemetry", "set spec.telemetryConfigRef to an MCPTelemetryConfig instead (the inline telemetry is not read)"),
     ("audit", "audit logging of the vMCP is not carried out by this operator release; remove it"),
     ("codeMode", "code mode is not carried out by this operator release; remove it"),
     ("sessionStorage", "shared session storage for the vMCP is not carried out by this operator release; remove it"),
@@ -403,6 +407,8 @@ pub struct VmcpConfig {
     pub composite_tools: Vec<CompositeTool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<Optimizer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::kinds::telemetry::RunnerTelemetry>,
 }
 
 /// The aggregation when none is given: each tool named after its backend, as the reference does.
@@ -431,6 +437,7 @@ pub fn render(name: &str, group: &str, user: &UserConfig, backends: Vec<StaticBa
         metadata: user.metadata.clone(),
         composite_tools: user.composite_tools.clone(),
         optimizer: user.optimizer.clone(),
+        telemetry: user.telemetry.clone(),
     };
     serde_yaml_ng::to_string(&config).expect("the vMCP configuration serializes")
 }

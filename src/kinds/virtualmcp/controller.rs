@@ -147,6 +147,13 @@ async fn serve(
         |d: &mut VirtualMCPCompositeToolDefinition| slim_metadata(&mut d.metadata, &[]),
         &shared.metrics,
     ));
+    let naming_telemetry = {
+        let store = store.clone();
+        move |config: Arc<crate::kinds::telemetry::MCPTelemetryConfig>| {
+            let (ns, name) = (config.namespace(), config.name_any());
+            selecting(&store, |v| v.namespace() == ns && v.spec.telemetry_config_ref.as_ref().is_some_and(|r| r.name == name))
+        }
+    };
     let naming_definition = {
         let store = store.clone();
         move |definition: Arc<VirtualMCPCompositeToolDefinition>| {
@@ -185,6 +192,7 @@ async fn serve(
         )
         .watches_shared_stream(s.entries.changes(), member_of(store.clone(), |e| crate::kinds::serverentry::group_of(e).map(String::from)))
         .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
+        .watches_shared_stream(s.configs.telemetry.changes(), naming_telemetry)
         .watches_shared_stream(definitions.changes(), naming_definition)
         .watches_shared_stream(embeddings.changes(), naming_embedding)
         .owns_shared_stream(children.configmaps.changes())
@@ -222,6 +230,7 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         proxies: s.proxies.store(),
         entries: s.entries.store(),
         oidc: cfg.oidc.store(),
+        telemetry: cfg.telemetry.store(),
         definitions: definitions.as_ref(),
         embeddings: &ctx.embeddings,
     };

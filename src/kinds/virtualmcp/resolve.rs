@@ -12,6 +12,7 @@ use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::MCPRemoteProxy;
 use crate::kinds::oidc::MCPOIDCConfig;
 use crate::kinds::serverentry::{EntryPhase, MCPServerEntry};
+use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::virtualmcp::api::{IncomingAuthType, VirtualMCPServer, unsupported};
 use crate::kinds::virtualmcp::children::{CLIENT_SECRET_ENV, url};
 use crate::kinds::virtualmcp::config::{self, Authz, IncomingAuth, Oidc, StaticBackend, UserConfig};
@@ -27,6 +28,7 @@ pub struct View<'a> {
     pub proxies: &'a Store<MCPRemoteProxy>,
     pub entries: &'a Store<MCPServerEntry>,
     pub oidc: &'a Store<MCPOIDCConfig>,
+    pub telemetry: &'a Store<MCPTelemetryConfig>,
     /// The namespace's VirtualMCPCompositeToolDefinitions, where watched (only where
     /// a server names one).
     pub definitions: Option<&'a Store<VirtualMCPCompositeToolDefinition>>,
@@ -112,7 +114,8 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
     if group == GroupRefState::NotFound {
         problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
     }
-    let (incoming_auth, env, volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
+    let (incoming_auth, mut env, mut volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
+    telemetry(vmcp, &ns, view.telemetry, &mut user, &mut env, &mut volumes, &mut problems);
     let embedding = optimizer(vmcp, &ns, view.embeddings, &mut user, &mut problems);
     Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes, embedding }
 }
@@ -206,6 +209,35 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
     }
     out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     out
+}
+
+/// The telemetry of the MCPTelemetryConfig spec.telemetryConfigRef names, as the
+/// proxies get theirs: its settings in the file (service name: the reference's, or
+/// the server's name), its resource attributes and sensitive headers (by Secret
+/// reference) as environment, its CA bundle mounted. A missing or invalid one stops
+/// the server.
+fn telemetry(
+    vmcp: &VirtualMCPServer,
+    ns: &str,
+    configs: &Store<MCPTelemetryConfig>,
+    user: &mut UserConfig,
+    env: &mut Vec<EnvVar>,
+    volumes: &mut Vec<(Volume, VolumeMount)>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(reference) = &vmcp.spec.telemetry_config_ref else { return };
+    let Some(config) = configs.get(&ObjectRef::new(&reference.name).within(ns)) else {
+        let why = format!("MCPTelemetryConfig {} does not exist in this namespace", reference.name);
+        return problems.push(Problem::at("spec.telemetryConfigRef", why));
+    };
+    if let Some(problem) = config.spec.problem() {
+        return problems
+            .push(Problem::at("spec.telemetryConfigRef", format!("MCPTelemetryConfig {} is invalid: {problem}", reference.name)));
+    }
+    let service = if reference.service_name.is_empty() { vmcp.name_any() } else { reference.service_name.clone() };
+    user.telemetry = Some(crate::kinds::telemetry::runner_telemetry(&service, &config.spec));
+    env.extend(crate::kinds::telemetry::proxy_env(&service, ns, &config.spec));
+    volumes.extend(crate::kinds::telemetry::ca_bundle_volume(&config.spec));
 }
 
 /// Incoming auth as the vMCP's file says it, with the environment and volumes it needs.
@@ -308,6 +340,7 @@ mod tests {
         proxies: Store<MCPRemoteProxy>,
         entries: Store<MCPServerEntry>,
         oidc: Store<MCPOIDCConfig>,
+        telemetry: Store<MCPTelemetryConfig>,
         definitions: Store<VirtualMCPCompositeToolDefinition>,
         embeddings: Store<EmbeddingServer>,
     }
@@ -320,6 +353,7 @@ mod tests {
                 proxies: &self.proxies,
                 entries: &self.entries,
                 oidc: &self.oidc,
+                telemetry: &self.telemetry,
                 definitions: Some(&self.definitions),
                 embeddings: &self.embeddings,
             }
@@ -346,6 +380,13 @@ mod tests {
                 "transport": "sse", "groupRef": {"name": "g"}}, "status": {"phase": "Valid"}})]),
             oidc: store(vec![json!({"metadata": meta("idp"), "spec": {"type": "inline", "inline": {"issuer": "https://idp.example.com",
                 "clientId": "vmcp", "clientSecretRef": {"name": "idp", "key": "secret"}}}})]),
+            telemetry: store(vec![
+                json!({"metadata": meta("otel"), "spec": {"openTelemetry": {"enabled": true, "endpoint": "https://otel.obs:4317",
+                    "tracing": {"enabled": true, "samplingRate": "0.1"},
+                    "sensitiveHeaders": [{"name": "x-api-key", "secretKeyRef": {"name": "otel-creds", "key": "token"}}],
+                    "caBundleRef": {"configMapRef": {"name": "otel-ca", "key": ""}}}}}),
+                json!({"metadata": meta("no-signal"), "spec": {"openTelemetry": {"enabled": true, "endpoint": "otel:4317"}}}),
+            ]),
             definitions: store(vec![
                 json!({"metadata": meta("fetch-twice"), "spec": {"name": "fetch_twice", "description": "d",
                     "steps": [{"id": "a", "tool": "fetch.fetch"}, {"id": "b", "tool": "fetch.fetch", "dependsOn": ["a"]}]}}),
@@ -413,6 +454,37 @@ mod tests {
         assert_eq!(r.backends[0].config.kind, "entry");
         assert!(r.backends[2].excluded.as_deref().is_some_and(|w| w.contains("MCPExternalAuthConfig x")));
         assert_eq!(r.served().iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["docs", "fetch", "memory", "saas"]);
+    }
+
+    #[test]
+    fn telemetry_reaches_the_file_its_headers_by_secret_reference_and_a_bad_one_stops_the_server() {
+        let c = caches();
+        let spec = |reference: serde_json::Value| json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "telemetryConfigRef": reference});
+        let r = resolve(&vmcp(spec(json!({"name": "otel"}))), c.view());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let file = serde_json::to_value(r.user.telemetry.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            (&file["endpoint"], &file["serviceName"], &file["tracingEnabled"], &file["samplingRate"]),
+            (&json!("otel.obs:4317"), &json!("team"), &json!(true), &json!("0.1"))
+        );
+        assert_eq!(file["caCertPath"], "/config/certs/otel/otel-ca/ca.crt");
+        let names: Vec<&str> = r.env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["OTEL_RESOURCE_ATTRIBUTES", "TOOLHIVE_OTEL_HEADER_X_API_KEY"]);
+        assert_eq!(r.env[0].value.as_deref(), Some("service.name=team,service.namespace=a"));
+        assert!(r.env[1].value.is_none(), "a sensitive header only by reference");
+        assert_eq!(r.volumes.len(), 1, "the CA bundle");
+        let named = resolve(&vmcp(spec(json!({"name": "otel", "serviceName": "gateway"}))), c.view());
+        assert_eq!(named.user.telemetry.unwrap().service_name, "gateway");
+
+        let missing = resolve(&vmcp(spec(json!({"name": "gone"}))), c.view());
+        assert_eq!(missing.problems[0].to_string(), "spec.telemetryConfigRef: MCPTelemetryConfig gone does not exist in this namespace");
+        assert!(missing.user.telemetry.is_none());
+        let invalid = resolve(&vmcp(spec(json!({"name": "no-signal"}))), c.view());
+        assert!(
+            invalid.problems[0].to_string().contains("MCPTelemetryConfig no-signal is invalid: spec.openTelemetry.endpoint"),
+            "{:?}",
+            invalid.problems
+        );
     }
 
     #[test]
