@@ -72,6 +72,7 @@ async fn serve(
 ) {
     let ctx = Arc::new(Context { shared, children: children.clone() });
     Controller::for_shared_stream(cache.everything_then_changes(), cache.store().clone())
+        .with_config(ctx.shared.controller_config())
         .owns_shared_stream(children.statefulsets.changes())
         .owns_shared_stream(children.services.changes())
         .graceful_shutdown_on(stopped(shutdown))

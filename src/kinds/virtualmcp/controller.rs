@@ -179,6 +179,7 @@ async fn serve(
         store: store.clone(),
     });
     Controller::for_shared_stream(cache.everything_then_changes(), store.clone())
+        .with_config(ctx.shared.controller_config())
         // A group's status lists its members: a member joining or leaving changes it.
         .watches_shared_stream(s.groups.changes(), in_group_of(store.clone(), |g: &crate::kinds::group::MCPGroup| g.metadata.name.clone()))
         // A member's phase: its backend's health.

@@ -62,6 +62,10 @@ pub struct Shared {
     /// connections (each holds TLS buffers) and so the memory a burst costs; the API
     /// server, not the operator, limits throughput beyond a few dozen.
     reconcile_slots: tokio::sync::Semaphore,
+    /// The same bound, per controller: kube spawns a task for every reconcile it
+    /// starts (each holding the reconcile's whole state, some 7 KiB), so unbounded, a
+    /// burst of 1,000 servers had 1,000 tasks waiting for a slot (21 MiB at the peak).
+    max_concurrent_reconciles: u16,
     /// Per MCPServer: (uid, generation, status) of our last status write. The watch
     /// cache can lag behind our own write; this keeps a reconcile that sees the older
     /// object from writing (and announcing) the same status twice. Only the operator
@@ -95,6 +99,13 @@ struct WrittenStatus {
 type ChildKey = (String, &'static str, String);
 
 impl Shared {
+    /// The configuration of every controller that reconciles through `reconciled`:
+    /// at most as many reconciles started (and so tasks) as may run at once; the
+    /// rest wait in the controller's queue as references.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.max_concurrent_reconciles)
+    }
+
     pub fn new(
         client: Client,
         metrics: Metrics,
@@ -111,6 +122,7 @@ impl Shared {
             applied: Mutex::default(),
             failures: Mutex::default(),
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
+            max_concurrent_reconciles: u16::try_from(max_concurrent_reconciles.max(1)).unwrap_or(u16::MAX),
             status_written: Mutex::default(),
             finalizer_added: Mutex::default(),
             policy: None,

@@ -54,6 +54,7 @@ async fn serve(shared: Arc<Shared>, caches: Arc<ScopeCaches>, children: Arc<Chil
     };
     let (c, cfg, k) = (&caches, &caches.configs, &children);
     Controller::for_shared_stream(c.proxies.everything_then_changes(), proxies.clone())
+        .with_config(shared.controller_config())
         .watches_shared_stream(cfg.tool.changes(), naming(proxies.clone()))
         .watches_shared_stream(cfg.telemetry.changes(), naming(proxies.clone()))
         .watches_shared_stream(cfg.oidc.changes(), naming(proxies.clone()))

@@ -157,6 +157,7 @@ async fn serve_servers(
         None => futures::stream::pending().boxed(),
     };
     Controller::for_shared_stream(c.servers.everything_then_changes(), servers.clone())
+        .with_config(shared.controller_config())
         .reconcile_all_on(policy_changes)
         .watches_shared_stream(c.groups.changes(), naming_servers)
         .watches_shared_stream(cfg.tool.changes(), references::referrers(servers.clone()))
