@@ -7,6 +7,7 @@ pub mod configkind;
 pub mod crd;
 pub mod error;
 pub mod meta;
+pub mod podtemplate;
 pub mod problem;
 pub mod quantity;
 pub mod refs;

@@ -303,20 +303,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, create: Option<Create>, f
         check_ceiling(resources, policy, "spec.resources", &mut out);
     }
     if let Some(template) = &spec.pod_template_spec {
-        if let Some(too_big) = size_violation(Some(template), "spec.podTemplateSpec", MAX_POD_TEMPLATE_BYTES) {
-            out.push(too_big);
-        } else {
-            match pod_template(template) {
-                Ok(typed) => {
-                    exact_field_names(template, &serde_json::to_value(&typed).unwrap_or_default(), "spec.podTemplateSpec", &mut out);
-                    // The stricter of the policy's level and the namespace's own label.
-                    let policy_level = rules.pod_security_standard.unwrap_or_default();
-                    let level = facts.namespaces.get(namespace).map_or(policy_level, |label| policy_level.max(label));
-                    check_pod_template(&typed, namespace, &rules, level, &mut out);
-                }
-                Err(violation) => out.push(violation),
-            }
-        }
+        check_pod_template_spec(template, namespace, facts, &rules, (MCP_CONTAINER, rules.mcp_resources.as_ref()), &mut out);
     }
     // Last: a place in the quota is taken only by a create that is otherwise allowed.
     if let Some(create) = create {
@@ -476,6 +463,33 @@ pub(super) fn check_ceiling(resources: &ResourceRequirements, policy: &ResourceP
     }
 }
 
+/// The checks of a `spec.podTemplateSpec` in `namespace`: its size, its shape (field
+/// names exactly as Kubernetes spells them), the namespace's pod security level and
+/// pod policy, every container's image; the container named `main.0` held to the
+/// ceiling `main.1`.
+pub(super) fn check_pod_template_spec(
+    template: &Value,
+    namespace: &str,
+    facts: &Facts,
+    rules: &Rules,
+    main: (&str, Option<&ResourcePolicy>),
+    out: &mut Vec<Violation>,
+) {
+    if let Some(too_big) = size_violation(Some(template), "spec.podTemplateSpec", MAX_POD_TEMPLATE_BYTES) {
+        return out.push(too_big);
+    }
+    match pod_template(template) {
+        Ok(typed) => {
+            exact_field_names(template, &serde_json::to_value(&typed).unwrap_or_default(), "spec.podTemplateSpec", out);
+            // The stricter of the policy's level and the namespace's own label.
+            let policy_level = rules.pod_security_standard.unwrap_or_default();
+            let level = facts.namespaces.get(namespace).map_or(policy_level, |label| policy_level.max(label));
+            check_pod_template(&typed, namespace, rules, level, main, out);
+        }
+        Err(violation) => out.push(violation),
+    }
+}
+
 fn pod_template(value: &Value) -> Result<PodTemplateSpec, Violation> {
     crate::kinds::mcpserver::api::parse_pod_template(value).map_err(|e| shape_violation("spec.podTemplateSpec", &e.path, e.message))
 }
@@ -533,7 +547,14 @@ fn containers(pod: &PodSpec) -> impl Iterator<Item = (usize, ContainerView<'_>)>
     init.chain(main).chain(ephemeral)
 }
 
-fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules, level: pod_security::Level, out: &mut Vec<Violation>) {
+fn check_pod_template(
+    template: &PodTemplateSpec,
+    namespace: &str,
+    rules: &Rules,
+    level: pod_security::Level,
+    main: (&str, Option<&ResourcePolicy>),
+    out: &mut Vec<Violation>,
+) {
     const BASE: &str = "spec.podTemplateSpec.spec";
     let Some(pod) = &template.spec else { return };
     // The operator sets the pod's ServiceAccount; the deprecated alias could name another.
@@ -542,7 +563,7 @@ fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules
             format!("{BASE}.serviceAccount"),
             FieldError::Forbidden,
             Rule::ServiceAccount,
-            "the MCP pod's ServiceAccount is spec.serviceAccount (or <name>-sa); it cannot be set here",
+            "the pod's ServiceAccount is spec.serviceAccount (or the one the operator makes); it cannot be set here",
         ));
     }
     let allowed = rules.pod_security.clone().unwrap_or_default();
@@ -559,8 +580,8 @@ fn check_pod_template(template: &PodTemplateSpec, namespace: &str, rules: &Rules
             check_image(image, &format!("{path}.image"), namespace, rules, out);
         }
         if c.list == "containers"
-            && c.name == MCP_CONTAINER
-            && let (Some(policy), Some(resources)) = (&rules.mcp_resources, c.resources)
+            && c.name == main.0
+            && let (Some(policy), Some(resources)) = (main.1, c.resources)
         {
             check_ceiling(resources, policy, &format!("{path}.resources"), out);
         }

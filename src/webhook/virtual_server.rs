@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::rules::{Facts, FieldError, Rule, Violation, admitted_spec};
 use crate::kinds::virtualmcp::api::{VirtualMCPServerSpec, unsupported};
+use crate::kinds::virtualmcp::children::CONTAINER as VMCP_CONTAINER;
 
 /// Every violation of a VirtualMCPServer with `spec` in `namespace`, all at once.
 pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Violation> {
@@ -20,14 +21,19 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     };
     let mut out: Vec<Violation> =
         unsupported(&parsed).into_iter().map(|(field, why)| Violation::new(field, FieldError::Forbidden, Rule::Unsupported, why)).collect();
-    // The vMCP pod is a proxy: the namespace's proxy ceiling holds its fixed resources.
+    // The vMCP pod is a proxy: the namespace's proxy ceiling holds its resources (the
+    // operator's, with what spec.podTemplateSpec sets for its container laid over).
     let (rules, _) = facts.rules_in(namespace);
+    if let Some(template) = &parsed.pod_template_spec {
+        super::rules::check_pod_template_spec(template, namespace, facts, &rules, (VMCP_CONTAINER, None), &mut out);
+    }
     if let Some(policy) = &rules.proxy_resources {
+        let resources = effective_resources(parsed.pod_template_spec.as_ref());
         let mut over = Vec::new();
-        super::rules::check_ceiling(&crate::kinds::virtualmcp::children::container_resources(), policy, "resources", &mut over);
+        super::rules::check_ceiling(&resources, policy, "resources", &mut over);
         out.extend(over.into_iter().map(|v| {
             let detail = format!(
-                "the vMCP container's {}: {} (fixed by this operator release; the platform team sets the ceiling)",
+                "the vMCP container's {}: {} (the operator's default unless spec.podTemplateSpec sets the vmcp container's resources; the platform team sets the ceiling)",
                 v.field, v.detail
             );
             Violation { field: "spec".into(), detail, ..v }
@@ -37,6 +43,23 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
         out.extend(problems.into_iter().map(Violation::invalid_spec));
     }
     out
+}
+
+/// The vMCP container's resources: the operator's, with those `template` sets for
+/// the container laid over (as the Deployment gets them).
+fn effective_resources(template: Option<&Value>) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    let fixed = crate::kinds::virtualmcp::children::container_resources();
+    let base = PodTemplateSpec {
+        spec: Some(PodSpec {
+            containers: vec![Container { name: VMCP_CONTAINER.into(), resources: Some(fixed.clone()), ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let merged = template.and_then(|t| crate::shared::podtemplate::overlaid(&base, t));
+    let container = merged.and_then(|m| m.spec?.containers.into_iter().find(|c| c.name == VMCP_CONTAINER));
+    container.and_then(|c| c.resources).unwrap_or(fixed)
 }
 
 /// Every violation of a VirtualMCPCompositeToolDefinition with `spec` in `namespace`:
@@ -96,9 +119,29 @@ mod tests {
         assert_eq!(
             found,
             [
-                "spec: Forbidden: the vMCP container's resources.limits.memory: 512Mi exceeds the namespace maximum of 256Mi (fixed by this operator release; the platform team sets the ceiling)"
+                "spec: Forbidden: the vMCP container's resources.limits.memory: 512Mi exceeds the namespace maximum of 256Mi (the operator's default unless spec.podTemplateSpec sets the vmcp container's resources; the platform team sets the ceiling)"
             ]
         );
+    }
+
+    #[test]
+    fn a_pod_template_is_held_to_the_namespace_s_pod_policy_and_the_proxy_ceiling() {
+        let policy = TenancyPolicy::from_text("defaults:\n  proxyResources:\n    max: {memory: 768Mi}\n").unwrap();
+        let scope = Scope::Namespaces(vec!["team".into()]);
+        let no_quota = |_: &str| 0usize;
+        let levels = crate::webhook::namespaces::NamespaceLevels::default();
+        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
+        let with = |template: Value| json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "podTemplateSpec": template});
+        let found = |spec: Value| validate(Some(&spec), "team", &facts).iter().map(ToString::to_string).collect::<Vec<_>>();
+        let fits = with(json!({"spec": {"containers": [{"name": "vmcp", "resources": {"limits": {"memory": "640Mi"}}}]}}));
+        assert!(found(fits).is_empty());
+        let over = found(with(json!({"spec": {"containers": [{"name": "vmcp", "resources": {"limits": {"memory": "1Gi"}}}]}})));
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert!(over[0].contains("the vMCP container's resources.limits.memory: 1Gi exceeds the namespace maximum of 768Mi"), "{over:?}");
+        let privileged = found(with(json!({"spec": {"hostNetwork": true, "containers": [{"name": "vmcp"}]}})));
+        assert!(privileged.iter().any(|v| v.starts_with("spec.podTemplateSpec.spec.hostNetwork")), "{privileged:?}");
+        let misspelt = found(with(json!({"spec": {"containers": [{"name": "vmcp", "resource": {}}]}})));
+        assert!(misspelt.iter().any(|v| v.contains("spec.podTemplateSpec")), "{misspelt:?}");
     }
 
     #[test]

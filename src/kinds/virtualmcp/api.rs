@@ -275,11 +275,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
         "forwarding client headers to backends is not carried out by this operator release; remove it",
     );
     refuse(
-        spec.pod_template_spec.is_some(),
-        "podTemplateSpec",
-        "pod template overrides of the vMCP pod are not carried out by this operator release; remove it",
-    );
-    refuse(
         spec.auth_server_config.is_some(),
         "authServerConfig",
         "the embedded authorization server is not carried out by this operator release; remove it",

@@ -202,29 +202,42 @@ fn deployment(
         ..Default::default()
     };
     let pod_annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), crate::shared::meta::hash_of(&resolved.config))]);
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels(name)), annotations: Some(pod_annotations), ..Default::default() }),
+        spec: Some(PodSpec {
+            service_account_name: Some(account.clone()),
+            // The vMCP calls no Kubernetes API: its backends are in its file.
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(30),
+            image_pull_secrets: pull_secrets,
+            containers: vec![container],
+            volumes: Some(volumes),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    // The user's podTemplateSpec over it (held to the namespace's pod policy at
+    // admission); the ServiceAccount, its token and the selector's labels stay the
+    // operator's.
+    if let Some(overlaid) = vmcp.spec.pod_template_spec.as_ref().and_then(|o| crate::shared::podtemplate::overlaid(&template, o)) {
+        template = overlaid;
+        if let Some(pod) = template.spec.as_mut() {
+            pod.service_account_name = Some(account);
+            pod.automount_service_account_token = Some(false);
+        }
+        let meta = template.metadata.get_or_insert_with(Default::default);
+        meta.labels.get_or_insert_with(Default::default).extend(labels(name));
+    }
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
             replicas: if resolved.runs { vmcp.spec.replicas } else { Some(0) },
             selector: LabelSelector { match_labels: Some(labels(name)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(name)), annotations: Some(pod_annotations), ..Default::default() }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(account),
-                    // The vMCP calls no Kubernetes API: its backends are in its file.
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    image_pull_secrets: pull_secrets,
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
+            template,
             ..Default::default()
         }),
         ..Default::default()
@@ -298,6 +311,32 @@ mod tests {
         let Child::Service(svc) = &children[3] else { panic!() };
         assert_eq!(svc.spec.as_ref().unwrap().session_affinity.as_deref(), Some("ClientIP"));
         assert_eq!(url("team", "a"), "http://vmcp-team.a.svc.cluster.local:4483");
+    }
+
+    /// v0.66.0's production example: resources, environment and affinity for the vMCP
+    /// pod; what the operator decides (account, token, selector labels) stays its own.
+    #[test]
+    fn a_pod_template_is_laid_over_the_vmcp_pod_and_cannot_take_its_account_or_labels() {
+        let mut s = spec();
+        s["podTemplateSpec"] = json!({"metadata": {"labels": {"toolhive-name": "other", "team": "a"}},
+            "spec": {"serviceAccountName": "admin", "automountServiceAccountToken": true,
+                "containers": [{"name": "vmcp", "resources": {"limits": {"memory": "1Gi"}}, "env": [{"name": "VMCP_LOG_LEVEL", "value": "info"}]}],
+                "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "preference": {"matchExpressions": [{"key": "workload-type", "operator": "In", "values": ["production"]}]}}]}}}});
+        let children = desired_children(&vmcp(s), &resolved(true)).unwrap();
+        let Some(Child::Deployment(dep)) = children.iter().find(|c| c.kind() == "Deployment") else { panic!() };
+        let template = &dep.spec.as_ref().unwrap().template;
+        let pod = template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let limits = container.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!((limits["memory"].0.as_str(), limits["cpu"].0.as_str()), ("1Gi", "500m"));
+        let env: Vec<&str> = container.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert!(env.contains(&"VMCP_LOG_LEVEL") && env.contains(&"VMCP_NAMESPACE"), "{env:?}");
+        assert!(container.image.is_some() && container.args.is_some(), "what the template leaves alone stays");
+        assert!(pod.affinity.is_some());
+        assert_eq!((pod.service_account_name.as_deref(), pod.automount_service_account_token), (Some("team-vmcp"), Some(false)));
+        let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!((labels["toolhive-name"].as_str(), labels["team"].as_str()), ("team", "a"));
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
         Some(r) => format!("spec.config.compositeToolRefs[{r}] ({})", refs.get(r).map_or("", |x| x.name.as_str())),
         None => format!("spec.config.compositeTools[{i}].name"),
     }));
+    // Laid over the operator's pod template (`children`): one that is not a pod
+    // template stops the server rather than being left out.
+    if let Some(Err(e)) = vmcp.spec.pod_template_spec.as_ref().map(crate::kinds::mcpserver::api::parse_pod_template) {
+        problems.push(Problem::at("spec.podTemplateSpec", format!("not a pod template at {}: {}", e.path, e.message)));
+    }
     let group = GroupRefState::of(view.groups, &ns, group_name);
     if group == GroupRefState::NotFound {
         problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
