@@ -8,7 +8,8 @@
 use serde_json::Value;
 
 use super::rules::{Facts, FieldError, Rule, Violation, admitted_spec, check_ceiling, check_image};
-use crate::kinds::embedding::api::{EmbeddingServerSpec, invalid, unsupported};
+use crate::kinds::embedding::api::{EmbeddingServerSpec, invalid};
+use crate::kinds::embedding::children::CONTAINER as EMBEDDING_CONTAINER;
 
 /// Every violation of an EmbeddingServer with `spec` (replacing `old`, on an update)
 /// in `namespace`, all at once.
@@ -21,11 +22,23 @@ pub fn validate(spec: Option<&Value>, old: Option<&Value>, namespace: &str, fact
         Ok(parsed) => parsed,
         Err(problem) => return vec![Violation::invalid_spec(problem)],
     };
-    let mut out: Vec<Violation> =
-        unsupported(&parsed).into_iter().map(|(field, why)| Violation::new(field, FieldError::Forbidden, Rule::Unsupported, why)).collect();
-    let bad_quantities = invalid(&parsed);
-    out.extend(bad_quantities.iter().map(|(field, why)| Violation::new(field.clone(), FieldError::Invalid, Rule::Resources, why.clone())));
+    let mut out = Vec::new();
     let (rules, _) = facts.rules_in(namespace);
+    // Laid over the StatefulSet's pod template: held to what an MCPServer's is, its
+    // embedding container to the namespace's MCP server ceiling (as spec.resources).
+    if let Some(template) = &parsed.pod_template_spec {
+        super::rules::check_pod_template_spec(
+            template,
+            namespace,
+            facts,
+            &rules,
+            (EMBEDDING_CONTAINER, rules.mcp_resources.as_ref()),
+            &mut out,
+        );
+    }
+    // A template that is not one is reported by the check above, with its path.
+    let bad_quantities: Vec<_> = invalid(&parsed).into_iter().filter(|(field, _)| field != "spec.podTemplateSpec").collect();
+    out.extend(bad_quantities.iter().map(|(field, why)| Violation::new(field.clone(), FieldError::Invalid, Rule::Resources, why.clone())));
     check_image(&parsed.image, "spec.image", namespace, &rules, &mut out);
     if let (Some(policy), Some(resources), true) = (&rules.mcp_resources, parsed.resources.requirements(), bad_quantities.is_empty()) {
         check_ceiling(&resources, policy, "spec.resources", &mut out);
@@ -71,11 +84,24 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_carried_out_or_cannot_run_is_refused_with_its_path() {
-        let found = violations("{}", json!({"podTemplateSpec": {"spec": {}}, "modelCache": {"size": "big"}}), None);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("spec.podTemplateSpec: Forbidden: pod template overrides"), "{found:?}");
-        assert!(found[1].starts_with("spec.modelCache.size: Invalid value: \"big\" is not a valid quantity"), "{found:?}");
+    fn what_cannot_run_is_refused_with_its_path_and_a_pod_template_is_held_to_the_pod_policy() {
+        let policy = "defaults:\n  mcpResources:\n    max: {memory: 8Gi}\n";
+        let found = violations(
+            policy,
+            json!({"podTemplateSpec": {"spec": {"hostNetwork": true, "containers": [{"name": "embedding", "resources": {"limits": {"memory": "16Gi"}}}]}},
+                "modelCache": {"size": "big"}}),
+            None,
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().any(|v| v.starts_with("spec.podTemplateSpec.spec.hostNetwork")), "{found:?}");
+        assert!(
+            found.iter().any(|v| v.starts_with("spec.podTemplateSpec.spec.containers[0].resources.limits.memory: Forbidden: 16Gi exceeds")),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|v| v.starts_with("spec.modelCache.size: Invalid value: \"big\" is not a valid quantity")), "{found:?}");
+        let fits = json!({"podTemplateSpec": {"spec": {"containers": [{"name": "embedding", "env": [{"name": "RUST_LOG", "value": "info"}]}],
+            "tolerations": [{"key": "gpu", "operator": "Exists"}]}}});
+        assert!(violations(policy, fits, None).is_empty());
         let wrong = violations("{}", json!({"port": "http"}), None);
         assert!(wrong[0].starts_with("spec.port: Invalid value"), "{wrong:?}");
     }

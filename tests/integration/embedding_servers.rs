@@ -102,14 +102,15 @@ async fn embedding_servers_get_the_reference_s_statefulset_and_are_held_to_the_n
             &PostParams::default(),
             &object(
                 "bad",
-                json!({"image": "quay.io/acme/tei:1", "podTemplateSpec": {"spec": {}}, "resources": {"limits": {"memory": "16Gi", "cpu": "two"}}}),
+                json!({"image": "quay.io/acme/tei:1", "podTemplateSpec": {"spec": {"containers": [{"name": "embedding", "image": "quay.io/acme/side:1"}]}},
+                    "resources": {"limits": {"memory": "16Gi", "cpu": "two"}}}),
             ),
         )
         .await
         .unwrap_err()
         .to_string();
     for field in [
-        "spec.podTemplateSpec: Forbidden",
+        "spec.podTemplateSpec.spec.containers[0].image: Forbidden: registry \"quay.io\" is not allowed",
         "spec.resources.limits.cpu: Invalid value",
         "spec.image: Forbidden: registry \"quay.io\" is not allowed",
     ] {

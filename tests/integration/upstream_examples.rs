@@ -37,8 +37,7 @@ const SERVED: &[&str] = &[
 
 /// Examples refused, with what the refusal must name: `embedding-advanced.yaml` sets
 /// `spec.resourceOverrides.deployment`, a field no EmbeddingServer has (the
-/// reference's CRD refuses it as well under kubectl's strict field validation), and a
-/// `podTemplateSpec`, which this release refuses.
+/// reference's CRD refuses it as well under kubectl's strict field validation).
 const REFUSED: &[(&str, &str)] = &[("embedding-servers/embedding-advanced.yaml", "resourceOverrides.deployment")];
 
 #[tokio::test]

@@ -222,23 +222,14 @@ pub fn crd() -> CustomResourceDefinition {
     crate::shared::crd::with_deprecated_version(value)
 }
 
-/// The spec's fields this operator does not carry out yet, with why: each is refused
-/// at admission and fails the server, never accepted and ignored.
-pub fn unsupported(spec: &EmbeddingServerSpec) -> Vec<(String, &'static str)> {
-    let mut out = Vec::new();
-    if spec.pod_template_spec.is_some() {
-        out.push((
-            "spec.podTemplateSpec".to_string(),
-            "pod template overrides of the embedding server are not carried out by this operator release; remove it",
-        ));
-    }
-    out
-}
-
 /// What in the spec cannot run: a quantity that does not parse (the reference would
-/// stop on it), each with its field path.
+/// stop on it), or a podTemplateSpec that is not a pod template (it is laid over the
+/// StatefulSet's, never left out), each with its field path.
 pub fn invalid(spec: &EmbeddingServerSpec) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    if let Some(Err(e)) = spec.pod_template_spec.as_ref().map(crate::kinds::mcpserver::api::parse_pod_template) {
+        out.push(("spec.podTemplateSpec".to_string(), format!("not a pod template at {}: {}", e.path, e.message)));
+    }
     let mut quantity = |field: String, text: &str| {
         if !text.is_empty()
             && let Err(e) = crate::shared::quantity::parse(text)
@@ -278,15 +269,14 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_template_is_refused_and_quantities_must_parse() {
-        let spec: EmbeddingServerSpec = serde_json::from_value(json!({"podTemplateSpec": {"spec": {}},
+    fn quantities_must_parse_and_a_pod_template_must_be_one() {
+        let spec: EmbeddingServerSpec = serde_json::from_value(json!({"podTemplateSpec": {"spec": {"containers": "many"}},
             "resources": {"limits": {"memory": "lots"}}, "modelCache": {"size": "10Gi"}}))
         .unwrap();
-        assert_eq!(unsupported(&spec).len(), 1);
         let bad: Vec<String> = invalid(&spec).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(bad, ["spec.resources.limits.memory"]);
-        let plain: EmbeddingServerSpec = serde_json::from_value(json!({})).unwrap();
-        assert!(unsupported(&plain).is_empty() && invalid(&plain).is_empty());
+        assert_eq!(bad, ["spec.podTemplateSpec", "spec.resources.limits.memory"]);
+        let plain: EmbeddingServerSpec = serde_json::from_value(json!({"podTemplateSpec": {"spec": {}}})).unwrap();
+        assert!(invalid(&plain).is_empty());
         assert_eq!((plain.model.as_str(), plain.port, plain.replicas), ("BAAI/bge-small-en-v1.5", 8080, Some(1)));
     }
 }

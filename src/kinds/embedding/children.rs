@@ -156,25 +156,37 @@ fn stateful_set(server: &EmbeddingServer, owner: OwnerReference, pull_secrets: &
             ..Default::default()
         }]
     });
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: pod_overrides.and_then(|o| non_empty(o.annotations.clone())),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(server)],
+            image_pull_secrets: (!pull_secrets.is_empty())
+                .then(|| pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
+            ..Default::default()
+        }),
+    };
+    // The user's podTemplateSpec over it (held to the namespace's pod policy at
+    // admission); the pod runs as the namespace's default ServiceAccount, never one
+    // the tenant names here, and keeps the selector's labels.
+    if let Some(overlaid) = server.spec.pod_template_spec.as_ref().and_then(|o| crate::shared::podtemplate::overlaid(&template, o)) {
+        template = overlaid;
+        if let Some(pod) = template.spec.as_mut() {
+            pod.service_account_name = None;
+            pod.service_account = None;
+        }
+        template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default).extend(selector_labels(&name));
+    }
     StatefulSet {
         metadata: child_meta(server, owner, overrides.map(|o| &o.labels), overrides.map(|o| &o.annotations)),
         spec: Some(StatefulSetSpec {
             replicas: server.spec.replicas.or(Some(1)),
             service_name: Some(name.clone()),
             selector: LabelSelector { match_labels: Some(selector_labels(&name)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: pod_overrides.and_then(|o| non_empty(o.annotations.clone())),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container(server)],
-                    image_pull_secrets: (!pull_secrets.is_empty())
-                        .then(|| pull_secrets.iter().map(|s| LocalObjectReference { name: s.clone() }).collect()),
-                    ..Default::default()
-                }),
-            },
+            template,
             volume_claim_templates: claims,
             ..Default::default()
         }),
@@ -269,5 +281,24 @@ mod tests {
         assert_eq!(set["spec"]["template"]["metadata"]["labels"]["team"], "x");
         assert_eq!(service["metadata"]["annotations"]["lb"], "nlb");
         assert_eq!(service["spec"]["ports"][0]["port"], 9000);
+    }
+    #[test]
+    fn a_pod_template_is_laid_over_the_statefulset_s_and_cannot_name_an_account() {
+        let server: EmbeddingServer = serde_json::from_value(json!({"metadata": {"name": "e", "namespace": "a", "uid": "u"},
+            "spec": {"podTemplateSpec": {"metadata": {"labels": {"app.kubernetes.io/instance": "x", "team": "t"}},
+                "spec": {"serviceAccountName": "admin", "nodeSelector": {"gpu": "true"},
+                    "containers": [{"name": "embedding", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}}))
+        .unwrap();
+        let children = desired_children(&server, &[]).unwrap();
+        let set = children.iter().find_map(|c| if let Child::StatefulSet(s) = c { Some(s.clone()) } else { None }).unwrap();
+        let template = set.spec.unwrap().template;
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["gpu"], "true");
+        assert_eq!(pod.service_account_name, None, "the namespace's default account, never one named here");
+        let container = &pod.containers[0];
+        assert!(container.image.is_some() && container.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("nvidia.com/gpu"));
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "t");
+        assert_ne!(labels["app.kubernetes.io/instance"], "x", "the selector's labels stay");
     }
 }

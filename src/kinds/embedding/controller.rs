@@ -15,7 +15,7 @@ use kube::{
 };
 use tracing::{Instrument, info_span};
 
-use crate::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer, invalid, unsupported};
+use crate::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer, invalid};
 use crate::kinds::embedding::children::desired_children;
 use crate::kinds::embedding::status::{Observed, desired_status};
 use crate::kinds::mcpserver::controller::{
@@ -98,8 +98,7 @@ fn error_policy(server: Arc<EmbeddingServer>, error: &Error, ctx: Arc<Context>) 
 async fn apply(server: &EmbeddingServer, ns: &str, ctx: &Context) -> Result<Action> {
     let name = server.name_any();
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let mut problems: Vec<(String, String)> = unsupported(&server.spec).into_iter().map(|(f, why)| (f, why.to_string())).collect();
-    problems.extend(invalid(&server.spec));
+    let problems = invalid(&server.spec);
     // A spec that cannot run as written runs not at all (stored before the webhook refused it).
     if problems.is_empty() {
         let children = desired_children(server, &ctx.shared.proxy.default_image_pull_secrets).ok_or(Error::MissingField("metadata.uid"))?;
@@ -178,10 +177,12 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_cannot_run_gets_no_children_and_fails_with_the_field() {
         let (client, calls) = mock();
-        reconcile(Arc::new(server(json!({"podTemplateSpec": {"spec": {}}}))), context(&client, &[], None)).await.unwrap();
+        // Stored before the webhook refused it: a podTemplateSpec that is not a pod template.
+        let broken = server(json!({"podTemplateSpec": {"spec": {"containers": "many"}}}));
+        reconcile(Arc::new(broken), context(&client, &[], None)).await.unwrap();
         assert!(applied_names(&calls).is_empty());
         let status = status_of(&calls);
         assert_eq!(status["phase"], "Failed");
-        assert!(status["message"].as_str().unwrap().starts_with("spec.podTemplateSpec: pod template overrides"), "{status}");
+        assert!(status["message"].as_str().unwrap().starts_with("spec.podTemplateSpec: not a pod template at spec.containers"), "{status}");
     }
 }
