@@ -78,7 +78,7 @@ fn main() {
             install_crd(&client).await;
             let mut best = Duration::MAX;
             for c in [concurrency, concurrency * 4] {
-                let t = floor_run(&cp, &client, servers, c).await;
+                let t = floor_run(&cp, &client, servers, namespaces, c).await;
                 println!("floor at concurrency {c}: {:.2} s", t.as_secs_f64());
                 best = best.min(t);
             }
@@ -88,7 +88,7 @@ fn main() {
     println!("floor (plain client, same writes, best of the above): {:.2} s", floor.as_secs_f64());
 
     let cp = start_control_plane();
-    let report = runtime().block_on(operator_run(&cp, servers, concurrency, idle_secs));
+    let report = runtime().block_on(operator_run(&cp, servers, (namespaces, watch), concurrency, idle_secs));
     let ratio = report.converge.as_secs_f64() / floor.as_secs_f64();
     println!();
     println!("| figure | value |");
@@ -137,9 +137,9 @@ async fn install_crd(client: &Client) {
     panic!("CRD never served");
 }
 
-async fn namespaces(cp: &controlplane::ControlPlane, client: &Client, prefix: &str) -> Vec<String> {
+async fn namespaces(cp: &controlplane::ControlPlane, client: &Client, prefix: &str, count: usize) -> Vec<String> {
     let mut out = Vec::new();
-    for _ in 0..env_usize("BENCH_NAMESPACES", 10) {
+    for _ in 0..count {
         out.push(cp.namespace(client, prefix).await.unwrap());
     }
     out
@@ -161,8 +161,8 @@ fn placement(namespaces: &[String], i: usize) -> &str {
 /// The floor: what a plain client needs to create the MCPServers, then apply their
 /// children and write their status (same bodies as the operator's), every write in
 /// flight with up to `concurrency` others.
-async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, concurrency: usize) -> Duration {
-    let nss = Arc::new(namespaces(cp, client, "floor").await);
+async fn floor_run(cp: &controlplane::ControlPlane, client: &Client, n: usize, spread: usize, concurrency: usize) -> Duration {
+    let nss = Arc::new(namespaces(cp, client, "floor", spread).await);
     let start = Instant::now();
     let created: Vec<MCPServer> = stream::iter(0..n)
         .map(|i| {
@@ -264,10 +264,11 @@ fn split_leases(d: &BTreeMap<String, u64>) -> (u64, u64) {
     (total - leases, leases)
 }
 
-async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: usize, idle_secs: u64) -> Report {
+/// `scope`: how many namespaces the servers are spread over, and what the operator watches.
+async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, Watch), concurrency: usize, idle_secs: u64) -> Report {
     let client = cp.client().await.unwrap();
     install_crd(&client).await;
-    let nss = Arc::new(namespaces(cp, &client, "team").await);
+    let nss = Arc::new(namespaces(cp, &client, "team", scope.0).await);
     let system = cp.namespace(&client, "toolhive-system").await.unwrap();
 
     // A serving certificate so the webhook runs as in production.
@@ -298,7 +299,7 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, concurrency: us
         .env("RUST_LOG", "info,kube=warn")
         .stdout(std::fs::File::create(std::env::temp_dir().join("bench-operator.log")).unwrap())
         .stderr(std::process::Stdio::inherit());
-    if let Watch::Namespaces = Watch::from_env() {
+    if let Watch::Namespaces = scope.1 {
         command.env("WATCH_NAMESPACE", nss.join(","));
     }
     let child = command.spawn().unwrap();

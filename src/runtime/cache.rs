@@ -62,17 +62,17 @@ pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
     }
 }
 
-/// Starts a deferred cache's watch.
+/// Starts a cache's watch.
 type StartWatch = Box<dyn FnOnce() + Send>;
 
 /// A watched kind in one scope: its store and the stream of what the watch touches.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
-    /// A deferred cache's watch, until something asks for it (`watch`).
-    deferred: Arc<Mutex<Option<StartWatch>>>,
+    /// The watch, until something starts it (`watch`).
+    unstarted: Arc<Mutex<Option<StartWatch>>>,
     /// True once the first list is in the store. (kube's `Store::wait_until_ready`
-    /// wakes only the last of several tasks waiting at once, and a deferred cache may
+    /// wakes only the last of several tasks waiting at once, and a cache not started yet may
     /// be waited on for hours by many.)
     has_listed: watch::Receiver<bool>,
 }
@@ -82,7 +82,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
         Self {
             store: self.store.clone(),
             changes: self.changes.clone(),
-            deferred: self.deferred.clone(),
+            unstarted: self.unstarted.clone(),
             has_listed: self.has_listed.clone(),
         }
     }
@@ -92,25 +92,12 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// Starts the watch (retried with backoff for the life of the process). `slim`
-    /// drops what no reader needs before an object is stored; `buffer` is `BUSY` or `RARE`.
-    pub fn start(
-        api: Api<K>,
-        config: watcher::Config,
-        slim: impl FnMut(&mut K) + Send + 'static,
-        plural: &str,
-        metrics: &Metrics,
-        buffer: usize,
-    ) -> Self {
-        let cache = Self::deferred(api, config, slim, plural, metrics, buffer);
-        cache.watch();
-        cache
-    }
-
-    /// As `start`, but the watch starts only when something asks for it (`watch`);
-    /// until then the cache is empty and not `ready`. What a scope needs only once it
-    /// holds work costs an idle namespace nothing.
-    pub fn deferred(
+    /// A cache of `api`'s objects, its watch started when something asks for it
+    /// (`watch`, or `started` at once) and then retried with backoff for the life of
+    /// the process; until then it is empty and not `ready`, so what a scope needs only
+    /// once it holds work costs an idle namespace nothing. `slim` drops what no reader
+    /// needs before an object is stored; `buffer` is `BUSY` or `RARE`.
+    pub fn new(
         api: Api<K>,
         config: watcher::Config,
         slim: impl FnMut(&mut K) + Send + 'static,
@@ -125,15 +112,20 @@ where
             let (changes, reader, plural, metrics) = (changes.clone(), store.clone(), plural.to_string(), metrics.clone());
             move || drop(feed(api, config, slim, &plural, &metrics, Fed { changes, writer, reader, listed }))
         };
-        Self { store, changes, deferred: Arc::new(Mutex::new(Some(Box::new(start)))), has_listed }
+        Self { store, changes, unstarted: Arc::new(Mutex::new(Some(Box::new(start)))), has_listed }
     }
 
-    /// Starts the watch of a deferred cache, if it has not started; it then runs for
-    /// the life of the process.
+    /// Starts the watch, if it has not started; it then runs for the life of the process.
     pub fn watch(&self) {
-        if let Some(start) = self.deferred.lock().take() {
+        if let Some(start) = self.unstarted.lock().take() {
             start();
         }
+    }
+
+    /// The cache with its watch started.
+    pub fn started(self) -> Self {
+        self.watch();
+        self
     }
 
     /// A cache fed by hand (tests): `ready` once `store` is.
@@ -146,7 +138,7 @@ where
                 listed.send_replace(true);
             }
         });
-        Self { store, changes: broadcast::channel(BUSY).0, deferred: Arc::default(), has_listed }
+        Self { store, changes: broadcast::channel(BUSY).0, unstarted: Arc::default(), has_listed }
     }
 
     /// A cache holding `objects` as a watch that has listed them would (tests; no watch).
@@ -158,7 +150,7 @@ where
             writer.apply_watcher_event(&watcher::Event::InitApply(object));
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        Self { store, changes: broadcast::channel(BUSY).0, deferred: Arc::default(), has_listed: watch::channel(true).1 }
+        Self { store, changes: broadcast::channel(BUSY).0, unstarted: Arc::default(), has_listed: watch::channel(true).1 }
     }
 
     /// Announces `object` as touched by the watch (tests feeding a cache by hand).
@@ -445,7 +437,7 @@ mod tests {
     async fn a_deferred_cache_asks_nothing_until_watched_then_lists() {
         let (client, calls) = crate::runtime::mock::mock_api(serde_json::json!({}));
         let api: Api<ConfigMap> = Api::namespaced(client, "a");
-        let cache = Cache::deferred(api, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
+        let cache = Cache::new(api, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let cache = cache.clone();

@@ -82,13 +82,20 @@ mod tests {
     use crate::webhook::policy::TenancyPolicy;
     use serde_json::json;
 
-    fn violations(namespace: &str, spec: Value) -> Vec<String> {
-        let policy = TenancyPolicy::default();
+    /// `check` run with the facts of an install serving namespace `team` under `policy`.
+    fn serving_team<R>(policy: &TenancyPolicy, check: impl FnOnce(&Facts) -> R) -> R {
         let scope = Scope::Namespaces(vec!["team".into()]);
         let no_quota = |_: &str| 0usize;
         let levels = crate::webhook::namespaces::NamespaceLevels::default();
-        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
-        validate(Some(&spec), namespace, &facts).iter().map(ToString::to_string).collect()
+        check(&Facts { policy, scope: &scope, quota: &no_quota, namespaces: &levels })
+    }
+
+    fn violations_under(policy: &TenancyPolicy, namespace: &str, spec: Value) -> Vec<String> {
+        serving_team(policy, |facts| validate(Some(&spec), namespace, facts).iter().map(ToString::to_string).collect())
+    }
+
+    fn violations(namespace: &str, spec: Value) -> Vec<String> {
+        violations_under(&TenancyPolicy::default(), namespace, spec)
     }
 
     #[test]
@@ -110,12 +117,7 @@ mod tests {
     #[test]
     fn the_vmcp_pod_is_held_to_the_namespace_s_proxy_ceiling() {
         let policy = TenancyPolicy::from_text("defaults:\n  proxyResources:\n    max: {memory: 256Mi}\n").unwrap();
-        let scope = Scope::Namespaces(vec!["team".into()]);
-        let no_quota = |_: &str| 0usize;
-        let levels = crate::webhook::namespaces::NamespaceLevels::default();
-        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
-        let spec = json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}});
-        let found: Vec<String> = validate(Some(&spec), "team", &facts).iter().map(ToString::to_string).collect();
+        let found = violations_under(&policy, "team", json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}}));
         assert_eq!(
             found,
             [
@@ -127,12 +129,8 @@ mod tests {
     #[test]
     fn a_pod_template_is_held_to_the_namespace_s_pod_policy_and_the_proxy_ceiling() {
         let policy = TenancyPolicy::from_text("defaults:\n  proxyResources:\n    max: {memory: 768Mi}\n").unwrap();
-        let scope = Scope::Namespaces(vec!["team".into()]);
-        let no_quota = |_: &str| 0usize;
-        let levels = crate::webhook::namespaces::NamespaceLevels::default();
-        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
         let with = |template: Value| json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "podTemplateSpec": template});
-        let found = |spec: Value| validate(Some(&spec), "team", &facts).iter().map(ToString::to_string).collect::<Vec<_>>();
+        let found = |spec: Value| violations_under(&policy, "team", spec);
         let fits = with(json!({"spec": {"containers": [{"name": "vmcp", "resources": {"limits": {"memory": "640Mi"}}}]}}));
         assert!(found(fits).is_empty());
         let over = found(with(json!({"spec": {"containers": [{"name": "vmcp", "resources": {"limits": {"memory": "1Gi"}}}]}})));
@@ -146,16 +144,13 @@ mod tests {
 
     #[test]
     fn a_definition_is_held_to_what_the_vmcp_can_run() {
-        let policy = TenancyPolicy::default();
-        let scope = Scope::Namespaces(vec!["team".into()]);
-        let no_quota = |_: &str| 0usize;
-        let levels = crate::webhook::namespaces::NamespaceLevels::default();
-        let facts = Facts { policy: &policy, scope: &scope, quota: &no_quota, namespaces: &levels };
-        let good = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch"}]});
-        assert!(validate_definition(Some(&good), "team", &facts).is_empty());
-        let looped = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch", "dependsOn": ["a"]}]});
-        let found: Vec<String> = validate_definition(Some(&looped), "team", &facts).iter().map(ToString::to_string).collect();
-        assert_eq!(found, ["spec.steps: Invalid value: the steps depend on each other in a cycle: a -> a"]);
+        serving_team(&TenancyPolicy::default(), |facts| {
+            let good = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch"}]});
+            assert!(validate_definition(Some(&good), "team", facts).is_empty());
+            let looped = json!({"name": "t", "description": "d", "steps": [{"id": "a", "tool": "fetch.fetch", "dependsOn": ["a"]}]});
+            let found: Vec<String> = validate_definition(Some(&looped), "team", facts).iter().map(ToString::to_string).collect();
+            assert_eq!(found, ["spec.steps: Invalid value: the steps depend on each other in a cycle: a -> a"]);
+        });
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::shared::meta::slim_metadata;
 
 /// The EmbeddingServer watch of one scope; it runs for the life of the process.
 pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<EmbeddingServer> {
-    Cache::start(
+    Cache::new(
         scoped::<EmbeddingServer>(client, ns),
         kube::runtime::watcher::Config::default(),
         |e: &mut EmbeddingServer| slim_metadata(&mut e.metadata, &[]),
@@ -36,6 +36,7 @@ pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cach
         metrics,
         crate::runtime::cache::RARE,
     )
+    .started()
 }
 
 struct Context {

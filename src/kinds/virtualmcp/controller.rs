@@ -33,7 +33,7 @@ use crate::shared::meta::slim_metadata;
 
 /// The VirtualMCPServer watch of one scope; it runs for the life of the process.
 pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<VirtualMCPServer> {
-    Cache::start(
+    Cache::new(
         scoped::<VirtualMCPServer>(client, ns),
         kube::runtime::watcher::Config::default(),
         |v: &mut VirtualMCPServer| slim_metadata(&mut v.metadata, &[]),
@@ -41,6 +41,7 @@ pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cach
         metrics,
         crate::runtime::cache::RARE,
     )
+    .started()
 }
 
 struct Context {

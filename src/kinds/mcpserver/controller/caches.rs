@@ -89,7 +89,8 @@ pub struct ChildCaches {
     pub statefulsets: Cache<PartialObjectMeta<k8s_openapi::api::apps::v1::StatefulSet>>,
 }
 
-/// A namespaced kind cached without managedFields and annotations but `keep`.
+/// A namespaced kind cached without managedFields and annotations but `keep`, its
+/// watch not started yet (`Cache::started`, `Cache::watch`).
 fn slimmed<K: Cached>(
     client: &Client,
     ns: Option<&str>,
@@ -98,21 +99,7 @@ fn slimmed<K: Cached>(
     metrics: &Metrics,
     buffer: usize,
 ) -> Cache<K> {
-    let cache = slimmed_deferred(client, ns, config, keep, metrics, buffer);
-    cache.watch();
-    cache
-}
-
-/// As `slimmed`, watched only once something asks for it (`Cache::watch`).
-fn slimmed_deferred<K: Cached>(
-    client: &Client,
-    ns: Option<&str>,
-    config: watcher::Config,
-    keep: &'static [&'static str],
-    metrics: &Metrics,
-    buffer: usize,
-) -> Cache<K> {
-    Cache::deferred(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
+    Cache::new(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
 }
 
 fn managed() -> watcher::Config {
@@ -126,17 +113,17 @@ impl ScopeCaches {
         let ns = namespace.as_deref();
         let all = watcher::Config::default;
         Self {
-            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, BUSY),
-            groups: slimmed(client, ns, all(), &[], metrics, RARE),
-            entries: slimmed(client, ns, all(), &[], metrics, RARE),
-            proxies: slimmed(client, ns, all(), &[], metrics, RARE),
+            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, BUSY).started(),
+            groups: slimmed(client, ns, all(), &[], metrics, RARE).started(),
+            entries: slimmed(client, ns, all(), &[], metrics, RARE).started(),
+            proxies: slimmed(client, ns, all(), &[], metrics, RARE).started(),
             configs: ConfigCaches {
-                tool: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
-                telemetry: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
-                oidc: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
-                authz: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
-                webhook: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
-                external_auth: slimmed_deferred(client, ns, all(), &[], metrics, RARE),
+                tool: slimmed(client, ns, all(), &[], metrics, RARE),
+                telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
+                oidc: slimmed(client, ns, all(), &[], metrics, RARE),
+                authz: slimmed(client, ns, all(), &[], metrics, RARE),
+                webhook: slimmed(client, ns, all(), &[], metrics, RARE),
+                external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
             },
             named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
             namespace,
@@ -250,12 +237,12 @@ impl ScopeCaches {
 impl ChildCaches {
     fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
         Self {
-            configmaps: slimmed(client, ns, managed(), HASH, metrics, BUSY),
-            service_accounts: slimmed(client, ns, managed(), HASH, metrics, BUSY),
-            roles: slimmed(client, ns, managed(), HASH, metrics, BUSY),
-            role_bindings: slimmed(client, ns, managed(), HASH, metrics, BUSY),
-            services: slimmed(client, ns, managed(), HASH, metrics, BUSY),
-            deployments: Cache::start(
+            configmaps: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            service_accounts: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            roles: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            role_bindings: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            services: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            deployments: Cache::new(
                 scoped::<Deployment>(client, ns),
                 managed(),
                 |d: &mut Deployment| {
@@ -265,9 +252,10 @@ impl ChildCaches {
                 "deployments",
                 metrics,
                 BUSY,
-            ),
-            pods: Cache::start(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, BUSY),
-            statefulsets: slimmed(client, ns, managed(), HASH, metrics, BUSY),
+            )
+            .started(),
+            pods: Cache::new(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, BUSY).started(),
+            statefulsets: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
         }
     }
 
