@@ -180,7 +180,8 @@ async fn main() {
     );
     let leader_gauge = metrics.leader.with_label_values(&[LEADER_LEASE_NAME]);
     let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
-    let shared = controller::Shared::new(client.clone(), metrics.clone(), proxy_settings, identity, args.max_concurrent_reconciles);
+    let shared = controller::Shared::new(client.clone(), metrics.clone(), proxy_settings, identity, args.max_concurrent_reconciles)
+        .for_scopes(caches.scopes.len());
     let shared = Arc::new(match policy_watch {
         Some(policy) => shared.with_policy(policy),
         None => shared,

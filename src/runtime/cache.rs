@@ -35,6 +35,15 @@ use super::metrics::Metrics;
 /// them). A reader that lags is handed the whole cache again: it is triggered for
 /// more, never for less.
 pub const BUSY: usize = 128;
+/// `BUSY` for a scope that is one namespace (namespace mode): what a reader that lags
+/// is handed again is that namespace's objects only, a few dozen, and with hundreds
+/// of allowed namespaces the slots of nine busy kinds each would cost megabytes.
+pub const NAMESPACE_BUSY: usize = 32;
+
+/// The buffer for a busy kind in the scope `namespace` (None: the cluster).
+pub const fn busy(namespace: Option<&str>) -> usize {
+    if namespace.is_some() { NAMESPACE_BUSY } else { BUSY }
+}
 /// The same for kinds a scope holds few of, changing rarely (groups, entries, remote
 /// proxies, configuration kinds, VirtualMCPServers, EmbeddingServers). Every slot is
 /// allocated up front, per kind and scope: with 100 allowed namespaces the smaller
@@ -42,6 +51,10 @@ pub const BUSY: usize = 128;
 pub const RARE: usize = 16;
 #[cfg(test)]
 const CHANGE_BUFFER: usize = BUSY;
+
+/// How long whoever needs a cache waits for its first list before going on without
+/// it (a kind whose CRD is missing never lists).
+pub const FIRST_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A kind the operator caches: any namespaced Kubernetes object type.
 pub trait Cached:
@@ -96,7 +109,7 @@ where
     /// (`watch`, or `started` at once) and then retried with backoff for the life of
     /// the process; until then it is empty and not `ready`, so what a scope needs only
     /// once it holds work costs an idle namespace nothing. `slim` drops what no reader
-    /// needs before an object is stored; `buffer` is `BUSY` or `RARE`.
+    /// needs before an object is stored; `buffer` is `busy(..)` or `RARE`.
     pub fn new(
         api: Api<K>,
         config: watcher::Config,
@@ -120,6 +133,17 @@ where
         if let Some(start) = self.unstarted.lock().take() {
             start();
         }
+    }
+
+    /// The store, its watch started if it was not, once it has listed or
+    /// `FIRST_LIST_WAIT` has passed (a kind whose CRD is missing never lists: what it
+    /// would hold reads as not found, and the caller goes on).
+    pub async fn watched(&self) -> &Store<K> {
+        self.watch();
+        if tokio::time::timeout(FIRST_LIST_WAIT, self.ready()).await.is_err() {
+            warn!(kind = %K::plural(&()), "not listed yet (is its CRD installed?); going on without it");
+        }
+        &self.store
     }
 
     /// The cache with its watch started.

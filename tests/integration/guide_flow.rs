@@ -776,7 +776,7 @@ async fn a_tool_config_filters_the_servers_tools_and_the_proxy_stops_without_it(
     }))
     .unwrap();
     configs.create(&PostParams::default(), &config).await.unwrap();
-    // Its status is written once the namespace holds a workload that can name it.
+    // Its status is written once something in the namespace names one of its kind.
     create(g, &servers, &server("filtered", json!({"image": "ghcr.io/acme/tool", "toolConfigRef": {"name": "filters"}}))).await;
     eventually("the tool config to be Valid", &g.operator, || async {
         let status = configs.get("filters").await.ok()?.status?;
@@ -1079,7 +1079,7 @@ async fn webhooks_reach_the_proxy_with_their_secrets_mounted_and_the_proxy_stops
     }))
     .unwrap();
     configs.create(&PostParams::default(), &hooks).await.unwrap();
-    // Its status is written once the namespace holds a workload that can name it.
+    // Its status is written once something in the namespace names one of its kind.
     create(g, &servers, &server("hooked", json!({"image": "ghcr.io/acme/tool", "webhookConfigRef": {"name": "hooks"}}))).await;
     eventually("the webhook config to be Valid", &g.operator, || async {
         let status = configs.get("hooks").await.ok()?.status?;
@@ -1231,7 +1231,7 @@ async fn a_telemetry_config_reaches_the_proxy_its_secrets_by_reference_and_the_p
     .unwrap();
     configs.create(&PostParams::default(), &config).await.unwrap();
     // Referenced: the RunConfig carries it, the proxy gets the header by reference.
-    // (Its status is written once the namespace holds a workload that can name it.)
+    // (Its status is written once something in the namespace names one of its kind.)
     let reference = json!({"name": "otel", "serviceName": "traced-svc"});
     create(g, &servers, &server("traced", json!({"image": "ghcr.io/acme/tool", "telemetryConfigRef": reference}))).await;
     let defaulted = eventually("the telemetry config to be Valid", &g.operator, || async {

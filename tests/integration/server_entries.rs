@@ -56,15 +56,21 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
     let groups: Api<MCPGroup> = Api::namespaced(admin.clone(), &ns);
     let post = PostParams::default();
 
-    // A configuration object alone in a namespace: the namespace holds nothing that
-    // can name it, so its kind is not watched there yet and it gets no status.
+    // Configuration objects alone in a namespace: nothing there names one of their
+    // kind, so their kinds are not watched there yet and they get no status.
     let tools: Api<MCPToolConfig> = Api::namespaced(admin.clone(), &ns);
+    let auths: Api<MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &ns);
     tools
         .create(&post, &serde_json::from_value(json!({"metadata": {"name": "alone"}, "spec": {"toolsFilter": ["read"]}})).unwrap())
         .await
         .unwrap();
+    auths
+        .create(&post, &serde_json::from_value(json!({"metadata": {"name": "alone-auth"}, "spec": {"type": "unauthenticated"}})).unwrap())
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(tools.get("alone").await.unwrap().status.is_none(), "an idle namespace's configuration kinds are not watched");
+    assert!(tools.get("alone").await.unwrap().status.is_none(), "a kind nothing names is not watched");
+    assert!(auths.get("alone-auth").await.unwrap().status.is_none(), "a kind nothing names is not watched");
 
     // Every MCPServerEntry of ToolHive v0.66.0's examples, with what it names (the
     // examples' other kinds: not served here yet), in the team's namespace.
@@ -85,13 +91,6 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
         }
     }
     assert!(example_entries >= 5, "only {example_entries} example entries found in {}", examples.display());
-    // Entries can name a configuration object: the namespace's are watched now, and
-    // the lone one gets its status.
-    eventually("the lone tool config's status once the namespace holds entries", &install.operator, || async {
-        let status = tools.get("alone").await.ok()?.status?;
-        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
-    })
-    .await;
 
     groups.create(&post, &serde_json::from_value(json!({"metadata": {"name": "tools"}, "spec": {}})).unwrap()).await.unwrap();
     let good = json!({"remoteUrl": "https://mcp.example.com/mcp", "transport": "streamable-http", "groupRef": {"name": "tools"}});
@@ -151,6 +150,15 @@ async fn entries_are_checked_listed_in_their_group_and_the_upstream_examples_app
     }
     let (_, _, why) = condition(&entries.get("private").await.unwrap(), "RemoteURLValidated").unwrap();
     assert!(why.contains("set allowPrivateEndpoint: true"), "{why}");
+
+    // Entries here name external auth configurations: that kind is watched now, and
+    // the lone one gets its status; no entry names a tool configuration.
+    eventually("the lone external auth config's status once an entry names one", &install.operator, || async {
+        let status = auths.get("alone-auth").await.ok()?.status?;
+        (status.conditions.first()?.status == "True" && status.config_hash.len() == 16).then_some(())
+    })
+    .await;
+    assert!(tools.get("alone").await.unwrap().status.is_none(), "no entry names a tool configuration");
 
     // What was missing appears: the entry turns Valid (a watched kind at once).
     let auth: MCPExternalAuthConfig = serde_json::from_value(json!({"metadata": {"name": "later-auth"},

@@ -273,8 +273,11 @@ pub async fn run(
 async fn reconcile(entry: Arc<MCPServerEntry>, ctx: Arc<EntryContext>) -> Result<Action, Error> {
     let (ns, name) = (entry.namespace().unwrap_or_default(), entry.name_any());
     let spec = &entry.spec;
-    let external_auth =
-        spec.external_auth_config_ref.as_ref().map(|r| ctx.external_auth.store().get(&ObjectRef::new(&r.name).within(&ns)).is_some());
+    let external_auth = match &spec.external_auth_config_ref {
+        // Watched in this namespace once an entry or a server here names one.
+        Some(r) => Some(ctx.external_auth.watched().await.get(&ObjectRef::new(&r.name).within(&ns)).is_some()),
+        None => None,
+    };
     let ca_bundle = match spec.ca_bundle_ref.as_ref().and_then(|b| b.config_map_ref.as_ref()) {
         None => None,
         Some(r) => Some(Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns).get_metadata_opt(&r.name).await?.is_some()),

@@ -226,6 +226,13 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
     let uid = vmcp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let (s, cfg) = (&ctx.scope, &ctx.scope.configs);
     let definitions = watch_definitions(ctx, vmcp, ns).await?;
+    // The configuration kinds are watched in a namespace once something there names one.
+    if vmcp.spec.incoming_auth.oidc_config_ref.is_some() {
+        cfg.oidc.watched().await;
+    }
+    if vmcp.spec.telemetry_config_ref.is_some() {
+        cfg.telemetry.watched().await;
+    }
     let view = View {
         groups: s.groups.store(),
         servers: s.servers.store(),

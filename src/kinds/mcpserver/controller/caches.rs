@@ -21,19 +21,24 @@ use crate::kinds::authz::MCPAuthzConfig;
 use crate::kinds::externalauth::MCPExternalAuthConfig;
 use crate::kinds::group::MCPGroup;
 use crate::kinds::mcpserver::api::{MCPServer, RESTARTED_AT_ANNOTATION};
+use crate::kinds::mcpserver::references::Referenced;
 use crate::kinds::mcpserver::resources::{self, Child, MANAGED_SELECTOR, SPEC_HASH_ANNOTATION};
 use crate::kinds::oidc::MCPOIDCConfig;
 use crate::kinds::serverentry::MCPServerEntry;
 use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
-use crate::runtime::cache::{BUSY, Cache, Cached, RARE, scoped};
+use crate::runtime::cache::{Cache, Cached, RARE, busy, scoped};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ondemand::OnDemand;
 use crate::shared::config::Scope;
 use crate::shared::meta::slim_metadata;
 
-/// The configuration kinds MCPServers name, each cached once per scope.
+/// The configuration kinds MCPServers name, each cached once per scope. A kind is
+/// watched in a scope once something there names an object of that kind
+/// (`ConfigCaches::named_by`, `Cache::watched`): most namespaces name few of the six
+/// kinds, and an unwatched kind costs a scope nothing. A configuration object gets
+/// its status once its kind is watched in its namespace.
 #[derive(Clone)]
 pub struct ConfigCaches {
     pub tool: Cache<MCPToolConfig>,
@@ -42,6 +47,39 @@ pub struct ConfigCaches {
     pub authz: Cache<MCPAuthzConfig>,
     pub webhook: Cache<MCPWebhookConfig>,
     pub external_auth: Cache<MCPExternalAuthConfig>,
+}
+
+impl ConfigCaches {
+    /// The six kinds' caches of one scope, none of them watched yet.
+    fn new(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
+        let all = watcher::Config::default;
+        Self {
+            tool: slimmed(client, ns, all(), &[], metrics, RARE),
+            telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
+            oidc: slimmed(client, ns, all(), &[], metrics, RARE),
+            authz: slimmed(client, ns, all(), &[], metrics, RARE),
+            webhook: slimmed(client, ns, all(), &[], metrics, RARE),
+            external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
+        }
+    }
+
+    /// Starts watching the kinds `server` (or a remote proxy, as a server) names, if
+    /// they were not; resolves once they have listed.
+    pub async fn named_by(&self, server: &MCPServer) {
+        async fn named<K: Referenced>(cache: &Cache<K>, server: &MCPServer) {
+            if K::referenced_by(server).is_some() || K::also_referenced_by(server).is_some() {
+                cache.watched().await;
+            }
+        }
+        futures::join!(
+            named(&self.tool, server),
+            named(&self.telemetry, server),
+            named(&self.oidc, server),
+            named(&self.authz, server),
+            named(&self.webhook, server),
+            named(&self.external_auth, server),
+        );
+    }
 }
 
 /// The watches of one scope that run for the life of the process: the kinds users
@@ -113,18 +151,11 @@ impl ScopeCaches {
         let ns = namespace.as_deref();
         let all = watcher::Config::default;
         Self {
-            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, BUSY).started(),
+            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, busy(ns)).started(),
             groups: slimmed(client, ns, all(), &[], metrics, RARE).started(),
             entries: slimmed(client, ns, all(), &[], metrics, RARE).started(),
             proxies: slimmed(client, ns, all(), &[], metrics, RARE).started(),
-            configs: ConfigCaches {
-                tool: slimmed(client, ns, all(), &[], metrics, RARE),
-                telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
-                oidc: slimmed(client, ns, all(), &[], metrics, RARE),
-                authz: slimmed(client, ns, all(), &[], metrics, RARE),
-                webhook: slimmed(client, ns, all(), &[], metrics, RARE),
-                external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
-            },
+            configs: ConfigCaches::new(client, ns, metrics),
             named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
             namespace,
             client: client.clone(),
@@ -136,29 +167,6 @@ impl ScopeCaches {
     /// Resolves once every cache has listed.
     pub async fn ready(&self) {
         futures::join!(self.servers.ready(), self.groups.ready(), self.entries.ready(), self.proxies.ready());
-    }
-
-    /// The configuration kinds' caches, their watches started if they were not;
-    /// resolves once they have listed (or `CACHE_SYNC_WAIT` has passed: a kind whose
-    /// CRD is missing never lists, and its references resolve as not found). They
-    /// are watched once the scope holds something that can name one: an idle
-    /// namespace does not watch them, and a configuration object there gets its
-    /// status once its namespace holds a workload.
-    pub async fn watched_configs(&self) -> &ConfigCaches {
-        let c = &self.configs;
-        c.tool.watch();
-        c.telemetry.watch();
-        c.oidc.watch();
-        c.authz.watch();
-        c.webhook.watch();
-        c.external_auth.watch();
-        let listed = async {
-            futures::join!(c.tool.ready(), c.telemetry.ready(), c.oidc.ready(), c.authz.ready(), c.webhook.ready(), c.external_auth.ready())
-        };
-        if tokio::time::timeout(super::CACHE_SYNC_WAIT, listed).await.is_err() {
-            tracing::warn!(scope = %self.namespace.as_deref().unwrap_or("*"), "not every configuration kind has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
-        }
-        c
     }
 
     /// A scope's caches holding `servers` and `groups` as listed watches would, every
@@ -187,9 +195,8 @@ impl ScopeCaches {
     }
 
     /// Waits until `first` (the scope's first object of `kind`) or shutdown, then starts
-    /// the scope's child watches and its configuration kinds' (`watched_configs`), if
-    /// no controller has, gives them a while to list, and runs the controller `start`
-    /// makes with the children. The controller is boxed when it
+    /// the scope's child watches, if no controller has, gives them a while to list,
+    /// and runs the controller `start` makes with the children. The controller is boxed when it
     /// starts: a scope waiting for its first object holds only this wait, not the
     /// controller's state (the MCPServer controller's is about 45 KiB, per scope).
     pub async fn once_holding<F: std::future::Future<Output = ()>>(
@@ -205,12 +212,9 @@ impl ScopeCaches {
             _ = super::stopped(shutdown) => return,
         }
         let children = self.children();
-        let children_listed = async {
-            if tokio::time::timeout(super::CACHE_SYNC_WAIT, children.ready()).await.is_err() {
-                tracing::warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
-            }
-        };
-        futures::join!(children_listed, self.watched_configs());
+        if tokio::time::timeout(super::CACHE_SYNC_WAIT, children.ready()).await.is_err() {
+            tracing::warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
+        }
         tracing::info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
         Box::pin(start(children)).await
     }
@@ -229,7 +233,7 @@ impl ScopeCaches {
     /// How many watches a scope keeps open, idle (reported in the log): servers,
     /// groups, entries and remote proxies; the VirtualMCPServer and EmbeddingServer
     /// watches the binary starts beside them make six. The configuration kinds
-    /// (`watched_configs`), the children and the ConfigMaps servers name are watched
+    /// (once something names one: `ConfigCaches::named_by`), the children and the ConfigMaps servers name are watched
     /// once the scope holds work that needs them.
     pub const WATCHES: usize = 4;
 }
@@ -237,11 +241,11 @@ impl ScopeCaches {
 impl ChildCaches {
     fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
         Self {
-            configmaps: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
-            service_accounts: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
-            roles: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
-            role_bindings: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
-            services: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            configmaps: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+            service_accounts: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+            roles: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+            role_bindings: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+            services: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
             deployments: Cache::new(
                 scoped::<Deployment>(client, ns),
                 managed(),
@@ -251,11 +255,11 @@ impl ChildCaches {
                 },
                 "deployments",
                 metrics,
-                BUSY,
+                busy(ns),
             )
             .started(),
-            pods: Cache::new(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, BUSY).started(),
-            statefulsets: slimmed(client, ns, managed(), HASH, metrics, BUSY).started(),
+            pods: Cache::new(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, busy(ns)).started(),
+            statefulsets: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
         }
     }
 
@@ -377,6 +381,34 @@ impl Caches {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_configuration_kind_is_watched_once_something_names_one() {
+        let (client, calls) = crate::runtime::mock::mock_api(json!({}));
+        let configs = ConfigCaches::new(&client, Some("team"), &Metrics::default());
+        let lists = || -> Vec<String> {
+            let calls = calls.lock().unwrap();
+            let mut kinds: Vec<String> =
+                calls.iter().map(|(_, path, _)| path.split('?').next().unwrap().rsplit('/').next().unwrap().into()).collect();
+            kinds.dedup();
+            kinds
+        };
+        let plain: MCPServer =
+            serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "team"}, "spec": {"image": "i"}})).unwrap();
+        configs.named_by(&plain).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(lists().is_empty(), "a server naming nothing watches nothing: {:?}", lists());
+
+        let naming: MCPServer = serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "team"}, "spec": {"image": "i",
+            "toolConfigRef": {"name": "tools"}, "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "login"}}}))
+        .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), configs.named_by(&naming)).await.expect("both kinds list");
+        let mut watched = lists();
+        watched.sort();
+        watched.dedup();
+        assert_eq!(watched, ["mcpexternalauthconfigs", "mcptoolconfigs"], "only the kinds it names");
+        assert!(calls.lock().unwrap().iter().all(|(_, path, _)| path.starts_with("/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/")));
+    }
 
     #[test]
     fn a_cached_pod_keeps_only_what_says_a_container_cannot_start() {

@@ -51,7 +51,12 @@ use report::{publish, write_status, write_status_noting};
 pub struct Shared {
     pub client: Client,
     pub metrics: Metrics,
+    /// Publishes Warnings, keeping each for six minutes so a repeat counts into the
+    /// same Event's series instead of making a new Event.
     pub recorder: Recorder,
+    /// Who publishes Events (a Normal one through a recorder of its own: said once,
+    /// it is not kept; a thousand new servers' Events kept cost some 5 MiB).
+    pub reporter: Reporter,
     pub proxy: resources::ProxySettings,
     /// Per child: (hash, generation-or-resourceVersion) after our last apply. A child
     /// whose annotation hash and version still match is not written again.
@@ -62,10 +67,12 @@ pub struct Shared {
     /// connections (each holds TLS buffers) and so the memory a burst costs; the API
     /// server, not the operator, limits throughput beyond a few dozen.
     reconcile_slots: tokio::sync::Semaphore,
-    /// The same bound, per controller: kube spawns a task for every reconcile it
-    /// starts (each holding the reconcile's whole state, some 7 KiB), so unbounded, a
-    /// burst of 1,000 servers had 1,000 tasks waiting for a slot (21 MiB at the peak).
-    max_concurrent_reconciles: u16,
+    /// The same bound shared out between the scopes' controllers (at least one
+    /// each): kube spawns a task for every reconcile it starts (each holding the
+    /// reconcile's whole state, some 7 to 19 KiB), so unbounded, a burst of 1,000
+    /// servers had 1,000 tasks waiting for a slot (21 MiB at the peak), and bounded
+    /// per controller, 100 namespaces' controllers still had 1,600 (19 MiB).
+    concurrency_per_scope: u16,
     /// Per MCPServer: (uid, generation, status) of our last status write. The watch
     /// cache can lag behind our own write; this keeps a reconcile that sees the older
     /// object from writing (and announcing) the same status twice. Only the operator
@@ -103,7 +110,14 @@ impl Shared {
     /// at most as many reconciles started (and so tasks) as may run at once; the
     /// rest wait in the controller's queue as references.
     pub fn controller_config(&self) -> kube::runtime::controller::Config {
-        kube::runtime::controller::Config::default().concurrency(self.max_concurrent_reconciles)
+        kube::runtime::controller::Config::default().concurrency(self.concurrency_per_scope)
+    }
+
+    /// Shares the reconciles that may run at once between `scopes` scopes' controllers
+    /// (rounded up: together they may start a few more than run, never fewer).
+    pub fn for_scopes(self, scopes: usize) -> Self {
+        let per_scope = usize::from(self.concurrency_per_scope).div_ceil(scopes.max(1)).max(1);
+        Self { concurrency_per_scope: u16::try_from(per_scope).unwrap_or(u16::MAX), ..self }
     }
 
     pub fn new(
@@ -115,14 +129,15 @@ impl Shared {
     ) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             metrics,
             proxy,
             applied: Mutex::default(),
             failures: Mutex::default(),
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
-            max_concurrent_reconciles: u16::try_from(max_concurrent_reconciles.max(1)).unwrap_or(u16::MAX),
+            concurrency_per_scope: u16::try_from(max_concurrent_reconciles.max(1)).unwrap_or(u16::MAX),
             status_written: Mutex::default(),
             finalizer_added: Mutex::default(),
             policy: None,
@@ -288,6 +303,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let name = server.name_any();
     let shared = &ctx.shared;
     watch_named_configmaps(ctx, server, &ns).await?;
+    ctx.caches.configs.named_by(server).await;
     let resolution = resolve::resolve(server, ctx.view());
     let policy = shared.policy.as_ref().and_then(|p| (p.check)(&ns, &serde_json::to_value(&server.spec).ok()?));
     let mut observed = Observed { group_ref: resolution.group_ref.clone(), policy, ..Default::default() };

@@ -126,6 +126,7 @@ async fn apply(proxy: &MCPRemoteProxy, ns: &str, ctx: &Context) -> Result<Action
     let server = remote::as_server(proxy).ok_or(Error::MissingField("metadata.uid"))?;
     let uid = proxy.uid().ok_or(Error::MissingField("metadata.uid"))?;
     watch_named_configmaps(ctx, &server, ns).await?;
+    ctx.caches.configs.named_by(&server).await;
     let mut resolution = super::resolve::resolve(&server, ctx.view());
     let refused = refusals(proxy);
     if !refused.is_empty() {

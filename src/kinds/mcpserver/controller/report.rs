@@ -131,7 +131,13 @@ pub async fn publish_to(
     }
     let note = note[..end].to_string();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = shared.recorder.publish(&event, about).await {
+    let published = match type_ {
+        EventType::Warning => shared.recorder.publish(&event, about).await,
+        EventType::Normal => {
+            kube::runtime::events::Recorder::new(shared.client.clone(), shared.reporter.clone()).publish(&event, about).await
+        }
+    };
+    if let Err(e) = published {
         warn!(namespace = ?about.namespace, name = ?about.name, error = %e, "could not publish event");
     }
 }

@@ -16,7 +16,7 @@ use crate::kinds::mcpserver::{group_ref, references, resources};
 use crate::runtime::status::run_config_status;
 
 /// How long a new leader waits for its caches to list before it starts anyway.
-pub(super) const CACHE_SYNC_WAIT: Duration = Duration::from_secs(60);
+pub(super) const CACHE_SYNC_WAIT: Duration = crate::runtime::cache::FIRST_LIST_WAIT;
 
 /// Resolves when `shutdown` flips to true.
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -25,9 +25,9 @@ pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
 
 /// Runs every controller of one scope (MCPServers, MCPGroups, MCPServerEntries, the
 /// configuration kinds' status) on its caches until `shutdown` flips to true. Each
-/// starts once the scope holds an object of its kind; the configuration kinds are
-/// watched, and their status written, once the scope holds a workload that can name
-/// one (`ScopeCaches::watched_configs`).
+/// starts once the scope holds an object of its kind; a configuration kind is
+/// watched, and its objects' status written, once something in the scope names one
+/// (`ConfigCaches::named_by`).
 pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
@@ -50,15 +50,8 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     let entries = c.entries.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
         || async move {
-            let cfg = caches.watched_configs().await;
-            crate::kinds::serverentry::run(
-                client,
-                caches.entries.clone(),
-                caches.groups.clone(),
-                cfg.external_auth.clone(),
-                stopped(shutdown),
-            )
-            .await
+            let (entries, groups, auth) = (caches.entries.clone(), caches.groups.clone(), caches.configs.external_auth.clone());
+            crate::kinds::serverentry::run(client, entries, groups, auth, stopped(shutdown)).await
         }
     });
     let (cl, sd) = (&client, &shutdown);

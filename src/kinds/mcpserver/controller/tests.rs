@@ -488,3 +488,14 @@ async fn a_configmap_watch_a_remote_proxy_needs_outlives_a_server_that_names_non
     reconcile_with(&ctx, &plain, &calls).await;
     assert!(ctx.caches.named_configmaps.watched("team"), "still needed by the proxy");
 }
+
+#[tokio::test]
+async fn the_reconciles_that_may_run_at_once_are_shared_out_between_scopes() {
+    let (client, _) = mock_api(server(json!({"image": "ghcr.io/acme/fetch"})));
+    let per_scope = |scopes: usize| {
+        let shared = Shared::new(client.clone(), Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 16);
+        shared.for_scopes(scopes).concurrency_per_scope
+    };
+    // The cluster: all of them; 10 namespaces: 2 each (20, never fewer than 16); 100: one each.
+    assert_eq!([per_scope(1), per_scope(3), per_scope(10), per_scope(100), per_scope(0)], [16, 6, 2, 1, 16]);
+}
