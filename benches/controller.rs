@@ -17,6 +17,11 @@
 //!   BENCH_SERVERS=200 BENCH_IDLE_SECS=30 cargo bench --bench controller   # quicker
 //!   BENCH_WATCH=namespaces BENCH_NAMESPACES=100 cargo bench --bench controller
 //!   BENCH_OPERATOR_BIN=target/x86_64-unknown-linux-musl/image/toolhive-operator ...
+//!   BENCH_REFERENCE=1 ...   # then ToolHive's thv-operator (scripts/reference.sh) on a
+//!                           # third control plane, same servers, same figures, ratios
+//!
+//! Converged: every MCPServer's `status.url` set (both operators write it once its
+//! Service is made; this one writes it with the rest of its status).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -88,29 +93,114 @@ fn main() {
     println!("floor (plain client, same writes, best of the above): {:.2} s", floor.as_secs_f64());
 
     let cp = start_control_plane();
-    let report = runtime().block_on(operator_run(&cp, servers, (namespaces, watch), concurrency, idle_secs));
-    let ratio = report.converge.as_secs_f64() / floor.as_secs_f64();
+    let report = runtime().block_on(operator_run(&cp, servers, (namespaces, watch), concurrency, idle_secs, &Side::Ours));
+    drop(cp);
+    let reference = std::env::var("BENCH_REFERENCE").is_ok_and(|v| v == "1").then(|| {
+        let cp = start_control_plane();
+        let side = Side::reference();
+        runtime().block_on(operator_run(&cp, servers, (namespaces, watch), concurrency, idle_secs, &side))
+    });
     println!();
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| MCPServers | {servers} in {namespaces} namespaces, {watch:?} mode |");
-    println!("| floor: plain client writes the same objects | {:.2} s |", floor.as_secs_f64());
-    println!("| operator: create to all converged | {:.2} s |", report.converge.as_secs_f64());
-    println!("| ratio operator / floor | {ratio:.2}x |");
-    println!("| RSS idle (0 MCPServers, webhook on) | {:.1} MiB |", report.rss_idle);
-    println!("| RSS with {servers} MCPServers | {:.1} MiB (peak {:.1} MiB) |", report.rss_loaded, report.rss_peak);
-    println!("| RSS after the idle period | {:.1} MiB |", report.rss_after_idle);
-    println!(
-        "| API writes per new MCPServer (excl. the user's create and the API server's IP allocation) | {:.2} |",
-        report.writes_per_server
+    println!("| figure ({servers} MCPServers in {namespaces} namespaces, {watch:?} mode) | this operator | reference | reference / this |");
+    println!("|---|---|---|---|");
+    println!("| floor: plain client writes the same objects | {:.2} s | | |", floor.as_secs_f64());
+    let row = |figure: &str, unit: &str, ours: f64, theirs: Option<f64>| {
+        let (theirs, ratio) = match theirs {
+            Some(t) => (format!("{t:.2}{unit}"), format!("{:.2}x", t / ours)),
+            None => (String::new(), String::new()),
+        };
+        println!("| {figure} | {ours:.2}{unit} | {theirs} | {ratio} |");
+    };
+    let r = reference.as_ref();
+    row("create to all converged", " s", report.converge.as_secs_f64(), r.map(|r| r.converge.as_secs_f64()));
+    row(
+        "converged / floor",
+        "x",
+        report.converge.as_secs_f64() / floor.as_secs_f64(),
+        r.map(|r| r.converge.as_secs_f64() / floor.as_secs_f64()),
     );
-    println!("| writes in {idle_secs} idle s (excl. leases) | {} |", report.idle_writes);
-    println!("| lease writes in {idle_secs} idle s | {} |", report.idle_lease_writes);
-    println!();
-    println!("write breakdown while converging (verb resource/subresource: count):");
-    for (k, v) in &report.breakdown {
-        println!("  {k}: {v}");
+    row("RSS idle (0 MCPServers)", " MiB", report.rss_idle, r.map(|r| r.rss_idle));
+    row(&format!("RSS with {servers} MCPServers"), " MiB", report.rss_loaded, r.map(|r| r.rss_loaded));
+    row("RSS peak", " MiB", report.rss_peak, r.map(|r| r.rss_peak));
+    row("RSS after the idle period", " MiB", report.rss_after_idle, r.map(|r| r.rss_after_idle));
+    row(
+        "API writes per new MCPServer (excl. the user's create and IP allocation)",
+        "",
+        report.writes_per_server,
+        r.map(|r| r.writes_per_server),
+    );
+    row(&format!("writes in {idle_secs} idle s (excl. leases)"), "", report.idle_writes as f64, r.map(|r| r.idle_writes as f64));
+    row(&format!("lease writes in {idle_secs} idle s"), "", report.idle_lease_writes as f64, r.map(|r| r.idle_lease_writes as f64));
+    for (who, report) in std::iter::once(("this operator", &report)).chain(r.map(|r| ("reference", r))) {
+        println!();
+        println!("{who}: writes while converging (verb resource/subresource: count):");
+        for (k, v) in &report.breakdown {
+            println!("  {k}: {v}");
+        }
     }
+}
+
+/// Which operator a run measures.
+enum Side {
+    /// This operator: the release build, or `BENCH_OPERATOR_BIN`.
+    Ours,
+    /// ToolHive's thv-operator and the directory of its CRDs (`scripts/reference.sh`).
+    Reference { bin: String, crds: std::path::PathBuf },
+}
+
+impl Side {
+    fn reference() -> Self {
+        let script = controlplane::repo_root().join("scripts/reference.sh");
+        let out = std::process::Command::new(&script).stderr(std::process::Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "{} failed", script.display());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let (bin, crds) = (lines.next().unwrap().to_string(), lines.next().unwrap().into());
+        Side::Reference { bin, crds }
+    }
+}
+
+/// The reference's own CRDs (its chart's files), as its chart installs them.
+async fn install_reference_crds(client: &Client, dir: &std::path::Path) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut served = Vec::new();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+            let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+            served.push(created);
+        }
+    }
+    // It sets up every kind at start and stops on one not served yet: wait for each
+    // version of each to list.
+    for crd in &served {
+        for version in crd.spec.versions.iter().filter(|v| v.served) {
+            let resource = kube::core::ApiResource {
+                group: crd.spec.group.clone(),
+                version: version.name.clone(),
+                api_version: format!("{}/{}", crd.spec.group, version.name),
+                kind: crd.spec.names.kind.clone(),
+                plural: crd.spec.names.plural.clone(),
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let mut listed = false;
+            for _ in 0..300 {
+                if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                    listed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(listed, "{} {} never served", resource.api_version, resource.plural);
+        }
+    }
+    // And discovery: its REST mapper reads the aggregated discovery documents.
+    tokio::time::sleep(Duration::from_secs(5)).await;
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -127,6 +217,10 @@ async fn install_crd(client: &Client) {
     for (_, crd) in toolhive_operator::kinds::crds() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
+    wait_served(client).await;
+}
+
+async fn wait_served(client: &Client) {
     let servers: Api<MCPServer> = Api::all(client.clone());
     for _ in 0..100 {
         if servers.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
@@ -265,9 +359,19 @@ fn split_leases(d: &BTreeMap<String, u64>) -> (u64, u64) {
 }
 
 /// `scope`: how many namespaces the servers are spread over, and what the operator watches.
-async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, Watch), concurrency: usize, idle_secs: u64) -> Report {
+async fn operator_run(
+    cp: &controlplane::ControlPlane,
+    n: usize,
+    scope: (usize, Watch),
+    concurrency: usize,
+    idle_secs: u64,
+    side: &Side,
+) -> Report {
     let client = cp.client().await.unwrap();
-    install_crd(&client).await;
+    match side {
+        Side::Ours => install_crd(&client).await,
+        Side::Reference { crds, .. } => install_reference_crds(&client, crds).await,
+    }
     let nss = Arc::new(namespaces(cp, &client, "team", scope.0).await);
     let system = cp.namespace(&client, "toolhive-system").await.unwrap();
 
@@ -281,17 +385,28 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, 
     let port = || controlplane::free_port().unwrap();
     let health = port();
     // BENCH_OPERATOR_BIN measures another build (e.g. the image's static musl binary).
-    let bin = std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into());
+    let bin = match side {
+        Side::Ours => std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into()),
+        Side::Reference { bin, .. } => bin.clone(),
+    };
     println!("operator binary: {bin}");
     let mut command = std::process::Command::new(bin);
+    command.args([
+        "--leader-elect".to_string(),
+        format!("--metrics-bind-address=127.0.0.1:{}", port()),
+        format!("--health-probe-bind-address=127.0.0.1:{health}"),
+    ]);
+    match side {
+        Side::Ours => {
+            command.args([format!("--webhook-bind-address=127.0.0.1:{}", port()), format!("--webhook-cert-dir={}", certs.display())]);
+        }
+        // Its usage-metrics middleware depends on its environment; off, as in the
+        // differential test (its own switch).
+        Side::Reference { .. } => {
+            command.env("TOOLHIVE_USAGE_METRICS_ENABLED", "false");
+        }
+    }
     command
-        .args([
-            "--leader-elect".to_string(),
-            format!("--metrics-bind-address=127.0.0.1:{}", port()),
-            format!("--health-probe-bind-address=127.0.0.1:{health}"),
-            format!("--webhook-bind-address=127.0.0.1:{}", port()),
-            format!("--webhook-cert-dir={}", certs.display()),
-        ])
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("POD_NAMESPACE", &system)
         .env_remove("WATCH_NAMESPACE")
@@ -310,14 +425,15 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, 
     let rss_idle = rss_mib(pid, "VmRSS:");
 
     // Count converged servers from a watch, so the end is seen when it happens.
-    let servers_all: Api<MCPServer> = Api::all(client.clone());
+    // Read as the API serves it: the reference's status is not this operator's type.
+    let servers_all: Api<DynamicObject> = Api::all_with(client.clone(), &kube::core::ApiResource::erase::<MCPServer>(&()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Instant>();
     let watch = tokio::spawn(async move {
         let mut converged = HashSet::new();
         let mut done_tx = Some(done_tx);
         let mut events = watcher(servers_all, watcher::Config::default()).applied_objects().boxed();
         while let Some(s) = events.try_next().await.unwrap() {
-            let ok = s.status.as_ref().is_some_and(|st| !st.url.is_empty() && st.observed_generation == s.metadata.generation);
+            let ok = s.data.pointer("/status/url").and_then(serde_json::Value::as_str).is_some_and(|url| !url.is_empty());
             if ok {
                 converged.insert((s.namespace().unwrap(), s.name_any()));
             }
@@ -360,7 +476,24 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, 
     let ip_allocations = breakdown.get("POST ipaddresses").copied().unwrap_or(0);
     let writes_per_server = (writes - user_creates - ip_allocations) as f64 / n as f64;
 
-    // Every child is there.
+    // Every child is there (this operator's: the reference makes others).
+    if let Side::Ours = side {
+        every_child_is_there(&client, n).await;
+    }
+
+    println!("converged in {:.2} s; idle for {idle_secs} s ...", converge.as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let idle = delta(&api_writes(&client).await, &after);
+    let (idle_writes, idle_lease_writes) = split_leases(&idle);
+    if idle_writes > 0 {
+        println!("writes during the idle period: {idle:?}");
+    }
+    let rss_after_idle = rss_mib(pid, "VmRSS:");
+    drop(op);
+    Report { converge, rss_idle, rss_loaded, rss_peak, rss_after_idle, writes_per_server, idle_writes, idle_lease_writes, breakdown }
+}
+
+async fn every_child_is_there(client: &Client, n: usize) {
     use k8s_openapi::api::{
         apps::v1::Deployment,
         core::v1::{ConfigMap, Service, ServiceAccount},
@@ -380,17 +513,6 @@ async fn operator_run(cp: &controlplane::ControlPlane, n: usize, scope: (usize, 
         let expected = if kind == "ServiceAccount" { 2 * n } else { n };
         assert_eq!(count, expected, "{kind} children");
     }
-
-    println!("converged in {:.2} s; idle for {idle_secs} s ...", converge.as_secs_f64());
-    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let idle = delta(&api_writes(&client).await, &after);
-    let (idle_writes, idle_lease_writes) = split_leases(&idle);
-    if idle_writes > 0 {
-        println!("writes during the idle period: {idle:?}");
-    }
-    let rss_after_idle = rss_mib(pid, "VmRSS:");
-    drop(op);
-    Report { converge, rss_idle, rss_loaded, rss_peak, rss_after_idle, writes_per_server, idle_writes, idle_lease_writes, breakdown }
 }
 
 async fn wait_ready(port: u16) {
