@@ -140,6 +140,19 @@ fn slimmed<K: Cached>(
     Cache::new(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
 }
 
+/// A child the operator owns, cached as what deciding whether to apply it reads:
+/// its hash annotation, version and owner references. Its labels go too (a
+/// thousand servers' children carry some 7,000 label maps; what is found by label,
+/// pods and StatefulSets, keeps them).
+fn owned_child<K: Cached>(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<K> {
+    Cache::new(scoped::<K>(client, ns), managed(), |o: &mut K| slim_owned(o.meta_mut()), &K::plural(&()), metrics, busy(ns))
+}
+
+fn slim_owned(meta: &mut ObjectMeta) {
+    slim_metadata(meta, HASH);
+    meta.labels = None;
+}
+
 fn managed() -> watcher::Config {
     watcher::Config::default().labels(MANAGED_SELECTOR)
 }
@@ -241,17 +254,17 @@ impl ScopeCaches {
 impl ChildCaches {
     fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
         Self {
-            configmaps: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
-            service_accounts: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
-            roles: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
-            role_bindings: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
-            services: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+            configmaps: owned_child(client, ns, metrics).started(),
+            service_accounts: owned_child(client, ns, metrics).started(),
+            roles: owned_child(client, ns, metrics).started(),
+            role_bindings: owned_child(client, ns, metrics).started(),
+            services: owned_child(client, ns, metrics).started(),
             deployments: Cache::new(
                 scoped::<Deployment>(client, ns),
                 managed(),
                 |d: &mut Deployment| {
                     d.spec = None;
-                    slim_metadata(&mut d.metadata, HASH);
+                    slim_owned(&mut d.metadata);
                 },
                 "deployments",
                 metrics,
@@ -381,6 +394,21 @@ impl Caches {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_cached_child_keeps_what_deciding_to_apply_it_reads() {
+        let mut meta: ObjectMeta = serde_json::from_value(json!({"name": "s", "namespace": "a", "uid": "u", "resourceVersion": "7",
+            "generation": 2, "labels": {"toolhive": "true", "toolhive-name": "s", "app.kubernetes.io/instance": "s"},
+            "annotations": {SPEC_HASH_ANNOTATION: "abc", "other": "x"}, "managedFields": [{"manager": "m"}],
+            "ownerReferences": [{"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "name": "s", "uid": "o", "controller": true}]}))
+        .unwrap();
+        slim_owned(&mut meta);
+        assert!(meta.labels.is_none() && meta.managed_fields.is_none());
+        assert_eq!(resources::applied_hash(&meta), Some("abc"));
+        assert_eq!(meta.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "o");
+        assert_eq!((meta.resource_version.as_deref(), meta.generation), (Some("7"), Some(2)));
+    }
 
     #[tokio::test]
     async fn a_configuration_kind_is_watched_once_something_names_one() {
