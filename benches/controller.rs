@@ -145,17 +145,12 @@ enum Side {
     /// This operator: the release build, or `BENCH_OPERATOR_BIN`.
     Ours,
     /// ToolHive's thv-operator and the directory of its CRDs (`scripts/reference.sh`).
-    Reference { bin: String, crds: std::path::PathBuf },
+    Reference { bin: std::path::PathBuf, crds: std::path::PathBuf },
 }
 
 impl Side {
     fn reference() -> Self {
-        let script = controlplane::repo_root().join("scripts/reference.sh");
-        let out = std::process::Command::new(&script).stderr(std::process::Stdio::inherit()).output().unwrap();
-        assert!(out.status.success(), "{} failed", script.display());
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut lines = text.lines();
-        let (bin, crds) = (lines.next().unwrap().to_string(), lines.next().unwrap().into());
+        let (bin, crds) = controlplane::reference_build();
         Side::Reference { bin, crds }
     }
 }
@@ -386,10 +381,10 @@ async fn operator_run(
     let health = port();
     // BENCH_OPERATOR_BIN measures another build (e.g. the image's static musl binary).
     let bin = match side {
-        Side::Ours => std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into()),
+        Side::Ours => std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_toolhive-operator").into()).into(),
         Side::Reference { bin, .. } => bin.clone(),
     };
-    println!("operator binary: {bin}");
+    println!("operator binary: {}", bin.display());
     let mut command = std::process::Command::new(bin);
     command.args([
         "--leader-elect".to_string(),

@@ -35,20 +35,22 @@ use super::metrics::Metrics;
 /// them). A reader that lags is handed the whole cache again: it is triggered for
 /// more, never for less.
 pub const BUSY: usize = 128;
-/// `BUSY` for a scope that is one namespace (namespace mode): what a reader that lags
-/// is handed again is that namespace's objects only, a few dozen, and with hundreds
-/// of allowed namespaces the slots of nine busy kinds each would cost megabytes.
+/// The same for kinds a scope holds few of, changing rarely (groups, entries, remote
+/// proxies, configuration kinds, VirtualMCPServers, EmbeddingServers). Every slot is
+/// allocated up front, per kind and scope: with 100 allowed namespaces the smaller
+/// buffer saves about 4 MiB, and a burst past it costs reconciles, not writes.
+pub const RARE: usize = 16;
+/// `BUSY` for a scope that is one namespace (namespace mode): what a reader that
+/// lags is handed again is that namespace's objects only, a few dozen, and with
+/// hundreds of allowed namespaces the slots of nine busy kinds each would cost
+/// megabytes.
 pub const NAMESPACE_BUSY: usize = 32;
 
 /// The buffer for a busy kind in the scope `namespace` (None: the cluster).
 pub const fn busy(namespace: Option<&str>) -> usize {
     if namespace.is_some() { NAMESPACE_BUSY } else { BUSY }
 }
-/// The same for kinds a scope holds few of, changing rarely (groups, entries, remote
-/// proxies, configuration kinds, VirtualMCPServers, EmbeddingServers). Every slot is
-/// allocated up front, per kind and scope: with 100 allowed namespaces the smaller
-/// buffer saves about 4 MiB, and a burst past it costs reconciles, not writes.
-pub const RARE: usize = 16;
+
 #[cfg(test)]
 const CHANGE_BUFFER: usize = BUSY;
 

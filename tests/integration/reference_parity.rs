@@ -12,8 +12,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -118,15 +117,6 @@ impl Drop for Reference {
     }
 }
 
-fn reference_build() -> (PathBuf, PathBuf) {
-    let script = controlplane::repo_root().join("scripts/reference.sh");
-    let out = Command::new(&script).stderr(Stdio::inherit()).output().unwrap();
-    assert!(out.status.success(), "{} failed", script.display());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines().map(PathBuf::from);
-    (lines.next().unwrap(), lines.next().unwrap())
-}
-
 async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::ControlPlane) {
     let admin = cp.client().await.unwrap();
     let reference_admin = reference_cp.client().await.unwrap();
@@ -134,7 +124,7 @@ async fn scenario(cp: &controlplane::ControlPlane, reference_cp: &controlplane::
     let reference_kc = reference_cp.kubeconfig.clone();
     let work = tempdir("parity");
     let root = controlplane::repo_root();
-    let (reference_bin, reference_crds) = reference_build();
+    let (reference_bin, reference_crds) = controlplane::reference_build();
 
     let crds = root.join("deploy/charts/toolhive-operator-crds");
     run_ok("helm", &kc, &["upgrade", "-i", "toolhive-operator-crds", crds.to_str().unwrap(), "--wait"]);

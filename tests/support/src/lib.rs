@@ -37,6 +37,17 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
+/// ToolHive's own operator (thv-operator), built on first use by
+/// `scripts/reference.sh`: its binary and the directory of its CRDs.
+pub fn reference_build() -> (PathBuf, PathBuf) {
+    let script = repo_root().join("scripts/reference.sh");
+    let out = Command::new(&script).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "{} failed", script.display());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().map(PathBuf::from);
+    (lines.next().unwrap(), lines.next().unwrap())
+}
+
 /// Directory holding etcd, kube-apiserver, kube-controller-manager, kubectl and helm,
 /// built on first use by `scripts/tools.sh` (or taken from `TOOLHIVE_TOOLS_BIN`).
 pub fn tools_bin() -> Result<PathBuf> {

@@ -209,9 +209,10 @@ impl ScopeCaches {
 
     /// Waits until `first` (the scope's first object of `kind`) or shutdown, then starts
     /// the scope's child watches, if no controller has, gives them a while to list,
-    /// and runs the controller `start` makes with the children. The controller is boxed when it
-    /// starts: a scope waiting for its first object holds only this wait, not the
-    /// controller's state (the MCPServer controller's is about 45 KiB, per scope).
+    /// and runs the controller `start` makes with the children. The controller is
+    /// boxed when it starts: a scope waiting for its first object holds only this
+    /// wait, not the controller's state (the MCPServer controller's is about 45 KiB,
+    /// per scope).
     pub async fn once_holding<F: std::future::Future<Output = ()>>(
         &self,
         first: impl std::future::Future<Output = ()>,
@@ -225,7 +226,7 @@ impl ScopeCaches {
             _ = super::stopped(shutdown) => return,
         }
         let children = self.children();
-        if tokio::time::timeout(super::CACHE_SYNC_WAIT, children.ready()).await.is_err() {
+        if tokio::time::timeout(crate::runtime::cache::FIRST_LIST_WAIT, children.ready()).await.is_err() {
             tracing::warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
         }
         tracing::info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
@@ -245,9 +246,9 @@ impl ScopeCaches {
 
     /// How many watches a scope keeps open, idle (reported in the log): servers,
     /// groups, entries and remote proxies; the VirtualMCPServer and EmbeddingServer
-    /// watches the binary starts beside them make six. The configuration kinds
-    /// (once something names one: `ConfigCaches::named_by`), the children and the ConfigMaps servers name are watched
-    /// once the scope holds work that needs them.
+    /// watches the binary starts beside them make six. The configuration kinds (once
+    /// something names one: `ConfigCaches::named_by`), the children and the ConfigMaps
+    /// servers name are watched once the scope holds work that needs them.
     pub const WATCHES: usize = 4;
 }
 
@@ -414,12 +415,10 @@ mod tests {
     async fn a_configuration_kind_is_watched_once_something_names_one() {
         let (client, calls) = crate::runtime::mock::mock_api(json!({}));
         let configs = ConfigCaches::new(&client, Some("team"), &Metrics::default());
-        let lists = || -> Vec<String> {
+        // The kinds asked for, by plural (a watch lists, then watches: twice each).
+        let lists = || -> std::collections::BTreeSet<String> {
             let calls = calls.lock().unwrap();
-            let mut kinds: Vec<String> =
-                calls.iter().map(|(_, path, _)| path.split('?').next().unwrap().rsplit('/').next().unwrap().into()).collect();
-            kinds.dedup();
-            kinds
+            calls.iter().map(|(_, path, _)| path.split('?').next().unwrap().rsplit('/').next().unwrap().into()).collect()
         };
         let plain: MCPServer =
             serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "team"}, "spec": {"image": "i"}})).unwrap();
@@ -431,10 +430,7 @@ mod tests {
             "toolConfigRef": {"name": "tools"}, "authServerRef": {"kind": "MCPExternalAuthConfig", "name": "login"}}}))
         .unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), configs.named_by(&naming)).await.expect("both kinds list");
-        let mut watched = lists();
-        watched.sort();
-        watched.dedup();
-        assert_eq!(watched, ["mcpexternalauthconfigs", "mcptoolconfigs"], "only the kinds it names");
+        assert_eq!(lists(), ["mcpexternalauthconfigs", "mcptoolconfigs"].map(String::from).into(), "only the kinds it names");
         assert!(calls.lock().unwrap().iter().all(|(_, path, _)| path.starts_with("/apis/toolhive.stacklok.dev/v1beta1/namespaces/team/")));
     }
 

@@ -13,7 +13,7 @@ pub mod workload;
 
 pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
 pub use report::{PhaseReport, PolicyFindings, ServerPhases, publish_to, write_phase_status};
-use scope::{CACHE_SYNC_WAIT, labelled_for};
+use scope::labelled_for;
 pub use scope::{run, run_scope, stopped};
 
 use std::collections::HashMap;
@@ -302,8 +302,7 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = server.name_any();
     let shared = &ctx.shared;
-    watch_named_configmaps(ctx, server, &ns).await?;
-    ctx.caches.configs.named_by(server).await;
+    watch_what_it_names(ctx, server, &ns).await?;
     let resolution = resolve::resolve(server, ctx.view());
     let policy = shared.policy.as_ref().and_then(|p| (p.check)(&ns, &serde_json::to_value(&server.spec).ok()?));
     let mut observed = Observed { group_ref: resolution.group_ref.clone(), policy, ..Default::default() };
@@ -361,10 +360,11 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 /// How long a reconcile waits for a new ConfigMap watch to list before it retries.
 const NAMED_CONFIGMAPS_SYNC: Duration = Duration::from_secs(30);
 
-/// The ConfigMaps `server` names are watched in its namespace while some server
-/// there names one: the watch is started (and listed) before resolution reads it, and
-/// stopped once no server in the namespace names any.
-async fn watch_named_configmaps(ctx: &Context, server: &MCPServer, ns: &str) -> Result<()> {
+/// What `server` names is watched in its namespace before resolution reads it (and
+/// listed): the configuration kinds it names, from then on, and the ConfigMaps, while
+/// some server there names one (stopped once no server in the namespace names any).
+async fn watch_what_it_names(ctx: &Context, server: &MCPServer, ns: &str) -> Result<()> {
+    ctx.caches.configs.named_by(server).await;
     let named = &ctx.caches.named_configmaps;
     if configmaps::named(server).is_empty() {
         release_named_configmaps(ctx, ns);

@@ -14,7 +14,7 @@ use kube::{
 };
 use tracing::{Instrument, info, info_span};
 
-use super::{ChildCaches, Context, PERIODIC_LOOK, ScopeCaches, Shared, apply_if_changed, stopped, watch_named_configmaps};
+use super::{ChildCaches, Context, PERIODIC_LOOK, ScopeCaches, Shared, apply_if_changed, stopped, watch_what_it_names};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::{self, MCPRemoteProxy};
 use crate::kinds::mcpserver::resources::desired_children;
@@ -125,8 +125,7 @@ async fn apply(proxy: &MCPRemoteProxy, ns: &str, ctx: &Context) -> Result<Action
     let name = proxy.name_any();
     let server = remote::as_server(proxy).ok_or(Error::MissingField("metadata.uid"))?;
     let uid = proxy.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    watch_named_configmaps(ctx, &server, ns).await?;
-    ctx.caches.configs.named_by(&server).await;
+    watch_what_it_names(ctx, &server, ns).await?;
     let mut resolution = super::resolve::resolve(&server, ctx.view());
     let refused = refusals(proxy);
     if !refused.is_empty() {

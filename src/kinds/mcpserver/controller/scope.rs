@@ -2,7 +2,6 @@
 //! each started once the scope holds an object of its kind, on the scope's caches.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use kube::{
@@ -14,9 +13,6 @@ use tracing::{info, warn};
 use super::{Caches, ChildCaches, Context, ScopeCaches, Shared, error_policy, reconcile, remote};
 use crate::kinds::mcpserver::{group_ref, references, resources};
 use crate::runtime::status::run_config_status;
-
-/// How long a new leader waits for its caches to list before it starts anyway.
-pub(super) const CACHE_SYNC_WAIT: Duration = crate::runtime::cache::FIRST_LIST_WAIT;
 
 /// Resolves when `shutdown` flips to true.
 pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -32,7 +28,7 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
     // resolve as not found, and the rest of the operator still runs.
-    if tokio::time::timeout(CACHE_SYNC_WAIT, caches.ready()).await.is_err() {
+    if tokio::time::timeout(crate::runtime::cache::FIRST_LIST_WAIT, caches.ready()).await.is_err() {
         warn!(scope = %scope_label, "not every cache has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
     }
     info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
