@@ -292,7 +292,12 @@ where
 {
     let restarts = metrics.watch_restarts.with_label_values(&[plural]);
     let Fed { changes, writer, reader, listed } = fed;
-    let stream = watcher(api, config).inspect_err(move |_| restarts.inc()).default_backoff().modify(slim).reflect(writer);
+    let url = api.resource_url().to_string();
+    let stream = super::watch::events(api.into_client(), url, config)
+        .inspect_err(move |_| restarts.inc())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
     let plural = plural.to_string();
     tokio::spawn(async move {
         futures::pin_mut!(stream);

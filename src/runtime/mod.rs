@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod mock;
 pub mod ondemand;
 pub mod status;
+pub mod watch;
 pub mod watch_client;

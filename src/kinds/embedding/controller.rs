@@ -89,7 +89,7 @@ fn key(server: &EmbeddingServer) -> (String, String) {
 async fn reconcile(server: Arc<EmbeddingServer>, ctx: Arc<Context>) -> Result<Action> {
     let ns = server.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let span = info_span!("reconcile", kind = "EmbeddingServer", namespace = %ns, name = %server.name_any());
-    ctx.shared.reconciled(CONTROLLER, key(&server), apply(&server, &ns, &ctx).instrument(span)).await
+    ctx.shared.reconciled(CONTROLLER, key(&server), || apply(&server, &ns, &ctx).instrument(span)).await
 }
 
 fn error_policy(server: Arc<EmbeddingServer>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -214,7 +214,7 @@ fn key(vmcp: &VirtualMCPServer) -> (String, String) {
 async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Action> {
     let ns = vmcp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let span = info_span!("reconcile", kind = "VirtualMCPServer", namespace = %ns, name = %vmcp.name_any());
-    ctx.shared.reconciled(CONTROLLER, key(&vmcp), apply(&vmcp, &ns, &ctx).instrument(span)).await
+    ctx.shared.reconciled(CONTROLLER, key(&vmcp), || apply(&vmcp, &ns, &ctx).instrument(span)).await
 }
 
 fn error_policy(vmcp: Arc<VirtualMCPServer>, error: &Error, ctx: Arc<Context>) -> Action {

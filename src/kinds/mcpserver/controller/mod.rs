@@ -148,17 +148,19 @@ impl Shared {
     /// One reconcile of the object `key` names (namespace, name; kind-qualified for
     /// the kinds beside MCPServer) by `controller`: a reconcile slot held throughout,
     /// counted as an active worker, its time and outcome counted, its backoff reset
-    /// when it succeeds.
-    pub async fn reconciled(
+    /// when it succeeds. The work is made once the slot is held: a reconcile waiting
+    /// for one (with hundreds of scopes, hundreds wait at once) holds a few words, not
+    /// the tens of KiB of its work's state.
+    pub async fn reconciled<F: std::future::Future<Output = Result<Action>>>(
         &self,
         controller: &'static str,
         key: (String, String),
-        work: impl std::future::Future<Output = Result<Action>>,
+        work: impl FnOnce() -> F,
     ) -> Result<Action> {
         let _slot = self.reconcile_slots.acquire().await;
         let _worker = WorkerGuard::new(&self.metrics, controller);
         let start = Instant::now();
-        let result = work.await;
+        let result = Box::pin(work()).await;
         self.metrics.reconcile_time.with_label_values(&[controller]).observe(start.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(a) if a == &Action::await_change() => "success",
@@ -223,7 +225,7 @@ async fn reconcile_once(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Act
     let uid = server.uid().unwrap_or_default();
     let version = server.resource_version().unwrap_or_default();
     let adds_finalizer = server.metadata.deletion_timestamp.is_none() && !server.finalizers().iter().any(|f| f == FINALIZER);
-    let work = async {
+    let work = || async {
         {
             let mut added = ctx.shared.finalizer_added.lock();
             if !adds_finalizer {

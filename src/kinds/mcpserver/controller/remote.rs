@@ -95,7 +95,7 @@ fn naming<K: references::Referenced>(
 pub(super) async fn reconcile(proxy: Arc<MCPRemoteProxy>, ctx: Arc<Context>) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let span = info_span!("reconcile", kind = "MCPRemoteProxy", namespace = %ns, name = %proxy.name_any());
-    ctx.shared.reconciled(CONTROLLER, key(&proxy), apply(&proxy, &ns, &ctx).instrument(span)).await
+    ctx.shared.reconciled(CONTROLLER, key(&proxy), || apply(&proxy, &ns, &ctx).instrument(span)).await
 }
 
 /// The proxy's key for its backoff (beside servers of the same name).
