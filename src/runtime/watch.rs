@@ -76,7 +76,7 @@ where
 {
     async fn next(&mut self) -> watcher::Result<Event<K>> {
         loop {
-            if let Some(event) = self.queued.pop_front() {
+            if let Some(event) = pop_releasing(&mut self.queued) {
                 return Ok(event);
             }
             match std::mem::replace(&mut self.phase, Phase::List) {
@@ -198,7 +198,7 @@ fn decoded<K: DeserializeOwned + Send + 'static>(
     let state = (chunks.boxed(), Lines::default(), VecDeque::new());
     futures::stream::unfold(state, |(mut chunks, mut lines, mut ready)| async move {
         loop {
-            if let Some(event) = ready.pop_front() {
+            if let Some(event) = pop_releasing(&mut ready) {
                 return Some((event, (chunks, lines, ready)));
             }
             let chunk = match chunks.next().await? {
@@ -212,6 +212,17 @@ fn decoded<K: DeserializeOwned + Send + 'static>(
             }
         }
     })
+}
+
+/// The front of `queue`, its allocation given back once it is empty: a queue that
+/// held a list or a chunk's events would otherwise keep room for them (kilobytes
+/// each) for as long as the watch runs.
+fn pop_releasing<T>(queue: &mut VecDeque<T>) -> Option<T> {
+    let front = queue.pop_front();
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
+    }
+    front
 }
 
 /// Splits a byte stream into lines, holding only an unfinished line between chunks
@@ -269,6 +280,15 @@ mod tests {
         assert_eq!(lines_of(&["{\"a\"", ":1}\n{\"b\":", "2}\n"]), ["{\"a\":1}", "{\"b\":2}"]);
         assert_eq!(lines_of(&["one\ntwo\n\nthree"]), ["one", "two"], "an unfinished line waits for its end");
         assert_eq!(lines_of(&["one\ntw", "o\nthree", "\n"]), ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn a_drained_queue_holds_no_room() {
+        let mut queue: VecDeque<u32> = (0..3).collect();
+        assert_eq!((pop_releasing(&mut queue), pop_releasing(&mut queue)), (Some(0), Some(1)));
+        assert!(queue.capacity() > 0);
+        assert_eq!(pop_releasing(&mut queue), Some(2));
+        assert_eq!((queue.capacity(), pop_releasing(&mut queue)), (0, None));
     }
 
     #[test]
