@@ -644,8 +644,16 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}]}))
     .unwrap();
     Api::<ClusterRoleBinding>::all(admin.clone()).create(&post, &discovery).await.unwrap();
+    // And Cedar policies from a shared MCPAuthzConfig: callers may read the graph, nothing else.
+    let read_only = json!({"type": "cedarv1", "config": {
+        "policies": [r#"permit(principal, action == Action::"call_tool", resource == Tool::"vm-memory_read_graph");"#]}});
+    Api::<toolhive_operator::kinds::authz::MCPAuthzConfig>::namespaced(admin.clone(), team)
+        .create(&post, &serde_json::from_value(object("MCPAuthzConfig", "vmcp-read-only", read_only)).unwrap())
+        .await
+        .unwrap();
     let guarded = json!({"groupRef": {"name": "team-tools"},
-        "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "cluster-tokens", "audience": "team-vmcp"}}});
+        "incomingAuth": {"type": "oidc", "oidcConfigRef": {"name": "cluster-tokens", "audience": "team-vmcp"},
+            "authzConfigRef": {"name": "vmcp-read-only"}}});
     virtuals.create(&post, &serde_json::from_value(object("VirtualMCPServer", "guarded-vmcp", guarded)).unwrap()).await.unwrap();
     operator
         .within("the OIDC VirtualMCPServer Ready", POD_LIMIT, || async {
@@ -683,6 +691,9 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
         .await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(tools.contains(&"vm-memory_read_graph".to_string()), "a token for the right audience gets the tools: {tools:?}");
+    assert!(session.call("vm-memory_read_graph", json!({})).await.is_ok(), "permitted by the shared policy");
+    let denied = session.call("vm-memory_create_entities", json!({"entities": []})).await;
+    assert!(denied.as_ref().map_or(true, |r| r.is_error == Some(true)), "not permitted by the shared policy: {denied:?}");
     session.close().await.unwrap();
     virtuals.delete("guarded-vmcp", &DeleteParams::default()).await.unwrap();
 }

@@ -85,6 +85,12 @@ impl MCPAuthzConfigSpec {
 
 crate::shared::configkind::config_kind!(MCPAuthzConfig { spec: MCPAuthzConfigSpec, reasons: ("ConfigValid", "ConfigInvalid") });
 
+/// A cedarv1 MCPAuthzConfig's settings (policies, entities_json, claim mapping);
+/// None for any other authorizer.
+pub fn cedar_settings(spec: &MCPAuthzConfigSpec) -> Option<&serde_json::Map<String, Value>> {
+    spec.config.as_object().filter(|_| spec.authorizer == CEDAR)
+}
+
 /// The runner's authorization configuration from a shared MCPAuthzConfig.
 pub fn from_shared(spec: &MCPAuthzConfigSpec) -> Value {
     let key = settings_key(&spec.authorizer).unwrap_or("config");

@@ -125,7 +125,7 @@ pub struct IncomingAuth {
     /// Cedar policies deciding which tools a caller may list and call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authz_config: Option<AuthzConfig>,
-    /// A shared MCPAuthzConfig (same namespace). Refused for now.
+    /// A shared MCPAuthzConfig (same namespace), of type cedarv1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authz_config_ref: Option<NameRef>,
 }
@@ -289,11 +289,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
         "sessionStorage",
         "shared session storage for the vMCP is not carried out by this operator release; remove it (run one replica)",
     );
-    refuse(
-        spec.incoming_auth.authz_config_ref.is_some(),
-        "incomingAuth.authzConfigRef",
-        "a shared MCPAuthzConfig for the vMCP is not carried out by this operator release; give the Cedar policies in incomingAuth.authzConfig.inline",
-    );
     if let Some(authz) = &spec.incoming_auth.authz_config {
         refuse(
             authz.config_type != crate::kinds::authz::AuthzConfigType::Inline,
@@ -349,7 +344,7 @@ mod tests {
         }))
         .unwrap();
         let fields: Vec<String> = unsupported(&spec).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["spec.sessionStorage", "spec.incomingAuth.authzConfigRef", "spec.outgoingAuth.backends"]);
+        assert_eq!(fields, ["spec.sessionStorage", "spec.outgoingAuth.backends"], "a shared MCPAuthzConfig is carried out");
         let plain: VirtualMCPServerSpec =
             serde_json::from_value(json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}})).unwrap();
         assert!(unsupported(&plain).is_empty());

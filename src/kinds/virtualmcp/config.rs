@@ -376,6 +376,12 @@ pub struct Authz {
     pub policies: Vec<String>,
     #[serde(rename = "entitiesJson", skip_serializing_if = "String::is_empty")]
     pub entities_json: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group_claim_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub role_claim_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group_entity_type: String,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]

@@ -81,6 +81,18 @@ fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -
     store.state().iter().filter(|v| pick(v)).map(|v| ObjectRef::from_obj(v.as_ref())).collect()
 }
 
+/// The mapper from a changed object to the VirtualMCPServers of its namespace that
+/// name it where `named` reads.
+fn naming<K: Resource>(
+    store: Store<VirtualMCPServer>,
+    named: fn(&VirtualMCPServer) -> Option<&String>,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<VirtualMCPServer>> + Send + Sync + 'static {
+    move |object| {
+        let (ns, name) = (object.meta().namespace.as_ref(), object.meta().name.as_ref());
+        selecting(&store, |v| v.metadata.namespace.as_ref() == ns && named(v) == name)
+    }
+}
+
 /// The mapper from a changed object to the VirtualMCPServers of its namespace whose
 /// group is `group_of` it.
 fn in_group_of<K: Resource>(
@@ -135,38 +147,17 @@ async fn serve(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let store = cache.store().clone();
-    let naming_oidc = {
-        let store = store.clone();
-        move |config: Arc<crate::kinds::oidc::MCPOIDCConfig>| {
-            let (ns, name) = (config.namespace(), config.name_any());
-            selecting(&store, |v| v.namespace() == ns && v.spec.incoming_auth.oidc_config_ref.as_ref().is_some_and(|r| r.name == name))
-        }
-    };
     let definitions = Arc::new(OnDemand::new(
         scope.watch_client().clone(),
         kube::runtime::watcher::Config::default(),
         |d: &mut VirtualMCPCompositeToolDefinition| slim_metadata(&mut d.metadata, &[]),
         &shared.metrics,
     ));
-    let naming_telemetry = {
-        let store = store.clone();
-        move |config: Arc<crate::kinds::telemetry::MCPTelemetryConfig>| {
-            let (ns, name) = (config.namespace(), config.name_any());
-            selecting(&store, |v| v.namespace() == ns && v.spec.telemetry_config_ref.as_ref().is_some_and(|r| r.name == name))
-        }
-    };
     let naming_definition = {
         let store = store.clone();
         move |definition: Arc<VirtualMCPCompositeToolDefinition>| {
             let (ns, name) = (definition.namespace(), definition.name_any());
             selecting(&store, |v| v.namespace() == ns && definition_names(v).contains(&name))
-        }
-    };
-    let naming_embedding = {
-        let store = store.clone();
-        move |server: Arc<EmbeddingServer>| {
-            let (ns, name) = (server.namespace(), server.name_any());
-            selecting(&store, |v| v.namespace() == ns && v.spec.embedding_server_ref.as_ref().is_some_and(|r| r.name == name))
         }
     };
     let s = &scope;
@@ -193,10 +184,20 @@ async fn serve(
             member_of(store.clone(), |p| crate::kinds::mcpserver::remote::group_of(p).map(String::from)),
         )
         .watches_shared_stream(s.entries.changes(), member_of(store.clone(), |e| crate::kinds::serverentry::group_of(e).map(String::from)))
-        .watches_shared_stream(s.configs.oidc.changes(), naming_oidc)
-        .watches_shared_stream(s.configs.telemetry.changes(), naming_telemetry)
+        .watches_shared_stream(
+            s.configs.oidc.changes(),
+            naming(store.clone(), |v| v.spec.incoming_auth.oidc_config_ref.as_ref().map(|r| &r.name)),
+        )
+        .watches_shared_stream(
+            s.configs.authz.changes(),
+            naming(store.clone(), |v| v.spec.incoming_auth.authz_config_ref.as_ref().map(|r| &r.name)),
+        )
+        .watches_shared_stream(
+            s.configs.telemetry.changes(),
+            naming(store.clone(), |v| v.spec.telemetry_config_ref.as_ref().map(|r| &r.name)),
+        )
         .watches_shared_stream(definitions.changes(), naming_definition)
-        .watches_shared_stream(embeddings.changes(), naming_embedding)
+        .watches_shared_stream(embeddings.changes(), naming(store.clone(), |v| v.spec.embedding_server_ref.as_ref().map(|r| &r.name)))
         .owns_shared_stream(children.configmaps.changes())
         .owns_shared_stream(children.service_accounts.changes())
         .owns_shared_stream(children.deployments.changes())
@@ -230,6 +231,9 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
     if vmcp.spec.incoming_auth.oidc_config_ref.is_some() {
         cfg.oidc.watched().await;
     }
+    if vmcp.spec.incoming_auth.authz_config_ref.is_some() {
+        cfg.authz.watched().await;
+    }
     if vmcp.spec.telemetry_config_ref.is_some() {
         cfg.telemetry.watched().await;
     }
@@ -239,6 +243,7 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         proxies: s.proxies.store(),
         entries: s.entries.store(),
         oidc: cfg.oidc.store(),
+        authz: cfg.authz.store(),
         telemetry: cfg.telemetry.store(),
         definitions: definitions.as_ref(),
         embeddings: &ctx.embeddings,

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use crate::kinds::authz::MCPAuthzConfig;
 use crate::kinds::embedding::EmbeddingServer;
 use crate::kinds::group::{GroupRefState, MCPGroup, members_in};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
@@ -28,6 +29,7 @@ pub struct View<'a> {
     pub proxies: &'a Store<MCPRemoteProxy>,
     pub entries: &'a Store<MCPServerEntry>,
     pub oidc: &'a Store<MCPOIDCConfig>,
+    pub authz: &'a Store<MCPAuthzConfig>,
     pub telemetry: &'a Store<MCPTelemetryConfig>,
     /// The namespace's VirtualMCPCompositeToolDefinitions, where watched (only where
     /// a server names one).
@@ -119,7 +121,8 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
     if group == GroupRefState::NotFound {
         problems.push(Problem::at("spec.groupRef", format!("MCPGroup {group_name} does not exist in this namespace")));
     }
-    let (incoming_auth, mut env, mut volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
+    let (mut incoming_auth, mut env, mut volumes) = incoming(vmcp, &ns, view.oidc, &mut problems);
+    incoming_auth.authz = authorization(vmcp, &ns, view.authz, &mut problems);
     telemetry(vmcp, &ns, view.telemetry, &mut user, &mut env, &mut volumes, &mut problems);
     let embedding = optimizer(vmcp, &ns, view.embeddings, &mut user, &mut problems);
     Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes, embedding }
@@ -253,11 +256,6 @@ fn incoming(
     problems: &mut Vec<Problem>,
 ) -> (IncomingAuth, Vec<EnvVar>, Vec<(Volume, VolumeMount)>) {
     let auth = &vmcp.spec.incoming_auth;
-    let authz = auth.authz_config.as_ref().and_then(|a| a.inline.as_ref()).map(|inline| Authz {
-        kind: "cedar",
-        policies: inline.policies.clone(),
-        entities_json: inline.entities_json.clone(),
-    });
     let (mut env, mut volumes) = (Vec::new(), Vec::new());
     let oidc = match (auth.auth_type, &auth.oidc_config_ref) {
         (IncomingAuthType::Anonymous, _) => None,
@@ -317,7 +315,55 @@ fn incoming(
         IncomingAuthType::Anonymous => "anonymous",
         IncomingAuthType::Oidc => "oidc",
     };
-    (IncomingAuth { kind, oidc, authz }, env, volumes)
+    (IncomingAuth { kind, oidc, authz: None }, env, volumes)
+}
+
+/// The Cedar authorization of incoming calls: inline policies
+/// (`incomingAuth.authzConfig`) with the claim mapping beside them, or the cedarv1
+/// MCPAuthzConfig `incomingAuth.authzConfigRef` names (the vMCP has no other
+/// authorizer). One that is missing, invalid or not Cedar stops the server: it never
+/// serves unauthorized what was meant to be authorized.
+fn authorization(vmcp: &VirtualMCPServer, ns: &str, configs: &Store<MCPAuthzConfig>, problems: &mut Vec<Problem>) -> Option<Authz> {
+    let auth = &vmcp.spec.incoming_auth;
+    if let Some(config) = &auth.authz_config {
+        let inline = config.inline.as_ref()?;
+        return Some(Authz {
+            kind: "cedar",
+            policies: inline.policies.clone(),
+            entities_json: inline.entities_json.clone(),
+            group_claim_name: config.group_claim_name.clone(),
+            role_claim_name: config.role_claim_name.clone(),
+            group_entity_type: config.group_entity_type.clone(),
+        });
+    }
+    let reference = auth.authz_config_ref.as_ref()?;
+    let path = "spec.incomingAuth.authzConfigRef";
+    let why = match configs.get(&ObjectRef::new(&reference.name).within(ns)) {
+        None => format!("MCPAuthzConfig {} does not exist in this namespace", reference.name),
+        Some(config) => match config.spec.problem() {
+            Some(problem) => format!("MCPAuthzConfig {} is invalid: {problem}", reference.name),
+            None => match crate::kinds::authz::cedar_settings(&config.spec) {
+                Some(cedar) => {
+                    let text = |key: &str| cedar.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+                    let policies = cedar.get("policies").and_then(serde_json::Value::as_array).into_iter().flatten();
+                    return Some(Authz {
+                        kind: "cedar",
+                        policies: policies.filter_map(|p| p.as_str().map(String::from)).collect(),
+                        entities_json: text("entities_json"),
+                        group_claim_name: text("group_claim_name"),
+                        role_claim_name: text("role_claim_name"),
+                        group_entity_type: text("group_entity_type"),
+                    });
+                }
+                None => format!(
+                    "MCPAuthzConfig {} is of type {}: the vMCP authorizes with Cedar policies only (cedarv1)",
+                    reference.name, config.spec.authorizer
+                ),
+            },
+        },
+    };
+    problems.push(Problem::at(path, why));
+    None
 }
 
 #[cfg(test)]
@@ -345,6 +391,7 @@ mod tests {
         proxies: Store<MCPRemoteProxy>,
         entries: Store<MCPServerEntry>,
         oidc: Store<MCPOIDCConfig>,
+        authz: Store<MCPAuthzConfig>,
         telemetry: Store<MCPTelemetryConfig>,
         definitions: Store<VirtualMCPCompositeToolDefinition>,
         embeddings: Store<EmbeddingServer>,
@@ -358,6 +405,7 @@ mod tests {
                 proxies: &self.proxies,
                 entries: &self.entries,
                 oidc: &self.oidc,
+                authz: &self.authz,
                 telemetry: &self.telemetry,
                 definitions: Some(&self.definitions),
                 embeddings: &self.embeddings,
@@ -385,6 +433,13 @@ mod tests {
                 "transport": "sse", "groupRef": {"name": "g"}}, "status": {"phase": "Valid"}})]),
             oidc: store(vec![json!({"metadata": meta("idp"), "spec": {"type": "inline", "inline": {"issuer": "https://idp.example.com",
                 "clientId": "vmcp", "clientSecretRef": {"name": "idp", "key": "secret"}}}})]),
+            authz: store(vec![
+                json!({"metadata": meta("team-policy"), "spec": {"type": "cedarv1", "config": {
+                    "policies": ["permit(principal in THVGroup::\"eng\", action, resource);"], "entities_json": "[]",
+                    "group_claim_name": "https://example.com/groups"}}}),
+                json!({"metadata": meta("pdp"), "spec": {"type": "httpv1", "config": {"url": "https://pdp.example.com"}}}),
+                json!({"metadata": meta("empty"), "spec": {"type": "cedarv1", "config": {"policies": []}}}),
+            ]),
             telemetry: store(vec![
                 json!({"metadata": meta("otel"), "spec": {"openTelemetry": {"enabled": true, "endpoint": "https://otel.obs:4317",
                     "tracing": {"enabled": true, "samplingRate": "0.1"},
@@ -508,6 +563,37 @@ mod tests {
         assert_eq!(oidc.resource, "http://vmcp-team.a.svc.cluster.local:4483");
         assert_eq!(r.env[0].name, CLIENT_SECRET_ENV);
         assert_eq!(r.incoming_auth.authz.as_ref().unwrap().policies.len(), 1);
+    }
+
+    #[test]
+    fn a_shared_cedar_authz_config_reaches_the_file_and_any_other_stops_the_server() {
+        let c = caches();
+        let spec = |auth: serde_json::Value| json!({"groupRef": {"name": "g"}, "incomingAuth": auth});
+        let shared = resolve(&vmcp(spec(json!({"type": "anonymous", "authzConfigRef": {"name": "team-policy"}}))), c.view());
+        assert!(shared.problems.is_empty(), "{:?}", shared.problems);
+        let authz = shared.incoming_auth.authz.as_ref().unwrap();
+        assert_eq!((authz.kind, authz.policies.len(), authz.entities_json.as_str()), ("cedar", 1, "[]"));
+        assert_eq!(authz.group_claim_name, "https://example.com/groups");
+        for (name, why) in [
+            ("gone", "MCPAuthzConfig gone does not exist in this namespace"),
+            ("pdp", "MCPAuthzConfig pdp is of type httpv1: the vMCP authorizes with Cedar policies only (cedarv1)"),
+            ("empty", "MCPAuthzConfig empty is invalid: spec.config.policies"),
+        ] {
+            let r = resolve(&vmcp(spec(json!({"type": "anonymous", "authzConfigRef": {"name": name}}))), c.view());
+            assert!(r.incoming_auth.authz.is_none(), "{name}");
+            assert_eq!(r.problems.len(), 1, "{name}: {:?}", r.problems);
+            assert!(r.problems[0].to_string().starts_with(&format!("spec.incomingAuth.authzConfigRef: {why}")), "{:?}", r.problems);
+        }
+        // Inline policies keep the claim mapping given beside them.
+        let inline = resolve(
+            &vmcp(spec(
+                json!({"type": "anonymous", "authzConfig": {"type": "inline", "inline": {"policies": ["permit(principal, action, resource);"]},
+                "roleClaimName": "roles", "groupEntityType": "Team"}}),
+            )),
+            c.view(),
+        );
+        let authz = inline.incoming_auth.authz.as_ref().unwrap();
+        assert_eq!((authz.role_claim_name.as_str(), authz.group_entity_type.as_str()), ("roles", "Team"));
     }
 
     #[test]
