@@ -203,7 +203,9 @@ fn decoded<K: DeserializeOwned + Send + 'static>(
             }
             let chunk = match chunks.next().await? {
                 Ok(chunk) => chunk,
-                Err(e) => return Some((Err(e), (chunks, lines, ready))),
+                // The connection broke: the watch ends here and is opened again (a
+                // broken body may never end, or fail again, if read on).
+                Err(e) => return Some((Err(e), (futures::stream::empty().boxed(), lines, ready))),
             };
             let fed = lines.feed(&chunk, |line| ready.push_back(serde_json::from_slice(line).map_err(kube::Error::SerdeError)));
             if fed.is_err() {
@@ -308,10 +310,11 @@ mod tests {
     }
 
     /// A list, a watch whose lines arrive split, a bookmark, the version gone, a
-    /// list again: the events kube's watcher would yield, and the requests it would make.
+    /// list again, a connection broken mid-watch: the events kube's watcher would
+    /// yield, and the requests it would make.
     #[tokio::test]
     async fn it_lists_watches_from_the_list_version_resumes_and_lists_again_when_gone() {
-        type Chunks = http_body_util::StreamBody<BoxStream<'static, Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>>;
+        type Chunks = http_body_util::StreamBody<BoxStream<'static, Result<hyper::body::Frame<Bytes>, std::io::Error>>>;
         let (service, mut handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Chunks>>();
         let served = tokio::spawn(async move {
             let mut asked = Vec::new();
@@ -325,11 +328,18 @@ mod tests {
                 }),
                 (200, vec![line(json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old"}}))]),
                 (200, vec![json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "20"}, "items": [configmap("two", "11")]}).to_string()]),
+                // The connection breaks after one event; what follows is never read.
+                (200, vec![line(json!({"type": "MODIFIED", "object": configmap("two", "21")})), "BREAK".into(), line(json!({"type": "DELETED", "object": configmap("two", "22")}))]),
+                (200, vec![]),
             ];
             for (code, chunks) in answers {
                 let (request, send) = handle.next_request().await.unwrap();
                 asked.push(request.uri().to_string());
-                let chunks = futures::stream::iter(chunks.into_iter().map(|c| Ok(hyper::body::Frame::data(Bytes::from(c))))).boxed();
+                let frame = |c: String| match c.as_str() {
+                    "BREAK" => Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
+                    _ => Ok(hyper::body::Frame::data(Bytes::from(c))),
+                };
+                let chunks = futures::stream::iter(chunks.into_iter().map(frame)).boxed();
                 send.send_response(http::Response::builder().status(code).body(http_body_util::StreamBody::new(chunks)).unwrap());
             }
             asked
@@ -337,7 +347,7 @@ mod tests {
         let client = Client::new(service, "default");
         let stream = events::<ConfigMap>(client, "/api/v1/namespaces/a/configmaps".into(), watcher::Config::default());
         let seen: Vec<String> = stream
-            .take(8)
+            .take(11)
             .map(|event| match event {
                 Ok(Event::Init) => "init".to_string(),
                 Ok(Event::InitApply(o)) => format!("listed {}", o.metadata.name.unwrap()),
@@ -350,7 +360,10 @@ mod tests {
             .await;
         assert_eq!(seen[..4], ["init", "listed one", "listed", "applied two"]);
         assert!(seen[4].starts_with("error") && seen[4].contains("too old"), "{seen:?}");
-        assert_eq!(seen[5..], ["init", "listed two", "listed"][..]);
+        assert_eq!(seen[5..8], ["init", "listed two", "listed"][..]);
+        assert_eq!(seen[8], "applied two");
+        assert!(seen[9].starts_with("error") && seen[9].contains("connection reset"), "{seen:?}");
+        assert!(seen[10].starts_with("error"), "the mock answers no more: {seen:?}");
         let asked = served.await.unwrap();
         assert!(!asked[0].contains("watch=true") && asked[0].contains("limit=500"), "a list, in pages: {asked:?}");
         assert!(
@@ -359,5 +372,11 @@ mod tests {
         );
         assert!(asked[2].contains("watch=true") && asked[2].contains("resourceVersion=15"), "resumed from the bookmark: {asked:?}");
         assert!(!asked[3].contains("watch=true"), "listed again once the version is gone: {asked:?}");
+        assert!(asked[4].contains("watch=true") && asked[4].contains("resourceVersion=20"), "{asked:?}");
+        assert!(
+            asked[5].contains("watch=true") && asked[5].contains("resourceVersion=21"),
+            "opened again from the last event's version: {asked:?}"
+        );
+        assert_eq!(asked.len(), 6);
     }
 }

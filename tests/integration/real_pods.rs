@@ -576,6 +576,22 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
         .create(&post, &serde_json::from_value(object("MCPRemoteProxy", "vm-echo", remote)).unwrap())
         .await
         .unwrap();
+    // And a remote server the vMCP calls directly (an entry), with a key it injects as
+    // a header: the entry's own MCPExternalAuthConfig (discovered outgoing auth), its
+    // value from the Secret the remote proxy above uses.
+    use toolhive_operator::kinds::externalauth::MCPExternalAuthConfig;
+    use toolhive_operator::kinds::serverentry::MCPServerEntry;
+    let key = json!({"type": "headerInjection", "headerInjection": {"headerName": "X-Team-Key", "valueSecretRef": {"name": "saas-key", "key": "key"}}});
+    Api::<MCPExternalAuthConfig>::namespaced(admin.clone(), team)
+        .create(&post, &serde_json::from_value(object("MCPExternalAuthConfig", "vm-key", key)).unwrap())
+        .await
+        .unwrap();
+    let direct = json!({"remoteUrl": format!("http://echo-backend.{team}.svc.cluster.local:8080/mcp"), "transport": "streamable-http",
+        "allowPrivateEndpoint": true, "groupRef": group, "externalAuthConfigRef": {"name": "vm-key"}});
+    Api::<MCPServerEntry>::namespaced(admin.clone(), team)
+        .create(&post, &serde_json::from_value(object("MCPServerEntry", "vm-direct", direct)).unwrap())
+        .await
+        .unwrap();
     let virtuals: Api<VirtualMCPServer> = Api::namespaced(admin.clone(), team);
     // And one composite tool of two steps: store a fact (a parameter, templated into the
     // first call), then read the graph back (the tool's answer is the last step's).
@@ -589,16 +605,16 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     let spec = json!({"groupRef": {"name": "team-tools"}, "incomingAuth": {"type": "anonymous"}, "config": {"compositeTools": [remember]}});
     virtuals.create(&post, &serde_json::from_value(object("VirtualMCPServer", "team", spec)).unwrap()).await.unwrap();
     operator
-        .within("the VirtualMCPServer Ready over 3 backends", POD_LIMIT, || async {
+        .within("the VirtualMCPServer Ready over 4 backends", POD_LIMIT, || async {
             let status = virtuals.get("team").await.ok()?.status?;
-            (status.phase == Some(VirtualPhase::Ready) && status.backend_count == 3).then_some(())
+            (status.phase == Some(VirtualPhase::Ready) && status.backend_count == 4).then_some(())
         })
         .await;
 
     // Each backend's tools under its prefix, each answering through the one endpoint.
     // The vMCP checks each backend's health on its own schedule: a backend still
     // starting is left out of a session's tools, so wait for a session listing all.
-    let expected = ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers", "remember"];
+    let expected = ["vm-memory_read_graph", "vm-hello_greet", "vm-echo_request_headers", "vm-direct_request_headers", "remember"];
     let session = virtual_session(admin, team, "team", operator, |tools| expected.iter().all(|e| tools.iter().any(|t| t == e))).await;
     let tools: Vec<String> = session.tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     for tool in expected {
@@ -618,6 +634,12 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     assert!(graph.contains("aggregated"), "the HTTP server's answer: {graph}");
     let headers = controlplane::mcp::text(&session.call("vm-echo_request_headers", json!({})).await.unwrap());
     assert!(headers.starts_with('{'), "the remote server's answer, through its proxy: {headers}");
+    // The echo's JSON is the first text (the vMCP may add structured content after it).
+    let direct = session.call("vm-direct_request_headers", json!({})).await.unwrap();
+    let first = direct.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone())).unwrap_or_default();
+    let direct: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {}", controlplane::mcp::text(&direct)));
+    assert_eq!(direct.get("X-Team-Key").map(String::as_str), Some("k-123"), "the header the vMCP injects: {direct:?}");
     let recalled = controlplane::mcp::text(&session.call("remember", json!({"fact": "composed in a real pod"})).await.unwrap());
     assert!(recalled.contains("composed in a real pod"), "the composite tool's last step: {recalled}");
     session.close().await.unwrap();
@@ -625,9 +647,9 @@ async fn virtual_server(admin: &Client, team: &str, operator: &OperatorPod) {
     // The stdio server leaves (deleted): 2 backends, and its tools are gone.
     servers.delete("vm-hello", &DeleteParams::default()).await.unwrap();
     operator
-        .within("the VirtualMCPServer down to 2 backends", POD_LIMIT, || async {
+        .within("the VirtualMCPServer down to 3 backends", POD_LIMIT, || async {
             let status = virtuals.get("team").await.ok()?.status?;
-            (status.backend_count == 2 && status.discovered_backends.len() == 2).then_some(())
+            (status.backend_count == 3 && status.discovered_backends.len() == 3).then_some(())
         })
         .await;
     let session = virtual_session(admin, team, "team", operator, |tools| !tools.iter().any(|t| t.starts_with("vm-hello_"))).await;

@@ -146,13 +146,20 @@ pub struct OutgoingAuth {
     /// discovered: from each backend's own external auth config; inline: as given here.
     #[serde(default)]
     pub source: OutgoingAuthSource,
-    /// Authentication for backends named in no `backends` entry. Refused for now.
+    /// Authentication for backends named in no `backends` entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::shared::crd::free_form_object")]
-    pub default: Option<Value>,
-    /// Authentication per backend. Refused for now.
+    pub default: Option<BackendAuth>,
+    /// Authentication per backend (by the backend's name).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backends: BTreeMap<String, BackendAuth>,
+}
+
+impl OutgoingAuth {
+    /// How the backend `name` is called: its own entry, else the default; None: as
+    /// the backend's own external auth config says (discovered).
+    pub fn for_backend(&self, name: &str) -> Option<&BackendAuth> {
+        self.backends.get(name).or(self.default.as_ref()).filter(|auth| auth.auth_type == BackendAuthType::ExternalAuthConfigRef)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -164,9 +171,14 @@ pub enum OutgoingAuthSource {
     Inline,
 }
 
-/// One backend's authentication.
+/// One backend's authentication: as its own external auth config says
+/// (discovered), or by the MCPExternalAuthConfig named here.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type == 'externalAuthConfigRef' ? has(self.externalAuthConfigRef) : !has(self.externalAuthConfigRef)",
+     "message": "externalAuthConfigRef is required when type is externalAuthConfigRef, and must not be set otherwise"}
+]))]
 pub struct BackendAuth {
     #[serde(rename = "type")]
     pub auth_type: BackendAuthType,
@@ -296,18 +308,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
             "only inline Cedar policies are carried out for the vMCP by this operator release; set type: inline",
         );
     }
-    if let Some(outgoing) = &spec.outgoing_auth {
-        refuse(
-            outgoing.default.is_some(),
-            "outgoingAuth.default",
-            "explicit outgoing authentication is not carried out by this operator release; remove it (backends are called unauthenticated)",
-        );
-        refuse(
-            !outgoing.backends.is_empty(),
-            "outgoingAuth.backends",
-            "explicit outgoing authentication is not carried out by this operator release; remove it (backends are called unauthenticated)",
-        );
-    }
     out
 }
 
@@ -344,7 +344,7 @@ mod tests {
         }))
         .unwrap();
         let fields: Vec<String> = unsupported(&spec).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["spec.sessionStorage", "spec.outgoingAuth.backends"], "a shared MCPAuthzConfig is carried out");
+        assert_eq!(fields, ["spec.sessionStorage"], "a shared MCPAuthzConfig and explicit outgoing auth are carried out");
         let plain: VirtualMCPServerSpec =
             serde_json::from_value(json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}})).unwrap();
         assert!(unsupported(&plain).is_empty());

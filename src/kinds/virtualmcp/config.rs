@@ -341,6 +341,57 @@ pub struct StaticBackend {
     pub kind: String,
 }
 
+/// How the vMCP authenticates to one backend, in its configuration file's field
+/// names; credentials reach it as environment variables named here.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStrategy {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_injection: Option<HeaderInjection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchange>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderInjection {
+    pub header_name: String,
+    pub header_value_env: String,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenExchange {
+    pub token_url: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_secret_env: String,
+    pub audience: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subject_token_type: String,
+}
+
+/// The file's outgoing auth: every backend unauthenticated but those in `backends`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct OutgoingAuthFile {
+    pub source: &'static str,
+    pub default: BackendStrategy,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backends: BTreeMap<String, BackendStrategy>,
+}
+
+impl OutgoingAuthFile {
+    pub fn with(backends: BTreeMap<String, BackendStrategy>) -> Self {
+        let unauthenticated = BackendStrategy { kind: "unauthenticated", header_injection: None, token_exchange: None };
+        Self { source: "inline", default: unauthenticated, backends }
+    }
+}
+
 /// The vMCP's token validation, in its configuration file's field names.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -403,7 +454,7 @@ pub struct VmcpConfig {
     pub group: String,
     pub backends: Vec<StaticBackend>,
     pub incoming_auth: IncomingAuth,
-    pub outgoing_auth: Value,
+    pub outgoing_auth: OutgoingAuthFile,
     pub aggregation: Aggregation,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operational: Option<Operational>,
@@ -428,16 +479,20 @@ pub fn default_aggregation() -> Aggregation {
 }
 
 /// The configuration file's text.
-pub fn render(name: &str, group: &str, user: &UserConfig, backends: Vec<StaticBackend>, incoming_auth: IncomingAuth) -> String {
+pub fn render(
+    name: &str,
+    group: &str,
+    user: &UserConfig,
+    backends: Vec<StaticBackend>,
+    incoming_auth: IncomingAuth,
+    outgoing_auth: OutgoingAuthFile,
+) -> String {
     let config = VmcpConfig {
         name: name.into(),
         group: group.into(),
         backends,
         incoming_auth,
-        // Every backend is called without credentials: `unsupported` refuses any
-        // other outgoing auth, and a backend naming an external auth config fails
-        // the server (`status`).
-        outgoing_auth: serde_json::json!({"source": "inline", "default": {"type": "unauthenticated"}}),
+        outgoing_auth,
         aggregation: user.aggregation.clone().unwrap_or_else(default_aggregation),
         operational: user.operational.clone(),
         metadata: user.metadata.clone(),
@@ -461,7 +516,14 @@ mod tests {
                 "failureHandling": {"healthCheckInterval": "30s", "unhealthyThreshold": 3, "partialFailureMode": "best_effort"}},
             "groupRef": "g", "name": "ignored"});
         let parsed = parse(Some(&config), "g").unwrap();
-        let text = render("v", "g", &parsed, vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let text = render(
+            "v",
+            "g",
+            &parsed,
+            vec![],
+            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
+            OutgoingAuthFile::with(BTreeMap::new()),
+        );
         let back: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(back["name"], "v");
         assert_eq!(back["groupRef"], "g");
@@ -473,7 +535,14 @@ mod tests {
 
     #[test]
     fn without_aggregation_tools_are_prefixed_with_their_backend() {
-        let text = render("v", "g", &UserConfig::default(), vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let text = render(
+            "v",
+            "g",
+            &UserConfig::default(),
+            vec![],
+            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
+            OutgoingAuthFile::with(BTreeMap::new()),
+        );
         let back: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(
             back["aggregation"],
@@ -513,7 +582,14 @@ mod tests {
     fn composite_tools_reach_the_file_and_their_names_are_unique() {
         let tool = json!({"name": "both", "description": "d", "steps": [{"id": "a", "tool": "x.y"}]});
         let parsed = parse(Some(&json!({"compositeTools": [tool]})), "g").unwrap();
-        let text = render("v", "g", &parsed, vec![], IncomingAuth { kind: "anonymous", oidc: None, authz: None });
+        let text = render(
+            "v",
+            "g",
+            &parsed,
+            vec![],
+            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
+            OutgoingAuthFile::with(BTreeMap::new()),
+        );
         let back: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(back["compositeTools"][0]["steps"][0]["tool"], "x.y");
         let twice = parse(Some(&json!({"compositeTools": [tool, tool]})), "g").unwrap_err();

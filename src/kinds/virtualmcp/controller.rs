@@ -81,6 +81,31 @@ fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -
     store.state().iter().filter(|v| pick(v)).map(|v| ObjectRef::from_obj(v.as_ref())).collect()
 }
 
+/// Whether `vmcp` or a member of its group names an MCPExternalAuthConfig (its
+/// outgoing auth, explicit or discovered).
+fn names_external_auth(vmcp: &VirtualMCPServer, scope: &ScopeCaches) -> bool {
+    let (ns, group) = (vmcp.namespace(), vmcp.spec.group_ref.name.as_str());
+    let explicit = vmcp
+        .spec
+        .outgoing_auth
+        .as_ref()
+        .is_some_and(|o| o.backends.values().chain(&o.default).any(|a| a.external_auth_config_ref.is_some()));
+    let in_group = |object_ns: Option<String>, of: Option<&str>| object_ns == ns && of == Some(group);
+    explicit
+        || scope
+            .servers
+            .store()
+            .state()
+            .iter()
+            .any(|m| m.spec.external_auth_config_ref.is_some() && in_group(m.namespace(), crate::kinds::mcpserver::group_ref::group_of(m)))
+        || scope
+            .entries
+            .store()
+            .state()
+            .iter()
+            .any(|e| e.spec.external_auth_config_ref.is_some() && in_group(e.namespace(), crate::kinds::serverentry::group_of(e)))
+}
+
 /// The mapper from a changed object to the VirtualMCPServers of its namespace that
 /// name it where `named` reads.
 fn naming<K: Resource>(
@@ -196,6 +221,14 @@ async fn serve(
             s.configs.telemetry.changes(),
             naming(store.clone(), |v| v.spec.telemetry_config_ref.as_ref().map(|r| &r.name)),
         )
+        // Outgoing auth: named by the server or discovered from its members; a namespace
+        // holds few VirtualMCPServers, so each of them looks again.
+        .watches_shared_stream(s.configs.external_auth.changes(), {
+            let store = store.clone();
+            move |config: Arc<crate::kinds::externalauth::MCPExternalAuthConfig>| {
+                selecting(&store, |v| v.metadata.namespace == config.metadata.namespace)
+            }
+        })
         .watches_shared_stream(definitions.changes(), naming_definition)
         .watches_shared_stream(embeddings.changes(), naming(store.clone(), |v| v.spec.embedding_server_ref.as_ref().map(|r| &r.name)))
         .owns_shared_stream(children.configmaps.changes())
@@ -234,6 +267,9 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
     if vmcp.spec.incoming_auth.authz_config_ref.is_some() {
         cfg.authz.watched().await;
     }
+    if names_external_auth(vmcp, s) {
+        cfg.external_auth.watched().await;
+    }
     if vmcp.spec.telemetry_config_ref.is_some() {
         cfg.telemetry.watched().await;
     }
@@ -244,6 +280,7 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         entries: s.entries.store(),
         oidc: cfg.oidc.store(),
         authz: cfg.authz.store(),
+        external_auth: cfg.external_auth.store(),
         telemetry: cfg.telemetry.store(),
         definitions: definitions.as_ref(),
         embeddings: &ctx.embeddings,
@@ -254,7 +291,14 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
         image: ctx.image.clone(),
         runs: resolution.problems.is_empty() && !served.is_empty() && resolution.embedding.as_ref().is_none_or(|e| e.ready),
         debug: resolution.user.operational.as_ref().is_some_and(|o| o.log_level == "debug"),
-        config: config::render(&name, &vmcp.spec.group_ref.name, &resolution.user, served, resolution.incoming_auth.clone()),
+        config: config::render(
+            &name,
+            &vmcp.spec.group_ref.name,
+            &resolution.user,
+            served,
+            resolution.incoming_auth.clone(),
+            config::OutgoingAuthFile::with(resolution.outgoing.clone()),
+        ),
         env: resolution.env.clone(),
         volumes: resolution.volumes.clone(),
     };

@@ -2,12 +2,15 @@
 //! its group and the group's members (the backends), its OIDC provider, and every
 //! problem that stops it. Pure, so it is unit-tested without a cluster.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::kinds::authz::MCPAuthzConfig;
 use crate::kinds::embedding::EmbeddingServer;
+use crate::kinds::externalauth::{ExternalAuthType, MCPExternalAuthConfig};
 use crate::kinds::group::{GroupRefState, MCPGroup, members_in};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::MCPRemoteProxy;
@@ -16,7 +19,7 @@ use crate::kinds::serverentry::{EntryPhase, MCPServerEntry};
 use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::virtualmcp::api::{IncomingAuthType, VirtualMCPServer, unsupported};
 use crate::kinds::virtualmcp::children::{CLIENT_SECRET_ENV, url};
-use crate::kinds::virtualmcp::config::{self, Authz, IncomingAuth, Oidc, StaticBackend, UserConfig};
+use crate::kinds::virtualmcp::config::{self, Authz, BackendStrategy, IncomingAuth, Oidc, StaticBackend, UserConfig};
 use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::shared::configkind::ConfigKind;
 use crate::shared::problem::Problem;
@@ -30,6 +33,7 @@ pub struct View<'a> {
     pub entries: &'a Store<MCPServerEntry>,
     pub oidc: &'a Store<MCPOIDCConfig>,
     pub authz: &'a Store<MCPAuthzConfig>,
+    pub external_auth: &'a Store<MCPExternalAuthConfig>,
     pub telemetry: &'a Store<MCPTelemetryConfig>,
     /// The namespace's VirtualMCPCompositeToolDefinitions, where watched (only where
     /// a server names one).
@@ -54,6 +58,9 @@ pub struct Backend {
     /// Why the vMCP does not call it, when it does not: the member is left out of
     /// the configuration file and reported unavailable.
     pub excluded: Option<String>,
+    /// The MCPExternalAuthConfig the member names for its callers (discovered
+    /// outgoing auth), if any.
+    pub auth_config: Option<String>,
 }
 
 /// A VirtualMCPServer's resolution.
@@ -68,6 +75,8 @@ pub struct Resolution {
     pub incoming_auth: IncomingAuth,
     pub env: Vec<EnvVar>,
     pub volumes: Vec<(Volume, VolumeMount)>,
+    /// How the vMCP authenticates to the backends that need it, by name.
+    pub outgoing: BTreeMap<String, BackendStrategy>,
     /// The optimizer's EmbeddingServer, when spec.embeddingServerRef names one.
     pub embedding: Option<Embedding>,
 }
@@ -125,7 +134,9 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
     incoming_auth.authz = authorization(vmcp, &ns, view.authz, &mut problems);
     telemetry(vmcp, &ns, view.telemetry, &mut user, &mut env, &mut volumes, &mut problems);
     let embedding = optimizer(vmcp, &ns, view.embeddings, &mut user, &mut problems);
-    Resolution { group, backends: backends(view, &ns, group_name), problems, user, incoming_auth, env, volumes, embedding }
+    let mut members = backends(view, &ns, group_name);
+    let outgoing = outgoing(vmcp, &ns, view.external_auth, &mut members, &mut env, &mut problems);
+    Resolution { group, backends: members, problems, user, incoming_auth, env, volumes, outgoing, embedding }
 }
 
 /// The optimizer's embedding service: the URL of the EmbeddingServer
@@ -163,11 +174,6 @@ fn optimizer(
 /// The members of `group` in `ns`: servers and remote proxies through their proxy
 /// Service, entries directly, each with why the vMCP cannot call it, if it cannot.
 pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
-    let needs_credentials = |kind: &str, config: &str| {
-        Some(format!(
-            "its {kind} names MCPExternalAuthConfig {config}: calling a backend with credentials is not carried out by this operator release"
-        ))
-    };
     let mut out = Vec::new();
     let servers = view.servers.state();
     for server in members_in(&servers, ns, group, crate::kinds::mcpserver::group_ref::group_of) {
@@ -180,7 +186,8 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
                 kind: String::new(),
             },
             ready: server.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready),
-            excluded: server.spec.external_auth_config_ref.as_ref().and_then(|r| needs_credentials("MCPServer", &r.name)),
+            excluded: None,
+            auth_config: server.spec.external_auth_config_ref.as_ref().map(|r| r.name.clone()),
         });
     }
     let proxies = view.proxies.state();
@@ -197,14 +204,13 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
             },
             ready: proxy.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready),
             excluded: None,
+            auth_config: None,
         });
     }
     let entries = view.entries.state();
     for entry in members_in(&entries, ns, group, crate::kinds::serverentry::group_of) {
         let transport = serde_json::to_value(entry.spec.transport).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        let excluded = if let Some(r) = &entry.spec.external_auth_config_ref {
-            needs_credentials("MCPServerEntry", &r.name)
-        } else if entry.spec.header_forward.is_some() || entry.spec.ca_bundle_ref.is_some() {
+        let excluded = if entry.spec.header_forward.is_some() || entry.spec.ca_bundle_ref.is_some() {
             Some("its headerForward and caBundleRef are not carried out for a vMCP by this operator release".to_string())
         } else {
             None
@@ -213,10 +219,103 @@ pub fn backends(view: View<'_>, ns: &str, group: &str) -> Vec<Backend> {
             config: StaticBackend { name: entry.name_any(), url: entry.spec.remote_url.clone(), transport, kind: "entry".into() },
             ready: entry.status.as_ref().and_then(|s| s.phase) == Some(EntryPhase::Valid),
             excluded,
+            auth_config: entry.spec.external_auth_config_ref.as_ref().map(|r| r.name.clone()),
         });
     }
     out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     out
+}
+
+/// How the vMCP authenticates to each member that needs it: by the
+/// MCPExternalAuthConfig `spec.outgoingAuth` names for it (its `backends` entry, else
+/// `default`, of type externalAuthConfigRef), else by the one the member names itself
+/// (discovered). Credentials reach the pod as environment from their Secrets. One the
+/// VirtualMCPServer names that is missing, invalid or of a type the vMCP cannot use
+/// stops the server; one a member names leaves that member out, with the reason.
+fn outgoing(
+    vmcp: &VirtualMCPServer,
+    ns: &str,
+    configs: &Store<MCPExternalAuthConfig>,
+    members: &mut [Backend],
+    env: &mut Vec<EnvVar>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, BackendStrategy> {
+    let mut strategies = BTreeMap::new();
+    let explicit = vmcp.spec.outgoing_auth.as_ref();
+    for member in members.iter_mut().filter(|m| m.excluded.is_none()) {
+        let name = member.config.name.clone();
+        let (config_name, path) = match explicit.and_then(|o| o.for_backend(&name)) {
+            Some(auth) => {
+                let path = match explicit.is_some_and(|o| o.backends.contains_key(&name)) {
+                    true => format!("spec.outgoingAuth.backends.{name}.externalAuthConfigRef"),
+                    false => "spec.outgoingAuth.default.externalAuthConfigRef".to_string(),
+                };
+                (auth.external_auth_config_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default(), Some(path))
+            }
+            None => match &member.auth_config {
+                Some(config) => (config.clone(), None),
+                None => continue,
+            },
+        };
+        let found = configs.get(&ObjectRef::new(&config_name).within(ns));
+        match found
+            .as_deref()
+            .ok_or_else(|| format!("MCPExternalAuthConfig {config_name} does not exist in this namespace"))
+            .and_then(|config| backend_strategy(&config_name, config).map_err(|why| format!("MCPExternalAuthConfig {config_name}: {why}")))
+        {
+            Ok((strategy, credential)) => {
+                if let Some(credential) = credential.filter(|c| !env.iter().any(|e| e.name == c.name)) {
+                    env.push(credential);
+                }
+                strategies.insert(name, strategy);
+            }
+            Err(why) => match path {
+                Some(path) => problems.push(Problem::at(path, why)),
+                None => member.excluded = Some(format!("its own {why}")),
+            },
+        }
+    }
+    strategies
+}
+
+/// The vMCP's strategy for calling a backend as the MCPExternalAuthConfig `name`
+/// says, and the environment variable its credential reaches the pod through.
+fn backend_strategy(name: &str, config: &MCPExternalAuthConfig) -> Result<(BackendStrategy, Option<EnvVar>), String> {
+    if let Some(problem) = config.spec.problem() {
+        return Err(format!("is invalid: {problem}"));
+    }
+    // One variable per config: several configs of a type may name different Secrets.
+    let variable = |prefix: &str| format!("{prefix}_{}", name.to_uppercase().replace(['-', '.'], "_"));
+    let spec = &config.spec;
+    match (spec.auth_type, &spec.header_injection, &spec.token_exchange) {
+        (ExternalAuthType::Unauthenticated, _, _) => {
+            Ok((BackendStrategy { kind: "unauthenticated", header_injection: None, token_exchange: None }, None))
+        }
+        (ExternalAuthType::HeaderInjection, Some(header), _) => {
+            let env = variable("VMCP_HEADER_VALUE");
+            let credential = crate::shared::refs::secret_env(env.clone(), &header.value_secret_ref);
+            let injection = config::HeaderInjection { header_name: header.header_name.clone(), header_value_env: env };
+            Ok((BackendStrategy { kind: "header_injection", header_injection: Some(injection), token_exchange: None }, Some(credential)))
+        }
+        (ExternalAuthType::TokenExchange, _, Some(exchange)) => {
+            let runner = crate::kinds::externalauth::token_exchange(spec).ok_or("tokenExchange: required with type tokenExchange")?;
+            let env = variable("VMCP_TOKEN_EXCHANGE_SECRET");
+            let credential = exchange.client_secret_ref.as_ref().map(|secret| crate::shared::refs::secret_env(env.clone(), secret));
+            let exchange = config::TokenExchange {
+                token_url: runner.token_url,
+                client_id: runner.client_id,
+                client_secret_env: if credential.is_some() { env } else { String::new() },
+                audience: runner.audience,
+                scopes: runner.scopes,
+                subject_token_type: runner.subject_token_type,
+            };
+            Ok((BackendStrategy { kind: "token_exchange", header_injection: None, token_exchange: Some(exchange) }, credential))
+        }
+        (other, _, _) => Err(format!(
+            "type {} is not one a vMCP calls backends with in this operator release (unauthenticated, headerInjection, tokenExchange)",
+            serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        )),
+    }
 }
 
 /// The telemetry of the MCPTelemetryConfig spec.telemetryConfigRef names, as the
@@ -392,6 +491,7 @@ mod tests {
         entries: Store<MCPServerEntry>,
         oidc: Store<MCPOIDCConfig>,
         authz: Store<MCPAuthzConfig>,
+        external_auth: Store<MCPExternalAuthConfig>,
         telemetry: Store<MCPTelemetryConfig>,
         definitions: Store<VirtualMCPCompositeToolDefinition>,
         embeddings: Store<EmbeddingServer>,
@@ -406,6 +506,7 @@ mod tests {
                 entries: &self.entries,
                 oidc: &self.oidc,
                 authz: &self.authz,
+                external_auth: &self.external_auth,
                 telemetry: &self.telemetry,
                 definitions: Some(&self.definitions),
                 embeddings: &self.embeddings,
@@ -439,6 +540,13 @@ mod tests {
                     "group_claim_name": "https://example.com/groups"}}}),
                 json!({"metadata": meta("pdp"), "spec": {"type": "httpv1", "config": {"url": "https://pdp.example.com"}}}),
                 json!({"metadata": meta("empty"), "spec": {"type": "cedarv1", "config": {"policies": []}}}),
+            ]),
+            external_auth: store(vec![
+                json!({"metadata": meta("docs-key"), "spec": {"type": "headerInjection",
+                    "headerInjection": {"headerName": "X-API-Key", "valueSecretRef": {"name": "docs", "key": "key"}}}}),
+                json!({"metadata": meta("idp-exchange"), "spec": {"type": "tokenExchange", "tokenExchange": {"tokenUrl": "https://idp/token",
+                    "audience": "backend", "clientId": "vmcp", "clientSecretRef": {"name": "idp", "key": "secret"}}}}),
+                json!({"metadata": meta("signed"), "spec": {"type": "awsSts", "awsSts": {"region": "eu-west-1"}}}),
             ]),
             telemetry: store(vec![
                 json!({"metadata": meta("otel"), "spec": {"openTelemetry": {"enabled": true, "endpoint": "https://otel.obs:4317",
@@ -563,6 +671,64 @@ mod tests {
         assert_eq!(oidc.resource, "http://vmcp-team.a.svc.cluster.local:4483");
         assert_eq!(r.env[0].name, CLIENT_SECRET_ENV);
         assert_eq!(r.incoming_auth.authz.as_ref().unwrap().policies.len(), 1);
+    }
+
+    #[test]
+    fn backends_are_called_as_their_own_or_the_named_external_auth_config_says() {
+        let mut c = caches();
+        // The entry names a header injection of its own (discovered).
+        c.entries = store(vec![json!({"metadata": meta("docs"), "spec": {"remoteUrl": "https://docs.example.com/sse",
+            "transport": "sse", "groupRef": {"name": "g"}, "externalAuthConfigRef": {"name": "docs-key"}}, "status": {"phase": "Valid"}})]);
+        let spec = |outgoing: serde_json::Value| json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "outgoingAuth": outgoing});
+        let discovered = resolve(&vmcp(spec(json!({"source": "discovered"}))), c.view());
+        assert!(discovered.problems.is_empty(), "{:?}", discovered.problems);
+        let docs = &discovered.outgoing["docs"];
+        assert_eq!(docs.kind, "header_injection");
+        let injection = docs.header_injection.as_ref().unwrap();
+        assert_eq!((injection.header_name.as_str(), injection.header_value_env.as_str()), ("X-API-Key", "VMCP_HEADER_VALUE_DOCS_KEY"));
+        let credential = discovered.env.iter().find(|e| e.name == "VMCP_HEADER_VALUE_DOCS_KEY").expect("the header's value as environment");
+        assert_eq!(credential.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "docs");
+        // "locked" names a config that does not exist: left out, with the reason.
+        let locked = discovered.backends.iter().find(|b| b.config.name == "locked").unwrap();
+        assert_eq!(locked.excluded.as_deref(), Some("its own MCPExternalAuthConfig x does not exist in this namespace"));
+        assert_eq!(discovered.outgoing.len(), 1, "the others are called unauthenticated");
+
+        // A backend's own entry, then the default, override what members name.
+        let explicit = resolve(
+            &vmcp(spec(
+                json!({"source": "inline", "default": {"type": "externalAuthConfigRef", "externalAuthConfigRef": {"name": "idp-exchange"}},
+                "backends": {"docs": {"type": "discovered"}}}),
+            )),
+            c.view(),
+        );
+        assert!(explicit.problems.is_empty(), "{:?}", explicit.problems);
+        assert_eq!(explicit.outgoing["docs"].kind, "header_injection", "its entry says discovered: its own config");
+        let exchange = explicit.outgoing["fetch"].token_exchange.as_ref().unwrap();
+        assert_eq!(
+            (exchange.token_url.as_str(), exchange.client_secret_env.as_str()),
+            ("https://idp/token", "VMCP_TOKEN_EXCHANGE_SECRET_IDP_EXCHANGE")
+        );
+        assert_eq!(explicit.outgoing["locked"].kind, "token_exchange", "the default replaces what it names itself");
+        assert_eq!(
+            explicit.env.iter().filter(|e| e.name == "VMCP_TOKEN_EXCHANGE_SECRET_IDP_EXCHANGE").count(),
+            1,
+            "one variable per config"
+        );
+
+        // What the VirtualMCPServer names and cannot be used stops it, with the path.
+        for (name, why) in
+            [("gone", "MCPExternalAuthConfig gone does not exist in this namespace"), ("signed", "MCPExternalAuthConfig signed: ")]
+        {
+            let r = resolve(
+                &vmcp(spec(
+                    json!({"source": "inline", "backends": {"fetch": {"type": "externalAuthConfigRef", "externalAuthConfigRef": {"name": name}}}}),
+                )),
+                c.view(),
+            );
+            assert_eq!(r.problems.len(), 1, "{name}: {:?}", r.problems);
+            let problem = r.problems[0].to_string();
+            assert!(problem.starts_with(&format!("spec.outgoingAuth.backends.fetch.externalAuthConfigRef: {why}")), "{problem}");
+        }
     }
 
     #[test]

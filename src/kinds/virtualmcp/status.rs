@@ -153,6 +153,7 @@ mod tests {
             },
             ready,
             excluded: excluded.map(String::from),
+            auth_config: None,
         }
     }
 
@@ -165,6 +166,7 @@ mod tests {
             incoming_auth: IncomingAuth { kind: "anonymous", oidc: None, authz: None },
             env: vec![],
             volumes: vec![],
+            outgoing: Default::default(),
             embedding: None,
         }
     }
