@@ -137,6 +137,13 @@ pub struct BearerToken {
 /// Whether the type authenticates a proxy to a remote MCP server: what an
 /// MCPRemoteProxy does with it, and an MCPServer (its backend is its own container)
 /// cannot.
+impl ExternalAuthType {
+    /// The type as a manifest spells it (`spec.type`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
 pub fn remote_only(auth_type: ExternalAuthType) -> bool {
     matches!(auth_type, ExternalAuthType::HeaderInjection | ExternalAuthType::BearerToken)
 }
@@ -164,7 +171,7 @@ fn section_rules() -> Value {
 impl MCPExternalAuthConfigSpec {
     /// What is wrong with it for this operator, if anything.
     pub fn problem(&self) -> Option<String> {
-        let type_name = serde_json::to_value(self.auth_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let type_name = self.auth_type.name();
         match self.auth_type {
             ExternalAuthType::Unauthenticated => None,
             ExternalAuthType::TokenExchange => match &self.token_exchange {
@@ -185,7 +192,7 @@ impl MCPExternalAuthConfigSpec {
                 "spec.type: {type_name} (signing requests to a remote MCP server with AWS credentials) is not carried out by this operator release"
             )),
             ExternalAuthType::UpstreamInject | ExternalAuthType::Xaa => Some(format!(
-                "spec.type: {type_name} is carried out by a virtual MCP server, which this operator release does not run; an MCPServer would ignore it"
+                "spec.type: {type_name} is not carried out by this operator release, for an MCPServer or for a virtual MCP server's backends"
             )),
             ExternalAuthType::Obo => Some("spec.type: obo needs an enterprise build of the proxy runner".into()),
             ExternalAuthType::EmbeddedAuthServer => crate::kinds::externalauth::authserver::parse(self.embedded_auth_server.as_ref()).err(),

@@ -155,10 +155,15 @@ pub struct OutgoingAuth {
 }
 
 impl OutgoingAuth {
-    /// How the backend `name` is called: its own entry, else the default; None: as
-    /// the backend's own external auth config says (discovered).
-    pub fn for_backend(&self, name: &str) -> Option<&BackendAuth> {
-        self.backends.get(name).or(self.default.as_ref()).filter(|auth| auth.auth_type == BackendAuthType::ExternalAuthConfigRef)
+    /// How the backend `name` is called, with the path of the field that says so: its
+    /// own entry, else the default; None: as the backend's own external auth config
+    /// says (discovered).
+    pub fn for_backend(&self, name: &str) -> Option<(String, &BackendAuth)> {
+        let (path, auth) = match self.backends.get(name) {
+            Some(auth) => (format!("spec.outgoingAuth.backends.{name}"), auth),
+            None => ("spec.outgoingAuth.default".to_string(), self.default.as_ref()?),
+        };
+        (auth.auth_type == BackendAuthType::ExternalAuthConfigRef).then_some((path, auth))
     }
 }
 

@@ -84,26 +84,17 @@ fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -
 /// Whether `vmcp` or a member of its group names an MCPExternalAuthConfig (its
 /// outgoing auth, explicit or discovered).
 fn names_external_auth(vmcp: &VirtualMCPServer, scope: &ScopeCaches) -> bool {
-    let (ns, group) = (vmcp.namespace(), vmcp.spec.group_ref.name.as_str());
+    use crate::kinds::group::members_in;
+    let (ns, group) = (vmcp.namespace().unwrap_or_default(), vmcp.spec.group_ref.name.as_str());
     let explicit = vmcp
         .spec
         .outgoing_auth
         .as_ref()
         .is_some_and(|o| o.backends.values().chain(&o.default).any(|a| a.external_auth_config_ref.is_some()));
-    let in_group = |object_ns: Option<String>, of: Option<&str>| object_ns == ns && of == Some(group);
+    let (servers, entries) = (scope.servers.store().state(), scope.entries.store().state());
     explicit
-        || scope
-            .servers
-            .store()
-            .state()
-            .iter()
-            .any(|m| m.spec.external_auth_config_ref.is_some() && in_group(m.namespace(), crate::kinds::mcpserver::group_ref::group_of(m)))
-        || scope
-            .entries
-            .store()
-            .state()
-            .iter()
-            .any(|e| e.spec.external_auth_config_ref.is_some() && in_group(e.namespace(), crate::kinds::serverentry::group_of(e)))
+        || members_in(&servers, &ns, group, crate::kinds::mcpserver::group_ref::group_of).any(|m| m.spec.external_auth_config_ref.is_some())
+        || members_in(&entries, &ns, group, crate::kinds::serverentry::group_of).any(|e| e.spec.external_auth_config_ref.is_some())
 }
 
 /// The mapper from a changed object to the VirtualMCPServers of its namespace that

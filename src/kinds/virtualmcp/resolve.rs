@@ -245,12 +245,9 @@ fn outgoing(
     for member in members.iter_mut().filter(|m| m.excluded.is_none()) {
         let name = member.config.name.clone();
         let (config_name, path) = match explicit.and_then(|o| o.for_backend(&name)) {
-            Some(auth) => {
-                let path = match explicit.is_some_and(|o| o.backends.contains_key(&name)) {
-                    true => format!("spec.outgoingAuth.backends.{name}.externalAuthConfigRef"),
-                    false => "spec.outgoingAuth.default.externalAuthConfigRef".to_string(),
-                };
-                (auth.external_auth_config_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default(), Some(path))
+            Some((path, auth)) => {
+                let config = auth.external_auth_config_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+                (config, Some(format!("{path}.externalAuthConfigRef")))
             }
             None => match &member.auth_config {
                 Some(config) => (config.clone(), None),
@@ -313,7 +310,7 @@ fn backend_strategy(name: &str, config: &MCPExternalAuthConfig) -> Result<(Backe
         }
         (other, _, _) => Err(format!(
             "type {} is not one a vMCP calls backends with in this operator release (unauthenticated, headerInjection, tokenExchange)",
-            serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            other.name()
         )),
     }
 }

@@ -69,7 +69,7 @@ pub fn resolve(server: &MCPServer, view: View<'_>) -> Resolution {
     if server.spec.remote.is_none()
         && let Some(config) = resolved.external_auth.take_if(|c| crate::kinds::externalauth::remote_only(c.auth_type))
     {
-        let type_name = serde_json::to_value(config.auth_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let type_name = config.auth_type.name();
         references.problems.push(crate::shared::problem::Problem::at(
             "spec.externalAuthConfigRef",
             format!(
