@@ -5,7 +5,7 @@
 //! - `webhook`: the admission webhook, apart from the controllers;
 //! - `kinds`: one folder per kind of the API (types, resolution, children, status,
 //!   controller); a kind uses the kinds it references, never the reverse;
-//! - `runtime`: caches (one watch per kind per scope), leader election, status
+//! - `runtime`: caches (one store per kind, fed by one watch per kind per scope), leader election, status
 //!   writing, metrics, probes, logging; it knows no kind;
 //! - `shared`: CRD conventions, references, conditions, settings, errors.
 //!

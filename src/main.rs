@@ -9,6 +9,7 @@ use clap::Parser;
 use kube::{Api, Client, api::ListParams};
 use tracing::{error, info, warn};
 
+use toolhive_operator::runtime::cache::Scopes;
 use toolhive_operator::{
     kinds::mcpserver::{api::MCPServer, controller, resources::ProxySettings},
     runtime::{http, leader, logging, metrics::Metrics},
@@ -75,22 +76,22 @@ async fn main() {
     }
 
     let metrics = Metrics::default();
-    // One watch per kind per scope, for the life of the process, on every replica: the
-    // webhook reads them, and a replica that comes to lead starts on warm caches.
-    let caches = controller::Caches::start(&watch_clients, &scope, &metrics);
-    let virtual_servers: Vec<_> = caches
-        .scopes
-        .iter()
-        .map(|s| toolhive_operator::kinds::virtualmcp::controller::start_cache(s.watch_client(), s.namespace.as_deref(), &metrics))
-        .collect();
-    let embedding_servers: Vec<_> = caches
-        .scopes
-        .iter()
-        .map(|s| toolhive_operator::kinds::embedding::controller::start_cache(s.watch_client(), s.namespace.as_deref(), &metrics))
-        .collect();
+    // One store per kind, fed by one watch per kind per scope, for the life of the
+    // process, on every replica: the webhook reads them, and a replica that comes to
+    // lead starts on warm caches.
+    let namespaces: Vec<Option<String>> = match &scope {
+        Scope::Cluster => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    };
+    let scopes = Scopes::new(namespaces, &watch_clients, toolhive_operator::runtime::watch_client::SCOPES_PER_CONNECTION);
+    let caches = controller::Caches::start(scopes, &metrics);
+    let all = kube::runtime::watcher::Config::default;
+    let rare = toolhive_operator::runtime::cache::RARE;
+    let virtual_servers = controller::slimmed(&caches.scopes, all(), &[], &metrics, rare).started();
+    let embedding_servers = controller::slimmed(&caches.scopes, all(), &[], &metrics, rare).started();
     metrics
         .registry
-        .register(Box::new(controller::ServerPhases::new(caches.servers().iter().map(|c| c.store().clone()).collect())))
+        .register(Box::new(controller::ServerPhases::new(vec![caches.servers.store().clone()])))
         .unwrap_or_else(|e| fail(format!("cannot register the MCPServer gauge: {e}")));
     let readiness = Arc::new(http::Readiness::default());
     spawn_server("health", health_addr, http::health_router(readiness.clone()));
@@ -130,7 +131,7 @@ async fn main() {
                 tokio::spawn(certs.clone().watch(args.webhook_cert_dir.clone(), Duration::from_secs(10), metrics.clone()));
             }
         }
-        let cache = webhook::ServerCache::over(caches.servers());
+        let cache = webhook::ServerCache::over(caches.servers.clone());
         let state = webhook::WebhookState::new(policy, scope.clone(), cache.clone(), metrics.clone())
             .with_namespace_levels(webhook::namespaces::NamespaceLevels::start(&client, &scope));
         let (policy_changed, policy_changes) = tokio::sync::watch::channel(0u64);
@@ -140,10 +141,7 @@ async fn main() {
         let check = webhook::stored_server_check(&state);
         metrics
             .registry
-            .register(Box::new(controller::PolicyFindings::new(
-                caches.servers().iter().map(|c| c.store().clone()).collect(),
-                check.clone(),
-            )))
+            .register(Box::new(controller::PolicyFindings::new(vec![caches.servers.store().clone()], check.clone())))
             .unwrap_or_else(|e| fail(format!("cannot register the policy gauge: {e}")));
         policy_watch = Some(controller::PolicyWatch { check, changes: policy_changes });
         let router = webhook::router(state);
@@ -180,8 +178,7 @@ async fn main() {
     );
     let leader_gauge = metrics.leader.with_label_values(&[LEADER_LEASE_NAME]);
     let settings = leader::LeaseSettings::new(LEADER_LEASE_NAME, &args.pod_namespace, identity.clone(), args.leader_lease_seconds);
-    let shared = controller::Shared::new(client.clone(), metrics.clone(), proxy_settings, identity, args.max_concurrent_reconciles)
-        .for_scopes(caches.scopes.len());
+    let shared = controller::Shared::new(client.clone(), metrics.clone(), proxy_settings, identity, args.max_concurrent_reconciles);
     let shared = Arc::new(match policy_watch {
         Some(policy) => shared.with_policy(policy),
         None => shared,
@@ -217,16 +214,16 @@ async fn main() {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let run = futures::future::join3(
-            controller::run(shared.clone(), &caches, stop_rx.clone()),
+            controller::run(shared.clone(), caches.clone(), stop_rx.clone()),
             toolhive_operator::kinds::virtualmcp::controller::run(
                 shared.clone(),
-                &caches.scopes,
-                &virtual_servers,
-                &embedding_servers,
+                caches.clone(),
+                virtual_servers.clone(),
+                embedding_servers.clone(),
                 args.vmcp_image.clone(),
                 stop_rx.clone(),
             ),
-            toolhive_operator::kinds::embedding::controller::run(shared.clone(), &caches.scopes, &embedding_servers, stop_rx),
+            toolhive_operator::kinds::embedding::controller::run(shared.clone(), caches.clone(), embedding_servers.clone(), stop_rx),
         );
         tokio::pin!(run);
         tokio::select! {

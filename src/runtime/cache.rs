@@ -1,22 +1,28 @@
-//! One watch per kind per scope, for the life of the process, read by every
-//! controller and by the webhook. A `Cache` is a reflector store fed by one watch,
-//! plus a fan-out of what the watch touches, so any number of controllers can be
-//! triggered by it without opening a watch of their own.
+//! One store per kind for the whole install, read by every controller and by the
+//! webhook, fed by one watch per scope: the cluster, or each allowed namespace. A
+//! `Cache` is that store, the watches feeding it (all driven by one task per kind),
+//! and a fan-out of what they touch, so any number of controllers can be triggered
+//! by it without opening a watch of their own.
+//!
+//! A namespace's relist replaces that namespace's objects only: what it lists is
+//! applied, and what the namespace held before and the list lacks is deleted (kube's
+//! reflector would replace the whole store, dropping every other namespace's).
 //!
 //! Caches run on every replica, leader or not: the webhook reads them, and a replica
 //! that wins the lease starts its controllers on warm caches instead of listing
 //! everything again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
     Api, Client, Resource,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -24,35 +30,21 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::{
     broadcast::{self, error::RecvError},
-    watch,
+    mpsc, watch,
 };
 use tracing::warn;
 
 use super::metrics::Metrics;
 
-/// How many touched objects wait for a slow reader before it lags, for the kinds a
-/// scope holds many of, changing often (MCPServers and what the operator makes for
+/// How many touched objects wait for a slow reader before it lags, for the kinds the
+/// install holds many of, changing often (MCPServers and what the operator makes for
 /// them). A reader that lags is handed the whole cache again: it is triggered for
 /// more, never for less.
 pub const BUSY: usize = 128;
-/// The same for kinds a scope holds few of, changing rarely (groups, entries, remote
-/// proxies, configuration kinds, VirtualMCPServers, EmbeddingServers). Every slot is
-/// allocated up front, per kind and scope: with 100 allowed namespaces the smaller
-/// buffer saves about 4 MiB, and a burst past it costs reconciles, not writes.
-pub const RARE: usize = 16;
-/// `BUSY` for a scope that is one namespace (namespace mode): what a reader that
-/// lags is handed again is that namespace's objects only, a few dozen, and with
-/// hundreds of allowed namespaces the slots of nine busy kinds each would cost
-/// megabytes.
-pub const NAMESPACE_BUSY: usize = 32;
-
-/// The buffer for a busy kind in the scope `namespace` (None: the cluster).
-pub const fn busy(namespace: Option<&str>) -> usize {
-    if namespace.is_some() { NAMESPACE_BUSY } else { BUSY }
-}
-
-#[cfg(test)]
-const CHANGE_BUFFER: usize = BUSY;
+/// The same for kinds the install holds few of, changing rarely (groups, entries,
+/// remote proxies, configuration kinds, VirtualMCPServers, EmbeddingServers): a burst
+/// past it costs reconciles, not writes.
+pub const RARE: usize = 32;
 
 /// How long whoever needs a cache waits for its first list before going on without
 /// it (a kind whose CRD is missing never lists).
@@ -77,109 +69,238 @@ pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
     }
 }
 
-/// Starts a cache's watch.
-type StartWatch = Box<dyn FnOnce() + Send>;
+/// Where the install watches: the whole cluster, or each allowed namespace, each with
+/// the client its watches go through (HTTP/2 clients shared by a few namespaces).
+pub struct Scopes {
+    /// None: the cluster (then the only entry).
+    each: Vec<(Option<String>, Client)>,
+    index: HashMap<String, usize>,
+}
 
-/// A watched kind in one scope: its store and the stream of what the watch touches.
+impl Scopes {
+    /// `namespaces` (None: the cluster), namespace `i` watched through
+    /// `clients[i / per_client]` (the last client when there are fewer).
+    pub fn new(namespaces: Vec<Option<String>>, clients: &[Client], per_client: usize) -> Arc<Self> {
+        let client_of = |i: usize| clients[(i / per_client.max(1)).min(clients.len() - 1)].clone();
+        let each: Vec<_> = namespaces.into_iter().enumerate().map(|(i, ns)| (ns, client_of(i))).collect();
+        let index = each.iter().enumerate().filter_map(|(i, (ns, _))| Some((ns.clone()?, i))).collect();
+        Arc::new(Self { each, index })
+    }
+
+    /// No scope at all (caches filled by hand in tests).
+    pub fn none() -> Arc<Self> {
+        Arc::new(Self { each: Vec::new(), index: HashMap::new() })
+    }
+
+    /// The scope that holds `ns`'s objects, if the install serves it.
+    fn of(&self, ns: &str) -> Option<usize> {
+        match self.each.first() {
+            Some((None, _)) => Some(0),
+            _ => self.index.get(ns).copied(),
+        }
+    }
+
+    /// The client the watches of `ns` go through, if the install serves it.
+    pub fn client_for(&self, ns: &str) -> Option<&Client> {
+        self.of(ns).map(|i| &self.each[i].1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.each.is_empty()
+    }
+}
+
+/// What a cache strips from an object before storing it.
+type Slim<K> = Arc<dyn Fn(&mut K) + Send + Sync>;
+/// One scope's watch events, tagged with the scope's index.
+type ScopeEvents<K> = BoxStream<'static, (usize, watcher::Result<watcher::Event<K>>)>;
+
+/// A watched kind: its store, the stream of what its watches touch, and its watches,
+/// each started when something first needs its scope.
 pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
-    /// The watch, until something starts it (`watch`).
-    unstarted: Arc<Mutex<Option<StartWatch>>>,
-    /// True once the first list is in the store. (kube's `Store::wait_until_ready`
-    /// wakes only the last of several tasks waiting at once, and a cache not started yet may
-    /// be waited on for hours by many.)
-    has_listed: watch::Receiver<bool>,
+    watches: Arc<Watches<K>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Cache<K> {
     fn clone(&self) -> Self {
-        Self {
-            store: self.store.clone(),
-            changes: self.changes.clone(),
-            unstarted: self.unstarted.clone(),
-            has_listed: self.has_listed.clone(),
-        }
+        Self { store: self.store.clone(), changes: self.changes.clone(), watches: self.watches.clone() }
     }
+}
+
+/// A cache's watches, one per scope.
+struct Watches<K: Resource<DynamicType = ()> + Clone + 'static> {
+    scopes: Arc<Scopes>,
+    /// Per scope: whether its watch has started.
+    started: Vec<AtomicBool>,
+    listed: Arc<Listed>,
+    feeder: Mutex<Feeder<K>>,
+    config: watcher::Config,
+    plural: String,
+    metrics: Metrics,
+}
+
+/// Per scope: whether its watch has listed (set by the feeding task).
+struct Listed {
+    each: Vec<AtomicBool>,
+    /// Bumped whenever a scope has listed (waiters then look at `each`). (kube's
+    /// `Store::wait_until_ready` wakes only the last of several tasks waiting at once.)
+    bumped: watch::Sender<u64>,
+}
+
+impl Listed {
+    fn mark(&self, i: usize) {
+        self.each[i].store(true, Ordering::Release);
+        self.bumped.send_modify(|n| *n += 1);
+    }
+}
+
+/// The task that feeds the store: what it is started with, until a first scope is
+/// watched; then where a newly watched scope's events are sent to it.
+enum Feeder<K: Resource<DynamicType = ()> + Clone + 'static> {
+    Waiting(Box<Feed<K>>),
+    Running(mpsc::UnboundedSender<ScopeEvents<K>>),
+}
+
+/// What the feeding task holds.
+struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    writer: reflector::store::Writer<K>,
+    store: Store<K>,
+    changes: broadcast::Sender<Arc<K>>,
+    slim: Slim<K>,
+    /// Each scope's namespace (None: every namespace), by index.
+    namespaces: Vec<Option<String>>,
 }
 
 impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// A cache of `api`'s objects, its watch started when something asks for it
-    /// (`watch`, or `started` at once) and then retried with backoff for the life of
-    /// the process; until then it is empty and not `ready`, so what a scope needs only
-    /// once it holds work costs an idle namespace nothing. `slim` drops what no reader
-    /// needs before an object is stored; `buffer` is `busy(..)` or `RARE`.
+    /// A cache of the objects of `K` that `config` selects in `scopes`, no scope
+    /// watched yet: a scope's watch starts when something asks for it (`watch_in`,
+    /// `watched_in`, `watch`, or `started` for every scope at once) and is then retried
+    /// with backoff for the life of the process. `slim` drops what no reader needs
+    /// before an object is stored; `buffer` is `BUSY` or `RARE`.
     pub fn new(
-        api: Api<K>,
+        scopes: &Arc<Scopes>,
         config: watcher::Config,
-        slim: impl FnMut(&mut K) + Send + 'static,
+        slim: impl Fn(&mut K) + Send + Sync + 'static,
         plural: &str,
         metrics: &Metrics,
         buffer: usize,
     ) -> Self {
-        let (changes, _) = broadcast::channel(buffer);
-        let (store, writer) = reflector::store();
-        let (listed, has_listed) = watch::channel(false);
-        let start = {
-            let (changes, reader, plural, metrics) = (changes.clone(), store.clone(), plural.to_string(), metrics.clone());
-            move || drop(feed(api, config, slim, &plural, &metrics, Fed { changes, writer, reader, listed }))
-        };
-        Self { store, changes, unstarted: Arc::new(Mutex::new(Some(Box::new(start)))), has_listed }
+        Self::announcing_on(broadcast::channel(buffer).0, scopes, config, slim, plural, metrics)
     }
 
-    /// Starts the watch, if it has not started; it then runs for the life of the process.
+    /// `new`, announcing what it touches on `changes` (shared with other caches).
+    pub(super) fn announcing_on(
+        changes: broadcast::Sender<Arc<K>>,
+        scopes: &Arc<Scopes>,
+        config: watcher::Config,
+        slim: impl Fn(&mut K) + Send + Sync + 'static,
+        plural: &str,
+        metrics: &Metrics,
+    ) -> Self {
+        let (store, mut writer) = reflector::store();
+        // Ready at once: what each scope lists is applied, never swapped in whole.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let feed = Feed {
+            writer,
+            store: store.clone(),
+            changes: changes.clone(),
+            slim: Arc::new(slim),
+            namespaces: scopes.each.iter().map(|(ns, _)| ns.clone()).collect(),
+        };
+        let watches = Watches {
+            started: scopes.each.iter().map(|_| AtomicBool::default()).collect(),
+            listed: Arc::new(Listed { each: scopes.each.iter().map(|_| AtomicBool::default()).collect(), bumped: watch::channel(0).0 }),
+            scopes: scopes.clone(),
+            feeder: Mutex::new(Feeder::Waiting(Box::new(feed))),
+            config,
+            plural: plural.to_string(),
+            metrics: metrics.clone(),
+        };
+        Self { store, changes, watches: Arc::new(watches) }
+    }
+
+    /// Starts the watch of every scope, if not started; they then run for the life of
+    /// the process.
     pub fn watch(&self) {
-        if let Some(start) = self.unstarted.lock().take() {
-            start();
+        (0..self.watches.started.len()).for_each(|i| self.watches.start(i));
+    }
+
+    /// Starts the watch of the scope holding `ns`, if not started.
+    pub fn watch_in(&self, ns: &str) {
+        if let Some(i) = self.watches.scopes.of(ns) {
+            self.watches.start(i);
         }
     }
 
-    /// The store, its watch started if it was not, once it has listed or
-    /// `FIRST_LIST_WAIT` has passed (a kind whose CRD is missing never lists: what it
-    /// would hold reads as not found, and the caller goes on).
-    pub async fn watched(&self) -> &Store<K> {
-        self.watch();
-        if tokio::time::timeout(FIRST_LIST_WAIT, self.ready()).await.is_err() {
-            warn!(kind = %K::plural(&()), "not listed yet (is its CRD installed?); going on without it");
+    /// The store, the watch of `ns`'s scope started if it was not, once that scope
+    /// has listed or `FIRST_LIST_WAIT` has passed (a kind whose CRD is missing never
+    /// lists: what it would hold reads as not found, and the caller goes on). A
+    /// namespace the install does not serve holds nothing, at once.
+    pub async fn watched_in(&self, ns: &str) -> &Store<K> {
+        self.watch_in(ns);
+        if let Some(i) = self.watches.scopes.of(ns) {
+            self.wait_listed(|w| w.listed.each[i].load(Ordering::Acquire)).await;
         }
         &self.store
     }
 
-    /// The cache with its watch started.
+    /// The cache with every scope's watch started.
     pub fn started(self) -> Self {
         self.watch();
         self
     }
 
-    /// A cache fed by hand (tests): `ready` once `store` is.
-    #[cfg(test)]
-    pub fn from_store(store: Store<K>) -> Self {
-        let (listed, has_listed) = watch::channel(false);
-        let reader = store.clone();
-        tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                listed.send_replace(true);
-            }
-        });
-        Self { store, changes: broadcast::channel(BUSY).0, unstarted: Arc::default(), has_listed }
+    /// Resolves once every scope watched has listed.
+    pub async fn ready(&self) {
+        let every = |w: &Watches<K>| {
+            w.started.iter().zip(&w.listed.each).all(|(started, listed)| !started.load(Ordering::Acquire) || listed.load(Ordering::Acquire))
+        };
+        let mut listed = self.watches.listed.bumped.subscribe();
+        // An error: the sender is gone (never, while the cache is held).
+        let _ = listed.wait_for(|_| every(&self.watches)).await;
     }
 
-    /// A cache holding `objects` as a watch that has listed them would (tests; no watch).
+    /// Waits until `done`, at most `FIRST_LIST_WAIT`.
+    async fn wait_listed(&self, done: impl Fn(&Watches<K>) -> bool) {
+        let mut listed = self.watches.listed.bumped.subscribe();
+        if tokio::time::timeout(FIRST_LIST_WAIT, listed.wait_for(|_| done(&self.watches))).await.is_err() {
+            warn!(kind = %K::plural(&()), "not listed yet (is its CRD installed?); going on without it");
+        }
+    }
+
+    /// A cache holding `objects` as watches that have listed them would (tests; no watch).
     #[cfg(test)]
     pub fn listed(objects: impl IntoIterator<Item = K>) -> Self {
-        let (store, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for object in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        let cache = Self::new(&Scopes::none(), watcher::Config::default(), |_| {}, &K::plural(&()), &Metrics::default(), BUSY);
+        if let Feeder::Waiting(feed) = &mut *cache.watches.feeder.lock() {
+            for object in objects {
+                feed.writer.apply_watcher_event(&watcher::Event::Apply(object));
+            }
         }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        Self { store, changes: broadcast::channel(BUSY).0, unstarted: Arc::default(), has_listed: watch::channel(true).1 }
+        cache
     }
 
-    /// Announces `object` as touched by the watch (tests feeding a cache by hand).
+    /// A cache fed by hand through the writer it returns (tests; no watch).
+    #[cfg(test)]
+    pub fn by_hand() -> (Self, reflector::store::Writer<K>) {
+        let cache = Self::listed([]);
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        (Self { store, ..cache }, writer)
+    }
+
+    /// Announces `object` as touched by a watch (tests feeding a cache by hand).
     pub fn touched(&self, object: Arc<K>) {
         drop(self.changes.send(object));
     }
@@ -195,37 +316,31 @@ where
         self.changes.receiver_count()
     }
 
-    /// Every object the watch touches (applied or deleted) from now on.
+    /// Every object the watches touch (applied or deleted) from now on.
     pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let store = self.store.clone();
         changes_from(self.changes.subscribe(), move || store.state())
     }
 
-    /// Every cached object once the cache has listed, then every change: what a
-    /// controller that starts now must look at.
+    /// Every cached object once every scope watched has listed (or `FIRST_LIST_WAIT`
+    /// has passed: a namespace whose watch cannot list, forbidden say, holds up no
+    /// other), then every change: what a controller that starts now must look at.
     pub fn everything_then_changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         // Subscribed before the snapshot: a change in between is seen (twice at worst).
         let changes = self.changes();
         let (store, cache) = (self.store.clone(), self.clone());
         futures::stream::once(async move {
-            cache.ready().await;
+            let _ = tokio::time::timeout(FIRST_LIST_WAIT, cache.ready()).await;
             futures::stream::iter(store.state())
         })
         .flatten()
         .chain(changes)
     }
 
-    /// Resolves once the first list is in the store.
-    pub async fn ready(&self) {
-        let mut has_listed = self.has_listed.clone();
-        // An error: the watch is gone (never, while the process runs).
-        let _ = has_listed.wait_for(|listed| *listed).await;
-    }
-
     /// Runs the controller `start` makes once the cache holds an object, unless
-    /// `shutdown` resolves first: a scope with nothing of a kind runs no controller
-    /// for it, and holds only this wait (the controller's state is allocated when it
-    /// starts, not reserved in every idle scope).
+    /// `shutdown` resolves first: with nothing of a kind no controller runs for it,
+    /// and only this wait is held (the controller's state is allocated when it
+    /// starts).
     pub async fn when_first<F: std::future::Future<Output = ()>>(
         &self,
         shutdown: impl std::future::Future<Output = ()>,
@@ -237,112 +352,142 @@ where
         }
     }
 
-    /// Resolves once the cache holds an object (at once if it already does): the
-    /// MCPServer controller waits for this, so a scope without a server does not
-    /// watch what servers make.
+    /// Resolves once the cache holds an object (at once if it already does): a
+    /// controller waits for this, so a kind nobody uses costs no controller.
     pub async fn first_object(&self) {
         let mut changes = std::pin::pin!(self.changes());
-        self.ready().await;
-        if self.store.state().is_empty() {
+        if self.store.is_empty() {
             let _ = changes.next().await;
         }
     }
 }
 
-/// Starts a watch of `api` into a new store, announcing what it touches on `changes`;
-/// retried with backoff until the task is aborted. The receiver turns true once the
-/// store has listed.
-pub(super) fn watch_into<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    slim: impl FnMut(&mut K) + Send + 'static,
-    plural: &str,
-    metrics: &Metrics,
-    changes: broadcast::Sender<Arc<K>>,
-) -> (Store<K>, tokio::task::JoinHandle<()>, watch::Receiver<bool>)
+impl<K> Watches<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let (listed, has_listed) = watch::channel(false);
-    let task = feed(api, config, slim, plural, metrics, Fed { changes, writer, reader: reader.clone(), listed });
-    (reader, task, has_listed)
-}
-
-/// What a watch feeds: the store (written through `writer`, read through `reader`),
-/// the announcements of what it touches, and whether it has listed.
-struct Fed<K: Resource<DynamicType = ()> + Clone + 'static> {
-    changes: broadcast::Sender<Arc<K>>,
-    writer: reflector::store::Writer<K>,
-    reader: Store<K>,
-    listed: watch::Sender<bool>,
-}
-
-/// Spawns the watch of `api` that feeds `fed`; retried with backoff until aborted.
-fn feed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    slim: impl FnMut(&mut K) + Send + 'static,
-    plural: &str,
-    metrics: &Metrics,
-    fed: Fed<K>,
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let restarts = metrics.watch_restarts.with_label_values(&[plural]);
-    let Fed { changes, writer, reader, listed } = fed;
-    let url = api.resource_url().to_string();
-    let stream = super::watch::events(api.into_client(), url, config)
-        .inspect_err(move |_| restarts.inc())
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer);
-    let plural = plural.to_string();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        let mut before_relist = Vec::new();
-        while let Some(event) = stream.next().await {
-            match event {
-                // No reader is fine: the store is the truth, changes are only triggers.
-                Ok(event) => {
-                    if matches!(event, watcher::Event::InitDone) {
-                        listed.send_if_modified(|listed| !std::mem::replace(listed, true));
-                    }
-                    for object in touched(&event, &reader, &mut before_relist) {
-                        drop(changes.send(object));
-                    }
-                }
-                Err(e) => warn!(kind = %plural, error = %e, "watch failed; retrying"),
+    /// Starts scope `i`'s watch, if not started: its events go to the feeding task,
+    /// which starts with the first.
+    fn start(&self, i: usize) {
+        if self.started[i].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (ns, client) = &self.scopes.each[i];
+        let url = K::url_path(&(), ns.as_deref());
+        let restarts = self.metrics.watch_restarts.with_label_values(&[&self.plural]);
+        let plural = self.plural.clone();
+        let events = super::watch::events(client.clone(), url, self.config.clone())
+            .inspect_err(move |e| {
+                restarts.inc();
+                warn!(kind = %plural, error = %e, "watch failed; retrying");
+            })
+            .default_backoff()
+            .map(move |event| (i, event))
+            .boxed();
+        let mut feeder = self.feeder.lock();
+        match &mut *feeder {
+            Feeder::Running(tx) => drop(tx.send(events)),
+            Feeder::Waiting(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                drop(tx.send(events));
+                let Feeder::Waiting(feed) = std::mem::replace(&mut *feeder, Feeder::Running(tx)) else { unreachable!() };
+                tokio::spawn(feed_from(*feed, rx, self.listed.clone()));
             }
         }
-    })
+    }
 }
 
-/// What a watcher event, already applied to `store`, touched: announced only once it
-/// is in the store, since a reader looks an announced object up there. A (re)list is
-/// buffered by the store and swapped in whole at its end, so its objects are announced
-/// then, with those that were cached before it and are gone after it (deleted while
-/// the watch was down: whoever counted them must look again). `before_relist` holds
-/// the store as it was when the list began.
-fn touched<K>(event: &watcher::Event<K>, store: &Store<K>, before_relist: &mut Vec<Arc<K>>) -> Vec<Arc<K>>
+/// Feeds `feed`'s store from every scope's events, the scopes' streams arriving on
+/// `opened` as they start: one task per kind, however many scopes it watches. Ends
+/// when the cache is dropped.
+async fn feed_from<K>(mut feed: Feed<K>, mut opened: mpsc::UnboundedReceiver<ScopeEvents<K>>, listed: Arc<Listed>)
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
 {
-    match event {
-        watcher::Event::Apply(object) | watcher::Event::Delete(object) => vec![Arc::new(object.clone())],
-        watcher::Event::Init => {
-            *before_relist = store.state();
-            Vec::new()
+    let mut events = futures::stream::SelectAll::new();
+    let mut relists = HashMap::new();
+    loop {
+        let (scope, event) = tokio::select! {
+            scope = opened.recv() => match scope {
+                Some(scope) => {
+                    events.push(scope);
+                    continue;
+                }
+                None => return,
+            },
+            Some(next) = events.next(), if !events.is_empty() => next,
+        };
+        // An error was counted and logged on its way here; the backoff retries.
+        let Ok(event) = event else { continue };
+        let has_listed = matches!(event, watcher::Event::InitDone);
+        // No reader is fine: the store is the truth, changes are only triggers.
+        for object in feed.apply(scope, event, &mut relists) {
+            drop(feed.changes.send(object));
         }
-        watcher::Event::InitApply(_) => Vec::new(),
-        watcher::Event::InitDone => {
-            let listed = store.state();
-            let gone: Vec<Arc<K>> = std::mem::take(before_relist)
-                .into_iter()
-                .filter(|old| store.get(&reflector::ObjectRef::from_obj(old.as_ref())).is_none())
-                .collect();
-            listed.into_iter().chain(gone).collect()
+        if has_listed {
+            listed.mark(scope);
+        }
+    }
+}
+
+/// A scope's (re)list under way: what the scope held when it began, and what it has
+/// listed so far.
+struct Relist<K: Resource<DynamicType = ()>> {
+    before: Vec<Arc<K>>,
+    seen: HashSet<ObjectRef<K>>,
+}
+
+impl<K> Feed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    /// Applies scope `scope`'s `event` to the store and says what it touched, each
+    /// announced once it is in the store (a reader looks an announced object up
+    /// there). A listed object is applied as it comes; at the list's end, what the
+    /// scope held before and the list lacks (deleted while the watch was down) is
+    /// deleted and announced: whoever counted it must look again.
+    fn apply(&mut self, scope: usize, event: watcher::Event<K>, relists: &mut HashMap<usize, Relist<K>>) -> Vec<Arc<K>> {
+        match event {
+            watcher::Event::Init => {
+                let held = self.store.state().into_iter().filter(|o| self.holds(scope, o)).collect();
+                relists.insert(scope, Relist { before: held, seen: HashSet::new() });
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                let key = ObjectRef::from_obj(&object);
+                if let Some(relist) = relists.get_mut(&scope) {
+                    relist.seen.insert(key.clone());
+                }
+                self.stored(key, object)
+            }
+            watcher::Event::Apply(object) => self.stored(ObjectRef::from_obj(&object), object),
+            watcher::Event::Delete(object) => {
+                self.writer.apply_watcher_event(&watcher::Event::Delete(object.clone()));
+                vec![Arc::new(object)]
+            }
+            watcher::Event::InitDone => {
+                let Some(Relist { before, seen }) = relists.remove(&scope) else { return Vec::new() };
+                let gone: Vec<Arc<K>> = before.into_iter().filter(|o| !seen.contains(&ObjectRef::from_obj(o.as_ref()))).collect();
+                for object in &gone {
+                    self.writer.apply_watcher_event(&watcher::Event::Delete(object.as_ref().clone()));
+                }
+                gone
+            }
+        }
+    }
+
+    /// Stores `object`, slimmed, and hands back the stored copy.
+    fn stored(&mut self, key: ObjectRef<K>, mut object: K) -> Vec<Arc<K>> {
+        (self.slim)(&mut object);
+        self.writer.apply_watcher_event(&watcher::Event::Apply(object));
+        self.store.get(&key).into_iter().collect()
+    }
+
+    /// Whether `object` is scope `scope`'s.
+    fn holds(&self, scope: usize, object: &K) -> bool {
+        match &self.namespaces[scope] {
+            None => true,
+            Some(ns) => object.meta().namespace.as_ref() == Some(ns),
         }
     }
 }
@@ -376,13 +521,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use k8s_openapi::api::core::v1::ConfigMap;
 
-    fn configmap(name: &str) -> ConfigMap {
+    fn configmap_in(ns: &str, name: &str) -> ConfigMap {
         ConfigMap {
-            metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some("a".into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
             ..Default::default()
         }
+    }
+
+    fn configmap(name: &str) -> ConfigMap {
+        configmap_in("a", name)
     }
 
     #[tokio::test]
@@ -390,12 +540,9 @@ mod tests {
         let holding = Cache::listed([configmap("one")]);
         tokio::time::timeout(std::time::Duration::from_secs(1), holding.first_object()).await.expect("an object is already there");
 
-        let (store, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let empty = Cache::from_store(store);
+        let (empty, mut writer) = Cache::<ConfigMap>::by_hand();
         let mut waiting = Box::pin(empty.first_object());
-        assert!(futures::poll!(waiting.as_mut()).is_pending(), "an empty scope starts no controller");
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "nothing of the kind starts no controller");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         let created = configmap("created");
@@ -413,7 +560,7 @@ mod tests {
         assert_eq!(reader.next().await.unwrap().metadata.name.as_deref(), Some("two"));
 
         let mut lagging = Box::pin(cache.changes());
-        for i in 0..CHANGE_BUFFER + 5 {
+        for i in 0..BUSY + 5 {
             drop(cache.changes.send(Arc::new(configmap(&format!("burst-{i}")))));
         }
         // Lagged: the whole cache (one object here) comes first, then the newest changes.
@@ -422,89 +569,84 @@ mod tests {
     }
 
     fn names(objects: &[Arc<ConfigMap>]) -> Vec<String> {
-        let mut names: Vec<String> = objects.iter().map(|o| o.metadata.name.clone().unwrap()).collect();
+        let mut names: Vec<String> =
+            objects.iter().map(|o| format!("{}/{}", o.metadata.namespace.as_ref().unwrap(), o.metadata.name.as_ref().unwrap())).collect();
         names.sort();
         names
     }
 
-    /// An object made while the watch was down arrives in a relist; announced before
-    /// the store swaps the list in, a controller would look it up, miss it and drop it
-    /// for good.
+    /// Two namespaces feed one store: a relist of one (its watch expired while objects
+    /// came and went) changes that namespace's objects only, and what it announces is
+    /// in the store by then (a controller looks an announced object up there: one
+    /// missing would be dropped for good), with what it no longer holds.
     #[test]
-    fn a_relist_is_announced_once_it_is_in_the_store_with_what_it_no_longer_holds() {
-        let (store, mut writer) = reflector::store::<ConfigMap>();
-        let mut before = Vec::new();
-        let mut feed = |event: watcher::Event<ConfigMap>, before: &mut Vec<Arc<ConfigMap>>| {
-            writer.apply_watcher_event(&event);
-            touched(&event, &store, before)
+    fn a_namespace_relists_its_own_objects_and_leaves_the_others() {
+        let (changes, _) = broadcast::channel(BUSY);
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let mut feed =
+            Feed { writer, store: store.clone(), changes, slim: Arc::new(|_| {}), namespaces: vec![Some("a".into()), Some("b".into())] };
+        let mut relists = HashMap::new();
+        let list = |feed: &mut Feed<ConfigMap>, relists: &mut HashMap<usize, Relist<ConfigMap>>, scope: usize, objects: Vec<ConfigMap>| {
+            let mut touched = feed.apply(scope, watcher::Event::Init, relists);
+            for object in objects {
+                let announced = feed.apply(scope, watcher::Event::InitApply(object), relists);
+                for o in &announced {
+                    assert!(store.get(&ObjectRef::from_obj(o.as_ref())).is_some(), "{:?} announced before it is cached", o.metadata.name);
+                }
+                touched.extend(announced);
+            }
+            touched.extend(feed.apply(scope, watcher::Event::InitDone, relists));
+            names(&touched)
         };
-        assert!(feed(watcher::Event::Init, &mut before).is_empty());
-        assert!(feed(watcher::Event::InitApply(configmap("kept")), &mut before).is_empty());
-        assert!(feed(watcher::Event::InitApply(configmap("deleted-in-outage")), &mut before).is_empty());
-        assert_eq!(names(&feed(watcher::Event::InitDone, &mut before)), ["deleted-in-outage", "kept"]);
-        assert_eq!(names(&feed(watcher::Event::Apply(configmap("edited")), &mut before)), ["edited"]);
+        assert_eq!(
+            list(&mut feed, &mut relists, 0, vec![configmap_in("a", "kept"), configmap_in("a", "deleted-in-outage")]),
+            ["a/deleted-in-outage", "a/kept"]
+        );
+        assert_eq!(list(&mut feed, &mut relists, 1, vec![configmap_in("b", "other")]), ["b/other"]);
+        assert_eq!(names(&feed.apply(0, watcher::Event::Apply(configmap_in("a", "edited")), &mut relists)), ["a/edited"]);
 
-        // The watch expires; the relist holds a new object and lacks a deleted one.
-        assert!(feed(watcher::Event::Init, &mut before).is_empty());
-        for object in ["kept", "edited", "made-in-outage"] {
-            assert!(feed(watcher::Event::InitApply(configmap(object)), &mut before).is_empty());
-        }
-        assert!(store.get(&reflector::ObjectRef::from_obj(&configmap("made-in-outage"))).is_none(), "not in the store yet");
-        let announced = feed(watcher::Event::InitDone, &mut before);
-        assert_eq!(names(&announced), ["deleted-in-outage", "edited", "kept", "made-in-outage"]);
-        for object in announced.iter().filter(|o| o.metadata.name.as_deref() != Some("deleted-in-outage")) {
-            assert!(
-                store.get(&reflector::ObjectRef::from_obj(object.as_ref())).is_some(),
-                "{:?} announced before it is cached",
-                object.metadata.name
-            );
-        }
-        assert!(before.is_empty(), "the snapshot is not kept past the relist");
+        // a's watch expires; its relist holds a new object and lacks a deleted one.
+        let touched = list(
+            &mut feed,
+            &mut relists,
+            0,
+            vec![configmap_in("a", "kept"), configmap_in("a", "edited"), configmap_in("a", "made-in-outage")],
+        );
+        assert_eq!(touched, ["a/deleted-in-outage", "a/edited", "a/kept", "a/made-in-outage"]);
+        assert_eq!(names(&store.state()), ["a/edited", "a/kept", "a/made-in-outage", "b/other"], "b's object stays");
+        assert!(relists.is_empty(), "the snapshot is not kept past the relist");
+
+        // b lists nothing now: only its own object goes.
+        assert_eq!(list(&mut feed, &mut relists, 1, vec![]), ["b/other"]);
+        assert_eq!(names(&store.state()), ["a/edited", "a/kept", "a/made-in-outage"]);
     }
 
     /// What an idle namespace does not need costs it no request until something asks
-    /// for it; then it lists, and everyone waiting on it wakes.
+    /// for it there; then only that namespace lists, and everyone waiting on it wakes.
     #[tokio::test]
-    async fn a_deferred_cache_asks_nothing_until_watched_then_lists() {
+    async fn a_namespace_is_watched_once_something_there_asks_and_only_there() {
         let (client, calls) = crate::runtime::mock::mock_api(serde_json::json!({}));
-        let api: Api<ConfigMap> = Api::namespaced(client, "a");
-        let cache = Cache::new(api, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
+        let scopes = Scopes::new(vec![Some("a".into()), Some("b".into())], &[client], 1);
+        let cache = Cache::<ConfigMap>::new(&scopes, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
+        tokio::time::timeout(std::time::Duration::from_secs(1), cache.ready()).await.expect("nothing watched: nothing to wait for");
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let cache = cache.clone();
-                tokio::spawn(async move { cache.ready().await })
+                tokio::spawn(async move { cache.watched_in("b").await.state().len() })
             })
             .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert!(calls.lock().unwrap().is_empty(), "no request before it is watched");
-        assert!(waiters.iter().all(|w| !w.is_finished()), "not ready before it has listed");
-
-        cache.watch();
-        cache.watch();
         for waiter in waiters {
             tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.expect("every waiter wakes").unwrap();
         }
+        cache.ready().await;
         let calls = calls.lock().unwrap();
-        let (method, path, _) = &calls[0];
-        assert_eq!((method.as_str(), path.split('?').next().unwrap()), ("GET", "/api/v1/namespaces/a/configmaps"), "{calls:?}");
-    }
-
-    #[tokio::test]
-    async fn every_task_waiting_for_the_first_list_sees_it() {
-        let (store, mut writer) = reflector::store::<ConfigMap>();
-        let cache = Cache::from_store(store);
-        // Several waiters at once, as the webhook and a controller wait on one store.
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let cache = cache.clone();
-                tokio::spawn(async move { cache.ready().await })
-            })
-            .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        for waiter in waiters {
-            tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await.expect("every waiter wakes").unwrap();
+        assert!(!calls.is_empty());
+        for (method, path, _) in calls.iter() {
+            assert_eq!((method.as_str(), path.split('?').next().unwrap()), ("GET", "/api/v1/namespaces/b/configmaps"), "{calls:?}");
         }
+        let lists = calls.iter().filter(|(_, path, _)| !path.contains("watch=true")).count();
+        assert_eq!(lists, 1, "one list however many wait: {calls:?}");
+        // A namespace the install does not serve holds nothing, at once.
+        assert!(cache.watched_in("elsewhere").now_or_never().is_some());
     }
 }

@@ -1,5 +1,5 @@
 //! The runtime: what runs any controller and knows no kind of its own. Caches (one
-//! watch per kind per scope), leader election, metrics, probes and logging.
+//! store per kind, one watch per kind per scope feeding it), leader election, metrics, probes and logging.
 pub mod cache;
 pub mod http;
 pub mod leader;

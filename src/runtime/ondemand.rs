@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use kube::{
-    Api, Client, Resource,
+    Resource,
     runtime::{
         reflector::{ObjectRef, Store},
         watcher,
@@ -20,21 +20,17 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tracing::info;
 
-use super::cache::{changes_from, watch_into};
+use super::cache::{Cache, Scopes, changes_from};
 use super::metrics::Metrics;
-
-/// One namespace's watch: its store, the task feeding it, and whether it has listed.
-type Watched<K> = (Store<K>, tokio::task::AbortHandle, tokio::sync::watch::Receiver<bool>);
 
 /// One kind, watched per namespace on demand.
 pub struct OnDemand<K: Resource<DynamicType = ()> + Clone + 'static> {
-    client: Client,
+    scopes: Arc<Scopes>,
     config: watcher::Config,
     slim: fn(&mut K),
     metrics: Metrics,
-    /// The namespaces watched now: each one's store, the task feeding it, and
-    /// whether it has listed.
-    watches: Mutex<HashMap<String, Watched<K>>>,
+    /// The namespaces watched now, each its own cache (dropping it ends its watch).
+    watches: Mutex<HashMap<String, Cache<K>>>,
     /// What every namespace's watch touches.
     changes: broadcast::Sender<Arc<K>>,
 }
@@ -43,33 +39,34 @@ impl<K> OnDemand<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    pub fn new(client: Client, config: watcher::Config, slim: fn(&mut K), metrics: &Metrics) -> Self {
+    /// Watched where `scopes` serve, through the client each namespace's watches use.
+    pub fn new(scopes: Arc<Scopes>, config: watcher::Config, slim: fn(&mut K), metrics: &Metrics) -> Self {
         let (changes, _) = broadcast::channel(super::cache::RARE);
-        Self { client, config, slim, metrics: metrics.clone(), watches: Mutex::default(), changes }
+        Self { scopes, config, slim, metrics: metrics.clone(), watches: Mutex::default(), changes }
     }
 
-    /// `ns`'s store, its watch started if it was not; resolves once it has listed.
+    /// `ns`'s store, its watch started if it was not; resolves once it has listed. A
+    /// namespace the install does not serve holds nothing.
     pub async fn ensure(&self, ns: &str) -> Store<K> {
-        let (store, mut has_listed) = {
-            let mut watches = self.watches.lock();
-            let (store, _, has_listed) = watches.entry(ns.to_string()).or_insert_with(|| {
+        let cache = self
+            .watches
+            .lock()
+            .entry(ns.to_string())
+            .or_insert_with(|| {
                 info!(kind = %K::plural(&()), namespace = %ns, "watching: a server here names one");
-                let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-                let (store, task, has_listed) =
-                    watch_into(api, self.config.clone(), self.slim, &K::plural(&()), &self.metrics, self.changes.clone());
-                (store, task.abort_handle(), has_listed)
-            });
-            (store.clone(), has_listed.clone())
-        };
-        // An error: the watch was stopped meanwhile (its store stays empty).
-        let _ = has_listed.wait_for(|listed| *listed).await;
-        store
+                let scope = match self.scopes.client_for(ns) {
+                    Some(client) => Scopes::new(vec![Some(ns.to_string())], std::slice::from_ref(client), 1),
+                    None => Scopes::none(),
+                };
+                Cache::announcing_on(self.changes.clone(), &scope, self.config.clone(), self.slim, &K::plural(&()), &self.metrics)
+            })
+            .clone();
+        cache.watched_in(ns).await.clone()
     }
 
     /// Stops watching `ns` (nothing there needs it any more).
     pub fn stop(&self, ns: &str) {
-        if let Some((_, task, _)) = self.watches.lock().remove(ns) {
-            task.abort();
+        if self.watches.lock().remove(ns).is_some() {
             info!(kind = %K::plural(&()), namespace = %ns, "no longer watching: no server here names one");
         }
     }
@@ -80,7 +77,7 @@ where
 
     /// The object, if `ns` is watched and holds it.
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
-        let store = self.watches.lock().get(ns)?.0.clone();
+        let store = self.watches.lock().get(ns)?.store().clone();
         store.get(&ObjectRef::new(name).within(ns))
     }
 
@@ -89,7 +86,7 @@ where
         let me = Arc::downgrade(self);
         changes_from(self.changes.subscribe(), move || {
             let Some(me) = me.upgrade() else { return Vec::new() };
-            let stores: Vec<Store<K>> = me.watches.lock().values().map(|(s, _, _)| s.clone()).collect();
+            let stores: Vec<Store<K>> = me.watches.lock().values().map(|c| c.store().clone()).collect();
             stores.iter().flat_map(Store::state).collect()
         })
     }

@@ -40,7 +40,7 @@ pub fn retry_status_write<K: Resource<DynamicType = ()>, C>(object: Arc<K>, erro
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Keeps the status of every configuration kind K in `configs` (one scope's cache)
+/// Keeps the status of every configuration kind K in `configs` (its cache)
 /// current until `shutdown` resolves: computed from the spec alone.
 pub async fn run_config_status<K: ConfigKind>(
     client: Client,

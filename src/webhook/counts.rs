@@ -59,46 +59,42 @@ impl<F: Fn(&str) -> usize + Send + Sync> Quota for F {
 /// create refused later in the API server's chain frees its place after this).
 const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
-/// MCPServers per namespace from the caches of every scope (one per allowed
-/// namespace in namespace mode, each relisted on its own).
+/// MCPServers per namespace from the MCPServer cache.
 pub struct ServerCache {
-    scopes: Vec<Cache<MCPServer>>,
+    servers: Cache<MCPServer>,
     /// (namespace, name) of creates admitted and not yet seen, with when.
     pending: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl ServerCache {
-    /// Reads `scopes`; a server their watches show ends its reservation then, not at
+    /// Reads `servers`; a server its watches show ends its reservation then, not at
     /// the next admission, by which time a short-lived server may be gone and its
     /// place would stay taken.
-    pub fn over(scopes: Vec<Cache<MCPServer>>) -> Arc<Self> {
-        let cache = Arc::new(Self { pending: Mutex::default(), scopes });
-        for scope in &cache.scopes {
-            let seen = Arc::downgrade(&cache);
-            let changes = scope.changes();
-            tokio::spawn(async move {
-                futures::pin_mut!(changes);
-                while let Some(server) = changes.next().await {
-                    let Some(cache) = seen.upgrade() else { return };
-                    cache.pending.lock().remove(&(server.namespace().unwrap_or_default(), server.name_any()));
-                }
-            });
-        }
+    pub fn over(servers: Cache<MCPServer>) -> Arc<Self> {
+        let changes = servers.changes();
+        let cache = Arc::new(Self { pending: Mutex::default(), servers });
+        let seen = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            futures::pin_mut!(changes);
+            while let Some(server) = changes.next().await {
+                let Some(cache) = seen.upgrade() else { return };
+                cache.pending.lock().remove(&(server.namespace().unwrap_or_default(), server.name_any()));
+            }
+        });
         cache
     }
 
     pub async fn wait_synced(&self) {
-        futures::future::join_all(self.scopes.iter().map(|s| s.ready())).await;
+        self.servers.ready().await;
     }
 
     pub fn count(&self, namespace: &str) -> usize {
-        let in_namespace = |s: &Arc<MCPServer>| s.metadata.namespace.as_deref() == Some(namespace);
-        self.scopes.iter().map(|c| c.store().state().iter().filter(|s| in_namespace(s)).count()).sum()
+        self.servers.store().state().iter().filter(|s| s.metadata.namespace.as_deref() == Some(namespace)).count()
     }
 
     fn seen(&self, namespace: &str, name: &str) -> bool {
         let key = ObjectRef::new(name).within(namespace);
-        self.scopes.iter().any(|c| c.store().get(&key).is_some())
+        self.servers.store().get(&key).is_some()
     }
 
     /// Servers `namespace` holds, counting the pending creates (`pending` is the locked
@@ -128,7 +124,7 @@ impl Quota for ServerCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::{reflector, watcher};
+    use kube::runtime::watcher;
 
     fn ceiling(namespaces: &[&str], max: usize) -> Ceiling {
         Ceiling { namespaces: namespaces.iter().map(|n| n.to_string()).collect(), max }
@@ -136,11 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tenant_ceiling_holds_across_its_namespaces_under_parallel_creates() {
-        let (store, mut writer) = reflector::store::<MCPServer>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitApply(server("pay-1", "old")));
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let cache = ServerCache::over(vec![Cache::from_store(store)]);
+        let cache = ServerCache::over(Cache::listed([server("pay-1", "old")]));
         let tenant = ceiling(&["pay-1", "pay-2"], 4);
         let admitted: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..40)
@@ -166,11 +158,9 @@ mod tests {
 
     #[tokio::test]
     async fn parallel_creates_cannot_take_the_same_free_place() {
-        let (store, mut writer) = reflector::store::<MCPServer>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitApply(server("a", "old")));
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let cache = ServerCache::over(vec![Cache::from_store(store)]);
+        let (servers, mut writer) = Cache::by_hand();
+        writer.apply_watcher_event(&watcher::Event::Apply(server("a", "old")));
+        let cache = ServerCache::over(servers);
         let admitted: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..40)
                 .map(|i| {
@@ -202,9 +192,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_the_watch_shows_ends_its_reservation() {
-        let (store, _writer) = reflector::store::<MCPServer>();
-        let scope = Cache::from_store(store);
-        let cache = ServerCache::over(vec![scope.clone()]);
+        let scope = Cache::listed([]);
+        let cache = ServerCache::over(scope.clone());
         cache.reserve(&[ceiling(&["a"], 5)], "a", "brief").unwrap();
         assert_eq!(cache.pending.lock().len(), 1);
         // Shown by the watch (and gone again before any admission): the place is free.

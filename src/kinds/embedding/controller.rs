@@ -1,4 +1,4 @@
-//! The EmbeddingServer controller, per scope: it starts once the scope holds an
+//! The EmbeddingServer controller: it starts once the install holds an
 //! EmbeddingServer, shares the MCPServer controller's StatefulSet and Service watches,
 //! keeps each server's StatefulSet and Service, and writes its status. Children carry
 //! an owner reference: deleting the server deletes them (no finalizer: nothing else
@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     runtime::{Controller, controller::Action},
 };
 use tracing::{Instrument, info_span};
@@ -19,50 +19,20 @@ use crate::kinds::embedding::api::{EmbeddingPhase, EmbeddingServer, invalid};
 use crate::kinds::embedding::children::desired_children;
 use crate::kinds::embedding::status::{Observed, desired_status};
 use crate::kinds::mcpserver::controller::{
-    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, retry_later, stopped, write_phase_status,
+    Caches, ChildCaches, PERIODIC_LOOK, PhaseReport, Shared, apply_children, retry_later, stopped, write_phase_status,
 };
-use crate::runtime::cache::{Cache, scoped};
-use crate::runtime::metrics::{EMBEDDING_SERVER_CONTROLLER as CONTROLLER, Metrics};
+use crate::runtime::cache::Cache;
+use crate::runtime::metrics::EMBEDDING_SERVER_CONTROLLER as CONTROLLER;
 use crate::shared::error::{Error, Result};
-use crate::shared::meta::slim_metadata;
-
-/// The EmbeddingServer watch of one scope; it runs for the life of the process.
-pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<EmbeddingServer> {
-    Cache::new(
-        scoped::<EmbeddingServer>(client, ns),
-        kube::runtime::watcher::Config::default(),
-        |e: &mut EmbeddingServer| slim_metadata(&mut e.metadata, &[]),
-        "embeddingservers",
-        metrics,
-        crate::runtime::cache::RARE,
-    )
-    .started()
-}
 
 struct Context {
     shared: Arc<Shared>,
     children: Arc<ChildCaches>,
 }
 
-/// Runs the controller of every scope: `caches[i]` is the EmbeddingServer watch of `scopes[i]`.
-pub async fn run(
-    shared: Arc<Shared>,
-    scopes: &[Arc<ScopeCaches>],
-    caches: &[Cache<EmbeddingServer>],
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let each = scopes.iter().zip(caches).map(|(scope, cache)| run_scope(shared.clone(), scope.clone(), cache.clone(), shutdown.clone()));
-    futures::future::join_all(each).await;
-}
-
-async fn run_scope(
-    shared: Arc<Shared>,
-    scope: Arc<ScopeCaches>,
-    cache: Cache<EmbeddingServer>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let first = cache.first_object();
-    scope.once_holding(first, "EmbeddingServer", shutdown.clone(), |children| serve(shared, cache.clone(), children, shutdown)).await
+/// Runs the controller on `cache`; it starts once the install holds an EmbeddingServer.
+pub async fn run(shared: Arc<Shared>, caches: Arc<Caches>, cache: Cache<EmbeddingServer>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    cache.clone().when_first(stopped(shutdown.clone()), || serve(shared, cache, caches.children.clone(), shutdown)).await
 }
 
 async fn serve(
@@ -100,6 +70,7 @@ async fn apply(server: &EmbeddingServer, ns: &str, ctx: &Context) -> Result<Acti
     let name = server.name_any();
     let uid = server.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let problems = invalid(&server.spec);
+    ctx.children.watched_in(ns).await;
     // A spec that cannot run as written runs not at all (stored before the webhook refused it).
     if problems.is_empty() {
         let children = desired_children(server, &ctx.shared.proxy.default_image_pull_secrets).ok_or(Error::MissingField("metadata.uid"))?;
@@ -131,7 +102,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::runtime::metrics::Metrics;
     use crate::runtime::mock::{Calls, applied_names, applied_objects, mock_api, writes};
+    use kube::Client;
 
     fn server(spec: Value) -> EmbeddingServer {
         serde_json::from_value(json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "EmbeddingServer",

@@ -2,7 +2,7 @@
 //! StatefulSet behind a Service, for a VirtualMCPServer's tool optimizer.
 //!
 //! `api` (types, CRD, what is refused), `children` and `status` (pure builders),
-//! `controller` (per scope, on the MCPServer controller's child watches).
+//! `controller` (on the MCPServer controller's child watches).
 
 pub mod api;
 pub mod children;

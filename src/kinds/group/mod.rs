@@ -228,7 +228,7 @@ struct GroupContext {
     members: Members,
 }
 
-/// Keeps every MCPGroup's status in one scope current: on a change to the group, or
+/// Keeps every MCPGroup's status current: on a change to the group, or
 /// when `member_changes` names it (a member joined, changed or left). The kinds that
 /// join groups say who the members are; a group knows nothing of them.
 pub async fn run(

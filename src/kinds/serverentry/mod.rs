@@ -231,7 +231,7 @@ struct EntryContext {
 /// read, not watched, so one created later is seen within this.
 const RECHECK: Duration = Duration::from_secs(60);
 
-/// Keeps every MCPServerEntry's status in one scope current: on a change to it, to
+/// Keeps every MCPServerEntry's status current: on a change to it, to
 /// the groups, or to the external auth configs.
 pub async fn run(
     client: Client,
@@ -275,7 +275,7 @@ async fn reconcile(entry: Arc<MCPServerEntry>, ctx: Arc<EntryContext>) -> Result
     let spec = &entry.spec;
     let external_auth = match &spec.external_auth_config_ref {
         // Watched in this namespace once an entry or a server here names one.
-        Some(r) => Some(ctx.external_auth.watched().await.get(&ObjectRef::new(&r.name).within(&ns)).is_some()),
+        Some(r) => Some(ctx.external_auth.watched_in(&ns).await.get(&ObjectRef::new(&r.name).within(&ns)).is_some()),
         None => None,
     };
     let ca_bundle = match spec.ca_bundle_ref.as_ref().and_then(|b| b.config_map_ref.as_ref()) {

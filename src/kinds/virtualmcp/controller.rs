@@ -1,4 +1,4 @@
-//! The VirtualMCPServer controller, per scope: it starts once the scope holds a
+//! The VirtualMCPServer controller: it starts once the install holds a
 //! VirtualMCPServer, reads the MCPServer controller's caches (groups, members, OIDC
 //! configs) and shares its child watches, keeps each server's children, and writes
 //! its status. Children carry an owner reference: deleting the server deletes them
@@ -10,14 +10,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Client, Resource, ResourceExt,
+    Resource, ResourceExt,
     runtime::{Controller, controller::Action, reflector::ObjectRef, reflector::Store},
 };
 use tracing::{Instrument, info_span};
 
 use crate::kinds::embedding::EmbeddingServer;
 use crate::kinds::mcpserver::controller::{
-    ChildCaches, PERIODIC_LOOK, PhaseReport, ScopeCaches, Shared, apply_children, retry_later, stopped, write_phase_status,
+    Caches, ChildCaches, PERIODIC_LOOK, PhaseReport, Shared, apply_children, retry_later, stopped, write_phase_status,
 };
 use crate::kinds::virtualmcp::api::{VirtualMCPServer, VirtualPhase};
 use crate::kinds::virtualmcp::children::{Resolved, desired_children};
@@ -25,34 +25,21 @@ use crate::kinds::virtualmcp::config;
 use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::kinds::virtualmcp::resolve::{View, resolve};
 use crate::kinds::virtualmcp::status::{Observed, desired_status, unchanged};
-use crate::runtime::cache::{Cache, scoped};
-use crate::runtime::metrics::{Metrics, VIRTUAL_SERVER_CONTROLLER as CONTROLLER};
+use crate::runtime::cache::Cache;
+use crate::runtime::metrics::VIRTUAL_SERVER_CONTROLLER as CONTROLLER;
 use crate::runtime::ondemand::OnDemand;
 use crate::shared::error::{Error, Result};
 use crate::shared::meta::slim_metadata;
 
-/// The VirtualMCPServer watch of one scope; it runs for the life of the process.
-pub fn start_cache(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<VirtualMCPServer> {
-    Cache::new(
-        scoped::<VirtualMCPServer>(client, ns),
-        kube::runtime::watcher::Config::default(),
-        |v: &mut VirtualMCPServer| slim_metadata(&mut v.metadata, &[]),
-        "virtualmcpservers",
-        metrics,
-        crate::runtime::cache::RARE,
-    )
-    .started()
-}
-
 struct Context {
     shared: Arc<Shared>,
-    scope: Arc<ScopeCaches>,
+    scope: Arc<Caches>,
     children: Arc<ChildCaches>,
     image: String,
     /// The VirtualMCPCompositeToolDefinitions, watched in a namespace only while a
     /// server there names one.
     definitions: Arc<OnDemand<VirtualMCPCompositeToolDefinition>>,
-    /// The scope's EmbeddingServers (the optimizer's embedding service).
+    /// The EmbeddingServers (the optimizer's embedding service).
     embeddings: Store<EmbeddingServer>,
     store: Store<VirtualMCPServer>,
 }
@@ -60,20 +47,18 @@ struct Context {
 /// How long a reconcile waits for a namespace's definitions to list.
 const DEFINITIONS_SYNC: Duration = Duration::from_secs(30);
 
-/// Runs the controller of every scope: `caches[i]` is the VirtualMCPServer watch of
-/// `scopes[i]`, `embeddings[i]` its EmbeddingServer watch.
+/// Runs the controller on `cache` (the VirtualMCPServers; `embeddings`, the
+/// EmbeddingServers); it starts once the install holds a VirtualMCPServer.
 pub async fn run(
     shared: Arc<Shared>,
-    scopes: &[Arc<ScopeCaches>],
-    caches: &[Cache<VirtualMCPServer>],
-    embeddings: &[Cache<EmbeddingServer>],
+    caches: Arc<Caches>,
+    cache: Cache<VirtualMCPServer>,
+    embeddings: Cache<EmbeddingServer>,
     image: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let each = scopes.iter().zip(caches).zip(embeddings).map(|((scope, cache), embeddings)| {
-        run_scope(shared.clone(), scope.clone(), cache.clone(), embeddings.clone(), image.clone(), shutdown.clone())
-    });
-    futures::future::join_all(each).await;
+    let first = cache.clone();
+    first.when_first(stopped(shutdown.clone()), || serve(shared, caches, cache, embeddings, image, shutdown)).await
 }
 
 /// The VirtualMCPServers in `store` that `pick` selects, as references.
@@ -83,7 +68,7 @@ fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -
 
 /// Whether `vmcp` or a member of its group names an MCPExternalAuthConfig (its
 /// outgoing auth, explicit or discovered).
-fn names_external_auth(vmcp: &VirtualMCPServer, scope: &ScopeCaches) -> bool {
+fn names_external_auth(vmcp: &VirtualMCPServer, scope: &Caches) -> bool {
     use crate::kinds::group::members_in;
     let (ns, group) = (vmcp.namespace().unwrap_or_default(), vmcp.spec.group_ref.name.as_str());
     let explicit = vmcp
@@ -137,34 +122,18 @@ fn member_of<K: Resource>(
     }
 }
 
-async fn run_scope(
-    shared: Arc<Shared>,
-    scope: Arc<ScopeCaches>,
-    cache: Cache<VirtualMCPServer>,
-    embeddings: Cache<EmbeddingServer>,
-    image: String,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let (watching, first) = (scope.clone(), cache.first_object());
-    watching
-        .once_holding(first, "VirtualMCPServer", shutdown.clone(), |children| {
-            serve(shared, scope, cache.clone(), embeddings, image, children, shutdown)
-        })
-        .await
-}
-
 async fn serve(
     shared: Arc<Shared>,
-    scope: Arc<ScopeCaches>,
+    scope: Arc<Caches>,
     cache: Cache<VirtualMCPServer>,
     embeddings: Cache<EmbeddingServer>,
     image: String,
-    children: Arc<ChildCaches>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let children = scope.children.clone();
     let store = cache.store().clone();
     let definitions = Arc::new(OnDemand::new(
-        scope.watch_client().clone(),
+        scope.scopes.clone(),
         kube::runtime::watcher::Config::default(),
         |d: &mut VirtualMCPCompositeToolDefinition| slim_metadata(&mut d.metadata, &[]),
         &shared.metrics,
@@ -251,18 +220,19 @@ async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Actio
     let uid = vmcp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let (s, cfg) = (&ctx.scope, &ctx.scope.configs);
     let definitions = watch_definitions(ctx, vmcp, ns).await?;
+    ctx.children.watched_in(ns).await;
     // The configuration kinds are watched in a namespace once something there names one.
     if vmcp.spec.incoming_auth.oidc_config_ref.is_some() {
-        cfg.oidc.watched().await;
+        cfg.oidc.watched_in(ns).await;
     }
     if vmcp.spec.incoming_auth.authz_config_ref.is_some() {
-        cfg.authz.watched().await;
+        cfg.authz.watched_in(ns).await;
     }
     if names_external_auth(vmcp, s) {
-        cfg.external_auth.watched().await;
+        cfg.external_auth.watched_in(ns).await;
     }
     if vmcp.spec.telemetry_config_ref.is_some() {
-        cfg.telemetry.watched().await;
+        cfg.telemetry.watched_in(ns).await;
     }
     let view = View {
         groups: s.groups.store(),
@@ -347,7 +317,9 @@ mod tests {
 
     use super::*;
     use crate::kinds::mcpserver::api::MCPServer;
+    use crate::runtime::metrics::Metrics;
     use crate::runtime::mock::{applied_names, applied_objects, mock_api, writes};
+    use kube::Client;
 
     fn mock() -> (Client, crate::runtime::mock::Calls) {
         mock_api(json!({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "VirtualMCPServer",
@@ -369,10 +341,15 @@ mod tests {
         let proxy = crate::kinds::mcpserver::resources::ProxySettings::new("runner:test");
         Arc::new(Context {
             shared: Arc::new(Shared::new(client.clone(), Metrics::default(), proxy, "test".into(), 4)),
-            scope: Arc::new(ScopeCaches::listed(client, vec![server], vec![group])),
+            scope: Arc::new(Caches::listed(client, vec![server], vec![group])),
             children: Arc::new(ChildCaches::listed(&children)),
             image: "vmcp:test".into(),
-            definitions: Arc::new(OnDemand::new(client.clone(), kube::runtime::watcher::Config::default(), |_| {}, &Metrics::default())),
+            definitions: Arc::new(OnDemand::new(
+                crate::runtime::cache::Scopes::new(vec![None], std::slice::from_ref(client), 1),
+                kube::runtime::watcher::Config::default(),
+                |_| {},
+                &Metrics::default(),
+            )),
             embeddings: Cache::listed(vec![]).store().clone(),
             store: Cache::listed(vec![vmcp.clone()]).store().clone(),
         })

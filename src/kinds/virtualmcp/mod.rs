@@ -5,7 +5,7 @@
 //!
 //! `api` (types, CRD, what is refused), `config` (the vMCP's file), `resolve` (pure:
 //! caches to backends, auth and problems), `children` and `status` (pure builders),
-//! `controller` (per scope, on the MCPServer controller's caches).
+//! `controller` (on the MCPServer controller's caches).
 
 pub mod api;
 pub mod children;

@@ -24,7 +24,7 @@ use crate::kinds::virtualmcp::definition::VirtualMCPCompositeToolDefinition;
 use crate::shared::configkind::ConfigKind;
 use crate::shared::problem::Problem;
 
-/// What resolution reads: one scope's caches.
+/// What resolution reads: the caches.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     pub groups: &'a Store<MCPGroup>,

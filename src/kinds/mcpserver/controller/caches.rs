@@ -1,8 +1,8 @@
-//! What the MCPServer controllers read, per scope (the cluster, or one allowed
-//! namespace): one watch per kind, started once for the life of the process and
-//! shared by the server controller, the group and configuration status controllers
-//! and the webhook's quota. A scope has stores of its own, so a relist in one
-//! namespace never touches another's.
+//! What the controllers read: one store per kind for the whole install, fed by one
+//! watch per scope (the cluster, or each allowed namespace), each started once
+//! something in its scope needs it and then kept for the life of the process;
+//! shared by every controller and the webhook's quota. A namespace's relist
+//! replaces its own objects only (`runtime::cache`).
 
 use std::sync::Arc;
 
@@ -12,7 +12,6 @@ use k8s_openapi::api::{
     rbac::v1::{Role, RoleBinding},
 };
 use kube::{
-    Client,
     api::{ObjectMeta, PartialObjectMeta},
     runtime::{reflector::ObjectRef, watcher},
 };
@@ -28,17 +27,16 @@ use crate::kinds::serverentry::MCPServerEntry;
 use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
-use crate::runtime::cache::{Cache, Cached, RARE, busy, scoped};
+use crate::runtime::cache::{BUSY, Cache, Cached, RARE, Scopes};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ondemand::OnDemand;
-use crate::shared::config::Scope;
 use crate::shared::meta::slim_metadata;
 
-/// The configuration kinds MCPServers name, each cached once per scope. A kind is
-/// watched in a scope once something there names an object of that kind
-/// (`ConfigCaches::named_by`, `Cache::watched`): most namespaces name few of the six
-/// kinds, and an unwatched kind costs a scope nothing. A configuration object gets
-/// its status once its kind is watched in its namespace.
+/// The configuration kinds MCPServers name. A kind is watched in a namespace once
+/// something there names an object of that kind (`ConfigCaches::named_by`,
+/// `Cache::watched_in`): most namespaces name few of the six kinds, and an unwatched
+/// kind costs a namespace nothing. A configuration object gets its status once its
+/// kind is watched in its namespace.
 #[derive(Clone)]
 pub struct ConfigCaches {
     pub tool: Cache<MCPToolConfig>,
@@ -50,25 +48,25 @@ pub struct ConfigCaches {
 }
 
 impl ConfigCaches {
-    /// The six kinds' caches of one scope, none of them watched yet.
-    fn new(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
+    /// The six kinds' caches, watched nowhere yet.
+    fn new(scopes: &Arc<Scopes>, metrics: &Metrics) -> Self {
         let all = watcher::Config::default;
         Self {
-            tool: slimmed(client, ns, all(), &[], metrics, RARE),
-            telemetry: slimmed(client, ns, all(), &[], metrics, RARE),
-            oidc: slimmed(client, ns, all(), &[], metrics, RARE),
-            authz: slimmed(client, ns, all(), &[], metrics, RARE),
-            webhook: slimmed(client, ns, all(), &[], metrics, RARE),
-            external_auth: slimmed(client, ns, all(), &[], metrics, RARE),
+            tool: slimmed(scopes, all(), &[], metrics, RARE),
+            telemetry: slimmed(scopes, all(), &[], metrics, RARE),
+            oidc: slimmed(scopes, all(), &[], metrics, RARE),
+            authz: slimmed(scopes, all(), &[], metrics, RARE),
+            webhook: slimmed(scopes, all(), &[], metrics, RARE),
+            external_auth: slimmed(scopes, all(), &[], metrics, RARE),
         }
     }
 
-    /// Starts watching the kinds `server` (or a remote proxy, as a server) names, if
-    /// they were not; resolves once they have listed.
+    /// Starts watching, in its namespace, the kinds `server` (or a remote proxy, as a
+    /// server) names, if they were not; resolves once they have listed there.
     pub async fn named_by(&self, server: &MCPServer) {
         async fn named<K: Referenced>(cache: &Cache<K>, server: &MCPServer) {
             if K::referenced_by(server).is_some() || K::also_referenced_by(server).is_some() {
-                cache.watched().await;
+                cache.watched_in(server.metadata.namespace.as_deref().unwrap_or_default()).await;
             }
         }
         futures::join!(
@@ -82,12 +80,12 @@ impl ConfigCaches {
     }
 }
 
-/// The watches of one scope that run for the life of the process: the kinds users
-/// write. The watches of what the operator makes for servers (`ChildCaches`) start
-/// only once the scope holds an MCPServer, so an idle namespace costs these alone.
-pub struct ScopeCaches {
-    /// None: the whole cluster.
-    pub namespace: Option<String>,
+/// The caches of the install. The kinds users write are watched in every scope from
+/// the start; what the operator makes for servers (`ChildCaches`) is watched in a
+/// namespace once a server there is reconciled, so an idle namespace costs the
+/// former alone.
+pub struct Caches {
+    pub scopes: Arc<Scopes>,
     pub servers: Cache<MCPServer>,
     pub groups: Cache<MCPGroup>,
     /// Remote servers registered into groups (no proxy here): their status, and the
@@ -100,16 +98,13 @@ pub struct ScopeCaches {
     /// profiles), metadata only (their existence and version is all the operator
     /// learns of them): watched only in the namespaces where a server names one.
     pub named_configmaps: Arc<OnDemand<PartialObjectMeta<ConfigMap>>>,
-    /// What the child watches start with, when the scope first holds a server.
-    pub(super) client: Client,
-    pub(super) metrics: Metrics,
-    /// The child watches, once started: they then run for the life of the process
-    /// (a later leadership term reuses them).
-    pub(super) children: std::sync::OnceLock<Arc<ChildCaches>>,
+    /// What the operator makes for servers, VirtualMCPServers and EmbeddingServers.
+    pub children: Arc<ChildCaches>,
 }
 
-/// The watches of what the operator makes for the servers of one scope, each
-/// labelled `toolhive=true`, metadata only.
+/// The caches of what the operator makes, each labelled `toolhive=true`, metadata
+/// only, watched in a namespace once something there is reconciled
+/// (`ChildCaches::watched_in`).
 pub struct ChildCaches {
     /// The proxies' RunConfigs.
     pub configmaps: Cache<PartialObjectMeta<ConfigMap>>,
@@ -128,24 +123,23 @@ pub struct ChildCaches {
 }
 
 /// A namespaced kind cached without managedFields and annotations but `keep`, its
-/// watch not started yet (`Cache::started`, `Cache::watch`).
-fn slimmed<K: Cached>(
-    client: &Client,
-    ns: Option<&str>,
+/// watches not started yet (`Cache::started`, `Cache::watch_in`).
+pub fn slimmed<K: Cached>(
+    scopes: &Arc<Scopes>,
     config: watcher::Config,
     keep: &'static [&'static str],
     metrics: &Metrics,
     buffer: usize,
 ) -> Cache<K> {
-    Cache::new(scoped::<K>(client, ns), config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
+    Cache::new(scopes, config, move |o: &mut K| slim_metadata(o.meta_mut(), keep), &K::plural(&()), metrics, buffer)
 }
 
 /// A child the operator owns, cached as what deciding whether to apply it reads:
 /// its hash annotation, version and owner references. Its labels go too (a
 /// thousand servers' children carry some 7,000 label maps; what is found by label,
 /// pods and StatefulSets, keeps them).
-fn owned_child<K: Cached>(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Cache<K> {
-    Cache::new(scoped::<K>(client, ns), managed(), |o: &mut K| slim_owned(o.meta_mut()), &K::plural(&()), metrics, busy(ns))
+fn owned_child<K: Cached>(scopes: &Arc<Scopes>, metrics: &Metrics) -> Cache<K> {
+    Cache::new(scopes, managed(), |o: &mut K| slim_owned(o.meta_mut()), &K::plural(&()), metrics, BUSY)
 }
 
 fn slim_owned(meta: &mut ObjectMeta) {
@@ -159,35 +153,34 @@ fn managed() -> watcher::Config {
 
 const HASH: &[&str] = &[SPEC_HASH_ANNOTATION];
 
-impl ScopeCaches {
-    pub fn start(client: &Client, namespace: Option<String>, metrics: &Metrics) -> Self {
-        let ns = namespace.as_deref();
+impl Caches {
+    /// The install's caches, the kinds users write watched in every scope at once.
+    pub fn start(scopes: Arc<Scopes>, metrics: &Metrics) -> Arc<Self> {
         let all = watcher::Config::default;
-        Self {
-            servers: slimmed(client, ns, all(), &[RESTARTED_AT_ANNOTATION], metrics, busy(ns)).started(),
-            groups: slimmed(client, ns, all(), &[], metrics, RARE).started(),
-            entries: slimmed(client, ns, all(), &[], metrics, RARE).started(),
-            proxies: slimmed(client, ns, all(), &[], metrics, RARE).started(),
-            configs: ConfigCaches::new(client, ns, metrics),
-            named_configmaps: Arc::new(OnDemand::new(client.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
-            namespace,
-            client: client.clone(),
-            metrics: metrics.clone(),
-            children: std::sync::OnceLock::new(),
-        }
+        let s = &scopes;
+        Arc::new(Self {
+            servers: slimmed(s, all(), &[RESTARTED_AT_ANNOTATION], metrics, BUSY).started(),
+            groups: slimmed(s, all(), &[], metrics, RARE).started(),
+            entries: slimmed(s, all(), &[], metrics, RARE).started(),
+            proxies: slimmed(s, all(), &[], metrics, RARE).started(),
+            configs: ConfigCaches::new(s, metrics),
+            named_configmaps: Arc::new(OnDemand::new(s.clone(), all(), |c| slim_metadata(&mut c.metadata, &[]), metrics)),
+            children: Arc::new(ChildCaches::new(s, metrics)),
+            scopes,
+        })
     }
 
-    /// Resolves once every cache has listed.
+    /// Resolves once every kind users write has listed in every scope.
     pub async fn ready(&self) {
         futures::join!(self.servers.ready(), self.groups.ready(), self.entries.ready(), self.proxies.ready());
     }
 
-    /// A scope's caches holding `servers` and `groups` as listed watches would, every
-    /// other kind empty (tests of controllers that read them; no watch).
+    /// Caches holding `servers` and `groups` as listed watches would, every other
+    /// kind empty (tests of controllers that read them; no watch).
     #[cfg(test)]
-    pub fn listed(client: &Client, servers: Vec<MCPServer>, groups: Vec<MCPGroup>) -> Self {
+    pub fn listed(client: &kube::Client, servers: Vec<MCPServer>, groups: Vec<MCPGroup>) -> Self {
         Self {
-            namespace: None,
+            scopes: Scopes::none(),
             servers: Cache::listed(servers),
             groups: Cache::listed(groups),
             entries: Cache::listed(vec![]),
@@ -200,68 +193,36 @@ impl ScopeCaches {
                 webhook: Cache::listed(vec![]),
                 external_auth: Cache::listed(vec![]),
             },
-            named_configmaps: Arc::new(OnDemand::new(client.clone(), watcher::Config::default(), |_| {}, &Metrics::default())),
-            client: client.clone(),
-            metrics: Metrics::default(),
-            children: std::sync::OnceLock::new(),
+            named_configmaps: Arc::new(OnDemand::new(
+                Scopes::new(vec![None], std::slice::from_ref(client), 1),
+                watcher::Config::default(),
+                |_| {},
+                &Metrics::default(),
+            )),
+            children: Arc::new(ChildCaches::listed(&[])),
         }
     }
 
-    /// Waits until `first` (the scope's first object of `kind`) or shutdown, then starts
-    /// the scope's child watches, if no controller has, gives them a while to list,
-    /// and runs the controller `start` makes with the children. The controller is
-    /// boxed when it starts: a scope waiting for its first object holds only this
-    /// wait, not the controller's state (the MCPServer controller's is about 45 KiB,
-    /// per scope).
-    pub async fn once_holding<F: std::future::Future<Output = ()>>(
-        &self,
-        first: impl std::future::Future<Output = ()>,
-        kind: &str,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-        start: impl FnOnce(Arc<ChildCaches>) -> F,
-    ) {
-        let scope_label = self.namespace.clone().unwrap_or_else(|| "*".into());
-        tokio::select! {
-            _ = first => {}
-            _ = super::stopped(shutdown) => return,
-        }
-        let children = self.children();
-        if tokio::time::timeout(crate::runtime::cache::FIRST_LIST_WAIT, children.ready()).await.is_err() {
-            tracing::warn!(scope = %scope_label, "not every child cache has listed yet; starting anyway");
-        }
-        tracing::info!(scope = %scope_label, watches = ChildCaches::WATCHES, "the scope holds an {kind}: starting its controller");
-        Box::pin(start(children)).await
-    }
-
-    /// The client this scope's watches share (one HTTP/2 connection for several
-    /// scopes): another kind's watch of this scope uses it too.
-    pub fn watch_client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The watches of the servers' children in this scope, started on first use.
-    pub fn children(&self) -> Arc<ChildCaches> {
-        self.children.get_or_init(|| Arc::new(ChildCaches::start(&self.client, self.namespace.as_deref(), &self.metrics))).clone()
-    }
-
-    /// How many watches a scope keeps open, idle (reported in the log): servers,
-    /// groups, entries and remote proxies; the VirtualMCPServer and EmbeddingServer
-    /// watches the binary starts beside them make six. The configuration kinds (once
-    /// something names one: `ConfigCaches::named_by`), the children and the ConfigMaps
-    /// servers name are watched once the scope holds work that needs them.
-    pub const WATCHES: usize = 4;
+    /// How many watches each scope keeps open, idle (reported in the log): servers,
+    /// groups, entries, remote proxies, and the VirtualMCPServers and EmbeddingServers
+    /// the binary watches beside them. The
+    /// configuration kinds (once something names one: `ConfigCaches::named_by`), the
+    /// children and the ConfigMaps servers name are watched in a namespace once it
+    /// holds work that needs them.
+    pub const WATCHES: usize = 6;
 }
 
 impl ChildCaches {
-    fn start(client: &Client, ns: Option<&str>, metrics: &Metrics) -> Self {
+    /// The child caches, watched nowhere yet.
+    fn new(scopes: &Arc<Scopes>, metrics: &Metrics) -> Self {
         Self {
-            configmaps: owned_child(client, ns, metrics).started(),
-            service_accounts: owned_child(client, ns, metrics).started(),
-            roles: owned_child(client, ns, metrics).started(),
-            role_bindings: owned_child(client, ns, metrics).started(),
-            services: owned_child(client, ns, metrics).started(),
+            configmaps: owned_child(scopes, metrics),
+            service_accounts: owned_child(scopes, metrics),
+            roles: owned_child(scopes, metrics),
+            role_bindings: owned_child(scopes, metrics),
+            services: owned_child(scopes, metrics),
             deployments: Cache::new(
-                scoped::<Deployment>(client, ns),
+                scopes,
                 managed(),
                 |d: &mut Deployment| {
                     d.spec = None;
@@ -269,12 +230,27 @@ impl ChildCaches {
                 },
                 "deployments",
                 metrics,
-                busy(ns),
-            )
-            .started(),
-            pods: Cache::new(scoped::<Pod>(client, ns), managed(), slim_pod, "pods", metrics, busy(ns)).started(),
-            statefulsets: slimmed(client, ns, managed(), HASH, metrics, busy(ns)).started(),
+                BUSY,
+            ),
+            pods: Cache::new(scopes, managed(), slim_pod, "pods", metrics, BUSY),
+            statefulsets: slimmed(scopes, managed(), HASH, metrics, BUSY),
         }
+    }
+
+    /// Starts the child watches of `ns`'s scope, if not started, and resolves once
+    /// they have listed (or `FIRST_LIST_WAIT` has passed): what a reconcile in `ns`
+    /// reads before deciding what to write.
+    pub async fn watched_in(&self, ns: &str) {
+        futures::join!(
+            self.configmaps.watched_in(ns),
+            self.service_accounts.watched_in(ns),
+            self.roles.watched_in(ns),
+            self.role_bindings.watched_in(ns),
+            self.services.watched_in(ns),
+            self.deployments.watched_in(ns),
+            self.pods.watched_in(ns),
+            self.statefulsets.watched_in(ns),
+        );
     }
 
     /// The child caches holding `objects` (JSON, any of the child kinds) as listed
@@ -294,20 +270,6 @@ impl ChildCaches {
             pods: Cache::listed(of(objects, "Pod")),
             statefulsets: Cache::listed(of(objects, "StatefulSet")),
         }
-    }
-
-    /// Resolves once every child cache has listed.
-    pub async fn ready(&self) {
-        futures::join!(
-            self.configmaps.ready(),
-            self.service_accounts.ready(),
-            self.roles.ready(),
-            self.role_bindings.ready(),
-            self.services.ready(),
-            self.deployments.ready(),
-            self.pods.ready(),
-            self.statefulsets.ready(),
-        );
     }
 
     /// The cached metadata of the object `child` describes, if the operator sees one.
@@ -366,31 +328,6 @@ fn slim_pod(pod: &mut Pod) {
     });
 }
 
-/// The caches of every scope the operator serves.
-pub struct Caches {
-    pub scopes: Vec<Arc<ScopeCaches>>,
-}
-
-impl Caches {
-    /// Starts every scope's watches; they run for the life of the process.
-    /// Starts every scope's watches; scope `i` watches through client
-    /// `i / SCOPES_PER_CONNECTION` of `clients` (the last one when there are fewer).
-    pub fn start(clients: &[Client], scope: &Scope, metrics: &Metrics) -> Arc<Self> {
-        let namespaces: Vec<Option<String>> = match scope {
-            Scope::Cluster => vec![None],
-            Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
-        };
-        let client_of = |i: usize| &clients[(i / crate::runtime::watch_client::SCOPES_PER_CONNECTION).min(clients.len() - 1)];
-        let scopes = namespaces.into_iter().enumerate().map(|(i, ns)| Arc::new(ScopeCaches::start(client_of(i), ns, metrics))).collect();
-        Arc::new(Self { scopes })
-    }
-
-    /// The MCPServer cache of each scope.
-    pub fn servers(&self) -> Vec<Cache<MCPServer>> {
-        self.scopes.iter().map(|s| s.servers.clone()).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,7 +351,8 @@ mod tests {
     #[tokio::test]
     async fn a_configuration_kind_is_watched_once_something_names_one() {
         let (client, calls) = crate::runtime::mock::mock_api(json!({}));
-        let configs = ConfigCaches::new(&client, Some("team"), &Metrics::default());
+        let scopes = Scopes::new(vec![Some("team".into()), Some("other".into())], &[client], 1);
+        let configs = ConfigCaches::new(&scopes, &Metrics::default());
         // The kinds asked for, by plural (a watch lists, then watches: twice each).
         let lists = || -> std::collections::BTreeSet<String> {
             let calls = calls.lock().unwrap();

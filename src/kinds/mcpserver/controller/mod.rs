@@ -1,6 +1,6 @@
-//! The MCPServer controller. Its controllers run per scope (the whole cluster, or
-//! each allowed namespace) on that scope's caches (`caches`), only while this replica
-//! leads; what it reads is resolved by a pure function (`resolve`), what it writes
+//! The MCPServer controller. One controller per kind for the whole install (the
+//! cluster, or every allowed namespace) on the shared caches (`caches`), only while
+//! this replica leads; what it reads is resolved by a pure function (`resolve`), what it writes
 //! is in `children` (the proxy's objects) and `report` (status, Events, gauge).
 
 mod caches;
@@ -11,10 +11,10 @@ pub mod resolve;
 mod scope;
 pub mod workload;
 
-pub use caches::{Caches, ChildCaches, ConfigCaches, ScopeCaches};
+pub use caches::{Caches, ChildCaches, ConfigCaches, slimmed};
 pub use report::{PhaseReport, PolicyFindings, ServerPhases, publish_to, write_phase_status};
 use scope::labelled_for;
-pub use scope::{run, run_scope, stopped};
+pub use scope::{run, stopped};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub use children::{apply_child_if_changed, apply_children};
 use children::{delete_labelled, delete_unused};
 use report::{publish, write_status, write_status_noting};
 
-/// State shared by every watch scope.
+/// State shared by every controller.
 pub struct Shared {
     pub client: Client,
     pub metrics: Metrics,
@@ -63,16 +63,15 @@ pub struct Shared {
     applied: Mutex<HashMap<ChildKey, (String, String)>>,
     /// Consecutive failures per MCPServer, for exponential backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
-    /// Reconciles in flight across every scope. Bounding them bounds the API
+    /// Reconciles in flight across every controller. Bounding them bounds the API
     /// connections (each holds TLS buffers) and so the memory a burst costs; the API
     /// server, not the operator, limits throughput beyond a few dozen.
     reconcile_slots: tokio::sync::Semaphore,
-    /// The same bound shared out between the scopes' controllers (at least one
-    /// each): kube spawns a task for every reconcile it starts (each holding the
-    /// reconcile's whole state, some 7 to 19 KiB), so unbounded, a burst of 1,000
-    /// servers had 1,000 tasks waiting for a slot (21 MiB at the peak), and bounded
-    /// per controller, 100 namespaces' controllers still had 1,600 (19 MiB).
-    concurrency_per_scope: u16,
+    /// The same bound for each controller: kube spawns a task for every reconcile it
+    /// starts (each holding the reconcile's whole state, some 7 to 19 KiB), so
+    /// unbounded, a burst of 1,000 servers had 1,000 tasks waiting for a slot (21 MiB
+    /// at the peak).
+    concurrency: u16,
     /// Per MCPServer: (uid, generation, status) of our last status write. The watch
     /// cache can lag behind our own write; this keeps a reconcile that sees the older
     /// object from writing (and announcing) the same status twice. Only the operator
@@ -110,14 +109,7 @@ impl Shared {
     /// at most as many reconciles started (and so tasks) as may run at once; the
     /// rest wait in the controller's queue as references.
     pub fn controller_config(&self) -> kube::runtime::controller::Config {
-        kube::runtime::controller::Config::default().concurrency(self.concurrency_per_scope)
-    }
-
-    /// Shares the reconciles that may run at once between `scopes` scopes' controllers
-    /// (rounded up: together they may start a few more than run, never fewer).
-    pub fn for_scopes(self, scopes: usize) -> Self {
-        let per_scope = usize::from(self.concurrency_per_scope).div_ceil(scopes.max(1)).max(1);
-        Self { concurrency_per_scope: u16::try_from(per_scope).unwrap_or(u16::MAX), ..self }
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
     }
 
     pub fn new(
@@ -137,7 +129,7 @@ impl Shared {
             applied: Mutex::default(),
             failures: Mutex::default(),
             reconcile_slots: tokio::sync::Semaphore::new(max_concurrent_reconciles.max(1)),
-            concurrency_per_scope: u16::try_from(max_concurrent_reconciles.max(1)).unwrap_or(u16::MAX),
+            concurrency: u16::try_from(max_concurrent_reconciles.max(1)).unwrap_or(u16::MAX),
             status_written: Mutex::default(),
             finalizer_added: Mutex::default(),
             policy: None,
@@ -149,8 +141,7 @@ impl Shared {
     /// the kinds beside MCPServer) by `controller`: a reconcile slot held throughout,
     /// counted as an active worker, its time and outcome counted, its backoff reset
     /// when it succeeds. The work is made once the slot is held: a reconcile waiting
-    /// for one (with hundreds of scopes, hundreds wait at once) holds a few words, not
-    /// the tens of KiB of its work's state.
+    /// for one holds a few words, not the tens of KiB of its work's state.
     pub async fn reconciled<F: std::future::Future<Output = Result<Action>>>(
         &self,
         controller: &'static str,
@@ -182,7 +173,7 @@ impl Shared {
 
 pub struct Context {
     pub shared: Arc<Shared>,
-    caches: Arc<ScopeCaches>,
+    caches: Arc<Caches>,
     children: Arc<ChildCaches>,
 }
 
@@ -362,11 +353,12 @@ async fn apply(server: &MCPServer, ctx: &Context) -> Result<Action> {
 /// How long a reconcile waits for a new ConfigMap watch to list before it retries.
 const NAMED_CONFIGMAPS_SYNC: Duration = Duration::from_secs(30);
 
-/// What `server` names is watched in its namespace before resolution reads it (and
-/// listed): the configuration kinds it names, from then on, and the ConfigMaps, while
-/// some server there names one (stopped once no server in the namespace names any).
+/// What a reconcile of `server` reads is watched in its namespace before it is read
+/// (and listed): what the operator makes there, the configuration kinds it names,
+/// from then on, and the ConfigMaps, while some server there names one (stopped once
+/// no server in the namespace names any).
 async fn watch_what_it_names(ctx: &Context, server: &MCPServer, ns: &str) -> Result<()> {
-    ctx.caches.configs.named_by(server).await;
+    futures::join!(ctx.children.watched_in(ns), ctx.caches.configs.named_by(server));
     let named = &ctx.caches.named_configmaps;
     if configmaps::named(server).is_empty() {
         release_named_configmaps(ctx, ns);

@@ -1,4 +1,4 @@
-//! The MCPRemoteProxy controller of one scope: each proxy is projected onto an
+//! The MCPRemoteProxy controller: each proxy is projected onto an
 //! MCPServer (`remote::as_server`) and reconciled with the MCPServer's resolution,
 //! children and status; only its status is written to the MCPRemoteProxy. Children
 //! carry an owner reference to the proxy, so deleting it deletes them (the runner of
@@ -14,7 +14,7 @@ use kube::{
 };
 use tracing::{Instrument, info, info_span};
 
-use super::{ChildCaches, Context, PERIODIC_LOOK, ScopeCaches, Shared, apply_if_changed, stopped, watch_what_it_names};
+use super::{Caches, Context, PERIODIC_LOOK, Shared, apply_if_changed, stopped, watch_what_it_names};
 use crate::kinds::mcpserver::api::{MCPServer, Phase};
 use crate::kinds::mcpserver::remote::{self, MCPRemoteProxy};
 use crate::kinds::mcpserver::resources::desired_children;
@@ -24,15 +24,14 @@ use crate::runtime::metrics::REMOTE_PROXY_CONTROLLER as CONTROLLER;
 use crate::shared::error::{Error, Result};
 use crate::shared::problem::Problem;
 
-/// The remote proxies' controller of one scope; it starts, with the child watches,
-/// once the scope holds an MCPRemoteProxy.
-pub(super) async fn run(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let scope = caches.clone();
-    let first = scope.proxies.first_object();
-    scope.once_holding(first, "MCPRemoteProxy", shutdown.clone(), |children| serve(shared, caches, children, shutdown)).await
+/// The remote proxies' controller; it starts once the install holds an MCPRemoteProxy.
+pub(super) async fn run(shared: Arc<Shared>, caches: Arc<Caches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let proxies = caches.proxies.clone();
+    proxies.when_first(stopped(shutdown.clone()), || serve(shared, caches, shutdown)).await
 }
 
-async fn serve(shared: Arc<Shared>, caches: Arc<ScopeCaches>, children: Arc<ChildCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn serve(shared: Arc<Shared>, caches: Arc<Caches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let children = caches.children.clone();
     let proxies = caches.proxies.store().clone();
     let in_group = {
         let proxies = proxies.clone();

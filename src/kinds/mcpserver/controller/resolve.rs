@@ -16,7 +16,7 @@ use crate::kinds::telemetry::MCPTelemetryConfig;
 use crate::kinds::toolconfig::MCPToolConfig;
 use crate::kinds::webhookconfig::MCPWebhookConfig;
 
-/// What resolution reads: one scope's caches, read only.
+/// What resolution reads: the caches, read only.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     pub groups: &'a Store<MCPGroup>,

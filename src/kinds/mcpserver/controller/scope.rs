@@ -1,5 +1,5 @@
-//! What runs in one scope (the cluster, or one allowed namespace): its controllers,
-//! each started once the scope holds an object of its kind, on the scope's caches.
+//! The controllers of the install, one per kind whatever the namespaces it serves,
+//! each started once the install holds an object of its kind, on the shared caches.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use super::{Caches, ChildCaches, Context, ScopeCaches, Shared, error_policy, reconcile, remote};
+use super::{Caches, Context, Shared, error_policy, reconcile, remote};
 use crate::kinds::mcpserver::{group_ref, references, resources};
 use crate::runtime::status::run_config_status;
 
@@ -19,25 +19,23 @@ pub async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Runs every controller of one scope (MCPServers, MCPGroups, MCPServerEntries, the
-/// configuration kinds' status) on its caches until `shutdown` flips to true. Each
-/// starts once the scope holds an object of its kind; a configuration kind is
-/// watched, and its objects' status written, once something in the scope names one
-/// (`ConfigCaches::named_by`).
-pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let scope_label = caches.namespace.clone().unwrap_or_else(|| "*".into());
+/// Runs the controllers of MCPServers, remote proxies, MCPGroups, MCPServerEntries
+/// and the configuration kinds' status on the caches until `shutdown` flips to true.
+/// Each starts once the install holds an object of its kind; a configuration kind is
+/// watched in a namespace, and its objects' status written, once something there
+/// names one (`ConfigCaches::named_by`).
+pub async fn run(shared: Arc<Shared>, caches: Arc<Caches>, shutdown: tokio::sync::watch::Receiver<bool>) {
     // A kind whose CRD is missing (an older CRDs chart) never lists: its references
     // resolve as not found, and the rest of the operator still runs.
     if tokio::time::timeout(crate::runtime::cache::FIRST_LIST_WAIT, caches.ready()).await.is_err() {
-        warn!(scope = %scope_label, "not every cache has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
+        warn!("not every cache has listed yet (is every CRD of the CRDs chart installed?); starting anyway");
     }
-    info!(scope = %scope_label, watches = ScopeCaches::WATCHES, "starting the controllers");
+    info!(scopes = caches.scopes.len(), watches_per_scope = Caches::WATCHES, "starting the controllers");
     let client = shared.client.clone();
     let c = &caches;
     let cfg = &caches.configs;
     let servers_controller = run_servers(shared.clone(), caches.clone(), shutdown.clone());
-    // Each of these starts once the scope holds an object of its kind: an idle
-    // namespace runs none of them. What one subscribes to (a change stream holds
+    // Each of these starts once the install holds an object of its kind. What one subscribes to (a change stream holds
     // every change until read) is made when it starts, never before.
     let groups = c.groups.when_first(stopped(shutdown.clone()), {
         let (caches, client, shutdown) = (caches.clone(), client.clone(), shutdown.clone());
@@ -65,10 +63,10 @@ pub async fn run_scope(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: 
     );
     let proxies = remote::run(shared.clone(), caches.clone(), shutdown.clone());
     futures::future::join5(servers_controller, proxies, groups, entries, configs).await;
-    info!(scope = %scope_label, "controllers stopped");
+    info!("controllers stopped");
 }
 
-/// The status controller of a configuration kind in one scope, once it holds one.
+/// The status controller of a configuration kind, once the install holds one.
 async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
     client: &Client,
     cache: &crate::runtime::cache::Cache<K>,
@@ -77,9 +75,9 @@ async fn config_status_when_first<K: crate::shared::configkind::ConfigKind>(
     cache.when_first(stopped(shutdown.clone()), || run_config_status(client.clone(), cache.clone(), stopped(shutdown.clone()))).await
 }
 
-/// The MCPGroup controller of one scope: a group lists the servers, remote proxies
-/// and entries that name it, and a member's change triggers its group.
-async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// The MCPGroup controller: a group lists the servers, remote proxies and entries
+/// that name it, and a member's change triggers its group.
+async fn run_groups(client: Client, c: &Caches, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     use crate::kinds::group::{MemberKind, groups_concerned};
     let concerned = |groups: kube::runtime::reflector::Store<crate::kinds::group::MCPGroup>, kind: MemberKind| {
         move |meta: &kube::api::ObjectMeta, now: Option<&str>| {
@@ -108,24 +106,16 @@ async fn run_groups(client: Client, c: &ScopeCaches, shutdown: impl std::future:
     crate::kinds::group::run(client, c.groups.clone(), member_changes, members, shutdown).await
 }
 
-/// The MCPServer controller of one scope. It starts, with the watches of what the
-/// operator makes for servers, once the scope holds an MCPServer: a namespace with
-/// no server costs none of them.
-async fn run_servers(shared: Arc<Shared>, caches: Arc<ScopeCaches>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let scope = caches.clone();
-    scope
-        .once_holding(scope.servers.first_object(), "MCPServer", shutdown.clone(), |children| {
-            serve_servers(shared, caches, children, shutdown)
-        })
-        .await
+/// The MCPServer controller. It starts once the install holds an MCPServer; what
+/// the operator makes for servers is watched in a namespace once a server there is
+/// reconciled: a namespace with no server costs none of those watches.
+async fn run_servers(shared: Arc<Shared>, caches: Arc<Caches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let servers = caches.servers.clone();
+    servers.when_first(stopped(shutdown.clone()), || serve_servers(shared, caches, shutdown)).await
 }
 
-async fn serve_servers(
-    shared: Arc<Shared>,
-    caches: Arc<ScopeCaches>,
-    children: Arc<ChildCaches>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+async fn serve_servers(shared: Arc<Shared>, caches: Arc<Caches>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let children = caches.children.clone();
     let servers = caches.servers.store().clone();
     let members_of = servers.clone();
     // A change to a group reconciles the servers that name it (found in the server cache).
@@ -181,9 +171,4 @@ async fn serve_servers(
 pub(super) fn labelled_for<T: kube::Resource<DynamicType = ()>>(object: Arc<impl kube::Resource>) -> Option<ObjectRef<T>> {
     let name = object.labels().get(resources::NAME_LABEL)?.clone();
     Some(ObjectRef::new(&name).within(&object.namespace()?))
-}
-
-/// Runs every scope's controllers (one set per allowed namespace in namespace mode).
-pub async fn run(shared: Arc<Shared>, caches: &Caches, shutdown: tokio::sync::watch::Receiver<bool>) {
-    futures::future::join_all(caches.scopes.iter().map(|scope| run_scope(shared.clone(), scope.clone(), shutdown.clone()))).await;
 }

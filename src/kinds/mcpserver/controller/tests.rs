@@ -79,14 +79,14 @@ fn answer(method: &str, path: &str, body: &Value, server: &MCPServer) -> Value {
     }
 }
 
-/// The caches of one scope: the given configuration, nothing else.
-fn caches(client: &Client, tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<ScopeCaches> {
-    let mut caches = ScopeCaches::listed(client, vec![], vec![]);
+/// The caches: the given configuration, nothing else.
+fn caches(client: &Client, tool_configs: Vec<crate::kinds::toolconfig::MCPToolConfig>) -> Arc<Caches> {
+    let mut caches = Caches::listed(client, vec![], vec![]);
     caches.configs.tool = Cache::listed(tool_configs);
     Arc::new(caches)
 }
 
-/// The child caches of one scope: the given children (metadata, as the watches keep them).
+/// The child caches: the given children (metadata, as the watches keep them).
 fn child_caches(children: &[Value]) -> Arc<ChildCaches> {
     let of_kind = |kind: &str| -> Vec<Value> { children.iter().filter(|c| c["kind"] == kind).cloned().collect() };
     fn meta<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
@@ -114,7 +114,7 @@ fn server(spec: Value) -> MCPServer {
     .unwrap()
 }
 
-fn context(client: Client, caches: Arc<ScopeCaches>, children: Arc<ChildCaches>) -> Arc<Context> {
+fn context(client: Client, caches: Arc<Caches>, children: Arc<ChildCaches>) -> Arc<Context> {
     let shared = Shared::new(client, Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 4);
     Arc::new(Context { shared: Arc::new(shared), caches, children })
 }
@@ -442,13 +442,13 @@ async fn a_missing_statefulset_under_a_running_proxy_rolls_it_once_and_a_found_o
 }
 
 #[tokio::test]
-async fn an_idle_scope_runs_no_controller_of_groups_entries_or_configurations_and_subscribes_to_nothing_unread() {
+async fn an_idle_install_runs_no_controller_of_groups_entries_or_configurations_and_subscribes_to_nothing_unread() {
     let s = server(json!({"image": "ghcr.io/acme/fetch"}));
     let (client, calls) = mock_api(s);
     let scope = caches(&client, vec![]);
     let shared = Arc::new(Shared::new(client, Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 4));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(run_scope(shared, scope.clone(), shutdown));
+    let running = tokio::spawn(run(shared, scope.clone(), shutdown));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // Only the waits for a first MCPServer and a first MCPRemoteProxy read changes; a
     // group controller's stream of its members' changes, made before a group exists
@@ -479,7 +479,7 @@ async fn a_configmap_watch_a_remote_proxy_needs_outlives_a_server_that_names_non
     let (client, calls) = mock_api(plain.clone());
     let proxy = remote_proxy(json!({"remoteUrl": "https://mcp.example.com/mcp",
         "authzConfig": {"type": "configMap", "configMap": {"name": "policies", "key": "authz.json"}}}));
-    let mut scope = ScopeCaches::listed(&client, vec![], vec![]);
+    let mut scope = Caches::listed(&client, vec![], vec![]);
     scope.proxies = Cache::listed(vec![proxy.clone()]);
     let scope = Arc::new(scope);
     let ctx = context(client.clone(), scope, child_caches(&[]));
@@ -487,15 +487,4 @@ async fn a_configmap_watch_a_remote_proxy_needs_outlives_a_server_that_names_non
     assert!(ctx.caches.named_configmaps.watched("team"), "the proxy's policies are watched");
     reconcile_with(&ctx, &plain, &calls).await;
     assert!(ctx.caches.named_configmaps.watched("team"), "still needed by the proxy");
-}
-
-#[tokio::test]
-async fn the_reconciles_that_may_run_at_once_are_shared_out_between_scopes() {
-    let (client, _) = mock_api(server(json!({"image": "ghcr.io/acme/fetch"})));
-    let per_scope = |scopes: usize| {
-        let shared = Shared::new(client.clone(), Metrics::default(), resources::ProxySettings::new("runner:test"), "test".into(), 16);
-        shared.for_scopes(scopes).concurrency_per_scope
-    };
-    // The cluster: all of them; 10 namespaces: 2 each (20, never fewer than 16); 100: one each.
-    assert_eq!([per_scope(1), per_scope(3), per_scope(10), per_scope(100), per_scope(0)], [16, 6, 2, 1, 16]);
 }
