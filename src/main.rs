@@ -9,7 +9,7 @@ use clap::Parser;
 use kube::{Api, Client, api::ListParams};
 use tracing::{error, info, warn};
 
-use toolhive_operator::runtime::cache::Scopes;
+use toolhive_operator::runtime::{cache::Scopes, watch_client::WatchConnections};
 use toolhive_operator::{
     kinds::mcpserver::{api::MCPServer, controller, resources::ProxySettings},
     runtime::{http, leader, logging, metrics::Metrics},
@@ -58,15 +58,11 @@ async fn main() {
     let proxy_settings = proxy_settings(&args).unwrap_or_else(|e| fail(e));
     let config = kube::Config::infer().await.unwrap_or_else(|e| fail(format!("cannot read the Kubernetes client configuration: {e}")));
     let client = Client::try_from(config.clone()).unwrap_or_else(|e| fail(format!("cannot build a Kubernetes client: {e}")));
-    let scopes = match &scope {
-        Scope::Cluster => 1,
-        Scope::Namespaces(list) => list.len(),
-    };
-    let watch_clients = if args.watch_http2 {
-        toolhive_operator::runtime::watch_client::for_scopes(&config, scopes)
+    let watch_connections = if args.watch_http2 {
+        WatchConnections::http2(&config, args.watch_streams_per_connection)
             .unwrap_or_else(|e| fail(format!("cannot build the watch clients: {e}")))
     } else {
-        vec![client.clone()]
+        WatchConnections::single(client.clone())
     };
     match &scope {
         Scope::Cluster => info!(mode = "cluster", "watching MCPServers in every namespace"),
@@ -83,7 +79,7 @@ async fn main() {
         Scope::Cluster => vec![None],
         Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    let scopes = Scopes::new(namespaces, &watch_clients, toolhive_operator::runtime::watch_client::SCOPES_PER_CONNECTION);
+    let scopes = Scopes::new(namespaces, watch_connections);
     let caches = controller::Caches::start(scopes, &metrics);
     let all = kube::runtime::watcher::Config::default;
     let rare = toolhive_operator::runtime::cache::RARE;

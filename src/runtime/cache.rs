@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
-    Api, Client, Resource,
+    Resource,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -35,6 +35,7 @@ use tokio::sync::{
 use tracing::warn;
 
 use super::metrics::Metrics;
+use super::watch_client::WatchConnections;
 
 /// How many touched objects wait for a slow reader before it lags, for the kinds the
 /// install holds many of, changing often (MCPServers and what the operator makes for
@@ -61,48 +62,41 @@ impl<K> Cached for K where
 {
 }
 
-/// `Api` for the whole cluster (`ns` None) or one namespace.
-pub fn scoped<K: Cached>(client: &Client, ns: Option<&str>) -> Api<K> {
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Where the install watches: the whole cluster, or each allowed namespace, each with
-/// the client its watches go through (HTTP/2 clients shared by a few namespaces).
+/// Where the install watches: the whole cluster, or each allowed namespace; and the
+/// connections the watches go through.
 pub struct Scopes {
     /// None: the cluster (then the only entry).
-    each: Vec<(Option<String>, Client)>,
+    each: Vec<Option<String>>,
     index: HashMap<String, usize>,
+    connections: Arc<WatchConnections>,
 }
 
 impl Scopes {
-    /// `namespaces` (None: the cluster), namespace `i` watched through
-    /// `clients[i / per_client]` (the last client when there are fewer).
-    pub fn new(namespaces: Vec<Option<String>>, clients: &[Client], per_client: usize) -> Arc<Self> {
-        let client_of = |i: usize| clients[(i / per_client.max(1)).min(clients.len() - 1)].clone();
-        let each: Vec<_> = namespaces.into_iter().enumerate().map(|(i, ns)| (ns, client_of(i))).collect();
-        let index = each.iter().enumerate().filter_map(|(i, (ns, _))| Some((ns.clone()?, i))).collect();
-        Arc::new(Self { each, index })
+    /// `namespaces` (None: the cluster), watched through `connections`.
+    pub fn new(namespaces: Vec<Option<String>>, connections: Arc<WatchConnections>) -> Arc<Self> {
+        let index = namespaces.iter().enumerate().filter_map(|(i, ns)| Some((ns.clone()?, i))).collect();
+        Arc::new(Self { each: namespaces, index, connections })
     }
 
     /// No scope at all (caches filled by hand in tests).
+    #[cfg(test)]
     pub fn none() -> Arc<Self> {
-        Arc::new(Self { each: Vec::new(), index: HashMap::new() })
+        Self::new(Vec::new(), WatchConnections::none())
     }
 
     /// The scope that holds `ns`'s objects, if the install serves it.
     fn of(&self, ns: &str) -> Option<usize> {
         match self.each.first() {
-            Some((None, _)) => Some(0),
+            Some(None) => Some(0),
             _ => self.index.get(ns).copied(),
         }
     }
 
-    /// The client the watches of `ns` go through, if the install serves it.
-    pub fn client_for(&self, ns: &str) -> Option<&Client> {
-        self.of(ns).map(|i| &self.each[i].1)
+    /// `ns` alone, watched through the same connections: empty when the install
+    /// does not serve it.
+    pub fn only(&self, ns: &str) -> Arc<Self> {
+        let served = self.of(ns).map(|_| Some(ns.to_string()));
+        Self::new(served.into_iter().collect(), self.connections.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -210,13 +204,7 @@ where
         // Ready at once: what each scope lists is applied, never swapped in whole.
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let feed = Feed {
-            writer,
-            store: store.clone(),
-            changes: changes.clone(),
-            slim: Arc::new(slim),
-            namespaces: scopes.each.iter().map(|(ns, _)| ns.clone()).collect(),
-        };
+        let feed = Feed { writer, store: store.clone(), changes: changes.clone(), slim: Arc::new(slim), namespaces: scopes.each.clone() };
         let watches = Watches {
             started: scopes.each.iter().map(|_| AtomicBool::default()).collect(),
             listed: Arc::new(Listed { each: scopes.each.iter().map(|_| AtomicBool::default()).collect(), bumped: watch::channel(0).0 }),
@@ -372,11 +360,11 @@ where
         if self.started[i].swap(true, Ordering::AcqRel) {
             return;
         }
-        let (ns, client) = &self.scopes.each[i];
-        let url = K::url_path(&(), ns.as_deref());
+        let url = K::url_path(&(), self.scopes.each[i].as_deref());
+        let client = self.scopes.connections.for_watch();
         let restarts = self.metrics.watch_restarts.with_label_values(&[&self.plural]);
         let plural = self.plural.clone();
-        let events = super::watch::events(client.clone(), url, self.config.clone())
+        let events = super::watch::events(client, url, self.config.clone())
             .inspect_err(move |e| {
                 restarts.inc();
                 warn!(kind = %plural, error = %e, "watch failed; retrying");
@@ -626,7 +614,7 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_is_watched_once_something_there_asks_and_only_there() {
         let (client, calls) = crate::runtime::mock::mock_api(serde_json::json!({}));
-        let scopes = Scopes::new(vec![Some("a".into()), Some("b".into())], &[client], 1);
+        let scopes = Scopes::new(vec![Some("a".into()), Some("b".into())], WatchConnections::single(client));
         let cache = Cache::<ConfigMap>::new(&scopes, watcher::Config::default(), |_| {}, "configmaps", &Metrics::default(), RARE);
         tokio::time::timeout(std::time::Duration::from_secs(1), cache.ready()).await.expect("nothing watched: nothing to wait for");
         let waiters: Vec<_> = (0..3)

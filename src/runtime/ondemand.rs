@@ -39,7 +39,7 @@ impl<K> OnDemand<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    /// Watched where `scopes` serve, through the client each namespace's watches use.
+    /// Watched where `scopes` serve, through their connections.
     pub fn new(scopes: Arc<Scopes>, config: watcher::Config, slim: fn(&mut K), metrics: &Metrics) -> Self {
         let (changes, _) = broadcast::channel(super::cache::RARE);
         Self { scopes, config, slim, metrics: metrics.clone(), watches: Mutex::default(), changes }
@@ -54,11 +54,14 @@ where
             .entry(ns.to_string())
             .or_insert_with(|| {
                 info!(kind = %K::plural(&()), namespace = %ns, "watching: a server here names one");
-                let scope = match self.scopes.client_for(ns) {
-                    Some(client) => Scopes::new(vec![Some(ns.to_string())], std::slice::from_ref(client), 1),
-                    None => Scopes::none(),
-                };
-                Cache::announcing_on(self.changes.clone(), &scope, self.config.clone(), self.slim, &K::plural(&()), &self.metrics)
+                Cache::announcing_on(
+                    self.changes.clone(),
+                    &self.scopes.only(ns),
+                    self.config.clone(),
+                    self.slim,
+                    &K::plural(&()),
+                    &self.metrics,
+                )
             })
             .clone();
         cache.watched_in(ns).await.clone()

@@ -12,6 +12,13 @@ pub const FIELD_MANAGER: &str = "toolhive-operator";
 /// The address every proxy runner listens on unless the chart says otherwise.
 pub const DEFAULT_PROXY_HOST: &str = "0.0.0.0";
 
+/// Watches one HTTP/2 connection carries by default: the least a server should allow
+/// (RFC 9113 asks for at least 100 concurrent streams). A stream over the server's
+/// limit would wait, not fail, and a watch never ends: so a connection is never
+/// given more watches than the server is known to allow. kube-apiserver allows 250
+/// unless `--http2-max-streams-per-connection` says otherwise.
+pub const STREAMS_PER_CONNECTION: usize = 100;
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "toolhive-operator", version, about = "Runs MCPServers and guards them with a tenancy admission webhook")]
 pub struct Args {
@@ -43,11 +50,17 @@ pub struct Args {
     /// current (with --webhook-cert-secret).
     #[arg(long, default_value = "")]
     pub webhook_configuration: String,
-    /// Carry the watches over HTTP/2, five scopes' watches sharing one connection as
-    /// streams: much less memory in namespace mode. false: one HTTP/1.1 connection
-    /// per watch (for an API server path that cannot carry HTTP/2).
+    /// Carry the watches over HTTP/2, many sharing one connection as streams: much
+    /// less memory in namespace mode. false: one HTTP/1.1 connection per watch (for
+    /// an API server path that cannot carry HTTP/2).
     #[arg(long, env = "TOOLHIVE_WATCH_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_http2: bool,
+    /// Watches one HTTP/2 connection carries (at most the API server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, 250 for kube-apiserver unless set otherwise:
+    /// a watch beyond it would wait for a stream for ever). Fewer connections, less
+    /// memory.
+    #[arg(long, env = "TOOLHIVE_WATCH_STREAMS_PER_CONNECTION", default_value_t = STREAMS_PER_CONNECTION)]
+    pub watch_streams_per_connection: usize,
     /// PEM CA bundle: only clients with a certificate it signs may connect to the
     /// webhook (the API server, given its client certificate in an
     /// AdmissionConfiguration). Unset: any client may connect.

@@ -345,7 +345,7 @@ mod tests {
             children: Arc::new(ChildCaches::listed(&children)),
             image: "vmcp:test".into(),
             definitions: Arc::new(OnDemand::new(
-                crate::runtime::cache::Scopes::new(vec![None], std::slice::from_ref(client), 1),
+                crate::runtime::cache::Scopes::new(vec![None], crate::runtime::watch_client::WatchConnections::single(client.clone())),
                 kube::runtime::watcher::Config::default(),
                 |_| {},
                 &Metrics::default(),

@@ -194,7 +194,7 @@ impl Caches {
                 external_auth: Cache::listed(vec![]),
             },
             named_configmaps: Arc::new(OnDemand::new(
-                Scopes::new(vec![None], std::slice::from_ref(client), 1),
+                Scopes::new(vec![None], crate::runtime::watch_client::WatchConnections::single(client.clone())),
                 watcher::Config::default(),
                 |_| {},
                 &Metrics::default(),
@@ -351,7 +351,8 @@ mod tests {
     #[tokio::test]
     async fn a_configuration_kind_is_watched_once_something_names_one() {
         let (client, calls) = crate::runtime::mock::mock_api(json!({}));
-        let scopes = Scopes::new(vec![Some("team".into()), Some("other".into())], &[client], 1);
+        let scopes =
+            Scopes::new(vec![Some("team".into()), Some("other".into())], crate::runtime::watch_client::WatchConnections::single(client));
         let configs = ConfigCaches::new(&scopes, &Metrics::default());
         // The kinds asked for, by plural (a watch lists, then watches: twice each).
         let lists = || -> std::collections::BTreeSet<String> {
