@@ -134,7 +134,7 @@ struct Watches<K: Resource<DynamicType = ()> + Clone + 'static> {
     started: Vec<AtomicBool>,
     listed: Arc<Listed>,
     feeder: Mutex<Feeder<K>>,
-    config: watcher::Config,
+    config: Arc<watcher::Config>,
     plural: String,
     metrics: Metrics,
 }
@@ -210,7 +210,7 @@ where
             listed: Arc::new(Listed { each: scopes.each.iter().map(|_| AtomicBool::default()).collect(), bumped: watch::channel(0).0 }),
             scopes: scopes.clone(),
             feeder: Mutex::new(Feeder::Waiting(Box::new(feed))),
-            config,
+            config: Arc::new(config),
             plural: plural.to_string(),
             metrics: metrics.clone(),
         };

@@ -11,6 +11,7 @@
 //! while it runs.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream::BoxStream};
@@ -36,7 +37,9 @@ const MAX_LINE: usize = 16 << 20;
 /// The events of the objects at `url` (a kind's path in one scope) that `config`
 /// selects, as kube's `watcher` yields them. Errors are yielded too, and the stream
 /// goes on after each: wrap it in a backoff.
-pub fn events<K>(client: Client, url: String, config: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+/// `client` and `config` are shared (by every watch on a connection, by a kind's
+/// watches): thousands of watches hold a pointer each, not a copy.
+pub fn events<K>(client: Arc<Client>, url: String, config: Arc<watcher::Config>) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
 where
     K: kube::Resource + Clone + DeserializeOwned + Send + 'static,
 {
@@ -56,9 +59,9 @@ struct Watch<K> {
 
 /// What is watched, and where.
 struct Source {
-    client: Client,
+    client: Arc<Client>,
     url: String,
-    config: watcher::Config,
+    config: Arc<watcher::Config>,
 }
 
 enum Phase<K> {
@@ -345,7 +348,7 @@ mod tests {
             asked
         });
         let client = Client::new(service, "default");
-        let stream = events::<ConfigMap>(client, "/api/v1/namespaces/a/configmaps".into(), watcher::Config::default());
+        let stream = events::<ConfigMap>(Arc::new(client), "/api/v1/namespaces/a/configmaps".into(), Arc::default());
         let seen: Vec<String> = stream
             .take(11)
             .map(|event| match event {

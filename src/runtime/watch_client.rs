@@ -14,7 +14,8 @@ use tracing::{info, warn};
 /// Hands each new watch a client: the first open connection with room for another
 /// stream, or a new connection when every one is full.
 pub struct WatchConnections {
-    open: Mutex<Vec<(Client, usize)>>,
+    /// Each connection's client (shared by its watches) and how many it carries.
+    open: Mutex<Vec<(Arc<Client>, usize)>>,
     /// Opens another connection; None: every watch goes through the first.
     another: Option<Box<dyn Fn() -> Result<Client, kube::Error> + Send + Sync>>,
     streams: usize,
@@ -29,12 +30,12 @@ impl WatchConnections {
         let config = config.clone();
         let another = move || http2_client(&config, tls.clone());
         let first = another()?;
-        Ok(Arc::new(Self { open: Mutex::new(vec![(first, 0)]), another: Some(Box::new(another)), streams: streams.max(1) }))
+        Ok(Arc::new(Self { open: Mutex::new(vec![(Arc::new(first), 0)]), another: Some(Box::new(another)), streams: streams.max(1) }))
     }
 
     /// Every watch through `client` (HTTP/1.1: a connection per watch; and tests).
     pub fn single(client: Client) -> Arc<Self> {
-        Arc::new(Self { open: Mutex::new(vec![(client, 0)]), another: None, streams: usize::MAX })
+        Arc::new(Self { open: Mutex::new(vec![(Arc::new(client), 0)]), another: None, streams: usize::MAX })
     }
 
     /// No connection at all, for scopes that watch nothing (tests).
@@ -45,7 +46,7 @@ impl WatchConnections {
 
     /// The client a new watch goes through (counted as carrying it for the life of
     /// the process: watches are never given back, so a count only over-states).
-    pub fn for_watch(&self) -> Client {
+    pub fn for_watch(&self) -> Arc<Client> {
         let mut open = self.open.lock();
         if let Some((client, carried)) = open.iter_mut().find(|(_, carried)| *carried < self.streams) {
             *carried += 1;
@@ -54,6 +55,7 @@ impl WatchConnections {
         match self.another.as_ref().map(|another| another()) {
             Some(Ok(client)) => {
                 info!(connections = open.len() + 1, streams = self.streams, "every watch connection is full: opening another");
+                let client = Arc::new(client);
                 open.push((client.clone(), 1));
                 client
             }
@@ -75,7 +77,7 @@ impl WatchConnections {
 }
 
 /// The connection carrying the fewest watches, now carrying one more.
-fn least_loaded(open: &mut [(Client, usize)]) -> Client {
+fn least_loaded(open: &mut [(Arc<Client>, usize)]) -> Arc<Client> {
     let (client, carried) = open.iter_mut().min_by_key(|(_, carried)| *carried).expect("a first connection is always open");
     *carried += 1;
     client.clone()
@@ -116,7 +118,7 @@ mod tests {
             Ok(crate::runtime::mock::mock_api(serde_json::json!({})).0)
         };
         let first = another().unwrap();
-        let connections = WatchConnections { open: Mutex::new(vec![(first, 0)]), another: Some(Box::new(another)), streams: 2 };
+        let connections = WatchConnections { open: Mutex::new(vec![(Arc::new(first), 0)]), another: Some(Box::new(another)), streams: 2 };
         for _ in 0..5 {
             connections.for_watch();
         }
