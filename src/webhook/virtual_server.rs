@@ -42,6 +42,8 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     if let Err(problems) = crate::kinds::virtualmcp::config::parse(parsed.config.as_ref(), &parsed.group_ref.name) {
         out.extend(problems.into_iter().map(Violation::invalid_spec));
     }
+    let headers = crate::kinds::virtualmcp::config::passthrough_problems(&parsed.passthrough_headers, "spec.passthroughHeaders");
+    out.extend(headers.into_iter().map(Violation::invalid_spec));
     out
 }
 
@@ -105,13 +107,13 @@ mod tests {
         assert!(violations("team", plain).is_empty());
         let found = violations(
             "team",
-            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "passthroughHeaders": ["X-Team"],
+            json!({"groupRef": {"name": "g"}, "incomingAuth": {"type": "anonymous"}, "passthroughHeaders": ["X-Team", "authorization"],
                 "config": {"codeMode": {"enabled": true}, "operational": {"timeouts": {"default": "soon"}}}}),
         );
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].starts_with("spec.passthroughHeaders: Forbidden: forwarding client headers"), "{found:?}");
-        assert!(found[1].starts_with("spec.config.codeMode: Invalid value: code mode is not carried out"), "{found:?}");
-        assert!(found[2].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
+        assert!(found[0].starts_with("spec.config.codeMode: Invalid value: code mode is not carried out"), "{found:?}");
+        assert!(found[1].starts_with("spec.config.operational.timeouts.default: Invalid value: \"soon\" is not a duration"), "{found:?}");
+        assert!(found[2].starts_with("spec.passthroughHeaders[1]: Invalid value: Authorization may not be forwarded"), "{found:?}");
     }
 
     #[test]

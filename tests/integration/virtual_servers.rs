@@ -216,6 +216,26 @@ async fn virtual_servers_get_the_reference_s_children_and_follow_their_group() {
         .to_string();
     assert!(refused.contains("spec.config.compositeTools[0].steps: Invalid value: the steps depend on each other in a cycle"), "{refused}");
 
+    // Audit settings and the callers' headers to forward reach the vMCP's file; an event
+    // type the vMCP does not know (it would not start) is refused with its path.
+    let audited = json!({"groupRef": {"name": "my-services"}, "incomingAuth": {"type": "anonymous"}, "passthroughHeaders": ["X-Tenant"],
+        "config": {"audit": {"enabled": true, "component": "team-vmcp", "eventTypes": ["mcp_tool_call"]}, "passthroughHeaders": ["X-Other"]}});
+    virtuals.create(&post, &object("VirtualMCPServer", "audited", audited)).await.unwrap();
+    let file = eventually("the audited vMCP's file", &install.operator, || async {
+        let data = configmaps.get("audited-vmcp-config").await.ok()?.data?;
+        serde_yaml_ng::from_str::<Value>(data.get("config.yaml")?).ok()
+    })
+    .await;
+    let audit = &file["audit"];
+    assert_eq!((&audit["component"], &audit["eventTypes"]), (&json!("team-vmcp"), &json!(["mcp_tool_call"])), "{file}");
+    // spec.passthroughHeaders replaces spec.config's list, as the reference's does.
+    assert_eq!(file["passthroughHeaders"], json!(["X-Tenant"]), "{file}");
+    virtuals.delete("audited", &Default::default()).await.unwrap();
+    let unknown = json!({"groupRef": {"name": "my-services"}, "incomingAuth": {"type": "anonymous"},
+        "config": {"audit": {"enabled": true, "eventTypes": ["tool_call"]}}});
+    let refused = virtuals.create(&post, &object("VirtualMCPServer", "misaudited", unknown)).await.unwrap_err().to_string();
+    assert!(refused.contains("spec.config.audit.eventTypes[0]"), "{refused}");
+
     // Composite tools from a VirtualMCPCompositeToolDefinition: a server naming one that
     // does not exist yet is Failed; once it is made (watched on demand), the tool
     // joins the server's inline one in the vMCP's file. One that cannot run is refused.

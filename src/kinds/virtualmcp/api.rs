@@ -287,11 +287,6 @@ pub fn unsupported(spec: &VirtualMCPServerSpec) -> Vec<(String, &'static str)> {
         }
     };
     refuse(
-        !spec.passthrough_headers.is_empty(),
-        "passthroughHeaders",
-        "forwarding client headers to backends is not carried out by this operator release; remove it",
-    );
-    refuse(
         spec.auth_server_config.is_some(),
         "authServerConfig",
         "the embedded authorization server is not carried out by this operator release; remove it",

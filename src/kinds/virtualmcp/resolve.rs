@@ -99,6 +99,11 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
             UserConfig::default()
         }
     };
+    // spec.passthroughHeaders, when set, replaces spec.config's list (as the reference's).
+    problems.extend(config::passthrough_problems(&vmcp.spec.passthrough_headers, "spec.passthroughHeaders"));
+    if !vmcp.spec.passthrough_headers.is_empty() {
+        user.passthrough_headers = vmcp.spec.passthrough_headers.clone();
+    }
     let inline = user.composite_tools.len();
     for (i, reference) in user.composite_tool_refs.iter().enumerate() {
         let path = format!("spec.config.compositeToolRefs[{i}]");
