@@ -42,7 +42,7 @@ pub fn validate(spec: Option<&Value>, namespace: &str, facts: &Facts) -> Vec<Vio
     if let Err(problems) = crate::kinds::virtualmcp::config::parse(parsed.config.as_ref(), &parsed.group_ref.name) {
         out.extend(problems.into_iter().map(Violation::invalid_spec));
     }
-    let headers = crate::kinds::virtualmcp::config::passthrough_problems(&parsed.passthrough_headers, "spec.passthroughHeaders");
+    let headers = crate::kinds::virtualmcp::headers::passthrough_problems(&parsed.passthrough_headers, "spec.passthroughHeaders");
     out.extend(headers.into_iter().map(Violation::invalid_spec));
     out
 }

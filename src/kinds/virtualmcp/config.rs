@@ -49,41 +49,11 @@ pub struct UserConfig {
     pub telemetry: Option<crate::kinds::telemetry::RunnerTelemetry>,
     /// Audit logging of the MCP operations the vMCP serves, to its standard output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audit: Option<Audit>,
+    pub audit: Option<super::audit::Audit>,
     /// Header names forwarded from callers' requests to every backend
     /// (spec.passthroughHeaders, when set, replaces these: `resolve`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passthrough_headers: Vec<String>,
-}
-
-/// The vMCP's audit log settings, passed to it as written.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Audit {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub component: String,
-    /// Only these event types (all when empty).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_types: Vec<String>,
-    /// Never these, whatever `event_types` says.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_event_types: Vec<String>,
-    #[serde(default)]
-    pub include_request_data: bool,
-    #[serde(default)]
-    pub include_response_data: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detect_application_errors: Option<bool>,
-    /// Bytes of request or response data kept in an event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_data_size: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_delegation_depth: Option<i64>,
-    /// Refused (`check`): events go to the container's standard output.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub log_file: String,
 }
 
 /// The tool optimizer's settings. Its embedding service is an EmbeddingServer
@@ -332,9 +302,9 @@ fn check(config: &UserConfig, group: &str) -> Vec<Problem> {
         problems.extend(optimizer_problems(optimizer));
     }
     if let Some(audit) = &config.audit {
-        problems.extend(audit_problems(audit));
+        problems.extend(super::audit::problems(audit));
     }
-    problems.extend(passthrough_problems(&config.passthrough_headers, "spec.config.passthroughHeaders"));
+    problems.extend(super::headers::passthrough_problems(&config.passthrough_headers, "spec.config.passthroughHeaders"));
     if let Some(level) =
         config.operational.as_ref().map(|o| o.log_level.as_str()).filter(|l| !l.is_empty() && *l != "debug" && *l != "info")
     {
@@ -506,106 +476,24 @@ pub struct VmcpConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<crate::kinds::telemetry::RunnerTelemetry>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<Audit>,
+    pub audit: Option<super::audit::Audit>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub passthrough_headers: Vec<String>,
 }
 
-/// Headers never forwarded from a caller to the backends: routing, hop-by-hop,
-/// smuggling and identity-spoofing headers, and credentials (the vMCP refuses to
-/// start with any of them).
-const RESTRICTED_HEADERS: &[&str] = &[
-    "Host",
-    "Connection",
-    "Keep-Alive",
-    "Te",
-    "Trailer",
-    "Upgrade",
-    "Http2-Settings",
-    "Proxy-Authorization",
-    "Proxy-Authenticate",
-    "Proxy-Connection",
-    "Transfer-Encoding",
-    "Content-Length",
-    "Forwarded",
-    "X-Forwarded-For",
-    "X-Forwarded-Host",
-    "X-Forwarded-Proto",
-    "X-Real-Ip",
-    "Authorization",
-    "Cookie",
-];
-
-/// The header names in `names` (at `path`) the vMCP cannot forward, with why.
-pub fn passthrough_problems(names: &[String], path: &str) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        if hyper::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            problems.push(Problem::at(at, format!("{name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)")));
-        } else if let Some(restricted) = RESTRICTED_HEADERS.iter().find(|r| r.eq_ignore_ascii_case(name)) {
-            problems.push(Problem::at(
-                at,
-                format!("{restricted} may not be forwarded from callers to backends (routing, hop-by-hop, identity and credential headers never are)"),
-            ));
-        } else if !seen.insert(name.to_ascii_lowercase()) {
-            problems.push(Problem::at(at, format!("{name:?} is listed twice")));
-        }
-    }
-    problems
-}
-
-/// The event types the vMCP audits (it refuses to start on any other).
-const AUDIT_EVENT_TYPES: &[&str] = &[
-    "mcp_initialize",
-    "mcp_tool_call",
-    "mcp_tools_list",
-    "mcp_resource_read",
-    "mcp_resources_list",
-    "mcp_prompt_get",
-    "mcp_prompts_list",
-    "mcp_notification",
-    "mcp_ping",
-    "mcp_logging",
-    "mcp_completion",
-    "mcp_roots_list_changed",
-    "vmcp_workflow_started",
-    "vmcp_workflow_completed",
-    "vmcp_workflow_failed",
-    "vmcp_workflow_timed_out",
-    "vmcp_workflow_step_started",
-    "vmcp_workflow_step_completed",
-    "vmcp_workflow_step_failed",
-    "vmcp_workflow_step_skipped",
-    "mcp_request",
-    "http_request",
-];
-
-/// The audit settings the vMCP cannot run as written, with their paths.
-fn audit_problems(audit: &Audit) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for (field, types) in [("eventTypes", &audit.event_types), ("excludeEventTypes", &audit.exclude_event_types)] {
-        for (i, kind) in types.iter().enumerate().filter(|(_, t)| !AUDIT_EVENT_TYPES.contains(&t.as_str())) {
-            problems.push(Problem::at(
-                format!("spec.config.audit.{field}[{i}]"),
-                format!("{kind:?} is not an event type the vMCP audits; use one of {}", AUDIT_EVENT_TYPES.join(", ")),
-            ));
-        }
-    }
-    if !audit.log_file.is_empty() {
-        problems.push(Problem::at(
-            "spec.config.audit.logFile",
-            "audit events go to the vMCP container's standard output (collect them from the pod's log); a file in the container is not carried out: remove it",
-        ));
-    }
-    if audit.max_data_size.is_some_and(|n| n < 0) {
-        problems.push(Problem::at("spec.config.audit.maxDataSize", "must be 0 or more bytes"));
-    }
-    if audit.max_delegation_depth.is_some_and(|n| n < 1) {
-        problems.push(Problem::at("spec.config.audit.maxDelegationDepth", "must be 1 or more"));
-    }
-    problems
+/// The file `user` makes with anonymous callers, no backend and no outgoing auth,
+/// read back (tests).
+#[cfg(test)]
+pub fn rendered(user: &UserConfig) -> Value {
+    let text = render(
+        "v",
+        "g",
+        user,
+        vec![],
+        IncomingAuth { kind: "anonymous", oidc: None, authz: None },
+        OutgoingAuthFile::with(BTreeMap::new()),
+    );
+    serde_yaml_ng::from_str(&text).expect("the file reads back")
 }
 
 /// The aggregation when none is given: each tool named after its backend, as the reference does.
@@ -650,95 +538,6 @@ pub fn render(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn caller_headers_to_forward_reach_the_file_and_restricted_malformed_or_repeated_ones_are_refused() {
-        let parsed = parse(Some(&json!({"passthroughHeaders": ["X-Tenant", "X-Request-Id"]})), "g").unwrap();
-        let text = render(
-            "v",
-            "g",
-            &parsed,
-            vec![],
-            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
-            OutgoingAuthFile::with(BTreeMap::new()),
-        );
-        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
-        assert_eq!(back["passthroughHeaders"], json!(["X-Tenant", "X-Request-Id"]));
-
-        let bad = json!({"passthroughHeaders": ["cookie", "bad header", "X-Tenant", "x-tenant", "X-Forwarded-For"]});
-        let found: Vec<(String, String)> = parse(Some(&bad), "g").unwrap_err().into_iter().map(|p| (p.path, p.message)).collect();
-        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "spec.config.passthroughHeaders[0]",
-                "spec.config.passthroughHeaders[1]",
-                "spec.config.passthroughHeaders[3]",
-                "spec.config.passthroughHeaders[4]"
-            ]
-        );
-        assert!(found[0].1.starts_with("Cookie may not be forwarded"), "{found:?}");
-        assert!(found[1].1.contains("is not a header name"), "{found:?}");
-        assert!(found[2].1.contains("listed twice"), "{found:?}");
-        assert!(found[3].1.starts_with("X-Forwarded-For may not be forwarded"), "{found:?}");
-    }
-
-    #[test]
-    fn audit_settings_reach_the_file_and_a_log_file_or_bad_bounds_are_refused_with_their_paths() {
-        let config = json!({"audit": {"enabled": true, "component": "team-vmcp", "eventTypes": ["mcp_tool_call"],
-            "excludeEventTypes": ["mcp_ping"], "includeRequestData": true, "maxDataSize": 2048, "detectApplicationErrors": false}});
-        let parsed = parse(Some(&config), "g").unwrap();
-        let text = render(
-            "v",
-            "g",
-            &parsed,
-            vec![],
-            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
-            OutgoingAuthFile::with(BTreeMap::new()),
-        );
-        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
-        assert_eq!(
-            back["audit"],
-            json!({"enabled": true, "component": "team-vmcp", "eventTypes": ["mcp_tool_call"], "excludeEventTypes": ["mcp_ping"],
-                "includeRequestData": true, "includeResponseData": false, "detectApplicationErrors": false, "maxDataSize": 2048})
-        );
-        let without: Value = serde_yaml_ng::from_str(&render(
-            "v",
-            "g",
-            &parse(None, "g").unwrap(),
-            vec![],
-            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
-            OutgoingAuthFile::with(BTreeMap::new()),
-        ))
-        .unwrap();
-        assert!(without.get("audit").is_none(), "no audit section unless asked for");
-        let off: Value = serde_yaml_ng::from_str(&render(
-            "v",
-            "g",
-            &parse(Some(&json!({"audit": {"enabled": false, "component": "c"}})), "g").unwrap(),
-            vec![],
-            IncomingAuth { kind: "anonymous", oidc: None, authz: None },
-            OutgoingAuthFile::with(BTreeMap::new()),
-        ))
-        .unwrap();
-        assert!(off.get("audit").is_none(), "switched off: the vMCP would audit on finding a section");
-
-        let bad = json!({"audit": {"enabled": true, "logFile": "/var/log/audit.log", "maxDataSize": -1, "maxDelegationDepth": 0,
-            "eventTypes": ["mcp_tool_call", "tool_call"], "excludeEventTypes": ["nope"]}});
-        let paths: Vec<String> = parse(Some(&bad), "g").unwrap_err().into_iter().map(|p| p.path).collect();
-        assert_eq!(
-            paths,
-            [
-                "spec.config.audit.eventTypes[1]",
-                "spec.config.audit.excludeEventTypes[0]",
-                "spec.config.audit.logFile",
-                "spec.config.audit.maxDataSize",
-                "spec.config.audit.maxDelegationDepth"
-            ]
-        );
-        let typo = parse(Some(&json!({"audit": {"enable": true}})), "g").unwrap_err();
-        assert!(typo[0].message.contains("enable"), "{typo:?}");
-    }
 
     #[test]
     fn the_reference_s_example_settings_are_carried_out() {

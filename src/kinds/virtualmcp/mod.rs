@@ -8,11 +8,13 @@
 //! `controller` (on the MCPServer controller's caches).
 
 pub mod api;
+pub mod audit;
 pub mod children;
 pub mod composite;
 pub mod config;
 pub mod controller;
 pub mod definition;
+pub mod headers;
 pub mod resolve;
 pub mod status;
 

@@ -100,7 +100,7 @@ pub fn resolve(vmcp: &VirtualMCPServer, view: View<'_>) -> Resolution {
         }
     };
     // spec.passthroughHeaders, when set, replaces spec.config's list (as the reference's).
-    problems.extend(config::passthrough_problems(&vmcp.spec.passthrough_headers, "spec.passthroughHeaders"));
+    problems.extend(crate::kinds::virtualmcp::headers::passthrough_problems(&vmcp.spec.passthrough_headers, "spec.passthroughHeaders"));
     if !vmcp.spec.passthrough_headers.is_empty() {
         user.passthrough_headers = vmcp.spec.passthrough_headers.clone();
     }
