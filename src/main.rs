@@ -87,7 +87,7 @@ async fn main() {
     let embedding_servers = controller::slimmed(&caches.scopes, all(), &[], &metrics, rare).started();
     metrics
         .registry
-        .register(Box::new(controller::ServerPhases::new(vec![caches.servers.store().clone()])))
+        .register(Box::new(controller::ServerPhases::new(caches.servers.store().clone())))
         .unwrap_or_else(|e| fail(format!("cannot register the MCPServer gauge: {e}")));
     let readiness = Arc::new(http::Readiness::default());
     spawn_server("health", health_addr, http::health_router(readiness.clone()));
@@ -137,7 +137,7 @@ async fn main() {
         let check = webhook::stored_server_check(&state);
         metrics
             .registry
-            .register(Box::new(controller::PolicyFindings::new(vec![caches.servers.store().clone()], check.clone())))
+            .register(Box::new(controller::PolicyFindings::new(caches.servers.store().clone(), check.clone())))
             .unwrap_or_else(|e| fail(format!("cannot register the policy gauge: {e}")));
         policy_watch = Some(controller::PolicyWatch { check, changes: policy_changes });
         let router = webhook::router(state);

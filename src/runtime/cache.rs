@@ -167,8 +167,8 @@ struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
     slim: Slim<K>,
-    /// Each scope's namespace (None: every namespace), by index.
-    namespaces: Vec<Option<String>>,
+    /// Which namespace each scope holds (None: every namespace), by index.
+    scopes: Arc<Scopes>,
 }
 
 impl<K> Cache<K>
@@ -204,7 +204,7 @@ where
         // Ready at once: what each scope lists is applied, never swapped in whole.
         writer.apply_watcher_event(&watcher::Event::Init);
         writer.apply_watcher_event(&watcher::Event::InitDone);
-        let feed = Feed { writer, store: store.clone(), changes: changes.clone(), slim: Arc::new(slim), namespaces: scopes.each.clone() };
+        let feed = Feed { writer, store: store.clone(), changes: changes.clone(), slim: Arc::new(slim), scopes: scopes.clone() };
         let watches = Watches {
             started: scopes.each.iter().map(|_| AtomicBool::default()).collect(),
             listed: Arc::new(Listed { each: scopes.each.iter().map(|_| AtomicBool::default()).collect(), bumped: watch::channel(0).0 }),
@@ -253,15 +253,19 @@ where
         let every = |w: &Watches<K>| {
             w.started.iter().zip(&w.listed.each).all(|(started, listed)| !started.load(Ordering::Acquire) || listed.load(Ordering::Acquire))
         };
+        self.until_listed(every).await;
+    }
+
+    /// Waits until `done`, looked at again each time a scope has listed.
+    async fn until_listed(&self, done: impl Fn(&Watches<K>) -> bool) {
         let mut listed = self.watches.listed.bumped.subscribe();
         // An error: the sender is gone (never, while the cache is held).
-        let _ = listed.wait_for(|_| every(&self.watches)).await;
+        let _ = listed.wait_for(|_| done(&self.watches)).await;
     }
 
     /// Waits until `done`, at most `FIRST_LIST_WAIT`.
     async fn wait_listed(&self, done: impl Fn(&Watches<K>) -> bool) {
-        let mut listed = self.watches.listed.bumped.subscribe();
-        if tokio::time::timeout(FIRST_LIST_WAIT, listed.wait_for(|_| done(&self.watches))).await.is_err() {
+        if tokio::time::timeout(FIRST_LIST_WAIT, self.until_listed(done)).await.is_err() {
             warn!(kind = %K::plural(&()), "not listed yet (is its CRD installed?); going on without it");
         }
     }
@@ -473,7 +477,7 @@ where
 
     /// Whether `object` is scope `scope`'s.
     fn holds(&self, scope: usize, object: &K) -> bool {
-        match &self.namespaces[scope] {
+        match &self.scopes.each[scope] {
             None => true,
             Some(ns) => object.meta().namespace.as_ref() == Some(ns),
         }
@@ -571,8 +575,13 @@ mod tests {
     fn a_namespace_relists_its_own_objects_and_leaves_the_others() {
         let (changes, _) = broadcast::channel(BUSY);
         let (store, writer) = reflector::store::<ConfigMap>();
-        let mut feed =
-            Feed { writer, store: store.clone(), changes, slim: Arc::new(|_| {}), namespaces: vec![Some("a".into()), Some("b".into())] };
+        let mut feed = Feed {
+            writer,
+            store: store.clone(),
+            changes,
+            slim: Arc::new(|_| {}),
+            scopes: Scopes::new(vec![Some("a".into()), Some("b".into())], WatchConnections::none()),
+        };
         let mut relists = HashMap::new();
         let list = |feed: &mut Feed<ConfigMap>, relists: &mut HashMap<usize, Relist<ConfigMap>>, scope: usize, objects: Vec<ConfigMap>| {
             let mut touched = feed.apply(scope, watcher::Event::Init, relists);

@@ -33,7 +33,7 @@ use crate::shared::meta::slim_metadata;
 
 struct Context {
     shared: Arc<Shared>,
-    scope: Arc<Caches>,
+    caches: Arc<Caches>,
     children: Arc<ChildCaches>,
     image: String,
     /// The VirtualMCPCompositeToolDefinitions, watched in a namespace only while a
@@ -68,7 +68,7 @@ fn selecting(store: &Store<VirtualMCPServer>, pick: impl Fn(&VirtualMCPServer) -
 
 /// Whether `vmcp` or a member of its group names an MCPExternalAuthConfig (its
 /// outgoing auth, explicit or discovered).
-fn names_external_auth(vmcp: &VirtualMCPServer, scope: &Caches) -> bool {
+fn names_external_auth(vmcp: &VirtualMCPServer, caches: &Caches) -> bool {
     use crate::kinds::group::members_in;
     let (ns, group) = (vmcp.namespace().unwrap_or_default(), vmcp.spec.group_ref.name.as_str());
     let explicit = vmcp
@@ -76,7 +76,7 @@ fn names_external_auth(vmcp: &VirtualMCPServer, scope: &Caches) -> bool {
         .outgoing_auth
         .as_ref()
         .is_some_and(|o| o.backends.values().chain(&o.default).any(|a| a.external_auth_config_ref.is_some()));
-    let (servers, entries) = (scope.servers.store().state(), scope.entries.store().state());
+    let (servers, entries) = (caches.servers.store().state(), caches.entries.store().state());
     explicit
         || members_in(&servers, &ns, group, crate::kinds::mcpserver::group_ref::group_of).any(|m| m.spec.external_auth_config_ref.is_some())
         || members_in(&entries, &ns, group, crate::kinds::serverentry::group_of).any(|e| e.spec.external_auth_config_ref.is_some())
@@ -124,16 +124,16 @@ fn member_of<K: Resource>(
 
 async fn serve(
     shared: Arc<Shared>,
-    scope: Arc<Caches>,
+    caches: Arc<Caches>,
     cache: Cache<VirtualMCPServer>,
     embeddings: Cache<EmbeddingServer>,
     image: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let children = scope.children.clone();
+    let children = caches.children.clone();
     let store = cache.store().clone();
     let definitions = Arc::new(OnDemand::new(
-        scope.scopes.clone(),
+        caches.scopes.clone(),
         kube::runtime::watcher::Config::default(),
         |d: &mut VirtualMCPCompositeToolDefinition| slim_metadata(&mut d.metadata, &[]),
         &shared.metrics,
@@ -145,10 +145,10 @@ async fn serve(
             selecting(&store, |v| v.namespace() == ns && definition_names(v).contains(&name))
         }
     };
-    let s = &scope;
+    let s = &caches;
     let ctx = Arc::new(Context {
         shared,
-        scope: scope.clone(),
+        caches: caches.clone(),
         children: children.clone(),
         image,
         definitions: definitions.clone(),
@@ -218,7 +218,7 @@ fn error_policy(vmcp: Arc<VirtualMCPServer>, error: &Error, ctx: Arc<Context>) -
 async fn apply(vmcp: &VirtualMCPServer, ns: &str, ctx: &Context) -> Result<Action> {
     let name = vmcp.name_any();
     let uid = vmcp.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let (s, cfg) = (&ctx.scope, &ctx.scope.configs);
+    let (s, cfg) = (&ctx.caches, &ctx.caches.configs);
     let definitions = watch_definitions(ctx, vmcp, ns).await?;
     ctx.children.watched_in(ns).await;
     // The configuration kinds are watched in a namespace once something there names one.
@@ -341,7 +341,7 @@ mod tests {
         let proxy = crate::kinds::mcpserver::resources::ProxySettings::new("runner:test");
         Arc::new(Context {
             shared: Arc::new(Shared::new(client.clone(), Metrics::default(), proxy, "test".into(), 4)),
-            scope: Arc::new(Caches::listed(client, vec![server], vec![group])),
+            caches: Arc::new(Caches::listed(client, vec![server], vec![group])),
             children: Arc::new(ChildCaches::listed(&children)),
             image: "vmcp:test".into(),
             definitions: Arc::new(OnDemand::new(

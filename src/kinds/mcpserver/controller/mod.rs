@@ -5,16 +5,16 @@
 
 mod caches;
 mod children;
+mod controllers;
 mod remote;
 mod report;
 pub mod resolve;
-mod scope;
 pub mod workload;
 
 pub use caches::{Caches, ChildCaches, ConfigCaches, slimmed};
+use controllers::labelled_for;
+pub use controllers::{run, stopped};
 pub use report::{PhaseReport, PolicyFindings, ServerPhases, publish_to, write_phase_status};
-use scope::labelled_for;
-pub use scope::{run, stopped};
 
 use std::collections::HashMap;
 use std::sync::Arc;

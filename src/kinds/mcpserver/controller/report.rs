@@ -142,18 +142,18 @@ pub async fn publish_to(
     }
 }
 
-/// `toolhive_mcpservers{namespace, phase}`: the MCPServers in the caches by their
+/// `toolhive_mcpservers{namespace, phase}`: the MCPServers in the cache by their
 /// stored phase (no status yet: Pending), every phase listed for a namespace that
 /// holds any.
 pub struct ServerPhases {
-    stores: Vec<Store<MCPServer>>,
+    servers: Store<MCPServer>,
     desc: Desc,
 }
 
 impl ServerPhases {
     pub const NAME: &'static str = "toolhive_mcpservers";
 
-    pub fn new(stores: Vec<Store<MCPServer>>) -> Self {
+    pub fn new(servers: Store<MCPServer>) -> Self {
         let desc = Desc::new(
             Self::NAME.into(),
             "MCPServers known to the operator, by namespace and phase".into(),
@@ -161,14 +161,14 @@ impl ServerPhases {
             Default::default(),
         )
         .expect("a valid metric description");
-        Self { stores, desc }
+        Self { servers, desc }
     }
 
     /// Servers per (namespace, phase).
     pub fn counts(&self) -> BTreeMap<(String, &'static str), i64> {
         let mut counts = BTreeMap::new();
         let mut namespaces = BTreeSet::new();
-        for server in self.stores.iter().flat_map(|s| s.state()) {
+        for server in self.servers.state() {
             let ns = server.namespace().unwrap_or_default();
             let phase = server.status.as_ref().and_then(|s| s.phase).unwrap_or(Phase::Pending);
             *counts.entry((ns.clone(), phase.as_str())).or_insert(0) += 1;
@@ -187,7 +187,7 @@ impl ServerPhases {
 /// break a tenancy rule, checked against the policy in force at each scrape (so it
 /// follows both the servers and the policy, and keeps nothing of its own).
 pub struct PolicyFindings {
-    stores: Vec<Store<MCPServer>>,
+    servers: Store<MCPServer>,
     check: crate::kinds::mcpserver::status::PolicyCheck,
     desc: Desc,
 }
@@ -195,7 +195,7 @@ pub struct PolicyFindings {
 impl PolicyFindings {
     pub const NAME: &'static str = "toolhive_mcpservers_policy_findings";
 
-    pub fn new(stores: Vec<Store<MCPServer>>, check: crate::kinds::mcpserver::status::PolicyCheck) -> Self {
+    pub fn new(servers: Store<MCPServer>, check: crate::kinds::mcpserver::status::PolicyCheck) -> Self {
         let desc = Desc::new(
             Self::NAME.into(),
             "Stored MCPServers that break a tenancy policy rule, by namespace, rule and the rule's mode".into(),
@@ -203,13 +203,13 @@ impl PolicyFindings {
             Default::default(),
         )
         .expect("a valid metric description");
-        Self { stores, check, desc }
+        Self { servers, check, desc }
     }
 
     /// Servers per (namespace, rule, mode).
     pub fn counts(&self) -> BTreeMap<(String, &'static str, &'static str), i64> {
         let mut counts = BTreeMap::new();
-        for server in self.stores.iter().flat_map(|s| s.state()) {
+        for server in self.servers.state() {
             let ns = server.namespace().unwrap_or_default();
             let Ok(spec) = serde_json::to_value(&server.spec) else { continue };
             let rules: BTreeSet<_> = (self.check)(&ns, &spec).into_iter().flatten().map(|f| (f.rule, f.mode)).collect();
@@ -270,7 +270,7 @@ mod tests {
         };
         writer.apply_watcher_event(&watcher::Event::Apply(server("a", Some("Ready"))));
         writer.apply_watcher_event(&watcher::Event::Apply(server("b", None)));
-        let phases = ServerPhases::new(vec![store]);
+        let phases = ServerPhases::new(store);
         let counts = phases.counts();
         assert_eq!(counts[&("team".into(), "Ready")], 1);
         assert_eq!(counts[&("team".into(), "Pending")], 1);
@@ -300,7 +300,7 @@ mod tests {
         let (store, mut writer) = reflector::store::<MCPServer>();
         let server = json!({"metadata": {"name": "s", "namespace": "team"}, "spec": {"image": "i"}});
         writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(server).unwrap()));
-        m.registry.register(Box::new(ServerPhases::new(vec![store]))).unwrap();
+        m.registry.register(Box::new(ServerPhases::new(store))).unwrap();
         m.webhook_latency.with_label_values(&["a"]).observe(1.0);
         m.admission_decisions.with_label_values(&["a", "b", "c", "d"]).inc();
         m.apply_latency.observe(1.0);
